@@ -1,0 +1,295 @@
+"""The local backend: the lab's services as child processes of a supervisor daemon on this machine.
+
+`up` checks everything it can before starting anything, and tears down whatever it started when a
+service does not become ready; `down` leaves no process behind, even after the supervisor was killed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psutil
+
+from labkit.backends.base import ServiceName, ServiceStatus
+from labkit.backends.labdir import LabDir, write_atomically
+from labkit.backends.processes import LAB_ID_ENV, find_lab_processes, stop_processes, wait_until_gone
+from labkit.config import LabConfig
+from labkit.errors import (
+    BackendError,
+    ConfigError,
+    LabAlreadyRunningError,
+    LabNotRunningError,
+    PortInUseError,
+    ServiceStartError,
+)
+from labkit.prometheus_config import render_prometheus_config
+
+__all__ = ["LocalBackend", "check_port_free"]
+
+logger = logging.getLogger(__name__)
+
+_PORT_FLAGS = {
+    "model": ("model_port", "--model-port"),
+    "wrapper": ("wrapper_port", "--wrapper-port"),
+    "prometheus": ("prometheus_port", "--prometheus-port"),
+    "exporter": ("exporter_port", "--exporter-port"),
+}
+SUPERVISOR_STOP_TIMEOUT_S = 30.0
+
+
+def check_port_free(host: str, port: int) -> bool:
+    """True when `host:port` can be bound now (with SO_REUSEADDR, as the services bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class LocalBackend:
+    """Runs the lab on this machine. All state lives in `config.lab_dir`."""
+
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        self.lab = LabDir(config.lab_dir)
+
+    # ---- discovery -----------------------------------------------------------------------------
+    def _saved(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.lab.config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise BackendError(
+                f"{self.lab.config_file} is not valid JSON ({exc}); "
+                "remove the lab directory or pass another --lab-dir"
+            ) from exc
+        return data if isinstance(data, dict) else None
+
+    def _supervisor(self) -> psutil.Process | None:
+        """The live supervisor of this lab directory, verified by its lab id (PIDs get reused)."""
+        saved = self._saved()
+        state = self.lab.read_state()
+        if saved is None or state is None or not state.get("supervisor_pid"):
+            return None
+        try:
+            proc = psutil.Process(int(state["supervisor_pid"]))
+            if proc.environ().get(LAB_ID_ENV) == saved["lab_id"] and proc.status() != psutil.STATUS_ZOMBIE:
+                return proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+        return None
+
+    def is_running(self) -> bool:
+        return self._supervisor() is not None
+
+    def saved_config(self) -> LabConfig:
+        """The configuration the running lab was started with (its ports, engine, model)."""
+        saved = self._saved()
+        if saved is None or not self.is_running():
+            raise LabNotRunningError(f"no lab is running in {self.lab.root}; start one with `labkit up`")
+        return LabConfig(**saved["config"])
+
+    def _control(self, method: str, path: str, **kwargs: Any) -> Any:
+        saved = self._saved()
+        if saved is None or not self.is_running():
+            raise LabNotRunningError(f"no lab is running in {self.lab.root}; start one with `labkit up`")
+        cfg = saved["config"]
+        url = f"http://{cfg['host']}:{cfg['exporter_port']}{path}"
+        headers = {"Authorization": f"Bearer {self.lab.read_token()}"}
+        try:
+            response = httpx.request(method, url, headers=headers, timeout=10.0, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BackendError(
+                f"the lab supervisor at {url} does not answer ({exc}); try `labkit down` and `labkit up`"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise BackendError(f"supervisor refused {method} {path}: {message}")
+        return response.json()
+
+    # ---- Backend protocol ----------------------------------------------------------------------
+    def status(self) -> list[ServiceStatus]:
+        return [ServiceStatus(**item) for item in self._control("GET", "/v1/status")]
+
+    def kill(self, service: ServiceName) -> None:
+        self._control("POST", f"/v1/services/{service}/kill")
+
+    def restart(self, service: ServiceName) -> None:
+        self._control("POST", f"/v1/services/{service}/restart")
+
+    def pause(self, service: ServiceName, duration_s: float) -> None:
+        self._control("POST", f"/v1/services/{service}/pause", json={"duration_s": duration_s})
+
+    def unpause(self, service: ServiceName) -> None:
+        self._control("POST", f"/v1/services/{service}/unpause")
+
+    def logs(self, service: ServiceName, lines: int = 100) -> str:
+        name = "supervisor" if service == "exporter" else service
+        return self.lab.tail_log(name, lines)
+
+    def preflight(self) -> None:
+        """Everything that can be checked before a single process starts."""
+        cfg = self.config
+        if self.is_running():
+            raise LabAlreadyRunningError(
+                f"a lab is already running in {self.lab.root}; see `labkit status`, "
+                "or stop it with `labkit down` first (or pass another --lab-dir and ports)"
+            )
+        if shutil.which(cfg.prometheus_bin) is None:
+            raise ConfigError(
+                f"the Prometheus binary {cfg.prometheus_bin!r} was not found; install it with "
+                "`make setup` (Debian: `apt-get install prometheus`) or pass --prometheus-bin PATH"
+            )
+        if cfg.engine == "llama":
+            cfg.resolved_model_path()
+        if cfg.engine == "ollama" and cfg.supervised_model:
+            cfg.ollama_binary()
+        for service, (field, flag) in _PORT_FLAGS.items():
+            if service == "model" and not cfg.supervised_model:
+                continue
+            port = getattr(cfg, field)
+            if not check_port_free(cfg.host, port):
+                raise PortInUseError(service, port, flag)
+        if cfg.engine == "llama":
+            import importlib.util
+
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise ConfigError(
+                    "engine 'llama' needs llama-cpp-python; run `make setup` or use --engine sim"
+                )
+
+    def up(self, *, progress: Callable[[str], None] | None = None) -> list[ServiceStatus]:
+        """Start every service and return once all are ready; on failure nothing is left running."""
+        say = progress or (lambda _msg: None)
+        cfg = self.config
+        self._sweep_stale()
+        self.preflight()
+        self.lab.prepare()
+        lab_id = uuid.uuid4().hex
+        self.lab.new_token()
+        write_atomically(
+            self.lab.config_file,
+            json.dumps(
+                {
+                    "lab_id": lab_id,
+                    "backend": "local",
+                    "created_at": time.time(),
+                    "config": json.loads(cfg.model_dump_json()),
+                },
+                indent=2,
+            ),
+        )
+        self.lab.state_file.unlink(missing_ok=True)
+        write_atomically(
+            self.lab.prometheus_dir / "prometheus.yml",
+            render_prometheus_config(cfg, lab_id=lab_id, rules_dir=self.lab.rules_dir),
+        )
+        say(f"starting the lab in {self.lab.root} (engine {cfg.engine})")
+        with open(self.lab.log_file("supervisor"), "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "labkit.backends.supervisor", str(self.lab.root)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                env={**os.environ, LAB_ID_ENV: lab_id},
+                start_new_session=True,  # outlives this command; `labkit down` stops it
+            )  # fmt: skip
+        try:
+            return self._wait_ready(proc, say)
+        except BaseException:
+            self._teardown(lab_id)
+            raise
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], say: Callable[[str], None]) -> list[ServiceStatus]:
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        seen: dict[str, str] = {}
+        while True:
+            if proc.poll() is not None:
+                raise ServiceStartError(
+                    f"the lab supervisor exited with code {proc.returncode} during start-up.\n"
+                    f"{self.lab.tail_log('supervisor')}"
+                )
+            state = self.lab.read_state() or {}
+            services = state.get("services", [])
+            details = state.get("details", {})
+            for svc in services:
+                if seen.get(svc["name"]) != svc["state"]:
+                    seen[svc["name"]] = svc["state"]
+                    say(f"  {svc['name']:<10} {svc['state']}")
+            failed = [s for s in services if s["state"] == "failed"]
+            if failed:
+                name = failed[0]["name"]
+                raise ServiceStartError(
+                    f"service {name} failed to start: {details.get(name, '')}\n"
+                    f"last lines of {self.lab.log_file(name)}:\n{self.lab.tail_log(name)}"
+                )
+            if len(services) == 4 and all(s["state"] in ("ready", "external") for s in services):
+                return [ServiceStatus(**s) for s in services]
+            if time.monotonic() > deadline:
+                waiting = [s["name"] for s in services if s["state"] not in ("ready", "external")]
+                hints = "; ".join(f"{n}: {details[n]}" for n in waiting if details.get(n))
+                name = waiting[0] if waiting else "supervisor"
+                raise ServiceStartError(
+                    f"not ready after {self.config.ready_timeout_s:g}s: {', '.join(waiting) or 'all'}"
+                    f"{' (' + hints + ')' if hints else ''}; the lab was stopped again.\n"
+                    f"last lines of {self.lab.log_file(name)}:\n{self.lab.tail_log(name)}"
+                )
+            time.sleep(0.1)
+
+    def down(self) -> int:
+        """Stop the lab; returns how many processes were stopped (0: nothing was running)."""
+        saved = self._saved()
+        if saved is None:
+            return 0
+        return self._teardown(saved["lab_id"])
+
+    def _teardown(self, lab_id: str) -> int:
+        stopped = 0
+        supervisor = self._supervisor()
+        if supervisor is not None:
+            # The supervisor stops its services gracefully, then exits.
+            tree = [supervisor.pid, *(c.pid for c in supervisor.children(recursive=True))]
+            supervisor.terminate()
+            if not wait_until_gone([supervisor.pid], SUPERVISOR_STOP_TIMEOUT_S):
+                logger.warning(
+                    "the supervisor did not stop within %.0fs; killing the lab's processes",
+                    SUPERVISOR_STOP_TIMEOUT_S,
+                )
+            stopped += len(tree)
+        # Whatever is left (a killed supervisor's services, their children) is found by its lab id.
+        leftovers = find_lab_processes(lab_id)
+        stopped += stop_processes(leftovers)
+        state = self.lab.read_state()
+        if state is not None and state.get("running"):
+            state["running"] = False
+            state["supervisor_pid"] = None
+            for svc in state.get("services", []):
+                if svc.get("state") != "external":
+                    svc.update(state="stopped", pid=None)
+            self.lab.write_state(state)
+        return stopped
+
+    def _sweep_stale(self) -> None:
+        """A previous lab in this directory whose supervisor died: stop its leftovers first."""
+        saved = self._saved()
+        if saved is None or self.is_running():
+            return
+        leftovers = find_lab_processes(saved["lab_id"])
+        if leftovers:
+            logger.warning("stopping %d processes left by a lab whose supervisor died", len(leftovers))
+            stop_processes(leftovers)

