@@ -1,0 +1,265 @@
+"""The wrapper's FastAPI app: POST /generate in front of an Ollama-API backend, /health, /ready, /metrics.
+
+Every error is a JSON `{"error": ...}` body; every /generate request is counted, admitted or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from labkit.wrapper._backend import UpstreamError, missing_model_reason
+from labkit.wrapper._generation import (
+    ClientGoneError,
+    Generation,
+    MeteredStreamingResponse,
+    WrapperState,
+    collect_generation,
+    run_until_client_leaves,
+)
+from labkit.wrapper._metrics import GENERATE_ENDPOINT, WrapperMetrics
+from labkit.wrapper._settings import WrapperSettings
+
+__all__ = ["GenerateRequest", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+_ROUTES_HINT = "the API has POST /generate, GET /health, GET /ready and GET /metrics"
+
+
+class GenerateRequest(BaseModel):
+    """The body of POST /generate. Strict types; unknown fields are rejected.
+
+    The prompt's upper length and max_tokens' upper bound come from the wrapper's settings.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(min_length=1, description="the text to continue")
+    model: str | None = Field(default=None, min_length=1, description="backend model; default: the wrapper's")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="most tokens to generate (Ollama's num_predict)"
+    )
+    stream: bool = Field(default=False, description="answer as NDJSON lines instead of one JSON object")
+    options: dict[str, Any] | None = Field(default=None, description="passed through to Ollama's options")
+
+
+def _package_version() -> str:
+    try:
+        return version("labkit")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    detail: Sequence[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = list(detail)
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _field_name(loc: Sequence[int | str]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _validation_detail(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """FastAPI's errors as loc/msg/type; pydantic's `input` would echo a 16 KiB prompt back."""
+    detail = []
+    for e in errors:
+        loc, msg = list(e["loc"]), str(e["msg"])
+        if e["type"] == "json_invalid":
+            # FastAPI puts the character position into loc; say it in words instead.
+            reason = (e.get("ctx") or {}).get("error")
+            msg = f"invalid JSON at character {loc[-1]}" + (f" ({reason})" if reason else "")
+            loc = ["body"]
+        detail.append({"loc": loc, "msg": msg, "type": str(e["type"])})
+    return detail
+
+
+def _request_problems(body: GenerateRequest, settings: WrapperSettings) -> list[dict[str, Any]]:
+    """Checks whose bounds come from settings, as validation errors in FastAPI's shape."""
+    problems: list[dict[str, Any]] = []
+    if len(body.prompt) > settings.max_prompt_chars:
+        problems.append({
+            "loc": ["body", "prompt"],
+            "msg": f"longer than the limit of {settings.max_prompt_chars} characters",
+            "type": "string_too_long",
+        })  # fmt: skip
+    limit = settings.max_tokens_limit
+    if body.max_tokens is not None and body.max_tokens > limit:
+        problems.append({
+            "loc": ["body", "max_tokens"],
+            "msg": f"more than the limit of {limit} tokens",
+            "type": "less_than_equal",
+        })  # fmt: skip
+    if body.max_tokens is None and body.options and "num_predict" in body.options:
+        value = body.options["num_predict"]
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit):
+            problems.append({
+                "loc": ["body", "options", "num_predict"],
+                "msg": f"must be an integer from 1 to {limit} (or use max_tokens)",
+                "type": "num_predict_out_of_range",
+            })  # fmt: skip
+    return problems
+
+
+def _backend_payload(body: GenerateRequest, settings: WrapperSettings) -> dict[str, Any]:
+    options = dict(body.options or {})
+    # Always bounded: Ollama's own default (-1) would generate until the context is full.
+    options["num_predict"] = body.max_tokens or options.get("num_predict") or settings.max_tokens_limit
+    # Always streamed from the backend, so TTFT and inter-token gaps are measured for every request.
+    return {"model": body.model or settings.model, "prompt": body.prompt, "stream": True, "options": options}
+
+
+def create_app(settings: WrapperSettings | None = None) -> FastAPI:
+    """Build the wrapper app: one backend client for the app's lifespan, metrics in their own registry."""
+    settings = settings or WrapperSettings()
+    package_version = _package_version()
+    state = WrapperState(settings, WrapperMetrics(model=settings.model, version=package_version))
+    retry_after = {"Retry-After": str(settings.retry_after_s)}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(settings.backend_timeout_s, connect=settings.connect_timeout_s)
+        # trust_env=False: a proxy from the environment must never sit between the wrapper and its backend.
+        # No pool limit: max_in_flight already bounds the connections, and a pool wait would hide it.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=settings.max_in_flight)
+        async with httpx.AsyncClient(
+            base_url=settings.backend_url, timeout=timeout, limits=limits, trust_env=False
+        ) as client:
+            state.client = client
+            try:
+                yield
+            finally:
+                state.client = None
+
+    app = FastAPI(
+        title="labkit wrapper",
+        version=package_version,
+        summary="The lab's public LLM API in front of an Ollama-API model server.",
+        lifespan=lifespan,
+        docs_url=None,  # the Swagger page loads its assets from a CDN; the lab runs offline
+        redoc_url=None,
+    )
+    app.state.wrapper = state
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = _validation_detail(exc.errors())
+        if request.url.path == GENERATE_ENDPOINT:
+            state.count_request(422)
+        message = "; ".join(f"{_field_name(d['loc'])}: {d['msg']}" for d in detail) or "invalid request"
+        if "json" not in request.headers.get("content-type", ""):
+            # FastAPI only parses a JSON body sent as JSON (curl -d sends a form content type).
+            message += "; send a JSON object with the header Content-Type: application/json"
+        return error_response(422, message, detail=detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path == GENERATE_ENDPOINT:
+            state.count_request(exc.status_code)
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            message = f"no such endpoint: {where}; {_ROUTES_HINT}"
+        elif exc.status_code == 405:
+            message = f"method not allowed: {where}; {_ROUTES_HINT}"
+        else:
+            message = str(exc.detail)
+        return error_response(exc.status_code, message, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, f"internal error in the wrapper: {type(exc).__name__}; see its log")
+
+    @app.post(GENERATE_ENDPOINT)
+    async def generate(body: GenerateRequest, request: Request) -> Response:
+        """Generate a completion: one JSON object, or NDJSON lines with `"stream": true`."""
+        started = time.perf_counter()
+        problems = _request_problems(body, settings)
+        if problems:
+            state.count_request(422)
+            message = "; ".join(f"{_field_name(p['loc'])}: {p['msg']}" for p in problems)
+            return error_response(422, message, detail=problems)
+        if not state.try_admit():
+            state.metrics.rejected.labels("in_flight_limit").inc()
+            state.count_request(503)
+            return error_response(
+                503,
+                f"too many requests in flight ({state.in_flight} of {settings.max_in_flight}); "
+                f"retry after {settings.retry_after_s} s",
+                headers=retry_after,
+            )
+        payload = _backend_payload(body, settings)
+        generation = Generation(state, model=payload["model"], started=started)
+        handed_over = False
+        try:
+            if body.stream:
+                first = await run_until_client_leaves(request, generation.open(payload))
+                handed_over = True
+                return MeteredStreamingResponse(generation, first)
+            answer = await run_until_client_leaves(request, collect_generation(generation, payload))
+            return JSONResponse(answer)
+        except UpstreamError as exc:
+            generation.fail(exc)
+            headers = retry_after if exc.retry_after else None
+            return error_response(exc.status_code, exc.message, headers=headers)
+        except ClientGoneError:
+            generation.finish(499)
+            return Response(status_code=499)  # nobody reads it; the connection is gone
+        except asyncio.CancelledError:
+            generation.finish(499)
+            raise
+        except Exception:
+            generation.finish(500)
+            raise
+        finally:
+            if not handed_over:
+                await generation.close()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process serves requests."""
+        return {"status": "ok"}
+
+    @app.get("/ready", response_model=None)
+    async def ready() -> dict[str, str] | JSONResponse:
+        """Readiness: the backend answers in time and has the configured model."""
+        reason = await missing_model_reason(
+            state.backend_client(),
+            backend_url=settings.backend_url,
+            model=settings.model,
+            timeout_s=settings.ready_timeout_s,
+        )
+        if reason is not None:
+            return error_response(503, reason)
+        return {"status": "ready", "model": settings.model, "backend_url": settings.backend_url}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text exposition of this app's registry."""
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

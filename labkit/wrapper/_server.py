@@ -1,0 +1,69 @@
+"""Run the wrapper under uvicorn on a socket it binds itself, and stop cleanly on SIGTERM.
+
+Binding first turns "address in use" into one clear PortInUseError instead of a uvicorn log line.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+import threading
+from types import FrameType
+
+import uvicorn
+
+from labkit.errors import ConfigError, PortInUseError
+from labkit.wrapper._app import create_app
+from labkit.wrapper._settings import WrapperSettings
+
+__all__ = ["bind_socket", "serve"]
+
+logger = logging.getLogger(__name__)
+
+# Streams still open at shutdown get this long to finish before uvicorn cancels them.
+_GRACEFUL_SHUTDOWN_S = 5
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port, or a LabkitError that says what to change."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError("wrapper", port, "--port") from exc
+        raise ConfigError(
+            f"the wrapper cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "pass another --host or --port"
+        ) from exc
+
+
+def _note_sigterm(signum: int, frame: FrameType | None) -> None:
+    logger.info("SIGTERM received again after shutdown; exiting normally")
+
+
+def serve(settings: WrapperSettings) -> None:
+    """Serve the wrapper until SIGINT or SIGTERM; both shut it down gracefully, then return."""
+    sock = bind_socket(settings.host, settings.port)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises a caught SIGTERM after its graceful shutdown so that the previous handler runs;
+    # with the default handler that would end the process with -15 instead of returning normally.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _note_sigterm) if in_main else None
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        sock.close()
