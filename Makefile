@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Portable CPU build of llama.cpp (AVX2/FMA, no -march=native), so pip's cached wheel fits other hosts.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
-APT_PACKAGES := prometheus
+APT_PACKAGES := prometheus curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup system-packages venv run test lint lab-up lab-down clean
@@ -45,10 +45,12 @@ setup: system-packages venv
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # pytest exits 5 when it collected no tests; that is not a failure of the suite.
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 run: setup

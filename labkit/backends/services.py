@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+from labkit.backends.base import ServiceName
 from labkit.backends.labdir import LabDir
 from labkit.config import LabConfig
 
@@ -18,7 +19,7 @@ __all__ = ["ServiceSpec", "service_specs"]
 class ServiceSpec:
     """One supervised service. `ready_path` answers 200 when it is ready to serve."""
 
-    name: str
+    name: ServiceName
     argv: list[str]
     url: str
     ready_path: str

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,7 @@ class SupervisedService:
     def status(self) -> ServiceStatus:
         return ServiceStatus(
             name=self.spec.name, state=self.state, pid=self.pid, restarts=self.restarts, url=self.spec.url
-        )  # type: ignore[arg-type]
+        )
 
 
 async def _check_ready(client: httpx.AsyncClient, spec: ServiceSpec) -> tuple[bool, str]:
@@ -383,7 +384,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self.stop_event.set)
-        server = uvicorn.Server(
+        server = _QuietServer(
             uvicorn.Config(
                 self.app(),
                 host=self.config.host,
@@ -393,7 +394,6 @@ class Supervisor:
                 lifespan="off",
             )
         )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         server_task = asyncio.create_task(server.serve())
         for svc in self.services.values():
             await svc.start()
@@ -418,6 +418,14 @@ class Supervisor:
         self.exporter_state = "stopped"
         self.write_state()
         self.gpus.close()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn that leaves SIGTERM/SIGINT to the supervisor's loop, which stops the services first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _error(status: int, message: str) -> JSONResponse:
