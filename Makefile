@@ -56,7 +56,7 @@ test: setup
 run: setup
 	$(BIN)/labkit down >/dev/null
 	$(BIN)/labkit up
-	$(BIN)/labkit smoke --out reports/smoke; rc=$$?; $(BIN)/labkit down; exit $$rc
+	$(BIN)/labkit smoke; rc=$$?; $(BIN)/labkit down; exit $$rc
 
 lab-up: setup
 	$(BIN)/labkit up

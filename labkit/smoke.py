@@ -134,16 +134,20 @@ def run_smoke(config: LabConfig, *, out_dir: Path, requests: int = 5, max_tokens
             ) from exc
         for i in range(requests):
             results.append(_one_request(client, wrapper + "/generate", PROMPTS[i % len(PROMPTS)], max_tokens))
-        # Prometheus must come to the wrapper's own count within a few scrapes.
+        # Prometheus must come to the wrapper's own count, with every target scraped, within a few scrapes.
         own_count = _wrapper_request_count(client, wrapper)
         deadline = time.monotonic() + 5 * config.scrape_interval_s + 2
-        while time.monotonic() < deadline and _prometheus_value(client, prom, query_total) != own_count:
+        while time.monotonic() < deadline and not (
+            _prometheus_value(client, prom, query_total) == own_count
+            and _prometheus_value(client, prom, "count(up == 1) == count(up)") is not None
+            and _prometheus_value(client, prom, "sum(lab_service_up)") is not None
+        ):
             time.sleep(config.scrape_interval_s / 4)
         queries = {
             "requests_counted_by_prometheus": query_total,
             "services_up": "sum(lab_service_up)",
             "restarts_total": "sum(lab_service_restarts_total)",
-            "wrapper_p95_seconds_display": (
+            "wrapper_p95_seconds_interpolated": (
                 "histogram_quantile(0.95, sum by (le) (llm_request_duration_seconds_bucket))"
             ),
             "gpu_available": "max(lab_gpu_available)",
@@ -177,6 +181,11 @@ def _write(result: SmokeResult, config: LabConfig) -> None:
         ttft = f"{r.time_to_first_token_s:.3f}" if r.time_to_first_token_s is not None else "-"
         text = (r.error or r.text).replace("\n", " ").replace("|", "/")[:120]
         lines.append(f"| {i} | {r.status} | {ttft} | {r.duration_s:.3f} | {r.output_tokens} | {text} |")
-    lines += ["", "Prometheus' view of the same run:", ""]
+    lines += [
+        "",
+        "Prometheus' view of the same run (`wrapper_p95_seconds_interpolated` is `histogram_quantile`, "
+        "interpolated inside a bucket; the table above has the exact per-request values):",
+        "",
+    ]
     lines += [f"- `{k}`: {v}" for k, v in result.prometheus.items()]
     write_atomically(result.directory / "report.md", "\n".join(lines) + "\n")
