@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from labkit.backends.local import LocalBackend
@@ -45,6 +47,22 @@ def running_lab(lab_config: LabConfig) -> Iterator[LocalBackend]:
         yield backend
     finally:
         backend.down()
+
+
+def wait_until_model_server_answers(url: str, process: subprocess.Popen[str], timeout_s: float) -> None:
+    """Poll `GET /` of a model server started as `process` until it answers; fail with its stderr."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=1).text == "Ollama is running":
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"the model server exited with {process.returncode}: {process.communicate()[1]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the model server did not answer within {timeout_s:g} s")
+        time.sleep(0.05)
 
 
 def promtool_check_metrics(body: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -45,6 +44,7 @@ from labkit.modelserver._metrics import ModelServerMetrics
 from labkit.modelserver._model_card import normalize_model_name
 from labkit.modelserver._scheduler import SlotScheduler
 from labkit.modelserver._server import bind_socket
+from tests.conftest import promtool_check_metrics, wait_until_model_server_answers
 
 MODEL = "smollm2:135m"
 FINAL_INT_FIELDS = (
@@ -694,22 +694,12 @@ def test_each_app_has_its_own_registry() -> None:
 
 
 def test_metrics_pass_promtool(shared: httpx.Client) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus)")
     generate(shared, stream=False)
     shared.post("/api/generate", json={"model": "nope"})
     response = shared.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    checked = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=response.text,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    checked = promtool_check_metrics(response.text)
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
 
 
@@ -881,16 +871,7 @@ def test_cli_serves_and_exits_cleanly_on_sigterm() -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(url, timeout=1).text == "Ollama is running":
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
+        wait_until_model_server_answers(url, process, 20)
         assert httpx.post(
             f"{url}/api/generate", json={"model": MODEL, "prompt": "x", "stream": False}
         ).is_success

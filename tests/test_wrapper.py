@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +31,7 @@ from starlette.routing import Route
 import labkit.wrapper
 from labkit.config import DEFAULT_MODEL_NAME
 from labkit.wrapper import WrapperSettings, create_app, main
+from tests.conftest import free_port, promtool_check_metrics
 
 GEN = "/generate"
 EP = {"endpoint": GEN}
@@ -137,8 +137,8 @@ def serving(app: Any) -> Iterator[str]:
 
 
 def closed_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as sock:
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on (free_port's port, closed again)."""
+    return free_port()
 
 
 @pytest.fixture(scope="module")
@@ -491,13 +491,8 @@ def test_metrics_preinitialised_and_promtool_clean(start_wrapper: Starter) -> No
     buckets = {s.labels["le"] for f in text_string_to_metric_families(r.text) for s in f.samples
                if s.name == "llm_time_to_first_token_seconds_bucket"}  # fmt: skip
     assert "0.04" in buckets and "+Inf" in buckets
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
-    check = subprocess.run(
-        [promtool, "check", "metrics"], input=r.content, capture_output=True, timeout=30, check=False
-    )
-    assert (check.returncode, check.stdout, check.stderr) == (0, b"", b"")
+    check = promtool_check_metrics(r.text)
+    assert (check.returncode, check.stdout, check.stderr) == (0, "", "")
 
 
 # ---------------------------------------------------------------------------- command line

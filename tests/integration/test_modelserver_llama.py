@@ -7,19 +7,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import ollama
 import pytest
 
 from labkit.config import DEFAULT_MODEL_NAME, embedded_model_path
 from labkit.errors import ModelNotFoundError
+from tests.conftest import free_port, wait_until_model_server_answers
 
 pytestmark = [pytest.mark.integration, pytest.mark.llama]
 
@@ -36,17 +34,11 @@ def _model_file() -> Path:
         pytest.skip(str(exc))
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """The llama engine in a child process on a free loopback port; always stopped afterwards."""
     _model_file()
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "labkit.modelserver", "--engine", "llama", "--port", str(port)],
         cwd=REPO_ROOT,
@@ -56,18 +48,7 @@ def llama_server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url, timeout=1).text == "Ollama is running":
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"the llama model server exited: {process.communicate()[1]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the llama model server did not answer within 30 s")
-            time.sleep(0.1)
+        wait_until_model_server_answers(url, process, 30)
         yield url, process
     finally:
         if process.poll() is None:
