@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from labkit.durations import parse_keep_alive
 from labkit.errors import ConfigError, ModelNotFoundError
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "default_lab_dir",
     "embedded_model_path",
     "load_config",
+    "resolve_lab_dir",
     "stack_dir",
 ]
 
@@ -37,10 +39,23 @@ def default_lab_dir() -> Path:
     return Path(base) / "labkit"
 
 
+def resolve_lab_dir(flag: Path | None = None) -> Path:
+    """The lab directory a command means: the flag, else LABKIT_LAB_DIR, else the default."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("LABKIT_LAB_DIR")
+    return Path(env) if env else default_lab_dir()
+
+
 def stack_dir() -> Path:
     """The deployable assets (`stack/`): next to the package in a checkout, inside it in a wheel."""
     override = os.environ.get("LABKIT_STACK_DIR")
     if override:
+        if not (Path(override) / "prometheus").is_dir():
+            raise ConfigError(
+                f"LABKIT_STACK_DIR={override} has no prometheus/ templates; unset it or "
+                "point it at labkit's stack/ folder"
+            )
         return Path(override)
     here = Path(__file__).resolve().parent
     for candidate in (here.parent / "stack", here / "_stack"):
@@ -95,6 +110,12 @@ class LabConfig(BaseSettings):
     sim_jitter: float = Field(0.1, ge=0, le=2)
     ready_timeout_s: float = Field(60.0, gt=0)
 
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, value: str) -> str:
+        parse_keep_alive(value)
+        return value
+
     @field_validator("ollama_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
@@ -121,13 +142,16 @@ class LabConfig(BaseSettings):
         return self.ollama_url or f"http://{self.host}:{self.model_port}"
 
     def resolved_model_path(self) -> Path:
-        if self.model_path is not None:
-            if not self.model_path.is_file():
+        path = self.model_path if self.model_path is not None else embedded_model_path()
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file {path} does not exist; pass --model-path with a GGUF file")
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"GGUF":
                 raise ModelNotFoundError(
-                    f"model file {self.model_path} does not exist; pass --model-path with a GGUF file"
+                    f"{path} is not a GGUF model file; pass --model-path with a .gguf file "
+                    "(or leave it out for the embedded SmolLM2)"
                 )
-            return self.model_path
-        return embedded_model_path()
+        return path
 
     def ollama_binary(self) -> str:
         found = shutil.which("ollama")
@@ -145,7 +169,14 @@ def load_config(**overrides: object) -> LabConfig:
     try:
         return LabConfig(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid lab configuration: {problems}") from exc
+
+        def where(loc: tuple[int | str, ...]) -> str:
+            if not loc:
+                return "config"
+            field = str(loc[0])
+            if field not in LabConfig.model_fields:
+                return field
+            return f"{field} (--{field.replace('_', '-')} / LABKIT_{field.upper()})"
+
+        problems = "; ".join(f"{where(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(f"invalid lab configuration: {problems}; fix the flag or variable named") from exc

@@ -51,6 +51,14 @@ class SmokeResult:
     def succeeded(self) -> int:
         return sum(1 for r in self.requests if r.status == 200 and r.error is None)
 
+    @property
+    def prometheus_agrees(self) -> bool:
+        """Prometheus counted exactly the requests the wrapper counted, and saw every service up."""
+        p = self.prometheus
+        return (
+            p["requests_counted_by_prometheus"] == p["requests_counted_by_wrapper"] and p["services_up"] == 4
+        )
+
 
 def _one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int) -> SmokeRequest:
     start = time.perf_counter()
@@ -96,9 +104,15 @@ def _one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int) -
 
 
 def _prometheus_value(client: httpx.Client, base: str, query: str) -> float | None:
-    response = client.get(f"{base}/api/v1/query", params={"query": query})
-    response.raise_for_status()
-    result = response.json()["data"]["result"]
+    try:
+        response = client.get(f"{base}/api/v1/query", params={"query": query}, timeout=5.0)
+        response.raise_for_status()
+        result = response.json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise LabkitError(
+            f"Prometheus at {base} did not answer {query!r} ({type(exc).__name__}: {exc}); "
+            "check `labkit status` and `labkit logs prometheus`"
+        ) from exc
     return float(result[0]["value"][1]) if result else None
 
 
@@ -126,12 +140,7 @@ def run_smoke(config: LabConfig, *, out_dir: Path, requests: int = 5, max_tokens
     query_total = 'sum(llm_requests_total{endpoint="/generate"})'
     results: list[SmokeRequest] = []
     with httpx.Client(timeout=httpx.Timeout(config.backend_timeout_s + 5, connect=2.0)) as client:
-        try:
-            _prometheus_value(client, prom, query_total)
-        except httpx.HTTPError as exc:
-            raise LabkitError(
-                f"Prometheus at {prom} does not answer ({exc}); is the lab up? Start it with `labkit up`"
-            ) from exc
+        _prometheus_value(client, prom, query_total)  # fails early, before any request, if it is down
         for i in range(requests):
             results.append(_one_request(client, wrapper + "/generate", PROMPTS[i % len(PROMPTS)], max_tokens))
         # Prometheus must come to the wrapper's own count, with every target scraped, within a few scrapes.

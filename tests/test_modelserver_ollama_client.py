@@ -117,7 +117,9 @@ def test_missing_model_is_a_400(client: ollama.Client) -> None:
 
 
 def test_queue_full_is_a_503() -> None:
-    slow = _settings(num_parallel=1, max_queue=1, sim_ttft_s=0.05, sim_itl_s=0.01)
+    # Each request holds its slot ~1.5 s, so that the third arrives while the first two are still
+    # there even on a busy machine (a shorter hold made this a race).
+    slow = _settings(num_parallel=1, max_queue=1, sim_ttft_s=0.05, sim_itl_s=0.15)
     with BackgroundModelServer(slow) as server, httpx.Client(base_url=server.url, timeout=10) as http:
         statuses: list[int] = []
 

@@ -22,7 +22,7 @@ ServiceState = Literal[
     "paused",  # SIGSTOPped on purpose
     "failed",  # kept exiting during start-up; the policy gave up
     "stopped",  # not running
-    "external",  # run by somebody else (an Ollama at --ollama-url); probed, not supervised
+    "external",  # run by somebody else (an Ollama at --ollama-url): neither supervised nor probed
 ]
 
 

@@ -6,6 +6,8 @@ service does not become ready; `down` leaves no process behind, even after the s
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -15,7 +17,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,13 +53,25 @@ SUPERVISOR_STOP_TIMEOUT_S = 30.0
 
 
 def check_port_free(host: str, port: int) -> bool:
-    """True when `host:port` can be bound now (with SO_REUSEADDR, as the services bind it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """True when `host:port` can be bound now (with SO_REUSEADDR, as the services bind it).
+
+    Raises ConfigError when `host` cannot be bound at all (not an address of this machine)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"host {host!r} is not a valid address ({exc}); pass --host 127.0.0.1") from exc
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((host, port))
-        except OSError:
-            return False
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pass --host with an address of this "
+                "machine, e.g. 127.0.0.1"
+            ) from exc
     return True
 
 
@@ -66,12 +82,23 @@ class LocalBackend:
         self.config = config
         self.lab = LabDir(config.lab_dir)
 
+    @classmethod
+    def attach(cls, lab_dir: Path) -> LocalBackend:
+        """The lab in `lab_dir`, for status/down/logs: needs no valid settings beyond the directory
+        (a bad LABKIT_MODEL_PORT must not keep `labkit down` from stopping a running lab)."""
+        return cls(LabConfig.model_construct(lab_dir=lab_dir))
+
     # ---- discovery -----------------------------------------------------------------------------
     def _saved(self) -> dict[str, Any] | None:
         try:
             data = json.loads(self.lab.config_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise BackendError(
+                f"cannot read the lab directory {self.lab.root} ({exc.strerror}); "
+                "pass --lab-dir (or LABKIT_LAB_DIR) with a directory you can write"
+            ) from exc
         except ValueError as exc:
             raise BackendError(
                 f"{self.lab.config_file} is not valid JSON ({exc}); "
@@ -178,10 +205,20 @@ class LocalBackend:
     def up(self, *, progress: Callable[[str], None] | None = None) -> list[ServiceStatus]:
         """Start every service and return once all are ready; on failure nothing is left running."""
         say = progress or (lambda _msg: None)
+        with self._exclusive("up"):
+            return self._up(say)
+
+    def _up(self, say: Callable[[str], None]) -> list[ServiceStatus]:
         cfg = self.config
         self._sweep_stale()
         self.preflight()
         self.lab.prepare()
+        # One lab, one TSDB and one set of logs: series and log tails of an earlier lab in the same
+        # directory would blend into this one's (a restart counter's last value, an old error line).
+        # Within a lab, Prometheus' data survives Prometheus restarts.
+        shutil.rmtree(self.lab.prometheus_dir / "data", ignore_errors=True)
+        for old_log in self.lab.logs.glob("*.log"):
+            old_log.unlink()
         lab_id = uuid.uuid4().hex
         self.lab.new_token()
         write_atomically(
@@ -197,6 +234,10 @@ class LocalBackend:
             ),
         )
         self.lab.state_file.unlink(missing_ok=True)
+        # Imported here: the SLO engine pulls in pandas, which `status` and `down` never need.
+        from labkit.slo.rules import write_rules_file
+
+        write_rules_file(self.lab.rules_dir)
         write_atomically(
             self.lab.prometheus_dir / "prometheus.yml",
             render_prometheus_config(cfg, lab_id=lab_id, rules_dir=self.lab.rules_dir),
@@ -238,7 +279,9 @@ class LocalBackend:
                     f"service {name} failed to start: {details.get(name, '')}\n"
                     f"last lines of {self.lab.log_file(name)}:\n{self.lab.tail_log(name)}"
                 )
-            if len(services) == 4 and all(s["state"] in ("ready", "external") for s in services):
+            all_ready = len(services) == 4 and all(s["state"] in ("ready", "external") for s in services)
+            if all_ready and self._prometheus_scraped_every_target():
+                say("  prometheus has scraped every target")
                 return [ServiceStatus(**s) for s in services]
             if time.monotonic() > deadline:
                 waiting = [s["name"] for s in services if s["state"] not in ("ready", "external")]
@@ -251,19 +294,53 @@ class LocalBackend:
                 )
             time.sleep(0.1)
 
+    def _prometheus_scraped_every_target(self) -> bool:
+        """True once each scrape target has answered Prometheus at least once: before that a query
+        right after `up` finds no series at all, and a restart at once would be missed by increase()."""
+        url = f"http://{self.config.host}:{self.config.prometheus_port}/api/v1/targets?state=active"
+        try:
+            targets = httpx.get(url, timeout=2.0).json()["data"]["activeTargets"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return False
+        return bool(targets) and all(t.get("health") == "up" for t in targets)
+
     def down(self) -> int:
         """Stop the lab; returns how many processes were stopped (0: nothing was running)."""
         saved = self._saved()
         if saved is None:
             return 0
-        return self._teardown(saved["lab_id"])
+        with self._exclusive("down"):
+            return self._teardown(saved["lab_id"])
+
+    @contextmanager
+    def _exclusive(self, action: str) -> Iterator[None]:
+        """One `up` or `down` at a time per lab directory (a second one would sweep the first's lab)."""
+        try:
+            self.lab.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lab.root / ".lock", "w")  # noqa: SIM115 - held for the whole action
+        except OSError as exc:
+            raise BackendError(
+                f"cannot use the lab directory {self.lab.root} ({exc.strerror}); "
+                "pass --lab-dir (or LABKIT_LAB_DIR) with a directory you can write"
+            ) from exc
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise BackendError(
+                    f"another `labkit up` or `labkit down` is working on {self.lab.root}; "
+                    f"wait for it to finish, then run `labkit {action}` again"
+                ) from exc
+            yield
 
     def _teardown(self, lab_id: str) -> int:
         stopped = 0
+        tree: set[int] = set()
         supervisor = self._supervisor()
         if supervisor is not None:
             # The supervisor stops its services gracefully, then exits.
-            tree = [supervisor.pid, *(c.pid for c in supervisor.children(recursive=True))]
+            tree = {supervisor.pid, *(c.pid for c in supervisor.children(recursive=True))}
+            supervisor.resume()  # a SIGSTOPped supervisor would sit on SIGTERM until the timeout
             supervisor.terminate()
             if not wait_until_gone([supervisor.pid], SUPERVISOR_STOP_TIMEOUT_S):
                 logger.warning(
@@ -273,7 +350,8 @@ class LocalBackend:
             stopped += len(tree)
         # Whatever is left (a killed supervisor's services, their children) is found by its lab id.
         leftovers = find_lab_processes(lab_id)
-        stopped += stop_processes(leftovers)
+        stop_processes(leftovers)
+        stopped += len({p.pid for p in leftovers} - tree)
         state = self.lab.read_state()
         if state is not None and state.get("running"):
             state["running"] = False

@@ -48,6 +48,7 @@ MAX_BACKOFF_S = 5.0
 # A process that ran at least this long before dying restarts at once; a crash loop backs off.
 STABLE_RUN_S = 10.0
 MAX_PAUSE_S = 3600.0
+PROBE_TIMEOUT_S = 3.0
 
 
 class SupervisedService:
@@ -228,7 +229,11 @@ async def _check_ready(client: httpx.AsyncClient, spec: ServiceSpec) -> tuple[bo
     except httpx.HTTPError as exc:
         return False, f"not answering yet ({type(exc).__name__})"
     if response.status_code != 200:
-        return False, f"{spec.ready_path} answered {response.status_code}"
+        try:
+            reason = response.json().get("error")
+        except (ValueError, AttributeError):
+            reason = None
+        return False, f"{spec.ready_path} answered {response.status_code}" + (f": {reason}" if reason else "")
     if spec.model_name is not None:
         try:
             names = {m.get("name") for m in response.json().get("models", [])}
@@ -351,9 +356,16 @@ class Supervisor:
             elif action == "restart":
                 svc.restart()
             elif action == "pause":
-                body = await request.json() if await request.body() else {}
+                try:
+                    body = json.loads(await request.body() or b"{}")
+                except ValueError:
+                    return _error(422, 'the body must be JSON like {"duration_s": 10}')
                 duration = body.get("duration_s") if isinstance(body, dict) else None
-                if not isinstance(duration, int | float) or not 0 < duration <= MAX_PAUSE_S:
+                if (
+                    isinstance(duration, bool)
+                    or not isinstance(duration, int | float)
+                    or not 0 < duration <= MAX_PAUSE_S
+                ):
                     return _error(422, f"duration_s must be a number in (0, {MAX_PAUSE_S:g}]")
                 svc.pause(float(duration))
             elif action == "unpause":
@@ -398,7 +410,9 @@ class Supervisor:
         for svc in self.services.values():
             await svc.start()
         self.write_state()
-        async with httpx.AsyncClient(timeout=1.0) as client:
+        # Longer than the wrapper's own /ready timeout (2 s), so that a stalled model shows up as the
+        # wrapper's 503 with its reason rather than as the wrapper not answering.
+        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
             while not self.stop_event.is_set():
                 if server.started and self.exporter_state != "ready":
                     self.exporter_state = "ready"
@@ -438,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m labkit.backends.supervisor LAB_DIR\n")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One INFO line per readiness probe (4 a second) would drown the supervisor's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     supervisor = Supervisor(LabDir(Path(args[0])))
     asyncio.run(supervisor.run())
     return 0

@@ -4,7 +4,6 @@ background thread (`BackgroundModelServer`, for tests and notebooks).
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
 import socket
@@ -14,10 +13,10 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
-from labkit.errors import ConfigError, PortInUseError
 from labkit.modelserver._app import create_app
 from labkit.modelserver._engine import Engine
 from labkit.modelserver._settings import ModelServerSettings
+from labkit.sockets import listen_tcp
 
 __all__ = ["GRACEFUL_SHUTDOWN_S", "BackgroundModelServer", "bind_socket", "serve"]
 
@@ -42,34 +41,8 @@ class _Server(uvicorn.Server):
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (0: any free port); PortInUseError when it is taken.
-
-    Made with proto IPPROTO_TCP, as asyncio makes its own: asyncio only disables Nagle's
-    algorithm on accepted sockets whose proto says TCP, and with Nagle every small NDJSON write
-    after the first waits ~40 ms for a delayed ACK, which would distort inter-token latencies.
-    """
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-        )[0]
-    except socket.gaierror as exc:
-        raise ConfigError(
-            f"cannot resolve --host {host!r}: {exc.strerror}; pass an address like 127.0.0.1"
-        ) from exc
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError("model", port, "--port") from exc
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; pass another --host/--port"
-        ) from exc
-    sock.set_inheritable(True)
-    return sock
+    """The model server's listening socket (see `labkit.sockets.listen_tcp`)."""
+    return listen_tcp(host, port, service="model")
 
 
 def _config(settings: ModelServerSettings, engine: Engine | None) -> uvicorn.Config:

@@ -5,7 +5,6 @@ Binding first turns "address in use" into one clear PortInUseError instead of a 
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
 import socket
@@ -14,7 +13,7 @@ from types import FrameType
 
 import uvicorn
 
-from labkit.errors import ConfigError, PortInUseError
+from labkit.sockets import listen_tcp
 from labkit.wrapper._app import create_app
 from labkit.wrapper._settings import WrapperSettings
 
@@ -27,17 +26,8 @@ _GRACEFUL_SHUTDOWN_S = 5
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port, or a LabkitError that says what to change."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUseError("wrapper", port, "--port") from exc
-        raise ConfigError(
-            f"the wrapper cannot listen on {host}:{port} ({exc.strerror or exc}); "
-            "pass another --host or --port"
-        ) from exc
+    """The wrapper's listening socket (see `labkit.sockets.listen_tcp`: TCP_NODELAY on accepted sockets)."""
+    return listen_tcp(host, port, service="wrapper")
 
 
 def _note_sigterm(signum: int, frame: FrameType | None) -> None:

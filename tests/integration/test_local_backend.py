@@ -73,6 +73,15 @@ def test_up_starts_four_ready_services_and_serves_requests(running_lab: LocalBac
     )
 
 
+def test_prometheus_loads_the_slo_recording_and_alerting_rules(running_lab: LocalBackend) -> None:
+    url = f"http://127.0.0.1:{running_lab.config.prometheus_port}/api/v1/rules"
+    groups = httpx.get(url).json()["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    assert any(r["type"] == "alerting" and r["name"] == "SloErrorBudgetBurnPage" for r in rules)
+    assert any(r["type"] == "recording" and r["name"].startswith("slo:sli_error:ratio_rate") for r in rules)
+    assert all(r["health"] != "err" for r in rules), [r for r in rules if r["health"] == "err"]
+
+
 def test_the_control_api_needs_the_lab_token(running_lab: LocalBackend) -> None:
     base = f"http://127.0.0.1:{running_lab.config.exporter_port}"
     assert httpx.get(f"{base}/v1/status").status_code == 401

@@ -22,6 +22,7 @@ def test_smoke_run_is_counted_by_prometheus_and_written(running_lab: LocalBacken
     assert result.prometheus["requests_counted_by_prometheus"] == 3
     assert result.prometheus["services_up"] == 4
     assert result.prometheus["restarts_total"] == 0
+    assert result.prometheus_agrees
     saved = json.loads((result.directory / "smoke.json").read_text())
     assert len(saved["requests"]) == 3 and saved["engine"] == "sim"
     assert "3/3 requests succeeded" in (result.directory / "report.md").read_text()

@@ -1,0 +1,54 @@
+"""Ollama's keep_alive durations ("5m", "1h30m", "300ms", "0", "-1", or seconds), parsed once.
+
+Shared by the lab's configuration (validated before anything starts) and the model server.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+__all__ = ["parse_keep_alive"]
+
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_keep_alive(value: str | float | int) -> float | None:
+    """Seconds a model stays loaded after a request; None means forever (any negative value).
+
+    Accepts what Ollama accepts: a number of seconds, or a Go duration string ("5m", "1h30m",
+    "300ms", "-1s"); a bare numeric string is seconds too. Raises ValueError otherwise.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"invalid keep_alive {value!r}: expected a duration like '5m' or seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = _parse_go_duration(text, original=value)
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise ValueError(f"invalid keep_alive {value!r}: must be finite")
+    return None if seconds < 0 else seconds
+
+
+def _parse_go_duration(text: str, *, original: str) -> float:
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    if not body:
+        raise ValueError(
+            f"invalid keep_alive {original!r}: expected a duration like '5m', '30s', '0' or '-1'"
+        )
+    position, total = 0, 0.0
+    while position < len(body):
+        match = _DURATION_PART.match(body, position)
+        if match is None:
+            raise ValueError(
+                f"invalid keep_alive {original!r}: expected a duration like '5m', '30s', '0' or '-1'"
+            )
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    return sign * total
