@@ -17,16 +17,24 @@ import click
 from labkit import __version__
 from labkit.backends.base import SERVICE_NAMES, ServiceStatus
 from labkit.backends.local import LocalBackend
-from labkit.config import LabConfig, load_config
+from labkit.config import LabConfig, load_config, resolve_lab_dir
 from labkit.errors import LabkitError, LabNotRunningError
+from labkit.load import LoadSpec, run_load
+from labkit.rundir import RunDirectory
 from labkit.smoke import run_smoke
 
 __all__ = ["main"]
 
 
 def _backend(ctx: click.Context, **overrides: Any) -> LocalBackend:
+    """A backend for `up`: every setting validated (flags, then LABKIT_* variables)."""
     config: LabConfig = load_config(lab_dir=ctx.obj.get("lab_dir"), **overrides)
     return LocalBackend(config)
+
+
+def _attached(ctx: click.Context) -> LocalBackend:
+    """The lab in the lab directory, for commands that act on a running lab with its saved settings."""
+    return LocalBackend.attach(resolve_lab_dir(ctx.obj.get("lab_dir")))
 
 
 def _print_table(services: list[ServiceStatus]) -> None:
@@ -90,6 +98,18 @@ def cli(ctx: click.Context, lab_dir: Path | None, verbose: bool) -> None:
 @click.option("--exporter-port", type=int, default=None, help="[default 9188]")
 @click.option("--prometheus-bin", default=None, help="Prometheus binary [default: prometheus on PATH].")
 @click.option("--max-in-flight", type=int, default=None, help="Wrapper's in-flight bound [default 32].")
+@click.option("--max-prompt-chars", type=int, default=None, help="Longest prompt the wrapper takes [16384].")
+@click.option(
+    "--backend-timeout-s",
+    type=float,
+    default=None,
+    help="Wrapper's wait for each chunk from the model [default 60].",
+)
+@click.option("--num-parallel", type=int, default=None, help="Requests the model serves at once [default 1].")
+@click.option("--max-queue", type=int, default=None, help="Requests the model queues before 503 [512].")
+@click.option("--keep-alive", default=None, help="How long the model stays loaded after use [5m].")
+@click.option("--sim-ttft-s", type=float, default=None, help="Sim engine's mean time to first token [0.04].")
+@click.option("--sim-itl-s", type=float, default=None, help="Sim engine's mean inter-token latency [0.009].")
 @click.option("--scrape-interval-s", type=float, default=None, help="[default 1.0]")
 @click.option("--seed", type=int, default=None, help="Seed of the sim engine [default 0].")
 @click.option("--ready-timeout-s", type=float, default=None, help="[default 60]")
@@ -128,7 +148,7 @@ def down(ctx: click.Context) -> None:
     """Stop the lab and every process it started (also after its supervisor was killed)."""
 
     def action() -> None:
-        backend = _backend(ctx)
+        backend = _attached(ctx)
         stopped = backend.down()
         if stopped:
             click.echo(f"stopped the lab in {backend.lab.root} ({stopped} processes)")
@@ -147,7 +167,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show every service of the running lab."""
 
     def action() -> None:
-        services = _backend(ctx).status()
+        services = _attached(ctx).status()
         if as_json:
             click.echo(json.dumps([s.model_dump() for s in services], indent=2))
         else:
@@ -164,7 +184,7 @@ def logs(ctx: click.Context, service: str, lines: int) -> None:
     """Print the last lines of a service's log."""
 
     def action() -> None:
-        backend = _backend(ctx)
+        backend = _attached(ctx)
         if not backend.lab.root.exists():
             raise LabNotRunningError(f"no lab directory at {backend.lab.root}; start one with `labkit up`")
         name = "exporter" if service == "supervisor" else service
@@ -188,7 +208,7 @@ def smoke(ctx: click.Context, count: int, max_tokens: int, out: Path) -> None:
     """Send a few real requests through the running lab and check Prometheus saw them."""
 
     def action() -> None:
-        backend = _backend(ctx)
+        backend = _attached(ctx)
         saved = backend.saved_config()
         result = run_smoke(saved, out_dir=out, requests=count, max_tokens=max_tokens)
         for i, r in enumerate(result.requests, 1):
@@ -205,6 +225,136 @@ def smoke(ctx: click.Context, count: int, max_tokens: int, out: Path) -> None:
                 f"{len(result.requests) - result.succeeded} of {len(result.requests)} "
                 "requests failed; see the report"
             )
+
+    _run(action)
+
+
+_SPEC_OPTION = click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SLO spec, an OpenSLO v1 subset [default: the lab's stack/slo.yaml].",
+)
+
+
+@cli.group()
+def slo() -> None:
+    """SLOs: Prometheus rules generated from the spec, and the verdict of a run."""
+
+
+@slo.command("rules")
+@_SPEC_OPTION
+def slo_rules(spec_path: Path | None) -> None:
+    """Print Prometheus recording and alerting rules (multi-window burn rates) for the SLO spec."""
+
+    def action() -> None:
+        # Imported here: pandas comes with labkit.slo, and every other command would pay for it.
+        from labkit.slo.rules import rules_yaml
+
+        click.echo(rules_yaml(spec_path=spec_path), nl=False)
+
+    _run(action)
+
+
+@slo.command("check")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@_SPEC_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the report (slo.json) instead of a table.")
+def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
+    """Judge RUN_DIR's requests.jsonl against every SLO; write RUN_DIR/slo.json; exit 1 if any is violated."""
+    verdicts: list[str] = []
+
+    def action() -> None:
+        from labkit.slo.verdict import check_run, format_report
+
+        report = check_run(run_dir, spec_path=spec_path)
+        if as_json:
+            click.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        else:
+            click.echo(format_report(report))
+            click.echo(f"report: {run_dir / 'slo.json'}")
+        verdicts.append(report.verdict)
+
+    _run(action)
+    if verdicts != ["met"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--rate", type=float, default=None, help="Open loop: requests per second.")
+@click.option("--duration", "duration_s", type=float, required=True, help="Seconds to send requests for.")
+@click.option(
+    "--concurrency", type=int, default=None, help="Closed loop instead: N workers sending back to back."
+)
+@click.option("--poisson", is_flag=True, help="Open loop: Poisson arrivals instead of constant spacing.")
+@click.option("--stream", is_flag=True, help="Ask for NDJSON streams (gives client-side TTFT and ITL).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds arrivals and prompt choice.")
+@click.option("--max-tokens", type=int, default=32, show_default=True, help="Tokens per answer.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds a request may take, from its intended send.",
+)
+@click.option("--url", default=None, help="Wrapper base URL [default: the running lab's wrapper].")
+@click.option("--allow-non-loopback", is_flag=True, help="Permit a target that is not this machine.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/runs"),
+    show_default=True,
+    help="Folder the run directory is written under.",
+)
+@click.pass_context
+def load(
+    ctx: click.Context,
+    poisson: bool,
+    url: str | None,
+    no_progress: bool,
+    out: Path,
+    **options: Any,
+) -> None:
+    """Send open-loop (--rate) or closed-loop (--concurrency) load and record every request."""
+
+    def action() -> None:
+        target = url
+        if target is None:
+            try:
+                saved = _attached(ctx).saved_config()
+            except LabNotRunningError as exc:
+                raise LabNotRunningError(f"{exc}, or pass --url URL of a wrapper") from exc
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(saved.host, saved.host)
+            target = f"http://{f'[{host}]' if ':' in host else host}:{saved.wrapper_port}"
+        spec = LoadSpec(
+            url=target,
+            mode="open" if options["concurrency"] is None else "closed",
+            arrival="poisson" if poisson else "constant",
+            **options,
+        )
+        run_dir = RunDirectory.create(out, "load")
+        try:
+            result = run_load(spec, run_dir, progress=not no_progress)
+        except KeyboardInterrupt:
+            click.echo(f"load interrupted; the requests so far are in {run_dir.path}", err=True)
+            raise
+        s = result.summary()
+        rate = "-" if s["achieved_rate"] is None else f"{s['achieved_rate']:.2f}/s"
+        target_rate = "" if spec.rate is None else f" (target {spec.rate:g}/s)"
+        availability = "-" if s["availability"] is None else f"{s['availability']:.2%}"
+        click.echo(
+            f"requests {s['requests']}  ok {s['ok']}  availability {availability}  rate {rate}{target_rate}"
+        )
+        for name in ("ttft_s", "e2e_s", "queue_delay_s"):
+            q = s[name]
+            cells = "  ".join(f"{p} {'-' if v is None else f'{v * 1000:.1f} ms'}" for p, v in q.items())
+            click.echo(f"{name.removesuffix('_s'):<12}{cells}")
+        kinds = ", ".join(f"{k} {n}" for k, n in s["error_kinds"].items()) or "none"
+        click.echo(f"errors      {kinds}")
+        click.echo(f"run directory: {result.run_dir.path}")
 
     _run(action)
 

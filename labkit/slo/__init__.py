@@ -3,6 +3,35 @@
 The spec is an OpenSLO v1 subset (`stack/slo.yaml`); SLO.md explains it for people.
 """
 
+from labkit.histograms import BucketQuantile, bucket_quantile, cumulative_buckets
+from labkit.slo.alerts import (
+    ALERT_WINDOWS,
+    WORKBOOK_ALERTS,
+    AlertState,
+    BurnRateAlert,
+    WindowScaling,
+    alert_threshold,
+    evaluate_alerts,
+    scale_alert_windows,
+)
+from labkit.slo.budget import (
+    SLO_WINDOW_30D_S,
+    budget_consumed,
+    burn_rate,
+    error_budget_remaining,
+    error_ratio,
+    goodput_rps,
+    time_to_exhaustion_s,
+)
+from labkit.slo.client import (
+    SamplesError,
+    objective_events,
+    read_samples,
+    requests_meeting_every_slo,
+    samples_frame,
+    valid_requests,
+)
+from labkit.slo.rules import generate_rules, rules_yaml, write_rules_file
 from labkit.slo.spec import (
     HISTOGRAM_BUCKETS,
     Objective,
@@ -12,13 +41,46 @@ from labkit.slo.spec import (
     load_slo_spec,
     parse_duration_s,
 )
+from labkit.slo.verdict import ObjectiveResult, SloReport, check_run, evaluate_client_slos, format_report
 
 __all__ = [
+    "ALERT_WINDOWS",
     "HISTOGRAM_BUCKETS",
+    "SLO_WINDOW_30D_S",
+    "WORKBOOK_ALERTS",
+    "AlertState",
+    "BucketQuantile",
+    "BurnRateAlert",
     "Objective",
+    "ObjectiveResult",
+    "SamplesError",
     "SloDefinition",
+    "SloReport",
     "SloSpecError",
+    "WindowScaling",
+    "alert_threshold",
+    "bucket_quantile",
+    "budget_consumed",
+    "burn_rate",
+    "check_run",
+    "cumulative_buckets",
     "default_spec_path",
+    "error_budget_remaining",
+    "error_ratio",
+    "evaluate_alerts",
+    "evaluate_client_slos",
+    "format_report",
+    "generate_rules",
+    "goodput_rps",
     "load_slo_spec",
+    "objective_events",
     "parse_duration_s",
+    "read_samples",
+    "requests_meeting_every_slo",
+    "rules_yaml",
+    "samples_frame",
+    "scale_alert_windows",
+    "time_to_exhaustion_s",
+    "valid_requests",
+    "write_rules_file",
 ]
