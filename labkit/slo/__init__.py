@@ -31,7 +31,14 @@ from labkit.slo.client import (
     samples_frame,
     valid_requests,
 )
+from labkit.slo.compare import (
+    COMPARISON_COLUMNS,
+    compare_client_server,
+    exact_quantile,
+    explain_client_server,
+)
 from labkit.slo.rules import generate_rules, rules_yaml, write_rules_file
+from labkit.slo.server import SERVER_SLI_COLUMNS, server_quantile, server_slis
 from labkit.slo.spec import (
     HISTOGRAM_BUCKETS,
     Objective,
@@ -45,7 +52,9 @@ from labkit.slo.verdict import ObjectiveResult, SloReport, check_run, evaluate_c
 
 __all__ = [
     "ALERT_WINDOWS",
+    "COMPARISON_COLUMNS",
     "HISTOGRAM_BUCKETS",
+    "SERVER_SLI_COLUMNS",
     "SLO_WINDOW_30D_S",
     "WORKBOOK_ALERTS",
     "AlertState",
@@ -63,12 +72,15 @@ __all__ = [
     "budget_consumed",
     "burn_rate",
     "check_run",
+    "compare_client_server",
     "cumulative_buckets",
     "default_spec_path",
     "error_budget_remaining",
     "error_ratio",
     "evaluate_alerts",
     "evaluate_client_slos",
+    "exact_quantile",
+    "explain_client_server",
     "format_report",
     "generate_rules",
     "goodput_rps",
@@ -80,6 +92,8 @@ __all__ = [
     "rules_yaml",
     "samples_frame",
     "scale_alert_windows",
+    "server_quantile",
+    "server_slis",
     "time_to_exhaustion_s",
     "valid_requests",
     "write_rules_file",

@@ -49,3 +49,17 @@ def test_readme_ollama_client_example_works(running_lab: LocalBackend) -> None:
     code = block.replace("127.0.0.1:11434", f"127.0.0.1:{running_lab.config.model_port}")
     namespace: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), namespace)
+
+
+def test_readme_measurement_example_works(running_lab: LocalBackend, tmp_path: Path) -> None:
+    block = next(b for b in _blocks("python") if "run_load" in b)
+    cfg = running_lab.config
+    code = (
+        block.replace("127.0.0.1:8000", f"127.0.0.1:{cfg.wrapper_port}")
+        .replace("127.0.0.1:9090", f"127.0.0.1:{cfg.prometheus_port}")
+        .replace('"reports/runs"', repr(str(tmp_path)))
+    )
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    frame = namespace["frame"]
+    assert len(frame) == 20 and bool(frame["ok"].all())  # type: ignore[attr-defined]
