@@ -5,7 +5,6 @@ shared HTTP client, recording every request exactly once as it completes, howeve
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
 import json
 import logging
@@ -42,15 +41,6 @@ _DRAIN_GRACE_S = 1.0
 # new connection (more work for the server under test); 32 is the wrapper's default in-flight bound.
 # A closed loop keeps one connection per worker: its connections are idle only between two requests.
 _OPEN_LOOP_KEEPALIVE = 32
-
-
-def _make_missing_sniffio_fail_fast() -> None:
-    """httpcore 1.0 runs `import sniffio` on every lock it sets up, several times per request; anyio >= 4.11
-    no longer installs sniffio, and a failed import searches sys.path again each time (~0.2 ms here), a
-    quarter of the generator's CPU per request (encode/httpcore#1103). A None entry in sys.modules makes that
-    import fail at once, as it would anyway; with sniffio installed this does nothing."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 def _request_bodies(spec: LoadSpec) -> list[bytes]:
@@ -223,7 +213,6 @@ async def run_load_async(
     """`run_load` for code that already runs an event loop (`await run_load_async(...)` in a notebook)."""
     # Validated again here, the edge: `model_copy(update=...)` and `model_construct` skip validation.
     spec = LoadSpec(**spec.model_dump())
-    _make_missing_sniffio_fail_fast()
     run_dir = _new_run_dir(out)
     offsets = schedule(spec) if spec.mode == "open" else None
     prompts = prompt_choices(spec, len(offsets)) if offsets is not None else []
