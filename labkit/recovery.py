@@ -1,0 +1,140 @@
+"""Recovery measures per fault — time to detect, time to recover, requests lost — computed from a run's
+fault windows (its journal) and its per-request samples (the load generator's rows).
+
+Definitions (all times unix seconds; a request's completion is `intended_send + e2e_s`):
+- a request is *bad* when it failed (`ok` false) or was slow (`e2e_s` above `slow_threshold_s`);
+- the requests a fault is answerable for are those completing after its start and sent before the
+  next fault starts (or the run ends);
+- *detected* at the completion of the first bad one: `time_to_detect_s = detected - start`;
+- *recovered* at the completion of the first good request sent after both the fault's end and the
+  last bad request: `time_to_recover_s = recovered - end` (after an instantaneous fault such as a kill,
+  end = start, so this is the outage as users saw it);
+- *requests lost*: failed requests (not merely slow) sent from the fault's start until recovery.
+A fault with no bad request has no detection and recovery time (None): users did not notice it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["RECOVERY_COLUMNS", "FaultWindow", "fault_windows_from_journal", "recovery_measures"]
+
+RECOVERY_COLUMNS = [
+    "fault_id",
+    "kind",
+    "target",
+    "start",
+    "end",
+    "detected",
+    "recovered",
+    "time_to_detect_s",
+    "time_to_recover_s",
+    "requests_lost",
+    "requests_slow",
+    "requests_in_window",
+]
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    fault_id: str
+    kind: str
+    target: str
+    start: float
+    end: float  # == start for instantaneous faults (kill, restart, unload)
+
+
+def fault_windows_from_journal(events: Iterable[Mapping[str, Any]]) -> list[FaultWindow]:
+    """Pair `fault_start` / `fault_end` events (matched by `fault_id`) into windows, in start order.
+
+    A fault whose end was never journaled (the experiment process died) ends at its planned
+    `start + duration_s` if the start event says so, else at its start."""
+    starts: dict[str, Mapping[str, Any]] = {}
+    ends: dict[str, float] = {}
+    for event in events:
+        fault_id = event.get("fault_id")
+        if fault_id is None:
+            continue
+        if event.get("kind") == "fault_start":
+            starts[str(fault_id)] = event
+        elif event.get("kind") == "fault_end":
+            ends[str(fault_id)] = float(event["wall_time"])
+    windows = []
+    for fault_id, event in starts.items():
+        start = float(event["wall_time"])
+        planned = start + float(event.get("duration_s") or 0.0)
+        windows.append(
+            FaultWindow(
+                fault_id=fault_id,
+                kind=str(event.get("fault_kind", event.get("fault", ""))),
+                target=str(event.get("target", "")),
+                start=start,
+                end=max(start, ends.get(fault_id, planned)),
+            )
+        )
+    return sorted(windows, key=lambda w: w.start)
+
+
+def recovery_measures(
+    windows: Sequence[FaultWindow],
+    samples: pd.DataFrame,
+    *,
+    slow_threshold_s: float = 3.0,
+    run_end: float | None = None,
+) -> pd.DataFrame:
+    """One row per fault with the measures defined in the module docstring (columns RECOVERY_COLUMNS)."""
+    if samples.empty or not windows:
+        return pd.DataFrame([_row(w, None, None, 0, 0, 0) for w in windows], columns=RECOVERY_COLUMNS).astype(
+            {"requests_lost": int, "requests_slow": int, "requests_in_window": int}
+        )
+    sent = samples["intended_send"].astype(float)
+    done = sent + samples["e2e_s"].astype(float)
+    ok = samples["ok"].astype(bool)
+    slow = samples["e2e_s"].astype(float) > slow_threshold_s
+    bad = ~ok | slow
+    last_send = float(sent.max()) if run_end is None else run_end
+    rows = []
+    for index, window in enumerate(windows):
+        horizon = windows[index + 1].start if index + 1 < len(windows) else last_send + 1e-9
+        mine = (done >= window.start) & (sent < horizon)
+        bad_mine = mine & bad
+        if not bad_mine.any():
+            rows.append(_row(window, None, None, 0, 0, int(mine.sum())))
+            continue
+        detected = float(done[bad_mine].min())
+        last_bad_sent = float(sent[bad_mine].max())
+        after = mine & ~bad & (sent >= max(window.end, last_bad_sent))
+        recovered = float(done[after].min()) if after.any() else None
+        until = recovered if recovered is not None else float("inf")
+        lost = int((mine & ~ok & (sent < until)).sum())
+        slow_count = int((mine & ok & slow & (sent < until)).sum())
+        rows.append(_row(window, detected, recovered, lost, slow_count, int(mine.sum())))
+    return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
+
+
+def _row(
+    window: FaultWindow,
+    detected: float | None,
+    recovered: float | None,
+    lost: int,
+    slow: int,
+    in_window: int,
+) -> dict[str, Any]:
+    return {
+        "fault_id": window.fault_id,
+        "kind": window.kind,
+        "target": window.target,
+        "start": window.start,
+        "end": window.end,
+        "detected": detected,
+        "recovered": recovered,
+        "time_to_detect_s": None if detected is None else detected - window.start,
+        "time_to_recover_s": None if recovered is None else max(0.0, recovered - window.end),
+        "requests_lost": lost,
+        "requests_slow": slow,
+        "requests_in_window": in_window,
+    }

@@ -1,0 +1,81 @@
+"""Recovery measures on hand-made runs (the arithmetic is in the comments)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from labkit.recovery import FaultWindow, fault_windows_from_journal, recovery_measures
+
+
+def _samples(rows: list[tuple[float, float, bool]]) -> pd.DataFrame:
+    """(intended_send, e2e_s, ok) per request."""
+    return pd.DataFrame(rows, columns=["intended_send", "e2e_s", "ok"])
+
+
+def test_a_kill_detected_recovered_and_requests_lost() -> None:
+    # One request a second, 0.5 s each. Kill at t=10 (instantaneous). Requests sent at 10 and 11 fail
+    # after 0.1 s; 12 succeeds.
+    rows = [(float(t), 0.5, True) for t in range(5, 10)]
+    rows += [(10.0, 0.1, False), (11.0, 0.1, False), (12.0, 0.5, True), (13.0, 0.5, True)]
+    out = recovery_measures([FaultWindow("f1", "kill", "model", 10.0, 10.0)], _samples(rows))
+    (row,) = out.to_dict("records")
+    assert row["detected"] == pytest.approx(10.1)  # first bad completion
+    assert row["time_to_detect_s"] == pytest.approx(0.1)
+    assert row["recovered"] == pytest.approx(12.5)  # first good request sent after the last bad one
+    assert row["time_to_recover_s"] == pytest.approx(2.5)  # from the kill (end == start)
+    assert row["requests_lost"] == 2 and row["requests_slow"] == 0
+    # In the window: the 9 s request completing at 9.5 is before the fault; 10, 11, 12, 13 are in it.
+    assert row["requests_in_window"] == 4
+
+
+def test_latency_fault_is_slow_not_lost_and_recovers_after_its_end() -> None:
+    # Latency fault 20..30: requests take 4 s (> 3 s threshold) from 20 to 28, normal again from 30.
+    rows = [(float(t), 0.5, True) for t in range(15, 20)]
+    rows += [(float(t), 4.0, True) for t in range(20, 30, 2)]
+    rows += [(30.0, 0.5, True), (31.0, 0.5, True)]
+    out = recovery_measures([FaultWindow("lat", "latency", "model", 20.0, 30.0)], _samples(rows))
+    (row,) = out.to_dict("records")
+    assert row["time_to_detect_s"] == pytest.approx(4.0)  # the first slow request completes at 24
+    assert row["time_to_recover_s"] == pytest.approx(0.5)  # sent at 30 (end), done at 30.5
+    assert row["requests_lost"] == 0 and row["requests_slow"] == 5
+
+
+def test_a_fault_users_never_noticed_has_no_detection() -> None:
+    rows = [(float(t), 0.5, True) for t in range(10)]
+    out = recovery_measures([FaultWindow("p", "pause", "prometheus", 3.0, 6.0)], _samples(rows))
+    (row,) = out.to_dict("records")
+    assert row["detected"] is None and row["time_to_recover_s"] is None
+    assert row["requests_lost"] == 0 and row["requests_in_window"] == 7
+
+
+def test_each_fault_answers_only_for_requests_before_the_next_one() -> None:
+    # Two kills at 10 and 20; failures at 10 and 20 only.
+    rows = [(float(t), 0.2, t not in (10, 20)) for t in range(5, 25)]
+    windows = [FaultWindow("a", "kill", "model", 10.0, 10.0), FaultWindow("b", "kill", "wrapper", 20.0, 20.0)]
+    out = recovery_measures(windows, _samples(rows))
+    assert list(out["requests_lost"]) == [1, 1]
+    assert list(out["recovered"]) == pytest.approx([11.2, 21.2])
+
+
+def test_no_recovery_within_the_run_is_reported_as_none() -> None:
+    rows = [(0.0, 0.2, True), (1.0, 0.2, False), (2.0, 0.2, False)]
+    (row,) = recovery_measures([FaultWindow("k", "kill", "model", 1.0, 1.0)], _samples(rows)).to_dict(
+        "records"
+    )
+    assert row["recovered"] is None and row["time_to_recover_s"] is None and row["requests_lost"] == 2
+
+
+def test_windows_from_the_journal_pair_start_and_end() -> None:
+    events = [
+        {"kind": "load_started", "wall_time": 0.0},
+        {"kind": "fault_start", "fault_id": "2", "fault_kind": "pause", "target": "model", "wall_time": 5.0,
+         "duration_s": 3},
+        {"kind": "fault_start", "fault_id": "1", "fault_kind": "kill", "target": "model", "wall_time": 1.0},
+        {"kind": "fault_end", "fault_id": "1", "wall_time": 1.0},
+    ]  # fmt: skip
+    windows = fault_windows_from_journal(events)
+    assert [(w.fault_id, w.kind, w.start, w.end) for w in windows] == [
+        ("1", "kill", 1.0, 1.0),
+        ("2", "pause", 5.0, 8.0),  # no end journaled (the experiment died): its planned end
+    ]
