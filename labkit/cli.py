@@ -37,6 +37,15 @@ def _attached(ctx: click.Context) -> LocalBackend:
     return LocalBackend.attach(resolve_lab_dir(ctx.obj.get("lab_dir")))
 
 
+_out_option = click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("reports/runs"),
+    show_default=True,
+    help="Folder the run directory is written under.",
+)
+
+
 def _print_table(services: list[ServiceStatus]) -> None:
     click.echo(f"{'SERVICE':<11}{'STATE':<11}{'PID':>8}{'RESTARTS':>10}  URL")
     for svc in services:
@@ -196,13 +205,7 @@ def logs(ctx: click.Context, service: str, lines: int) -> None:
 @cli.command()
 @click.option("--requests", "count", type=click.IntRange(1, 100), default=5, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(1, 4096), default=48, show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("reports/runs"),
-    show_default=True,
-    help="Folder the run directory is written under.",
-)
+@_out_option
 @click.pass_context
 def smoke(ctx: click.Context, count: int, max_tokens: int, out: Path) -> None:
     """Send a few real requests through the running lab and check Prometheus saw them."""
@@ -302,13 +305,7 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
 @click.option("--url", default=None, help="Wrapper base URL [default: the running lab's wrapper].")
 @click.option("--allow-non-loopback", is_flag=True, help="Permit a target that is not this machine.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("reports/runs"),
-    show_default=True,
-    help="Folder the run directory is written under.",
-)
+@_out_option
 @click.pass_context
 def load(
     ctx: click.Context,

@@ -22,20 +22,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def sim_lab_config(tmp_path: Path, **overrides: object) -> LabConfig:
+    """A sim-engine lab on free ports in a temporary lab directory; `overrides` change any setting."""
+    settings: dict[str, object] = {
+        "lab_dir": tmp_path / "lab",
+        "engine": "sim",
+        "model_port": free_port(),
+        "wrapper_port": free_port(),
+        "prometheus_port": free_port(),
+        "exporter_port": free_port(),
+        "sim_ttft_s": 0.01,
+        "sim_itl_s": 0.002,
+        "ready_timeout_s": 60,
+    }
+    return LabConfig(**{**settings, **overrides})  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def lab_config(tmp_path: Path) -> LabConfig:
     """A sim-engine lab on free ports in a temporary lab directory."""
-    return LabConfig(
-        lab_dir=tmp_path / "lab",
-        engine="sim",
-        model_port=free_port(),
-        wrapper_port=free_port(),
-        prometheus_port=free_port(),
-        exporter_port=free_port(),
-        sim_ttft_s=0.01,
-        sim_itl_s=0.002,
-        ready_timeout_s=60,
-    )
+    return sim_lab_config(tmp_path)
 
 
 @pytest.fixture

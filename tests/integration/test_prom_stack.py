@@ -22,7 +22,7 @@ from labkit.prom import QUANTILE_COLUMNS, PrometheusClient, PrometheusSeries
 from labkit.slo.compare import compare_client_server, exact_quantile
 from labkit.slo.server import server_quantile, server_slis
 from labkit.slo.spec import load_slo_spec
-from tests.conftest import free_port
+from tests.conftest import sim_lab_config
 
 pytestmark = pytest.mark.integration
 
@@ -35,18 +35,7 @@ INVALID_EVERY = 15  # requests 0, 15, 30, 45 ask for max_tokens=0: a 422, the cl
 def lab_config(tmp_path: Path) -> LabConfig:
     """The conftest lab, with a first token after ~0.15 s (5 % spread): end-to-end times of ~0.16 s sit
     in the middle of the (0.1, 0.25] bucket, tens of milliseconds from either bound."""
-    return LabConfig(
-        lab_dir=tmp_path / "lab",
-        engine="sim",
-        model_port=free_port(),
-        wrapper_port=free_port(),
-        prometheus_port=free_port(),
-        exporter_port=free_port(),
-        sim_ttft_s=0.15,
-        sim_itl_s=0.002,
-        sim_jitter=0.05,
-        ready_timeout_s=60,
-    )
+    return sim_lab_config(tmp_path, sim_ttft_s=0.15, sim_itl_s=0.002, sim_jitter=0.05)
 
 
 def _one_request(client: httpx.Client, url: str, request_id: int, intended: float) -> dict[str, Any]:
