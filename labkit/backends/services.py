@@ -69,6 +69,7 @@ def service_specs(config: LabConfig, lab: LabDir) -> list[ServiceSpec]:
         "--max-in-flight", str(config.max_in_flight),
         "--max-prompt-chars", str(config.max_prompt_chars),
         "--backend-timeout-s", str(config.backend_timeout_s),
+        "--admin-token-file", str(lab.token_file),  # the fault API shares the lab's token
     ]  # fmt: skip
     specs.append(ServiceSpec("wrapper", wrapper_argv, f"http://{host}:{config.wrapper_port}", "/ready"))
     prometheus_argv = [

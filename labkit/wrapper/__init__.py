@@ -1,5 +1,6 @@
 """labkit.wrapper — the lab's public LLM API (POST /generate, /health, /ready, /metrics) in front of an
-Ollama-API model server, with the lab's request, token and latency metrics.
+Ollama-API model server, with the lab's request, token and latency metrics, and a token-protected
+fault-injection API (/admin/faults: latency, error, stream_cut, each ended by a TTL the wrapper holds).
 """
 
 from __future__ import annotations
@@ -7,12 +8,28 @@ from __future__ import annotations
 from labkit.wrapper._app import GenerateRequest, create_app
 from labkit.wrapper._backend import UpstreamError
 from labkit.wrapper._cli import main
+from labkit.wrapper._faults import (
+    ErrorFault,
+    ErrorParams,
+    FaultSpec,
+    LatencyFault,
+    LatencyParams,
+    StreamCutFault,
+    StreamCutParams,
+)
 from labkit.wrapper._metrics import WrapperMetrics
 from labkit.wrapper._server import serve
 from labkit.wrapper._settings import WrapperSettings
 
 __all__ = [
+    "ErrorFault",
+    "ErrorParams",
+    "FaultSpec",
     "GenerateRequest",
+    "LatencyFault",
+    "LatencyParams",
+    "StreamCutFault",
+    "StreamCutParams",
     "UpstreamError",
     "WrapperMetrics",
     "WrapperSettings",

@@ -21,7 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labkit.wrapper._admin import admin_router, read_admin_token
 from labkit.wrapper._backend import UpstreamError, missing_model_reason
+from labkit.wrapper._faults import InjectedFaultError
 from labkit.wrapper._generation import (
     ClientGoneError,
     Generation,
@@ -37,7 +39,10 @@ __all__ = ["GenerateRequest", "create_app"]
 
 logger = logging.getLogger(__name__)
 
-_ROUTES_HINT = "the API has POST /generate, GET /health, GET /ready and GET /metrics"
+_ROUTES_HINT = (
+    "the API has POST /generate, GET /health, GET /ready, GET /metrics "
+    "and the token-protected fault API at /admin/faults"
+)
 
 
 class GenerateRequest(BaseModel):
@@ -134,8 +139,12 @@ def _backend_payload(body: GenerateRequest, settings: WrapperSettings) -> dict[s
 
 
 def create_app(settings: WrapperSettings | None = None) -> FastAPI:
-    """Build the wrapper app: one backend client for the app's lifespan, metrics in their own registry."""
+    """Build the wrapper app: one backend client for the app's lifespan, metrics in their own registry.
+
+    Reads the admin token file now, if settings name one (ConfigError when it is unreadable or empty).
+    """
     settings = settings or WrapperSettings()
+    admin_token = read_admin_token(settings.admin_token_file) if settings.admin_token_file else None
     package_version = _package_version()
     state = WrapperState(settings, WrapperMetrics(model=settings.model, version=package_version))
     retry_after = {"Retry-After": str(settings.retry_after_s)}
@@ -154,6 +163,8 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
                 yield
             finally:
                 state.client = None
+                # Faults live only in memory: they die with the app, and a restarted wrapper has none.
+                state.faults.end_all("shutdown")
 
     app = FastAPI(
         title="labkit wrapper",
@@ -164,6 +175,7 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.wrapper = state
+    app.include_router(admin_router(state.faults, admin_token))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -222,6 +234,10 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
                 return MeteredStreamingResponse(generation, first)
             answer = await run_until_client_leaves(request, collect_generation(generation, payload))
             return JSONResponse(answer)
+        except InjectedFaultError as exc:
+            # Counted as the status the client got; the backend did not fail, so no backend error.
+            generation.finish(exc.status_code)
+            return error_response(exc.status_code, exc.message)
         except UpstreamError as exc:
             generation.fail(exc)
             headers = retry_after if exc.retry_after else None
@@ -260,6 +276,7 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text exposition of this app's registry."""
+        state.faults.expire_due()  # llm_faults_active is right even if a TTL timer is late
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

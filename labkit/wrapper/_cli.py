@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -22,6 +23,7 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger(__name__)
 
 PROG = "python -m labkit.wrapper"
+_ADMIN_LOGGERS = ("labkit.wrapper._admin", "labkit.wrapper._faults")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--connect-timeout-s", "connect_timeout_s", float)
     add("--ready-timeout-s", "ready_timeout_s", float)
     add("--retry-after-s", "retry_after_s", int)
+    add("--admin-token-file", "admin_token_file", Path)
     return parser
 
 
@@ -68,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = "; ".join(f"{_flag(str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
         parser.error(problems)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every admin action (fault injected, ended, refused) belongs in the service log.
+    for name in _ADMIN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         serve(settings)
     except LabkitError as exc:

@@ -20,6 +20,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from labkit.wrapper._backend import UpstreamError, open_generate_stream, read_chunks
+from labkit.wrapper._faults import FaultTable, InjectedFaultError
 from labkit.wrapper._metrics import GENERATE_ENDPOINT, WrapperMetrics
 from labkit.wrapper._settings import WrapperSettings
 
@@ -38,11 +39,12 @@ T = TypeVar("T")
 
 
 class WrapperState:
-    """What one wrapper app's requests share: settings, metrics, the backend client, the in-flight count."""
+    """What one wrapper app's requests share: settings, metrics, faults, backend client, in-flight count."""
 
     def __init__(self, settings: WrapperSettings, metrics: WrapperMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.faults = FaultTable(metrics)
         self.client: httpx.AsyncClient | None = None
         self.in_flight = 0
 
@@ -91,7 +93,17 @@ class Generation:
         self.finished = False
 
     async def open(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Start the backend generation; return its first chunk that carries text (or the final one)."""
+        """Start the backend generation; return its first chunk that carries text (or the final one).
+
+        Injected faults act first: a latency fault sleeps (inside the timed request, so TTFT grows), then
+        an error fault may raise InjectedFaultError instead of calling the backend.
+        """
+        delay_s = self._state.faults.latency_delay_s()
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        injected = self._state.faults.injected_error()
+        if injected is not None:
+            raise injected
         settings = self._state.settings
         self._response = await open_generate_stream(
             self._state.backend_client(),
@@ -108,9 +120,15 @@ class Generation:
                 return chunk
 
     async def next_chunk(self) -> dict[str, Any]:
-        """The backend's next chunk; observes TTFT for the first text chunk and ITL for each one after."""
+        """The backend's next chunk; observes TTFT for the first text chunk and ITL for each one after.
+
+        Raises InjectedFaultError instead when a stream_cut fault's token count has been reached.
+        """
         if self._chunks is None:
             raise RuntimeError("next_chunk() before open()")
+        cut = self._state.faults.stream_cut(self._token_chunks)
+        if cut is not None:
+            raise cut
         chunk = await anext(self._chunks)
         now = time.perf_counter()
         if isinstance(chunk.get("response"), str) and chunk["response"]:
@@ -209,6 +227,11 @@ async def _stream_lines(generation: Generation, first: dict[str, Any]) -> AsyncG
         # The 200 status is already sent; the error travels as the stream's last line.
         generation.fail(exc)
         yield _ndjson({"error": exc.message, "done": True})
+    except InjectedFaultError as exc:
+        # A cut stream: counted with the fault's status (502), then MeteredStreamingResponse drops the
+        # connection without a last line, as a real cut would.
+        generation.finish(exc.status_code)
+        raise
     except Exception:
         generation.finish(500)
         raise
@@ -228,6 +251,10 @@ class MeteredStreamingResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except InjectedFaultError:
+            # Returning without the body's final message makes the server close the connection mid-body
+            # (uvicorn logs one line, "ASGI callable returned without completing response").
+            pass
         finally:
             # A generator left suspended at a `yield` (or never started) would otherwise finish only
             # when garbage-collected, leaving the in-flight gauge and the backend stream up meanwhile.

@@ -93,7 +93,13 @@ class WrapperMetrics:
         )
         self.faults_active = Gauge(
             "llm_faults_active",
-            "Faults the wrapper is applying now, by kind (1 active, 0 not).",
+            "Faults the wrapper is applying now, by kind (1 active, 0 not); each ends at its TTL.",
+            ["kind"],
+            registry=reg,
+        )
+        self.faults_injected = Counter(
+            "llm_faults_injected",
+            "Requests an injected fault affected (delayed, answered with an error, or cut), by kind.",
             ["kind"],
             registry=reg,
         )
@@ -109,3 +115,4 @@ class WrapperMetrics:
             self.backend_errors.labels(kind)
         for kind in FAULT_KINDS:
             self.faults_active.labels(kind).set(0)
+            self.faults_injected.labels(kind)

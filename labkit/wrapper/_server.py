@@ -36,9 +36,10 @@ def _note_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def serve(settings: WrapperSettings) -> None:
     """Serve the wrapper until SIGINT or SIGTERM; both shut it down gracefully, then return."""
+    app = create_app(settings)  # before binding: a bad admin token file must not leave a socket open
     sock = bind_socket(settings.host, settings.port)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",

@@ -5,6 +5,8 @@ Validated once here (pydantic, keyword-only); the rest of the wrapper trusts the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from labkit.config import DEFAULT_MODEL_NAME
@@ -34,6 +36,11 @@ class WrapperSettings(BaseModel):
     connect_timeout_s: float = Field(default=2.0, gt=0, description="longest wait to connect to the backend")
     ready_timeout_s: float = Field(default=2.0, gt=0, description="longest wait for /api/tags in GET /ready")
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After value of 503 answers, in seconds")
+    admin_token_file: Path | None = Field(
+        default=None,
+        description="file holding the bearer token of the /admin/ fault API, read at start; "
+        "without it the admin API is disabled (403)",
+    )
 
     @field_validator("backend_url")
     @classmethod

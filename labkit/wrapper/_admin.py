@@ -1,0 +1,143 @@
+"""The wrapper's fault-injection admin API under /admin/, protected by the lab's bearer token.
+
+Without a token file the API is disabled and answers 403 to everything; a token in the URL is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from labkit.errors import ConfigError
+from labkit.wrapper._faults import FaultTable, parse_fault_spec
+
+__all__ = ["ADMIN_PREFIX", "admin_router", "read_admin_token"]
+
+logger = logging.getLogger(__name__)
+
+ADMIN_PREFIX = "/admin"
+# Query parameters that would carry a token in the URL, where access logs and shell history keep it.
+_TOKEN_QUERY_NAMES = ("token", "access_token")
+_USE_THE_HEADER = "send it as the header Authorization: Bearer <token>"
+
+
+def read_admin_token(path: Path) -> str:
+    """The admin token from `path` (surrounding whitespace dropped); ConfigError when unreadable or empty."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"cannot read the admin token file {path}: {reason}; "
+            "give the lab's token file or start without --admin-token-file"
+        ) from exc
+    if not token:
+        raise ConfigError(f"the admin token file {path} is empty; write a token into it (the lab does, 0600)")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("the admin token file %s is readable by others; make it 0600", path)
+    return token
+
+
+def _spec_problems(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors with FastAPI's `body` prefix, the union's tag dropped from each location."""
+    problems: list[dict[str, Any]] = []
+    for e in exc.errors():
+        loc, msg, kind = list(e["loc"]), str(e["msg"]), str(e["type"])
+        if kind == "union_tag_invalid":
+            expected = (e.get("ctx") or {}).get("expected_tags", "")
+            loc, msg = ["kind"], f"unknown fault kind {e['input'].get('kind')!r}; use one of {expected}"
+        elif kind == "union_tag_not_found":
+            loc, msg = ["kind"], "Field required"
+        elif kind == "model_attributes_type":
+            msg = "must be a JSON object"
+        elif loc:
+            loc = loc[1:]  # the discriminated union puts the kind first: ("latency", "params", "delay_s")
+        problems.append({"loc": ["body", *loc], "msg": msg, "type": kind})
+    return problems
+
+
+def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
+    """The /admin/ routes over `faults`; `token` None disables them (403)."""
+    expected = token.encode() if token is not None else None
+
+    async def require_admin(request: Request) -> None:
+        where = f"{request.method} {request.url.path}"  # never the query: it may hold a token
+        if expected is None:
+            raise HTTPException(
+                403, "the admin API is disabled: this wrapper was started without --admin-token-file"
+            )
+        if any(name in request.query_params for name in _TOKEN_QUERY_NAMES):
+            logger.warning("admin request refused: %s carried a token in its URL", where)
+            raise HTTPException(
+                400, f"never put the admin token in the URL (logs keep URLs); {_USE_THE_HEADER}"
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            logger.warning("admin request refused: %s without the right bearer token", where)
+            raise HTTPException(
+                401,
+                f"missing or wrong admin token; {_USE_THE_HEADER} (the token is in the lab directory)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin)])
+
+    @router.post("/faults", status_code=201)
+    async def inject_fault(request: Request) -> dict[str, Any]:
+        """Inject a fault (body: kind, duration_s, params); a fault of the same kind is replaced."""
+        # The body is parsed here, after the token check, so that nobody without the token learns anything.
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise RequestValidationError([
+                {"loc": ["body", exc.pos], "msg": "JSON decode error", "type": "json_invalid",
+                 "ctx": {"error": exc.msg}},
+            ]) from exc  # fmt: skip
+        except UnicodeDecodeError as exc:
+            raise RequestValidationError([
+                {"loc": ["body"], "msg": "the body is not UTF-8 text", "type": "json_invalid"},
+            ]) from exc  # fmt: skip
+        try:
+            spec = parse_fault_spec(data)
+        except ValidationError as exc:
+            raise RequestValidationError(_spec_problems(exc)) from exc
+        fault, replaced = faults.inject(spec)
+        return {**fault.describe(fault.started_mono), "replaced": replaced.id if replaced else None}
+
+    @router.get("/faults")
+    async def list_faults() -> dict[str, Any]:
+        """The faults in force now, oldest first, with their remaining seconds."""
+        now = time.monotonic()
+        return {"faults": [f.describe(now) for f in faults.active()]}
+
+    @router.delete("/faults/{fault_id}", response_model=None)
+    async def end_fault(fault_id: str) -> dict[str, Any] | JSONResponse:
+        """End one active fault now; 404 when no active fault has this id (it may have expired)."""
+        fault = faults.end(fault_id, "deleted")
+        if fault is None:
+            return JSONResponse(
+                {"error": f"no active fault with id {fault_id!r}; it may have expired (GET /admin/faults)"},
+                status_code=404,
+            )
+        return {"ended": 1, "ids": [fault.id]}
+
+    @router.delete("/faults")
+    async def end_all_faults() -> dict[str, Any]:
+        """End every active fault at once; idempotent (ends 0 when none is active)."""
+        ended = faults.end_all("deleted_all")
+        logger.info("admin: ended all faults (%d active)", len(ended))
+        return {"ended": len(ended), "ids": [f.id for f in ended]}
+
+    return router
