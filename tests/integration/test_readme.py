@@ -63,3 +63,21 @@ def test_readme_measurement_example_works(running_lab: LocalBackend, tmp_path: P
     exec(compile(code, "README.md", "exec"), namespace)
     frame = namespace["frame"]
     assert len(frame) == 20 and bool(frame["ok"].all())  # type: ignore[attr-defined]
+
+
+def test_readme_fault_api_example_works(running_lab: LocalBackend) -> None:
+    block = next(b for b in _blocks("bash") if "/admin/faults" in b)
+    script = block.replace("~/.local/state/labkit", str(running_lab.lab.root)).replace(
+        "127.0.0.1:8000", f"127.0.0.1:{running_lab.config.wrapper_port}"
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    decoder, text, bodies = json.JSONDecoder(), result.stdout, []
+    while text.strip():  # curl prints the three bodies back to back, without newlines
+        body, end = decoder.raw_decode(text.strip())
+        bodies.append(body)
+        text = text.strip()[end:]
+    created, listed, ended = bodies
+    assert created["kind"] == "latency" and created["params"]["delay_s"] == 1.5
+    assert [f["id"] for f in listed["faults"]] == [created["id"]]
+    assert ended["ended"] == 1
