@@ -17,6 +17,7 @@ import click
 from labkit import __version__
 from labkit.backends.base import SERVICE_NAMES, ServiceStatus
 from labkit.backends.local import LocalBackend
+from labkit.chaos import halt_all, load_experiment_file, plan_text, random_schedule, run_experiment
 from labkit.config import LabConfig, load_config, resolve_lab_dir
 from labkit.errors import LabkitError, LabNotRunningError
 from labkit.load import LoadSpec, run_load
@@ -352,6 +353,106 @@ def load(
         kinds = ", ".join(f"{k} {n}" for k, n in s["error_kinds"].items()) or "none"
         click.echo(f"errors      {kinds}")
         click.echo(f"run directory: {result.run_dir.path}")
+
+    _run(action)
+
+
+@cli.group()
+def chaos() -> None:
+    """Chaos experiments: plan a schedule, run it with load and a steady-state check, halt every fault."""
+
+
+def _schedule_from(seed: int | None, experiment: Path | None, duration: float | None) -> tuple[Any, float]:
+    if (seed is None) == (experiment is None):
+        raise LabkitError("give exactly one of --seed K (a random schedule) or --file EXPERIMENT.yaml")
+    if experiment is not None:
+        loaded = load_experiment_file(experiment)
+        total = duration or loaded.run_kwargs().get("duration_s")
+        if total is None:
+            raise LabkitError(f"{experiment} has no duration_s; pass --duration S")
+        return loaded.schedule, float(total)
+    if duration is None:
+        raise LabkitError("a random schedule needs --duration S (the run's length in seconds)")
+    return random_schedule(int(seed or 0), duration), duration
+
+
+@chaos.command("plan")
+@click.option("--seed", type=int, default=None, help="Random schedule from this seed (same seed, same plan).")
+@click.option(
+    "--file",
+    "experiment",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="An experiment file (YAML or JSON) instead of a seed.",
+)
+@click.option("--duration", type=float, default=None, help="The run's length in seconds.")
+def chaos_plan(seed: int | None, experiment: Path | None, duration: float | None) -> None:
+    """Print the schedule an experiment would run, without touching the lab."""
+
+    def action() -> None:
+        schedule, total = _schedule_from(seed, experiment, duration if duration or experiment else 120.0)
+        click.echo(plan_text(schedule, duration_s=total))
+
+    _run(action)
+
+
+@chaos.command("run")
+@click.option("--seed", type=int, default=None, help="Random schedule from this seed.")
+@click.option(
+    "--file",
+    "experiment",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="An experiment file (YAML or JSON).",
+)
+@click.option("--duration", type=float, default=None, help="The method's length in seconds.")
+@click.option("--rate", type=float, default=2.0, show_default=True, help="Load during the run, requests/s.")
+@click.option("--no-steady-state", is_flag=True, help="Skip the steady-state checks before and after.")
+@_out_option
+@click.pass_context
+def chaos_run(
+    ctx: click.Context,
+    seed: int | None,
+    experiment: Path | None,
+    duration: float | None,
+    rate: float,
+    no_steady_state: bool,
+    out: Path,
+) -> None:
+    """Run an experiment against the running lab; exit 1 unless its verdict is `completed`."""
+
+    def action() -> None:
+        backend = _attached(ctx)
+        backend.saved_config()  # a clear error before anything is injected when no lab runs
+        schedule, total = _schedule_from(seed, experiment, duration if duration or experiment else 120.0)
+        click.echo(plan_text(schedule, duration_s=total))
+        extra = load_experiment_file(experiment).run_kwargs() if experiment else {}
+        kwargs = {
+            **extra,
+            "duration_s": total,
+            "rate": rate,
+            "out_dir": out,
+            "steady_state": not no_steady_state,
+            "say": lambda msg: click.echo(msg, err=True),
+        }
+        result = run_experiment(backend.lab.root, schedule, **kwargs)
+        click.echo(result.summary())
+        if result.verdict != "completed":
+            raise LabkitError(f"experiment {result.verdict}: {result.reason}")
+
+    _run(action)
+
+
+@chaos.command("halt")
+@click.pass_context
+def chaos_halt(ctx: click.Context) -> None:
+    """End every active fault of the lab at once (idempotent)."""
+
+    def action() -> None:
+        report = halt_all(resolve_lab_dir(ctx.obj.get("lab_dir")))
+        click.echo(report.summary())
+        if not report.ok:
+            raise LabkitError("some faults could not be ended: " + "; ".join(report.errors))
 
     _run(action)
 

@@ -2,6 +2,8 @@
 restarts it when it dies (counting every restart once), hosts the exporter and a control API.
 
 Run as `python -m labkit.backends.supervisor LAB_DIR`; `labkit up` starts it, `labkit down` stops it.
+It also runs the chaos `cpu_stress` fault (stress-ng), so that the fault's TTL lives here, not in the
+experiment's process.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -49,6 +53,9 @@ MAX_BACKOFF_S = 5.0
 STABLE_RUN_S = 10.0
 MAX_PAUSE_S = 3600.0
 PROBE_TIMEOUT_S = 3.0
+# A stress-ng run ends by its own --timeout; this long after that the supervisor SIGKILLs what is left.
+STRESS_GRACE_S = 5.0
+STRESS_STOP_WAIT_S = 3.0
 
 
 class SupervisedService:
@@ -249,6 +256,126 @@ async def _check_ready(client: httpx.AsyncClient, spec: ServiceSpec) -> tuple[bo
     return True, ""
 
 
+class StressUnavailableError(Exception):
+    """stress-ng cannot be started (not installed, or a run is already going)."""
+
+
+class CpuStress:
+    """At most one `stress-ng --cpu N` run, a child in its own process group that carries the lab id
+    (so `labkit down` sweeps it even without this supervisor). Its TTL is stress-ng's own --timeout
+    (whole seconds, rounded up); the supervisor SIGKILLs the group STRESS_GRACE_S after that."""
+
+    def __init__(self, lab: LabDir, lab_id: str) -> None:
+        self.lab = lab
+        self.lab_id = lab_id
+        self.proc: asyncio.subprocess.Process | None = None
+        self.workers = 0
+        self.duration_s = 0.0
+        self.timeout_s = 0
+        self.started_at = 0.0
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one start or stop at a time
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    def status(self) -> dict[str, Any]:
+        if not self.running or self.proc is None:
+            return {"running": False}
+        return {
+            "running": True,
+            "pid": self.proc.pid,
+            "workers": self.workers,
+            "duration_s": self.duration_s,
+            "timeout_s": self.timeout_s,
+            "started_at": self.started_at,
+            "ends_by": self.started_at + self.timeout_s,
+        }
+
+    async def start(self, workers: int, duration_s: float) -> dict[str, Any]:
+        async with self._lock:
+            return await self._start(workers, duration_s)
+
+    async def _start(self, workers: int, duration_s: float) -> dict[str, Any]:
+        binary = shutil.which("stress-ng")
+        if binary is None:
+            raise StressUnavailableError(
+                "stress-ng is not installed on the lab's machine; install it with "
+                "`apt-get install stress-ng` (Debian/Ubuntu) and try again"
+            )
+        if self.running:
+            raise StressUnavailableError(
+                f"a CPU stress is already running (pid {self.proc.pid if self.proc else '?'}); "
+                "end it first with DELETE /v1/stress (`labkit chaos halt`)"
+            )
+        # stress-ng takes whole seconds, and --timeout 0 would mean "run forever".
+        timeout_s = max(1, math.ceil(duration_s))
+        argv = [binary, "--cpu", str(workers), "--timeout", f"{timeout_s}s", "--quiet"]
+        env = {**os.environ, LAB_ID_ENV: self.lab_id}
+        parent = os.getpid()
+        self.lab.logs.mkdir(parents=True, exist_ok=True)
+        with open(self.lab.log_file("stress"), "ab") as log:
+            log.write(f"--- labkit: {' '.join(argv)} at {time.ctime()}\n".encode())
+            log.flush()
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # its own group: its workers are signalled with it
+                preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGKILL),
+            )
+        self.workers, self.duration_s, self.timeout_s = workers, duration_s, timeout_s
+        self.started_at = time.time()
+        self._kill_timer = asyncio.get_running_loop().call_later(
+            timeout_s + STRESS_GRACE_S, self._signal, signal.SIGKILL
+        )
+        self._watch_task = asyncio.create_task(self._watch(self.proc))
+        logger.info("cpu stress: %d workers for %gs (pid %d)", workers, duration_s, self.proc.pid)
+        return self.status()
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        logger.info("cpu stress (pid %d) ended with %s", proc.pid, code)
+        # Workers left behind by a killed stress-ng go with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if self.proc is proc:
+            self._cancel_timer()
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    def _cancel_timer(self) -> None:
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+
+    async def stop(self) -> bool:
+        """End the running stress now (SIGTERM, then SIGKILL); False when none was running."""
+        async with self._lock:
+            return await self._stop()
+
+    async def _stop(self) -> bool:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return False
+        self._signal(signal.SIGCONT)
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), STRESS_STOP_WAIT_S)
+        except TimeoutError:
+            self._signal(signal.SIGKILL)
+            await proc.wait()
+        self._cancel_timer()
+        return True
+
+
 class Supervisor:
     """Owns every service of one local lab until it is told to stop."""
 
@@ -265,6 +392,7 @@ class Supervisor:
             spec.name: SupervisedService(spec, lab, self.lab_id, self.write_state)
             for spec in service_specs(self.config, lab)
         }
+        self.stress = CpuStress(lab, self.lab_id)
         self.gpus = GpuReader()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(LabCollector(self.samples, self.gpus))
@@ -377,6 +505,41 @@ class Supervisor:
         logger.info("control: %s %s", action, name)
         return JSONResponse(svc.status().model_dump())
 
+    async def _stress(self, request: Request) -> Response:
+        """GET: the running stress; POST {"workers", "duration_s"}: start one; DELETE: end it (idempotent)."""
+        if not self._authorized(request):
+            return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
+        if request.method == "GET":
+            return JSONResponse(self.stress.status())
+        if request.method == "DELETE":
+            pid = self.stress.proc.pid if self.stress.running and self.stress.proc else None
+            stopped = await self.stress.stop()
+            if stopped:
+                logger.info("control: stress stopped")
+            return JSONResponse({"stopped": stopped, "pid": pid})
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return _error(422, 'the body must be JSON like {"workers": 2, "duration_s": 10}')
+        body = body if isinstance(body, dict) else {}
+        cpus = os.cpu_count() or 1
+        workers, duration = body.get("workers"), body.get("duration_s")
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= cpus:
+            return _error(422, f"workers must be an integer in [1, {cpus}] (the CPUs of this machine)")
+        if (
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not 0 < duration <= MAX_PAUSE_S
+        ):
+            return _error(422, f"duration_s must be a number in (0, {MAX_PAUSE_S:g}]")
+        try:
+            started = await self.stress.start(workers, float(duration))
+        except StressUnavailableError as exc:
+            return _error(409, str(exc))
+        except OSError as exc:
+            return _error(500, f"cannot start stress-ng: {exc}")
+        return JSONResponse(started)
+
     async def _shutdown(self, request: Request) -> Response:
         if not self._authorized(request):
             return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
@@ -388,6 +551,7 @@ class Supervisor:
             Route("/metrics", self._metrics),
             Route("/v1/status", self._status),
             Route("/v1/services/{name}/{action}", self._action, methods=["POST"]),
+            Route("/v1/stress", self._stress, methods=["GET", "POST", "DELETE"]),
             Route("/v1/shutdown", self._shutdown, methods=["POST"]),
         ])  # fmt: skip
 
@@ -424,6 +588,7 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), HEALTH_INTERVAL_S)
         self.stop_event.set()
+        await self.stress.stop()
         for svc in reversed(list(self.services.values())):
             await svc.stop()
         server.should_exit = True

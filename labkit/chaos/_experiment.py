@@ -1,0 +1,522 @@
+"""A chaos experiment (after Chaos Toolkit): a steady-state hypothesis (SLO checks on a short load burst)
+before and after a method (load running while faults are applied on a timeline), and a verdict:
+`completed` (the hypothesis held after), `deviated` (it failed after), `aborted` (interrupted or error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+from labkit.chaos._faults import Fault
+from labkit.chaos._inject import ActiveFault, FaultInjector
+from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits, plan_text
+from labkit.errors import ConfigError, LabkitError
+from labkit.load import LoadResult, LoadSpec, run_load_async
+from labkit.rundir import RunDirectory
+from labkit.slo import SloReport, evaluate_client_slos, load_slo_spec
+
+__all__ = ["EXPERIMENT_FILE", "ExperimentResult", "Verdict", "run_experiment"]
+
+logger = logging.getLogger(__name__)
+
+Verdict = Literal["completed", "deviated", "aborted"]
+EXPERIMENT_FILE = "experiment.json"
+STEADY_STATE_DIR = "steady_state"
+# After the method, services that are restarting (a kill at the end) get this long to be ready again
+# before the steady-state check after it.
+DEFAULT_SETTLE_TIMEOUT_S = 30.0
+_LOAD_JOIN_TIMEOUT_S = 15.0
+
+
+class _Interrupted(Exception):
+    """A signal asked the experiment to stop."""
+
+
+@dataclass
+class ExperimentResult:
+    """How an experiment ended. `faults`: one record per scheduled fault (start and end outcomes)."""
+
+    run_dir: RunDirectory
+    verdict: Verdict
+    reason: str
+    schedule: Schedule
+    before: SloReport | None = None
+    after: SloReport | None = None
+    method_slo: SloReport | None = None
+    load: LoadResult | None = None
+    faults: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines for a terminal or a notebook."""
+        lines = [f"experiment {self.run_dir.run_id}: {self.verdict} - {self.reason}"]
+        for phase, report in (("before", self.before), ("after", self.after)):
+            if report is not None:
+                lines.append(f"  steady state {phase}: SLOs {report.verdict} ({report.requests} requests)")
+        if self.method_slo is not None:
+            lines.append(
+                f"  during the method: SLOs {self.method_slo.verdict} ({self.method_slo.requests} requests)"
+            )
+        for record in self.faults:
+            lines.append(
+                f"  fault {record['index'] + 1}: {record['describe']}: "
+                f"{record.get('start_outcome', 'not started')}"
+                + (f", then {record['end_outcome']}" if record.get("end_outcome") else "")
+            )
+        lines.append(f"  journal: {self.run_dir.file(RunDirectory.EVENTS)}")
+        return "\n".join(lines)
+
+
+class _BackgroundLoad:
+    """A load run on an event loop of its own in a thread, so that the timeline (and signal handling)
+    stays in the calling thread; `cancel` ends it with every request recorded."""
+
+    def __init__(self, spec: LoadSpec, run_dir: RunDirectory) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.task = self.loop.create_task(run_load_async(spec, run_dir, progress=False))
+        self.result: LoadResult | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="labkit-chaos-load", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.result = self.loop.run_until_complete(self.task)
+        except BaseException as exc:  # handed to the caller through .error
+            self.error = exc
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def start(self) -> _BackgroundLoad:
+        self.thread.start()
+        return self
+
+    def wait(self, stop: threading.Event) -> None:
+        """Until the load ends; raises _Interrupted when `stop` is set first."""
+        while self.thread.is_alive():
+            if stop.is_set():
+                raise _Interrupted
+            self.thread.join(0.1)
+
+    def cancel(self) -> None:
+        if self.thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between: it has ended anyway
+                self.loop.call_soon_threadsafe(self.task.cancel)
+            self.thread.join(_LOAD_JOIN_TIMEOUT_S)
+
+    def outcome(self) -> LoadResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+@contextlib.contextmanager
+def _signals_stop(stop: threading.Event, caught: list[int]) -> Iterator[None]:
+    """SIGINT/SIGTERM set `stop` instead of unwinding mid-call; only the main thread can install handlers
+    (elsewhere, e.g. a notebook's worker thread, the defaults stay)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _violated(report: SloReport) -> str:
+    return "; ".join(f"{r.slo}: {r.objective}" for r in report.violated) or "no objective had data"
+
+
+def _check_run_args(duration_s: float, steady_state_s: float, settle_timeout_s: float) -> None:
+    for name, value, high in (
+        ("duration_s", duration_s, MAX_RUN_S),
+        ("steady_state_s", steady_state_s, 600.0),
+        ("settle_timeout_s", settle_timeout_s, 600.0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
+            raise ConfigError(f"{name}: must be a number of seconds in (0, {high:g}], got {value!r}")
+
+
+class _Experiment:
+    """One run's state; `run()` returns the result whatever happens (bugs excepted, after cleanup)."""
+
+    def __init__(
+        self,
+        *,
+        injector: FaultInjector,
+        schedule: Schedule,
+        run_dir: RunDirectory,
+        method_spec: LoadSpec,
+        steady_spec: LoadSpec | None,
+        settle_timeout_s: float,
+        slo_spec: Path | None,
+        say: Callable[[str], None],
+    ) -> None:
+        self.injector = injector
+        self.schedule = schedule
+        self.run_dir = run_dir
+        self.method_spec = method_spec
+        self.steady_spec = steady_spec
+        self.settle_timeout_s = settle_timeout_s
+        self.slos = load_slo_spec(slo_spec)
+        self.say = say
+        self.stop = threading.Event()
+        self.caught: list[int] = []
+        self.records: list[dict[str, Any]] = [
+            {
+                "fault_id": f"f{i + 1}",
+                "index": i,
+                "fault": f.model_dump(mode="json"),
+                "describe": f.describe(),
+            }
+            for i, f in enumerate(schedule.faults)
+        ]
+        self.applied: dict[int, ActiveFault] = {}
+        self.t0 = time.monotonic()  # the method's start once it starts: fault offsets count from it
+        self.loads: list[_BackgroundLoad] = []
+        self.result = ExperimentResult(
+            run_dir=run_dir, verdict="aborted", reason="not started", schedule=schedule
+        )
+
+    # ---- journal ------------------------------------------------------------------------------
+    def journal(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return self.run_dir.journal(kind, **fields)
+
+    # ---- phases -------------------------------------------------------------------------------
+    def _load(self, spec: LoadSpec, run_dir: RunDirectory) -> LoadResult:
+        load = _BackgroundLoad(spec, run_dir).start()
+        self.loads.append(load)
+        load.wait(self.stop)
+        return load.outcome()
+
+    def steady_state(self, phase: Literal["before", "after"]) -> SloReport:
+        assert self.steady_spec is not None
+        sub = RunDirectory.create(self.run_dir.path / STEADY_STATE_DIR, phase, run_id=phase)
+        self.journal("steady_state_started", phase=phase, duration_s=self.steady_spec.duration_s)
+        self.say(f"steady-state check {phase} the method ({self.steady_spec.duration_s:g} s of load)...")
+        result = self._load(self.steady_spec, sub)
+        report = evaluate_client_slos(result.frame, self.slos, duration_s=self.steady_spec.duration_s)
+        report.write(sub.path)
+        violated = [f"{r.slo}: {r.objective}" for r in report.violated]
+        self.journal(
+            "steady_state",
+            phase=phase,
+            verdict=report.verdict,
+            requests=report.requests,
+            good_requests=report.good_requests,
+            violated=violated,
+            no_data=[f"{r.slo}: {r.objective}" for r in report.no_data],
+            run_dir=str(sub.path.relative_to(self.run_dir.path)),
+        )
+        self.say(f"  SLOs {report.verdict}" + (f": {'; '.join(violated)}" if violated else ""))
+        return report
+
+    def method(self) -> LoadResult:
+        spec = self.method_spec
+        self.say(
+            f"method: {spec.duration_s:g} s of load at {spec.rate:g} req/s with {len(self.schedule)} fault(s)"
+        )
+        load = _BackgroundLoad(spec, self.run_dir).start()
+        self.loads.append(load)
+        t0 = self.t0 = time.monotonic()
+        self.journal("method_started", duration_s=spec.duration_s, t0_monotonic=t0)
+        # Ends before starts at the same instant: a fault may begin where another of its kind ended.
+        timeline = sorted(
+            [(f.start_s, 1, i) for i, f in enumerate(self.schedule.faults)]
+            + [(f.end_s, 0, i) for i, f in enumerate(self.schedule.faults)]
+        )
+        for at, is_start, index in timeline:
+            if self.stop.wait(max(0.0, t0 + at - time.monotonic())):
+                raise _Interrupted
+            if is_start:
+                self.start_fault(index, t0)
+            else:
+                self.end_fault(index, t0)
+        load.wait(self.stop)
+        result = load.outcome()
+        self.journal("method_finished", requests=len(result.frame), ok=int(result.frame["ok"].sum()))
+        return result
+
+    def _fault_fields(self, index: int, t0: float) -> dict[str, Any]:
+        """What every fault event carries (flat, as labkit.recovery reads it): `fault_id` pairs a
+        fault_start with its fault_end."""
+        fault = self.schedule.faults[index]
+        return {
+            "fault_id": self.records[index]["fault_id"],
+            "index": index,
+            "fault_kind": fault.kind,
+            "target": fault.target,
+            "params": fault.params,
+            "start_s": fault.start_s,
+            "duration_s": fault.duration_s,
+            "offset_s": round(time.monotonic() - t0, 3),
+        }
+
+    def start_fault(self, index: int, t0: float) -> None:
+        """Apply fault `index`. A failed application is journaled as `fault_failed` (no window opens); an
+        instantaneous fault's `fault_end` follows at once (its window is closed: end = start), and the end
+        of its observation window is journaled later as `fault_window_end`."""
+        fault = self.schedule.faults[index]
+        record = self.records[index]
+        try:
+            active = self.injector.apply(fault)
+        except LabkitError as exc:
+            record["start_outcome"] = "failed"
+            self.journal("fault_failed", **self._fault_fields(index, t0), error=str(exc))
+            self.say(f"  {fault.describe()}: could not apply: {exc}")
+            return
+        self.applied[index] = active
+        record["start_outcome"] = "applied"
+        self.journal("fault_start", **self._fault_fields(index, t0), outcome="applied", detail=active.detail)
+        self.say(f"  applied {fault.describe()}")
+        if fault.instantaneous:
+            record["end_outcome"] = "ended"
+            self.journal("fault_end", **self._fault_fields(index, t0), outcome="ended", instantaneous=True)
+
+    def end_fault(self, index: int, t0: float, *, why: str = "scheduled") -> None:
+        """End fault `index` if it is applied (idempotent): revert it, or close an instantaneous fault's
+        observation window."""
+        fault = self.schedule.faults[index]
+        record = self.records[index]
+        active = self.applied.pop(index, None)
+        if active is None:
+            return
+        try:
+            outcome, detail = self.injector.revert(active)
+        except LabkitError as exc:
+            record["end_outcome"] = "failed"
+            self.journal(
+                "fault_end", **self._fault_fields(index, t0), why=why, outcome="failed", error=str(exc)
+            )
+            self.say(f"  {fault.describe()}: could not revert ({exc}); its TTL ends it")
+            return
+        if fault.instantaneous:
+            self.journal("fault_window_end", **self._fault_fields(index, t0), why=why, detail=detail)
+            return
+        record["end_outcome"] = outcome
+        self.journal("fault_end", **self._fault_fields(index, t0), why=why, outcome=outcome, detail=detail)
+        self.say(f"  ended {fault.kind} on {fault.target} ({outcome})")
+
+    def revert_everything(self, t0: float, why: str) -> None:
+        for index in sorted(self.applied):
+            self.end_fault(index, t0, why=why)
+
+    def settle(self) -> None:
+        """Wait (bounded) until every supervised service is ready again; journal how long it took."""
+        started = time.monotonic()
+        states: dict[str, str] = {}
+        while True:
+            try:
+                states = {s.name: s.state for s in self.injector.backend.status()}
+            except LabkitError as exc:
+                states = {"lab": f"unreachable: {exc}"}
+            ready = all(state in ("ready", "external") for state in states.values())
+            waited = time.monotonic() - started
+            if ready or waited >= self.settle_timeout_s:
+                self.journal("settled", ready=ready, waited_s=round(waited, 3), states=states)
+                return
+            if self.stop.wait(0.25):
+                raise _Interrupted
+
+    def method_slos(self, result: LoadResult) -> SloReport | None:
+        try:
+            report = evaluate_client_slos(result.frame, self.slos, duration_s=self.method_spec.duration_s)
+        except LabkitError as exc:
+            self.journal("method_slo", error=str(exc))
+            return None
+        report.write(self.run_dir.path)
+        self.journal(
+            "method_slo",
+            verdict=report.verdict,
+            violated=[f"{r.slo}: {r.objective}" for r in report.violated],
+        )
+        return report
+
+    # ---- the whole run ------------------------------------------------------------------------
+    def run(self) -> ExperimentResult:
+        result = self.result
+        with _signals_stop(self.stop, self.caught):
+            try:
+                if self.steady_spec is not None:
+                    result.before = self.steady_state("before")
+                    if result.before.verdict != "met":
+                        return self.abort(
+                            "the steady-state hypothesis did not hold before the method, so nothing was "
+                            f"injected ({_violated(result.before)})"
+                        )
+                result.load = self.method()
+                result.method_slo = self.method_slos(result.load)
+                if self.steady_spec is None:
+                    return self.finish("completed", "the method ran to its end (no steady-state check)")
+                self.settle()
+                result.after = self.steady_state("after")
+                if result.after.verdict == "met":
+                    return self.finish("completed", "the steady-state hypothesis held after the method")
+                violated = _violated(result.after)
+                return self.finish(
+                    "deviated", f"the steady-state hypothesis failed after the method ({violated})"
+                )
+            except _Interrupted:
+                name = signal.Signals(self.caught[-1]).name if self.caught else "stop"
+                return self.abort(f"interrupted by {name}", signal=name)
+            except KeyboardInterrupt:
+                return self.abort("interrupted by SIGINT", signal="SIGINT")
+            except LabkitError as exc:
+                return self.abort(f"{type(exc).__name__}: {exc}", error=str(exc))
+            except BaseException as exc:
+                self.abort(f"unexpected {type(exc).__name__}: {exc}", error=repr(exc))
+                raise
+            finally:
+                # Whatever happened: nothing of ours stays applied, no load keeps running.
+                self.revert_everything(self.t0, "cleanup")
+                for load in self.loads:
+                    load.cancel()
+
+    def abort(self, reason: str, **fields: Any) -> ExperimentResult:
+        self.say(f"aborting: {reason}; ending every fault")
+        self.revert_everything(self.t0, "aborted")
+        for load in self.loads:
+            load.cancel()
+        self.journal("aborted", reason=reason, **fields)
+        return self.finish("aborted", reason)
+
+    def finish(self, verdict: Verdict, reason: str) -> ExperimentResult:
+        self.result.verdict, self.result.reason = verdict, reason
+        self.result.faults = self.records
+        self.journal("experiment_finished", verdict=verdict, reason=reason)
+        self.run_dir.write_json(
+            EXPERIMENT_FILE,
+            {
+                "verdict": verdict,
+                "reason": reason,
+                "seed": self.schedule.seed,
+                "faults": self.records,
+                "steady_state": {
+                    phase: (report.verdict if report is not None else None)
+                    for phase, report in (("before", self.result.before), ("after", self.result.after))
+                },
+                "method_slo": self.result.method_slo.verdict if self.result.method_slo else None,
+            },
+        )
+        self.say(f"verdict: {verdict} - {reason}")
+        return self.result
+
+
+def run_experiment(
+    lab_dir: Path | str,
+    schedule: Schedule | Iterable[Fault | dict[str, Any]],
+    *,
+    duration_s: float,
+    rate: float = 2.0,
+    stream: bool = True,
+    max_tokens: int | None = 32,
+    arrival: Literal["constant", "poisson"] = "constant",
+    load_seed: int = 0,
+    request_timeout_s: float = 30.0,
+    out_dir: Path | str = Path("reports/runs"),
+    scenario: str = "chaos",
+    steady_state: bool = True,
+    steady_state_s: float = 5.0,
+    settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S,
+    slo_spec: Path | None = None,
+    say: Callable[[str], None] | None = print,
+) -> ExperimentResult:
+    """Run a chaos experiment against the local lab in `lab_dir`; returns its result and verdict.
+
+    1. Checks everything first: the schedule fits `duration_s` (ConfigError), the lab is up
+       (LabNotRunningError), each fault can be applied here (ConfigError): nothing is injected before.
+    2. Creates a run directory in `out_dir` (params.json, events.jsonl, requests.jsonl, slo.json,
+       experiment.json, steady_state/{before,after}/), and prints and journals the plan.
+    3. Steady state before (`steady_state_s` of load at `rate`, judged against the SLO spec): when it does
+       not hold, nothing is injected and the verdict is `aborted`.
+    4. The method: `duration_s` of open-loop load while the faults start and end on the timeline
+       (journal `fault_start`/`fault_end` with their outcome). Each fault also ends by itself (its TTL in
+       the supervisor or the wrapper), even if this process is SIGKILLed.
+    5. Waits up to `settle_timeout_s` for every service to be ready, then the steady state after:
+       `completed` when it holds, `deviated` when it does not.
+    SIGINT/SIGTERM (or an error) end every applied fault, journal `aborted` and give the verdict `aborted`.
+    `say` gets progress lines (None: silent).
+    """
+    say = say or (lambda _line: None)
+    schedule = as_schedule(schedule)
+    _check_run_args(duration_s, steady_state_s, settle_timeout_s)
+    check_schedule_fits(schedule, duration_s)
+    injector = FaultInjector(lab_dir)  # LabNotRunningError when the lab is not up
+    try:
+        injector.preflight(schedule.faults)
+        url = injector.wrapper_url
+        load_fields: dict[str, Any] = {
+            "url": url,
+            "rate": rate,
+            "stream": stream,
+            "max_tokens": max_tokens,
+            "arrival": arrival,
+            "seed": load_seed,
+            "timeout_s": request_timeout_s,
+        }
+        method_spec = LoadSpec(**load_fields, duration_s=duration_s)
+        steady_spec = LoadSpec(**load_fields, duration_s=steady_state_s) if steady_state else None
+        load_slo_spec(slo_spec)  # a broken SLO spec is a ConfigError now, not after the method
+        plan = plan_text(schedule, duration_s=duration_s)
+        run_dir = RunDirectory.create(Path(out_dir), scenario)
+        run_dir.write_json(
+            RunDirectory.PARAMS,
+            {
+                "scenario": scenario,
+                "duration_s": duration_s,
+                "lab_dir": str(Path(lab_dir).resolve()),
+                "experiment": {
+                    "rate": rate,
+                    "stream": stream,
+                    "max_tokens": max_tokens,
+                    "arrival": arrival,
+                    "load_seed": load_seed,
+                    "request_timeout_s": request_timeout_s,
+                    "steady_state": steady_state,
+                    "steady_state_s": steady_state_s,
+                    "settle_timeout_s": settle_timeout_s,
+                    "slo_spec": str(slo_spec) if slo_spec else None,
+                },
+                "chaos": {"seed": schedule.seed, "faults": schedule.to_records(), "plan": plan},
+            },
+        )
+        run_dir.journal(
+            "experiment_started",
+            run_id=run_dir.run_id,
+            duration_s=duration_s,
+            lab_dir=str(Path(lab_dir).resolve()),
+            steady_state=steady_state,
+        )
+        run_dir.journal("schedule", seed=schedule.seed, faults=schedule.to_records(), plan=plan)
+        say(plan)
+        say(f"run directory: {run_dir.path}")
+        experiment = _Experiment(
+            injector=injector,
+            schedule=schedule,
+            run_dir=run_dir,
+            method_spec=method_spec,
+            steady_spec=steady_spec,
+            settle_timeout_s=settle_timeout_s,
+            slo_spec=slo_spec,
+            say=say,
+        )
+        return experiment.run()
+    finally:
+        injector.close()

@@ -1,0 +1,224 @@
+"""Experiment files (YAML or JSON): a schedule (explicit `faults:` or a seeded `random:`) with the run's
+duration, load and steady-state settings. Every error names the file and line: `exp.yaml:12: ...`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from labkit.chaos._faults import Fault, InvalidFaultError, describe_error, format_problem
+from labkit.chaos._schedule import MAX_RUN_S, Schedule, random_schedule, schedule_problems
+from labkit.errors import ConfigError
+
+__all__ = ["EXAMPLE_EXPERIMENT", "ExperimentFile", "load_experiment_file"]
+
+EXAMPLE_EXPERIMENT = """\
+# A labkit chaos experiment. Give `faults:` (explicit) or `random:` (seeded), not both.
+title: latency then a killed model
+duration_s: 60            # the method: load runs this long while the faults are applied
+load: {rate: 2, stream: true, max_tokens: 32}
+steady_state: {enabled: true, duration_s: 5}
+faults:
+  - {kind: latency, start_s: 10, duration_s: 15, params: {delay_s: 0.5}}
+  - {kind: kill, target: model, start_s: 35, duration_s: 15}
+# random: {seed: 7, kinds: [pause, latency, error], mean_gap_s: 10, fault_duration_s: [5, 15]}
+"""
+
+
+class _Load(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    stream: bool | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    arrival: Literal["constant", "poisson"] | None = None
+    seed: int | None = None
+
+
+class _SteadyState(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool | None = None
+    duration_s: float | None = Field(default=None, gt=0, le=600, allow_inf_nan=False)
+
+
+class _Random(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int
+    kinds: list[str] | None = None
+    targets: list[str] | None = None
+    mean_gap_s: float | None = None
+    fault_duration_s: tuple[float, float] | None = None
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str | None = None
+    description: str | None = None
+    duration_s: float | None = Field(default=None, gt=0, le=MAX_RUN_S, allow_inf_nan=False)
+    load: _Load = _Load()
+    steady_state: _SteadyState = _SteadyState()
+    faults: list[dict[str, Any]] | None = None
+    random: _Random | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentFile:
+    """A parsed, validated experiment file. `run_kwargs()` gives the keyword arguments of
+    `run_experiment` that the file sets (a caller's own values, e.g. CLI flags, go on top)."""
+
+    path: Path
+    schedule: Schedule
+    title: str | None = None
+    description: str | None = None
+    duration_s: float | None = None
+    load: dict[str, Any] = field(default_factory=dict)
+    steady_state: dict[str, Any] = field(default_factory=dict)
+
+    def run_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if self.duration_s is not None:
+            kwargs["duration_s"] = self.duration_s
+        names = {"seed": "load_seed"}
+        kwargs.update({names.get(k, k): v for k, v in self.load.items()})
+        if "enabled" in self.steady_state:
+            kwargs["steady_state"] = self.steady_state["enabled"]
+        if "duration_s" in self.steady_state:
+            kwargs["steady_state_s"] = self.steady_state["duration_s"]
+        return kwargs
+
+
+class _Lines:
+    """Line numbers of the nodes of a YAML (or JSON) document, found by path."""
+
+    def __init__(self, root: yaml.Node | None) -> None:
+        self.root = root
+
+    def of(self, loc: tuple[str | int, ...]) -> int:
+        node = self.root
+        line = node.start_mark.line + 1 if node is not None else 1
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                match = next((kv for kv in node.value if kv[0].value == part), None)
+                if match is None:
+                    break
+                line = match[0].start_mark.line + 1
+                node = match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+
+def _parse(path: Path, text: str) -> tuple[Any, _Lines]:
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:  # valid JSON that YAML 1.1 reads differently: no line numbers then
+            root = None
+        return data, _Lines(root)
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
+    return data, _Lines(root)
+
+
+def _errors(path: Path, lines: _Lines, exc: ValidationError) -> str:
+    return "\n".join(
+        f"{path}:{lines.of(loc)}: {format_problem(loc, message)}"
+        for loc, message in (describe_error(err) for err in exc.errors())
+    )
+
+
+def load_experiment_file(path: Path | str) -> ExperimentFile:
+    """Read and validate an experiment file (YAML, or JSON by its .json suffix); see EXAMPLE_EXPERIMENT.
+
+    Any problem is one ConfigError whose lines read `FILE:LINE: field: what is wrong`. When the file
+    gives `duration_s`, the schedule must fit in it; `random:` needs it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read experiment file {path}: {exc.strerror or exc}") from None
+    data, lines = _parse(path, text)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}:1: an experiment file is a mapping with `faults:` (a list) or `random:` (a seed and "
+            "options), plus optional duration_s, load and steady_state"
+        )
+    try:
+        doc = _Document.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_errors(path, lines, exc)) from None
+    if (doc.faults is None) == (doc.random is None):
+        where = lines.of(("random",)) if doc.random is not None else 1
+        raise ConfigError(f"{path}:{where}: give either `faults:` (a list of faults) or `random:`, not both")
+    if doc.random is not None:
+        schedule = _random_from(path, lines, doc)
+    else:
+        schedule = _explicit_from(path, lines, doc.faults or [], doc.duration_s)
+    return ExperimentFile(
+        path=path,
+        schedule=schedule,
+        title=doc.title,
+        description=doc.description,
+        duration_s=doc.duration_s,
+        load=doc.load.model_dump(exclude_none=True),
+        steady_state=doc.steady_state.model_dump(exclude_none=True),
+    )
+
+
+def _explicit_from(
+    path: Path, lines: _Lines, items: list[dict[str, Any]], duration_s: float | None
+) -> Schedule:
+    faults: list[Fault] = []
+    problems: list[str] = []
+    for index, item in enumerate(items):
+        try:
+            faults.append(Fault(**item))
+        except InvalidFaultError as exc:
+            for loc, message in exc.problems:
+                where = f"{path}:{lines.of(('faults', index, *loc))}"
+                problems.append(f"{where}: {format_problem(loc, message, f'faults[{index}]')}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    misfits = schedule_problems(faults, duration_s)
+    if misfits:
+        raise ConfigError(
+            "\n".join(f"{path}:{lines.of(('faults', i))}: faults[{i}]: {message}" for i, message in misfits)
+        )
+    return Schedule(duration_s=duration_s, faults=tuple(faults))
+
+
+def _random_from(path: Path, lines: _Lines, doc: _Document) -> Schedule:
+    assert doc.random is not None
+    where = lines.of(("random",))
+    if doc.duration_s is None:
+        raise ConfigError(f"{path}:{where}: random: needs the run's duration_s at the top of the file")
+    options: dict[str, Any] = doc.random.model_dump(exclude_none=True)
+    seed = options.pop("seed")
+    try:
+        return random_schedule(seed, doc.duration_s, **options)
+    except ConfigError as exc:
+        name = str(exc).split(":", 1)[0]
+        line = lines.of(("random", name.split("[", 1)[0]))
+        raise ConfigError(f"{path}:{line}: random.{exc}") from None

@@ -1,0 +1,36 @@
+"""`labkit chaos plan|run|halt` from the command line (no lab needed for these)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _labkit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "labkit.cli", *args], capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+
+
+def test_plan_with_the_same_seed_prints_the_identical_schedule_in_two_processes() -> None:
+    first, second = _labkit("chaos", "plan", "--seed", "7"), _labkit("chaos", "plan", "--seed", "7")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert "seed 7" in first.stdout and "kind" in first.stdout
+    other = _labkit("chaos", "plan", "--seed", "8")
+    assert other.returncode == 0 and other.stdout != first.stdout
+
+
+def test_plan_needs_a_seed_or_a_file() -> None:
+    result = _labkit("chaos", "plan")
+    assert result.returncode == 1 and "--seed" in result.stderr and "--file" in result.stderr
+
+
+def test_run_without_a_lab_injects_nothing_and_says_so(tmp_path: Path) -> None:
+    result = _labkit("--lab-dir", str(tmp_path / "none"), "chaos", "run", "--seed", "1", "--duration", "10")
+    assert result.returncode == 1 and "labkit up" in result.stderr
+
+
+def test_halt_without_a_lab_is_a_no_op(tmp_path: Path) -> None:
+    result = _labkit("--lab-dir", str(tmp_path / "none"), "chaos", "halt")
+    assert result.returncode == 0 and "no lab is running" in result.stdout

@@ -1,0 +1,78 @@
+"""labkit.chaos experiments without a lab: every bad input fails before anything is created or injected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import labkit.chaos
+from labkit.chaos import Fault, FaultInjector, halt_all, run_experiment
+from labkit.errors import ConfigError, LabNotRunningError
+
+
+def _isort_style(name: str) -> tuple[int, str]:
+    kind = 0 if name.isupper() else 1 if name[:1].isupper() else 2
+    return kind, name
+
+
+def test_public_surface_is_sorted_and_complete() -> None:
+    names = labkit.chaos.__all__
+    assert names == sorted(names, key=_isort_style)
+    for name in names:
+        assert hasattr(labkit.chaos, name), name
+    public = {n for n in vars(labkit.chaos) if not n.startswith("_") and n != "annotations"}
+    assert public <= set(names), public - set(names)
+
+
+def test_a_lab_that_is_not_up_is_refused_before_anything(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    with pytest.raises(LabNotRunningError, match="no lab is running"):
+        run_experiment(
+            tmp_path / "lab", [Fault(kind="pause", duration_s=2)], duration_s=10, out_dir=out, say=None
+        )
+    assert not out.exists()  # no run directory, no journal: nothing happened
+    with pytest.raises(LabNotRunningError):
+        FaultInjector(tmp_path / "lab")
+
+
+def test_a_schedule_longer_than_the_run_is_refused_first(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    with pytest.raises(
+        ConfigError, match=r"does not fit the run: faults\[0\]: pause .* after the run's 10 s"
+    ):
+        run_experiment(
+            tmp_path / "lab",
+            [Fault(kind="pause", start_s=5, duration_s=6)],
+            duration_s=10,
+            out_dir=out,
+            say=None,
+        )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"duration_s": 0}, r"^duration_s: must be a number of seconds"),
+        ({"duration_s": 10, "steady_state_s": -1}, r"^steady_state_s: must be"),
+        ({"duration_s": 10, "settle_timeout_s": 0}, r"^settle_timeout_s: must be"),
+    ],
+)
+def test_bad_run_arguments_are_config_errors(tmp_path: Path, kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(tmp_path / "lab", [], out_dir=tmp_path / "runs", say=None, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_faults_given_as_mappings_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"faults\[0\]\.target: 'database' is not a target"):
+        run_experiment(
+            tmp_path / "lab", [{"kind": "kill", "target": "database", "duration_s": 1}], duration_s=5
+        )
+
+
+def test_halt_without_a_lab_has_nothing_to_end(tmp_path: Path) -> None:
+    report = halt_all(tmp_path / "lab")
+    assert not report.lab_running and report.ok
+    assert "no lab is running" in report.summary()
+    assert halt_all(tmp_path / "lab") == report  # idempotent

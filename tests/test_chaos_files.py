@@ -1,0 +1,136 @@
+"""labkit.chaos experiment files: YAML and JSON, every error with the file and line it is about."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from labkit.chaos import EXAMPLE_EXPERIMENT, load_experiment_file, plan_text, random_schedule
+from labkit.errors import ConfigError
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_example_file_parses(tmp_path: Path) -> None:
+    experiment = load_experiment_file(write(tmp_path, "exp.yaml", EXAMPLE_EXPERIMENT))
+    assert [f.kind for f in experiment.schedule.faults] == ["latency", "kill"]
+    assert experiment.title == "latency then a killed model"
+    assert experiment.run_kwargs() == {
+        "duration_s": 60.0,
+        "rate": 2.0,
+        "stream": True,
+        "max_tokens": 32,
+        "steady_state": True,
+        "steady_state_s": 5.0,
+    }
+
+
+def test_a_json_file_gives_the_same_schedule(tmp_path: Path) -> None:
+    doc = {
+        "duration_s": 30,
+        "faults": [{"kind": "pause", "target": "wrapper", "start_s": 2, "duration_s": 3}],
+        "load": {"rate": 1, "seed": 4},
+    }
+    experiment = load_experiment_file(write(tmp_path, "exp.json", json.dumps(doc, indent=2)))
+    (fault,) = experiment.schedule.faults
+    assert (fault.kind, fault.target, fault.start_s, fault.duration_s) == ("pause", "wrapper", 2, 3)
+    assert experiment.run_kwargs() == {"duration_s": 30.0, "rate": 1.0, "load_seed": 4}
+
+
+def test_a_random_section_draws_the_seeded_schedule(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "exp.yaml",
+        "duration_s: 90\nrandom:\n  seed: 7\n  kinds: [pause, latency]\n  fault_duration_s: [2, 4]\n",
+    )
+    expected = random_schedule(7, 90, kinds=["pause", "latency"], fault_duration_s=(2, 4))
+    assert load_experiment_file(path).schedule == expected
+    assert plan_text(load_experiment_file(path).schedule) == plan_text(expected)
+
+
+BAD_FILES = [
+    (
+        "fields.yaml",
+        "duration_s: 30\n"
+        "faults:\n"
+        "  - kind: latency\n"
+        "    start_s: 1\n"
+        "    duration_s: 5\n"
+        "    params:\n"
+        "      delay_s: -1\n"
+        "  - kind: kill\n"
+        "    target: exporter\n"
+        "    duration_s: 3\n",
+        [
+            ":7: faults[0].params.delay_s: Input should be greater than 0",
+            ":9: faults[1].target: 'exporter' is not a target of a kill fault",
+        ],
+    ),
+    (
+        "unknown_kind.yaml",
+        "faults:\n  - {kind: pause, duration_s: 2}\n  - {kind: explode, duration_s: 2}\n",
+        [":3: faults[1].kind: Input should be 'kill'"],
+    ),
+    (
+        "negative.yaml",
+        "faults:\n  - kind: pause\n    duration_s: -4\n",
+        [":3: faults[0].duration_s: Input should be greater than 0"],
+    ),
+    (
+        "too_long.yaml",
+        "duration_s: 30\n"
+        "faults:\n"
+        "  - {kind: pause, duration_s: 2}\n"
+        "  - {kind: latency, start_s: 20, duration_s: 20}\n",
+        [":4: faults[1]: latency on model at 20 s for 20 s (delay_s=0.5 jitter_s=0) ends at 40 s"],
+    ),
+    (
+        "overlap.yaml",
+        "faults:\n  - {kind: pause, duration_s: 10}\n  - {kind: pause, start_s: 5, duration_s: 2}\n",
+        [":3: faults[1]: pause on model at 5 s for 2 s overlaps faults[0]"],
+    ),
+    ("syntax.yaml", "duration_s: 30\nfaults:\n  - kind: pause\n   start_s: 20\n", [":4:4: not valid YAML"]),
+    ("syntax.json", '{"faults": [\n  {"kind": "pause", "duration_s": 2},\n]}\n', [":3:1: not valid JSON"]),
+    (
+        "json_fields.json",
+        '{"duration_s": 30,\n "faults": [\n   {"kind": "pause",\n    "duration_s": 2,\n'
+        '    "target": "db"}\n ]}\n',
+        [":5: faults[0].target: 'db' is not a target of a pause fault"],
+    ),
+    (
+        "top.yaml",
+        "duration_s: 30\nload: {rate: -1}\nfaults: []\nspeed: 3\n",
+        [":2: load.rate: Input should be greater than 0", ":4: speed: unknown field"],
+    ),
+    ("neither.yaml", "duration_s: 30\n", [":1: give either `faults:`"]),
+    ("both.yaml", "duration_s: 30\nfaults: []\nrandom: {seed: 1}\n", [":3: give either `faults:`"]),
+    ("random_no_duration.yaml", "random: {seed: 1}\n", [":1: random: needs the run's duration_s"]),
+    (
+        "random_kind.yaml",
+        "duration_s: 60\nrandom:\n  seed: 1\n  kinds: [pause, explode]\n",
+        [":4: random.kinds: unknown fault kind 'explode'"],
+    ),
+    ("list.yaml", "- kind: pause\n", [":1: an experiment file is a mapping"]),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_errors_name_the_file_and_line(tmp_path: Path, name: str, text: str, expected: list[str]) -> None:
+    path = write(tmp_path, name, text)
+    with pytest.raises(ConfigError) as caught:
+        load_experiment_file(path)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == len(expected), lines
+    for line, wanted in zip(lines, expected, strict=True):
+        assert line.startswith(f"{path}{wanted}"), line
+
+
+def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read experiment file .*nope\.yaml"):
+        load_experiment_file(tmp_path / "nope.yaml")
