@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Portable CPU build of llama.cpp (AVX2/FMA, no -march=native), so pip's cached wheel fits other hosts.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
-APT_PACKAGES := prometheus curl
+APT_PACKAGES := prometheus curl stress-ng
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help setup system-packages venv run test lint lab-up lab-down clean
