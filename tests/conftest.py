@@ -17,9 +17,20 @@ from labkit.config import LabConfig
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: all are held open while picked, so the kernel cannot hand
+    out the same one twice (picking them one at a time occasionally did)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def sim_lab_config(tmp_path: Path, **overrides: object) -> LabConfig:
@@ -27,10 +38,11 @@ def sim_lab_config(tmp_path: Path, **overrides: object) -> LabConfig:
     settings: dict[str, object] = {
         "lab_dir": tmp_path / "lab",
         "engine": "sim",
-        "model_port": free_port(),
-        "wrapper_port": free_port(),
-        "prometheus_port": free_port(),
-        "exporter_port": free_port(),
+        **dict(
+            zip(
+                ("model_port", "wrapper_port", "prometheus_port", "exporter_port"), free_ports(4), strict=True
+            )
+        ),
         "sim_ttft_s": 0.01,
         "sim_itl_s": 0.002,
         "ready_timeout_s": 60,

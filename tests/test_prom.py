@@ -36,7 +36,7 @@ from labkit.prom import (
 )
 from labkit.slo.server import server_quantile, server_slis
 from labkit.slo.spec import load_slo_spec
-from tests.conftest import free_port
+from tests.conftest import free_port, free_ports
 
 INF = math.inf
 
@@ -184,7 +184,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     wrapper.count("200", 2)
     wrapper.observe(0.2, 2)
 
-    exporter_port, prom_port = free_port(), free_port()
+    exporter_port, prom_port = free_ports(2)
     server, thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
     config = tmp / "prometheus.yml"
     config.write_text(
