@@ -67,7 +67,7 @@ def p95_latency_query(window_s: float) -> str:
 
 
 class Acts(Protocol):
-    def restart(self, service: Any) -> None: ...
+    def restart(self, service: Any, *, remediation_reason: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class Remediator:
             self._breaches = 0
             return self._record(now, value, "dry_run", f"would {p.action} {p.target}")
         try:
-            self.backend.restart(p.target)
+            self.backend.restart(p.target, remediation_reason=f"p95_above_{p.threshold_s:g}s")
         except Exception as exc:
             return self._record(now, value, "action_failed", f"{p.action} {p.target} failed: {exc}")
         self._actions.append(now)

@@ -18,9 +18,10 @@ class RecordingBackend:
         self.restarts: list[str] = []
         self.fail = fail
 
-    def restart(self, service: str) -> None:
+    def restart(self, service: str, *, remediation_reason: str | None = None) -> None:
         if self.fail:
             raise RuntimeError("supervisor refused")
+        assert remediation_reason  # every remediation action says why, for its metric
         self.restarts.append(service)
 
 

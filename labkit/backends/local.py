@@ -158,8 +158,11 @@ class LocalBackend:
     def kill(self, service: ServiceName) -> None:
         self._control("POST", f"/v1/services/{service}/kill")
 
-    def restart(self, service: ServiceName) -> None:
-        self._control("POST", f"/v1/services/{service}/restart")
+    def restart(self, service: ServiceName, *, remediation_reason: str | None = None) -> None:
+        """Graceful restart, counted in lab_service_restarts_total; with `remediation_reason` also in
+        lab_remediation_actions_total{action="restart",target,reason}."""
+        body = {"remediation_reason": remediation_reason} if remediation_reason else None
+        self._control("POST", f"/v1/services/{service}/restart", json=body)
 
     def pause(self, service: ServiceName, duration_s: float) -> None:
         self._control("POST", f"/v1/services/{service}/pause", json={"duration_s": duration_s})

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -396,6 +396,13 @@ class Supervisor:
         self.gpus = GpuReader()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(LabCollector(self.samples, self.gpus))
+        # Counted where the action happens: a remediation loop asks for a restart with a reason.
+        self.remediation_actions = Counter(
+            "lab_remediation_actions",
+            "Actions automated remediation took through the supervisor.",
+            ["action", "target", "reason"],
+            registry=self.registry,
+        )
 
     # ---- views -------------------------------------------------------------------------------
     def exporter_url(self) -> str:
@@ -482,7 +489,16 @@ class Supervisor:
             if action == "kill":
                 svc.kill()
             elif action == "restart":
+                try:
+                    body = json.loads(await request.body() or b"{}")
+                except ValueError:
+                    return _error(422, 'the body must be JSON like {"remediation_reason": "p95 above 3 s"}')
+                reason = body.get("remediation_reason") if isinstance(body, dict) else None
+                if reason is not None and (not isinstance(reason, str) or not 0 < len(reason) <= 64):
+                    return _error(422, "remediation_reason must be a short string (1-64 characters)")
                 svc.restart()
+                if reason is not None:
+                    self.remediation_actions.labels(action="restart", target=name, reason=reason).inc()
             elif action == "pause":
                 try:
                     body = json.loads(await request.body() or b"{}")
