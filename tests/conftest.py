@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -65,6 +66,29 @@ def running_lab(lab_config: LabConfig) -> Iterator[LocalBackend]:
         yield backend
     finally:
         backend.down()
+
+
+def lab_id_of(backend: LocalBackend) -> str:
+    """The id every process of this lab carries in its environment."""
+    return str(json.loads(backend.lab.config_file.read_text())["lab_id"])
+
+
+def wait_for(
+    condition: Callable[[], object], timeout_s: float = 20.0, what: str = "condition", interval_s: float = 0.2
+) -> object:
+    """Poll `condition` until it is truthy (HTTP and lookup errors mean "not yet"); fail after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval_s)
+    raise AssertionError(f"{what} not reached within {timeout_s}s (last: {last!r})")
 
 
 def wait_until_model_server_answers(url: str, process: subprocess.Popen[str], timeout_s: float) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +22,9 @@ from labkit.backends.local import LocalBackend
 from labkit.backends.processes import find_lab_processes
 from labkit.chaos import Fault, FaultInjector, halt_all, run_experiment
 from labkit.rundir import RunDirectory
+from tests.conftest import lab_id_of, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _lab_id(backend: LocalBackend) -> str:
-    return str(json.loads(backend.lab.config_file.read_text())["lab_id"])
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout_s}s (last: {last!r})")
 
 
 def stress_processes(lab_id: str) -> list[psutil.Process]:
@@ -104,7 +86,7 @@ def journal(out: Path) -> list[dict[str, Any]]:
 def test_cpu_stress_ends_by_its_ttl_by_halt_and_with_the_lab(running_lab: LocalBackend) -> None:
     if shutil.which("stress-ng") is None:
         pytest.skip("stress-ng is not installed (apt-get install stress-ng)")
-    lab_id = _lab_id(running_lab)
+    lab_id = lab_id_of(running_lab)
     lab_dir = running_lab.lab.root
     with FaultInjector(lab_dir) as injector:
         # 1. Its own TTL: stress-ng's --timeout (1 s) ends it with nobody asking.

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,28 +19,9 @@ from labkit.backends.local import LocalBackend
 from labkit.backends.processes import find_lab_processes
 from labkit.config import LabConfig
 from labkit.errors import ConfigError, LabAlreadyRunningError, PortInUseError
-from tests.conftest import promtool_check_metrics
+from tests.conftest import lab_id_of, promtool_check_metrics, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def _lab_id(backend: LocalBackend) -> str:
-    return str(json.loads(backend.lab.config_file.read_text())["lab_id"])
-
-
-def wait_for(condition: Callable[[], object], timeout_s: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not reached within {timeout_s}s (last: {last!r})")
 
 
 def prometheus_value(cfg: LabConfig, query: str) -> float | None:
@@ -137,7 +117,7 @@ def test_down_leaves_no_process(lab_config: LabConfig) -> None:
     backend = LocalBackend(lab_config)
     try:
         backend.up()
-        lab_id = _lab_id(backend)
+        lab_id = lab_id_of(backend)
         assert len(find_lab_processes(lab_id)) >= 4  # supervisor, model, wrapper, prometheus
     finally:
         backend.down()
@@ -149,7 +129,7 @@ def test_down_leaves_no_process_after_the_supervisor_was_killed(lab_config: LabC
     backend = LocalBackend(lab_config)
     try:
         backend.up()
-        lab_id = _lab_id(backend)
+        lab_id = lab_id_of(backend)
         pids = [s.pid for s in backend.status() if s.pid]
         supervisor_pid = json.loads(backend.lab.state_file.read_text())["supervisor_pid"]
         os.kill(supervisor_pid, signal.SIGKILL)
@@ -196,7 +176,7 @@ def test_a_service_that_cannot_start_fails_up_and_nothing_is_left(
     with pytest.raises(Exception, match="refuses to start"):
         backend.up()
     assert not backend.is_running()
-    assert find_lab_processes(_lab_id(backend)) == []
+    assert find_lab_processes(lab_id_of(backend)) == []
 
 
 def _cli(lab_config: LabConfig, *args: str) -> subprocess.CompletedProcess[str]:
