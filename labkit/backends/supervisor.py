@@ -58,6 +58,26 @@ STRESS_GRACE_S = 5.0
 STRESS_STOP_WAIT_S = 3.0
 
 
+async def spawn_lab_child(
+    argv: list[str], *, env: dict[str, str], log_path: Path, header: str
+) -> asyncio.subprocess.Process:
+    """Start a child of the lab: its own process group (signals reach its children too), output appended
+    to `log_path` after a header line, killed by Linux if the supervisor dies (PR_SET_PDEATHSIG)."""
+    parent = os.getpid()
+    with open(log_path, "ab") as log:
+        log.write(f"--- labkit: {header} at {time.ctime()}\n".encode())
+        log.flush()
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **env},
+            start_new_session=True,
+            preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGKILL),
+        )
+
+
 class SupervisedService:
     """One child service, its process and its restart policy."""
 
@@ -89,26 +109,17 @@ class SupervisedService:
             self.on_change()
 
     async def start(self) -> None:
-        env = {**os.environ, **self.spec.env, LAB_ID_ENV: self.lab_id, "PYTHONUNBUFFERED": "1"}
-        log = open(self.lab.log_file(self.spec.name), "ab")  # noqa: SIM115 - handed to the child
-        parent = os.getpid()
+        env = {**self.spec.env, LAB_ID_ENV: self.lab_id, "PYTHONUNBUFFERED": "1"}
         try:
-            log.write(f"--- labkit: starting {self.spec.name} at {time.ctime()}\n".encode())
-            log.flush()
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.spec.argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
+            self.proc = await spawn_lab_child(
+                self.spec.argv,
                 env=env,
-                start_new_session=True,  # its own process group: signals reach its children too
-                preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGKILL),
+                log_path=self.lab.log_file(self.spec.name),
+                header=f"starting {self.spec.name}",
             )
         except OSError as exc:
             self._set_state("failed", f"cannot start {self.spec.argv[0]}: {exc}")
             return
-        finally:
-            log.close()
         self.started_at = time.time()
         self._set_state("starting")
         self._watch_task = asyncio.create_task(self._watch(self.proc))
@@ -313,21 +324,10 @@ class CpuStress:
         # stress-ng takes whole seconds, and --timeout 0 would mean "run forever".
         timeout_s = max(1, math.ceil(duration_s))
         argv = [binary, "--cpu", str(workers), "--timeout", f"{timeout_s}s", "--quiet"]
-        env = {**os.environ, LAB_ID_ENV: self.lab_id}
-        parent = os.getpid()
         self.lab.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.lab.log_file("stress"), "ab") as log:
-            log.write(f"--- labkit: {' '.join(argv)} at {time.ctime()}\n".encode())
-            log.flush()
-            self.proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=env,
-                start_new_session=True,  # its own group: its workers are signalled with it
-                preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGKILL),
-            )
+        self.proc = await spawn_lab_child(
+            argv, env={LAB_ID_ENV: self.lab_id}, log_path=self.lab.log_file("stress"), header=" ".join(argv)
+        )
         self.workers, self.duration_s, self.timeout_s = workers, duration_s, timeout_s
         self.started_at = time.time()
         self._kill_timer = asyncio.get_running_loop().call_later(
