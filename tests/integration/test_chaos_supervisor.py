@@ -232,7 +232,12 @@ def test_an_experiment_journals_every_fault_and_ends_with_a_verdict(
     ends = {e["fault_id"]: e for e in events if e["kind"] == "fault_end"}
     assert [starts[i]["fault_kind"] for i in ("f1", "f2", "f3")] == ["pause", "latency", "kill"]
     assert ends.keys() == starts.keys()
-    assert ends["f1"]["outcome"] in ("reverted", "expired") and ends["f2"]["outcome"] == "reverted"
+    # At a fault's end the runner's revert and the TTL of whoever holds it (supervisor, wrapper) race:
+    # either one ending it on time is right, and which wins depends on the machine's load.
+    assert ends["f1"]["outcome"] in ("reverted", "expired") and ends["f2"]["outcome"] in (
+        "reverted",
+        "expired",
+    )
     assert ends["f3"]["outcome"] == "ended"  # instantaneous; its observation window is journaled apart
     assert any(e["kind"] == "fault_window_end" and e["fault_id"] == "f3" for e in events)
     assert starts["f2"]["detail"]["ttl_held_by"] == "wrapper"
@@ -240,6 +245,11 @@ def test_an_experiment_journals_every_fault_and_ends_with_a_verdict(
 
     model = next(s for s in running_lab.status() if s.name == "model")
     assert model.restarts == 1 and model.state == "ready"
+    # However each fault ended, none is left: the wrapper holds no fault, nothing is paused.
+    wrapper = f"http://127.0.0.1:{running_lab.config.wrapper_port}"
+    token = {"Authorization": f"Bearer {running_lab.lab.read_token()}"}
+    assert httpx.get(f"{wrapper}/admin/faults", headers=token).json()["faults"] == []
+    assert all(s.state != "paused" for s in running_lab.status())
     assert wrapper_faults(running_lab) == []
     params = result.run_dir.read_json(RunDirectory.PARAMS)
     assert params["chaos"]["plan"] == lines[0] and params["load"]["spec"]["duration_s"] == 6
