@@ -362,35 +362,44 @@ def chaos() -> None:
     """Chaos experiments: plan a schedule, run it with load and a steady-state check, halt every fault."""
 
 
-def _schedule_from(seed: int | None, experiment: Path | None, duration: float | None) -> tuple[Any, float]:
+DEFAULT_CHAOS_DURATION_S = 120.0
+
+
+def _schedule_from(
+    seed: int | None, experiment: Path | None, duration: float | None
+) -> tuple[Any, float, dict[str, Any]]:
+    """(schedule, run length, the experiment file's run settings): from --seed or --file, read once."""
     if (seed is None) == (experiment is None):
         raise LabkitError("give exactly one of --seed K (a random schedule) or --file EXPERIMENT.yaml")
     if experiment is not None:
         loaded = load_experiment_file(experiment)
-        total = duration or loaded.run_kwargs().get("duration_s")
+        settings = loaded.run_kwargs()
+        total = duration or settings.get("duration_s")
         if total is None:
             raise LabkitError(f"{experiment} has no duration_s; pass --duration S")
-        return loaded.schedule, float(total)
-    if duration is None:
-        raise LabkitError("a random schedule needs --duration S (the run's length in seconds)")
-    return random_schedule(int(seed or 0), duration), duration
+        return loaded.schedule, float(total), settings
+    total = duration or DEFAULT_CHAOS_DURATION_S
+    return random_schedule(int(seed or 0), total), total, {}
 
 
-@chaos.command("plan")
-@click.option("--seed", type=int, default=None, help="Random schedule from this seed (same seed, same plan).")
-@click.option(
+_experiment_option = click.option(
     "--file",
     "experiment",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
     help="An experiment file (YAML or JSON) instead of a seed.",
 )
+
+
+@chaos.command("plan")
+@click.option("--seed", type=int, default=None, help="Random schedule from this seed (same seed, same plan).")
+@_experiment_option
 @click.option("--duration", type=float, default=None, help="The run's length in seconds.")
 def chaos_plan(seed: int | None, experiment: Path | None, duration: float | None) -> None:
     """Print the schedule an experiment would run, without touching the lab."""
 
     def action() -> None:
-        schedule, total = _schedule_from(seed, experiment, duration if duration or experiment else 120.0)
+        schedule, total, _ = _schedule_from(seed, experiment, duration)
         click.echo(plan_text(schedule, duration_s=total))
 
     _run(action)
@@ -398,13 +407,7 @@ def chaos_plan(seed: int | None, experiment: Path | None, duration: float | None
 
 @chaos.command("run")
 @click.option("--seed", type=int, default=None, help="Random schedule from this seed.")
-@click.option(
-    "--file",
-    "experiment",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="An experiment file (YAML or JSON).",
-)
+@_experiment_option
 @click.option("--duration", type=float, default=None, help="The method's length in seconds.")
 @click.option("--rate", type=float, default=2.0, show_default=True, help="Load during the run, requests/s.")
 @click.option("--no-steady-state", is_flag=True, help="Skip the steady-state checks before and after.")
@@ -424,9 +427,8 @@ def chaos_run(
     def action() -> None:
         backend = _attached(ctx)
         backend.saved_config()  # a clear error before anything is injected when no lab runs
-        schedule, total = _schedule_from(seed, experiment, duration if duration or experiment else 120.0)
+        schedule, total, extra = _schedule_from(seed, experiment, duration)
         click.echo(plan_text(schedule, duration_s=total))
-        extra = load_experiment_file(experiment).run_kwargs() if experiment else {}
         kwargs = {
             **extra,
             "duration_s": total,
