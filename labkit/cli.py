@@ -21,6 +21,7 @@ from labkit.chaos import halt_all, load_experiment_file, plan_text, random_sched
 from labkit.config import LabConfig, load_config, resolve_lab_dir
 from labkit.errors import LabkitError, LabNotRunningError
 from labkit.load import LoadSpec, run_load
+from labkit.remediation import RemediationPolicy
 from labkit.rundir import RunDirectory
 from labkit.smoke import run_smoke
 
@@ -409,8 +410,25 @@ def chaos_plan(seed: int | None, experiment: Path | None, duration: float | None
 @click.option("--seed", type=int, default=None, help="Random schedule from this seed.")
 @_experiment_option
 @click.option("--duration", type=float, default=None, help="The method's length in seconds.")
-@click.option("--rate", type=float, default=2.0, show_default=True, help="Load during the run, requests/s.")
+@click.option(
+    "--rate", type=float, default=None, help="Load during the run, requests/s [default: the file's, else 2]."
+)
 @click.option("--no-steady-state", is_flag=True, help="Skip the steady-state checks before and after.")
+@click.option(
+    "--remediate",
+    type=click.Choice(["model", "wrapper", "prometheus"]),
+    default=None,
+    help="Run automated remediation beside the load: restart this service when p95 latency breaches.",
+)
+@click.option(
+    "--remediation-threshold",
+    type=float,
+    default=None,
+    help="p95 latency (seconds) above which remediation counts a breach [default: 3].",
+)
+@click.option(
+    "--remediation-dry-run", is_flag=True, help="Journal what remediation would do; restart nothing."
+)
 @_out_option
 @click.pass_context
 def chaos_run(
@@ -418,31 +436,55 @@ def chaos_run(
     seed: int | None,
     experiment: Path | None,
     duration: float | None,
-    rate: float,
+    rate: float | None,
     no_steady_state: bool,
+    remediate: str | None,
+    remediation_threshold: float | None,
+    remediation_dry_run: bool,
     out: Path,
 ) -> None:
     """Run an experiment against the running lab; exit 1 unless its verdict is `completed`."""
 
     def action() -> None:
+        schedule, total, extra = _schedule_from(seed, experiment, duration)
+        remediation = _remediation_options(
+            extra.pop("remediation", None), remediate, remediation_threshold, remediation_dry_run
+        )
         backend = _attached(ctx)
         backend.saved_config()  # a clear error before anything is injected when no lab runs
-        schedule, total, extra = _schedule_from(seed, experiment, duration)
-        click.echo(plan_text(schedule, duration_s=total))
         kwargs = {
             **extra,
             "duration_s": total,
-            "rate": rate,
             "out_dir": out,
-            "steady_state": not no_steady_state,
+            "steady_state": not no_steady_state and extra.get("steady_state", True),
+            "remediation": remediation,
             "say": lambda msg: click.echo(msg, err=True),
         }
+        if rate is not None:
+            kwargs["rate"] = rate
         result = run_experiment(backend.lab.root, schedule, **kwargs)
         click.echo(result.summary())
         if result.verdict != "completed":
             raise LabkitError(f"experiment {result.verdict}: {result.reason}")
 
     _run(action)
+
+
+def _remediation_options(
+    from_file: RemediationPolicy | None, target: str | None, threshold_s: float | None, dry_run: bool
+) -> RemediationPolicy | None:
+    """The remediation policy: the experiment file's, with the command line's choices on top."""
+    if from_file is None and target is None:
+        if threshold_s is not None or dry_run:
+            raise LabkitError(
+                "--remediation-threshold and --remediation-dry-run need --remediate SERVICE "
+                "(or a `remediation:` section in the experiment file)"
+            )
+        return None
+    fields = from_file.model_dump() if from_file is not None else {}
+    overrides = {"target": target, "threshold_s": threshold_s, "dry_run": dry_run or None}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return RemediationPolicy.from_options(**fields)
 
 
 @chaos.command("halt")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import labkit.chaos
 from labkit.chaos import Fault, FaultInjector, halt_all, run_experiment
+from labkit.chaos._experiment import default_slow_threshold_s, recovery_records
 from labkit.errors import ConfigError, LabNotRunningError
+from labkit.slo import load_slo_spec
 
 
 def _isort_style(name: str) -> tuple[int, str]:
@@ -57,9 +60,12 @@ def test_a_schedule_longer_than_the_run_is_refused_first(tmp_path: Path) -> None
         ({"duration_s": 0}, r"^duration_s: must be a number of seconds"),
         ({"duration_s": 10, "steady_state_s": -1}, r"^steady_state_s: must be"),
         ({"duration_s": 10, "settle_timeout_s": 0}, r"^settle_timeout_s: must be"),
+        ({"duration_s": 10, "slow_threshold_s": True}, r"^slow_threshold_s: must be"),
+        ({"duration_s": 10, "remediation": {"target": "db"}}, r"^invalid remediation policy: target"),
+        ({"duration_s": 10, "remediation": {"cooldown_s": -1}}, r"cooldown_s: Input should be greater"),
     ],
 )
-def test_bad_run_arguments_are_config_errors(tmp_path: Path, kwargs: dict[str, float], message: str) -> None:
+def test_bad_run_arguments_are_config_errors(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         run_experiment(tmp_path / "lab", [], out_dir=tmp_path / "runs", say=None, **kwargs)  # type: ignore[arg-type]
 
@@ -76,3 +82,17 @@ def test_halt_without_a_lab_has_nothing_to_end(tmp_path: Path) -> None:
     assert not report.lab_running and report.ok
     assert "no lab is running" in report.summary()
     assert halt_all(tmp_path / "lab") == report  # idempotent
+
+
+def test_the_default_slow_threshold_is_the_tightest_end_to_end_latency_objective() -> None:
+    assert default_slow_threshold_s(load_slo_spec()) == 3.0  # stack/slo.yaml: 95% within 3 s, 99% within 5 s
+    assert default_slow_threshold_s([]) == 3.0  # no latency objective: the documented fallback
+
+
+def test_recovery_records_are_json_ready() -> None:
+    frame = pd.DataFrame(
+        [{"fault_id": "f1", "kind": "pause", "time_to_detect_s": float("nan"), "requests_lost": 0}]
+    )
+    (row,) = recovery_records(frame)
+    assert row == {"fault_id": "f1", "kind": "pause", "time_to_detect_s": None, "requests_lost": 0}
+    assert recovery_records(None) == []

@@ -9,6 +9,7 @@ import pytest
 
 from labkit.chaos import EXAMPLE_EXPERIMENT, load_experiment_file, plan_text, random_schedule
 from labkit.errors import ConfigError
+from labkit.remediation import RemediationPolicy
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -52,6 +53,16 @@ def test_a_random_section_draws_the_seeded_schedule(tmp_path: Path) -> None:
     expected = random_schedule(7, 90, kinds=["pause", "latency"], fault_duration_s=(2, 4))
     assert load_experiment_file(path).schedule == expected
     assert plan_text(load_experiment_file(path).schedule) == plan_text(expected)
+
+
+def test_a_remediation_section_becomes_the_policy(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "exp.yaml",
+        "duration_s: 30\nfaults: []\nremediation: {target: wrapper, threshold_s: 0.5, dry_run: true}\n",
+    )
+    policy = load_experiment_file(path).run_kwargs()["remediation"]
+    assert policy == RemediationPolicy(target="wrapper", threshold_s=0.5, dry_run=True)
 
 
 BAD_FILES = [
@@ -117,6 +128,14 @@ BAD_FILES = [
         [":4: random.kinds: unknown fault kind 'explode'"],
     ),
     ("list.yaml", "- kind: pause\n", [":1: an experiment file is a mapping"]),
+    (
+        "remediation.yaml",
+        "duration_s: 30\nfaults: []\nremediation:\n  target: wrapper\n  threshold_s: -1\n  retries: 2\n",
+        [
+            ":5: remediation.threshold_s: Input should be greater than 0",
+            ":6: remediation.retries: unknown field",
+        ],
+    ),
 ]
 
 

@@ -1,6 +1,9 @@
 """A chaos experiment (after Chaos Toolkit): a steady-state hypothesis (SLO checks on a short load burst)
 before and after a method (load running while faults are applied on a timeline), and a verdict:
 `completed` (the hypothesis held after), `deviated` (it failed after), `aborted` (interrupted or error).
+
+Optionally an automated remediation loop (labkit.remediation) runs beside the method's load, and the
+result carries recovery measures per fault (labkit.recovery) computed from the journal and the samples.
 """
 
 from __future__ import annotations
@@ -11,19 +14,24 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
+
+import pandas as pd
 
 from labkit.chaos._faults import Fault
 from labkit.chaos._inject import ActiveFault, FaultInjector
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits, plan_text
 from labkit.errors import ConfigError, LabkitError
 from labkit.load import LoadResult, LoadSpec, run_load_async
+from labkit.recovery import fault_windows_from_journal, recovery_measures
+from labkit.remediation import RemediationPolicy, Remediator, p95_latency_query, prometheus_signal
 from labkit.rundir import RunDirectory
 from labkit.slo import SloReport, evaluate_client_slos, load_slo_spec
+from labkit.slo.spec import SloDefinition
 
 __all__ = ["EXPERIMENT_FILE", "ExperimentResult", "Verdict", "run_experiment"]
 
@@ -36,6 +44,11 @@ STEADY_STATE_DIR = "steady_state"
 # before the steady-state check after it.
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
 _LOAD_JOIN_TIMEOUT_S = 15.0
+# A request slower than this counts as bad in the recovery measures when neither the caller nor a
+# remediation policy says otherwise and the SLO spec has no end-to-end latency objective.
+_FALLBACK_SLOW_S = 3.0
+# Faults held by the wrapper process: a restart of the wrapper clears them (its fault table is in memory).
+_WRAPPER_HELD = frozenset({"latency", "error", "stream_cut"})
 
 
 class _Interrupted(Exception):
@@ -55,6 +68,10 @@ class ExperimentResult:
     method_slo: SloReport | None = None
     load: LoadResult | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
+    # One row per fault (labkit.recovery.RECOVERY_COLUMNS); None when the method did not run.
+    recovery: pd.DataFrame | None = None
+    # The remediation loop's actions (acted or dry-run) as journaled; empty without remediation.
+    remediation_actions: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few lines for a terminal or a notebook."""
@@ -66,11 +83,20 @@ class ExperimentResult:
             lines.append(
                 f"  during the method: SLOs {self.method_slo.verdict} ({self.method_slo.requests} requests)"
             )
+        measures = {r["fault_id"]: r for r in recovery_records(self.recovery)}
         for record in self.faults:
             lines.append(
                 f"  fault {record['index'] + 1}: {record['describe']}: "
                 f"{record.get('start_outcome', 'not started')}"
                 + (f", then {record['end_outcome']}" if record.get("end_outcome") else "")
+            )
+            if record["fault_id"] in measures:
+                lines.append(f"    {_recovery_text(measures[record['fault_id']])}")
+        for action in self.remediation_actions:
+            what = "would restart" if action.get("dry_run") else "restarted"
+            lines.append(
+                f"  remediation: {what} {action['target']} at +{action.get('offset_s', 0):.1f}s "
+                f"(p95 {action['value_s']:.3f}s > {action['threshold_s']:g}s)"
             )
         lines.append(f"  journal: {self.run_dir.file(RunDirectory.EVENTS)}")
         return "\n".join(lines)
@@ -140,18 +166,47 @@ def _signals_stop(stop: threading.Event, caught: list[int]) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def _recovery_text(row: dict[str, Any]) -> str:
+    """One line of recovery measures for a terminal."""
+    if row.get("time_to_detect_s") is None or pd.isna(row["time_to_detect_s"]):
+        return f"users did not notice it ({row['requests_in_window']} requests in its window)"
+    recover = row.get("time_to_recover_s")
+    recovered = (
+        "not recovered by the end of the method"
+        if recover is None or pd.isna(recover)
+        else f"recovered {recover:.2f}s after it ended"
+    )
+    return (
+        f"detected after {row['time_to_detect_s']:.2f}s, {recovered}; "
+        f"{row['requests_lost']} requests lost, {row['requests_slow']} slow"
+    )
+
+
+def default_slow_threshold_s(slos: list[SloDefinition]) -> float:
+    """The tightest end-to-end latency threshold of the SLO spec (a request above it is bad)."""
+    values = [
+        o.value
+        for slo in slos
+        if slo.indicator == "threshold" and slo.metric == "llm_request_duration_seconds"
+        for o in slo.objectives
+        if o.value is not None
+    ]
+    return min(values) if values else _FALLBACK_SLOW_S
+
+
 def _violated(report: SloReport) -> str:
     return "; ".join(f"{r.slo}: {r.objective}" for r in report.violated) or "no objective had data"
 
 
+def _check_seconds(name: str, value: object, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
+        raise ConfigError(f"{name}: must be a number of seconds in (0, {high:g}], got {value!r}")
+
+
 def _check_run_args(duration_s: float, steady_state_s: float, settle_timeout_s: float) -> None:
-    for name, value, high in (
-        ("duration_s", duration_s, MAX_RUN_S),
-        ("steady_state_s", steady_state_s, 600.0),
-        ("settle_timeout_s", settle_timeout_s, 600.0),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
-            raise ConfigError(f"{name}: must be a number of seconds in (0, {high:g}], got {value!r}")
+    _check_seconds("duration_s", duration_s, MAX_RUN_S)
+    _check_seconds("steady_state_s", steady_state_s, 600.0)
+    _check_seconds("settle_timeout_s", settle_timeout_s, 600.0)
 
 
 class _Experiment:
@@ -168,15 +223,26 @@ class _Experiment:
         settle_timeout_s: float,
         slo_spec: Path | None,
         say: Callable[[str], None],
+        remediation: RemediationPolicy | None = None,
+        slow_threshold_s: float | None = None,
     ) -> None:
         self.injector = injector
+        self.remediation = remediation
         self.schedule = schedule
         self.run_dir = run_dir
         self.method_spec = method_spec
         self.steady_spec = steady_spec
         self.settle_timeout_s = settle_timeout_s
         self.slos = load_slo_spec(slo_spec)
+        if slow_threshold_s is None:
+            slow_threshold_s = (
+                remediation.threshold_s if remediation is not None else default_slow_threshold_s(self.slos)
+            )
+        self.slow_threshold_s = slow_threshold_s
         self.say = say
+        # The timeline (this thread) and the remediation loop (its own) both end faults.
+        self._faults_lock = threading.RLock()
+        self.remediator: Remediator | None = None
         self.stop = threading.Event()
         self.caught: list[int] = []
         self.records: list[dict[str, Any]] = [
@@ -237,6 +303,12 @@ class _Experiment:
         self.loads.append(load)
         t0 = self.t0 = time.monotonic()
         self.journal("method_started", duration_s=spec.duration_s, t0_monotonic=t0)
+        with self._remediation_loop():
+            result = self._timeline(load, t0)
+        self.journal("method_finished", requests=len(result.frame), ok=int(result.frame["ok"].sum()))
+        return result
+
+    def _timeline(self, load: _BackgroundLoad, t0: float) -> LoadResult:
         # Ends before starts at the same instant: a fault may begin where another of its kind ended.
         timeline = sorted(
             [(f.start_s, 1, i) for i, f in enumerate(self.schedule.faults)]
@@ -250,9 +322,82 @@ class _Experiment:
             else:
                 self.end_fault(index, t0)
         load.wait(self.stop)
-        result = load.outcome()
-        self.journal("method_finished", requests=len(result.frame), ok=int(result.frame["ok"].sum()))
-        return result
+        return load.outcome()
+
+    # ---- remediation --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _remediation_loop(self) -> Iterator[None]:
+        """While the method runs, the remediation loop (if any) reads Prometheus and acts in a thread."""
+        policy = self.remediation
+        if policy is None:
+            yield
+            return
+        cfg = self.injector.config
+        query = p95_latency_query(policy.window_s)
+        self.remediator = Remediator(
+            policy,
+            prometheus_signal(f"http://{cfg.host}:{cfg.prometheus_port}", query),
+            self.injector.backend,  # the faults a restart clears: see _journal_remediation
+            journal=self._journal_remediation,
+        )
+        self.journal("remediation_started", policy=policy.model_dump(mode="json"), query=query)
+        self.say(
+            f"remediation: {'dry run, ' if policy.dry_run else ''}restart {policy.target} after "
+            f"{policy.breaches_to_act} reading(s) of p95 > {policy.threshold_s:g}s"
+        )
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self.remediator.run, args=(stop,), name="labkit-remediation", daemon=True
+        )
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(policy.interval_s + 10)
+            decisions = self.remediator.decisions
+            self.journal(
+                "remediation_stopped",
+                decisions=len(decisions),
+                actions=sum(d.outcome == "acted" for d in decisions),
+                dry_run_actions=sum(d.outcome == "dry_run" for d in decisions),
+            )
+
+    def _journal_remediation(self, kind: str, **fields: Any) -> dict[str, Any]:
+        event = self.journal(kind, **fields, offset_s=round(time.monotonic() - self.t0, 3))
+        if kind == "remediation_action":
+            self.result.remediation_actions.append(event)
+            self.say(
+                f"  remediation: {'would restart' if fields.get('dry_run') else 'restarted'} "
+                f"{fields['target']} (p95 {fields['value_s']:.3f}s > {fields['threshold_s']:g}s)"
+            )
+            if not fields.get("dry_run"):
+                self.cleared_by_restart(str(fields["target"]))
+        return event
+
+    def cleared_by_restart(self, service: str) -> None:
+        """A remediation restart of `service` ended the faults it held: a wrapper restart drops the
+        wrapper's faults (held in its memory), a restart of a paused service resumes it. Journaled as
+        their `fault_end` (why: remediation), so recovery counts from there; not reverted again later."""
+        with self._faults_lock:
+            for index in sorted(self.applied):
+                fault = self.schedule.faults[index]
+                held = (service == "wrapper" and fault.kind in _WRAPPER_HELD) or (
+                    fault.kind == "pause" and fault.target == service
+                )
+                if not held or fault.instantaneous:
+                    continue
+                active = self.applied.pop(index)
+                self.injector.active.pop(active.id, None)
+                self.records[index]["end_outcome"] = "cleared"
+                self.journal(
+                    "fault_end",
+                    **self._fault_fields(index, self.t0),
+                    why="remediation",
+                    outcome="cleared",
+                    detail={"restarted": service},
+                )
+                self.say(f"  {fault.kind} on {fault.target} cleared by the restart of {service}")
 
     def _fault_fields(self, index: int, t0: float) -> dict[str, Any]:
         """What every fault event carries (flat, as labkit.recovery reads it): `fault_id` pairs a
@@ -273,6 +418,10 @@ class _Experiment:
         """Apply fault `index`. A failed application is journaled as `fault_failed` (no window opens); an
         instantaneous fault's `fault_end` follows at once (its window is closed: end = start), and the end
         of its observation window is journaled later as `fault_window_end`."""
+        with self._faults_lock:
+            self._start_fault(index, t0)
+
+    def _start_fault(self, index: int, t0: float) -> None:
         fault = self.schedule.faults[index]
         record = self.records[index]
         try:
@@ -293,6 +442,10 @@ class _Experiment:
     def end_fault(self, index: int, t0: float, *, why: str = "scheduled") -> None:
         """End fault `index` if it is applied (idempotent): revert it, or close an instantaneous fault's
         observation window."""
+        with self._faults_lock:
+            self._end_fault(index, t0, why)
+
+    def _end_fault(self, index: int, t0: float, why: str) -> None:
         fault = self.schedule.faults[index]
         record = self.records[index]
         active = self.applied.pop(index, None)
@@ -349,6 +502,15 @@ class _Experiment:
         )
         return report
 
+    def measure_recovery(self, load: LoadResult) -> pd.DataFrame:
+        """Per fault: time to detect, time to recover, requests lost (labkit.recovery), journaled."""
+        windows = fault_windows_from_journal(self.run_dir.read_jsonl(RunDirectory.EVENTS))
+        frame = recovery_measures(windows, load.frame, slow_threshold_s=self.slow_threshold_s)
+        for row in recovery_records(frame):
+            row["fault_kind"] = row.pop("kind")  # `kind` is the event's own
+            self.journal("recovery", slow_threshold_s=self.slow_threshold_s, **row)
+        return frame
+
     # ---- the whole run ------------------------------------------------------------------------
     def run(self) -> ExperimentResult:
         result = self.result
@@ -363,6 +525,7 @@ class _Experiment:
                         )
                 result.load = self.method()
                 result.method_slo = self.method_slos(result.load)
+                result.recovery = self.measure_recovery(result.load)
                 if self.steady_spec is None:
                     return self.finish("completed", "the method ran to its end (no steady-state check)")
                 self.settle()
@@ -413,10 +576,36 @@ class _Experiment:
                     for phase, report in (("before", self.result.before), ("after", self.result.after))
                 },
                 "method_slo": self.result.method_slo.verdict if self.result.method_slo else None,
+                "recovery": (
+                    None
+                    if self.result.recovery is None
+                    else {
+                        "slow_threshold_s": self.slow_threshold_s,
+                        "faults": recovery_records(self.result.recovery),
+                    }
+                ),
+                "remediation": (
+                    None
+                    if self.remediation is None
+                    else {
+                        "policy": self.remediation.model_dump(mode="json"),
+                        "actions": self.result.remediation_actions,
+                    }
+                ),
             },
         )
         self.say(f"verdict: {verdict} - {reason}")
         return self.result
+
+
+def recovery_records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """Recovery rows as plain dicts, NaN as None (JSON has no NaN)."""
+    if frame is None:
+        return []
+    return [
+        {str(k): (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+        for row in frame.to_dict("records")
+    ]
 
 
 def run_experiment(
@@ -436,6 +625,8 @@ def run_experiment(
     steady_state_s: float = 5.0,
     settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S,
     slo_spec: Path | None = None,
+    remediation: RemediationPolicy | Mapping[str, Any] | None = None,
+    slow_threshold_s: float | None = None,
     say: Callable[[str], None] | None = print,
 ) -> ExperimentResult:
     """Run a chaos experiment against the local lab in `lab_dir`; returns its result and verdict.
@@ -452,15 +643,33 @@ def run_experiment(
     5. Waits up to `settle_timeout_s` for every service to be ready, then the steady state after:
        `completed` when it holds, `deviated` when it does not.
     SIGINT/SIGTERM (or an error) end every applied fault, journal `aborted` and give the verdict `aborted`.
+
+    `remediation` (a RemediationPolicy or its fields as a dict): a remediation loop runs beside the
+    method's load, reading p95 latency from the lab's Prometheus and restarting `policy.target` after
+    `breaches_to_act` breaches (cooldown, cap, dry-run as the policy says); every decision is journaled,
+    and a restart that clears a fault (a wrapper restart drops the wrapper's faults) journals its end.
+    Recovery measures per fault (time to detect, time to recover, requests lost) are computed after the
+    method from the journal and the samples, counting a request slower than `slow_threshold_s` as bad
+    (default: the remediation threshold, else the SLO spec's tightest end-to-end latency threshold);
+    they are in the result, in `experiment.json` and journaled as `recovery` events.
     `say` gets progress lines (None: silent).
     """
     say = say or (lambda _line: None)
     schedule = as_schedule(schedule)
     _check_run_args(duration_s, steady_state_s, settle_timeout_s)
+    if remediation is not None and not isinstance(remediation, RemediationPolicy):
+        remediation = RemediationPolicy.from_options(**remediation)
+    if slow_threshold_s is not None:
+        _check_seconds("slow_threshold_s", slow_threshold_s, 600.0)
     check_schedule_fits(schedule, duration_s)
     injector = FaultInjector(lab_dir)  # LabNotRunningError when the lab is not up
     try:
         injector.preflight(schedule.faults)
+        if remediation is not None and remediation.target == "model" and not injector.config.supervised_model:
+            raise ConfigError(
+                "remediation cannot restart the model: it is an Ollama the lab does not run "
+                f"({injector.config.model_url}); target the wrapper instead"
+            )
         url = injector.wrapper_url
         load_fields: dict[str, Any] = {
             "url": url,
@@ -493,7 +702,9 @@ def run_experiment(
                     "steady_state_s": steady_state_s,
                     "settle_timeout_s": settle_timeout_s,
                     "slo_spec": str(slo_spec) if slo_spec else None,
+                    "slow_threshold_s": slow_threshold_s,
                 },
+                "remediation": None if remediation is None else remediation.model_dump(mode="json"),
                 "chaos": {"seed": schedule.seed, "faults": schedule.to_records(), "plan": plan},
             },
         )
@@ -516,6 +727,8 @@ def run_experiment(
             settle_timeout_s=settle_timeout_s,
             slo_spec=slo_spec,
             say=say,
+            remediation=remediation,
+            slow_threshold_s=slow_threshold_s,
         )
         return experiment.run()
     finally:

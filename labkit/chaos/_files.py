@@ -1,5 +1,6 @@
 """Experiment files (YAML or JSON): a schedule (explicit `faults:` or a seeded `random:`) with the run's
-duration, load and steady-state settings. Every error names the file and line: `exp.yaml:12: ...`.
+duration, load, steady-state and remediation settings.
+Every error names the file and line: `exp.yaml:12: ...`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from labkit.chaos._faults import Fault, InvalidFaultError, describe_error, format_problem
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, random_schedule, schedule_problems
 from labkit.errors import ConfigError
+from labkit.remediation import RemediationPolicy
 
 __all__ = ["EXAMPLE_EXPERIMENT", "ExperimentFile", "load_experiment_file"]
 
@@ -24,6 +26,7 @@ title: latency then a killed model
 duration_s: 60            # the method: load runs this long while the faults are applied
 load: {rate: 2, stream: true, max_tokens: 32}
 steady_state: {enabled: true, duration_s: 5}
+# remediation: {target: wrapper, threshold_s: 1.0, breaches_to_act: 2, cooldown_s: 30, dry_run: false}
 faults:
   - {kind: latency, start_s: 10, duration_s: 15, params: {delay_s: 0.5}}
   - {kind: kill, target: model, start_s: 35, duration_s: 15}
@@ -68,6 +71,7 @@ class _Document(BaseModel):
     steady_state: _SteadyState = _SteadyState()
     faults: list[dict[str, Any]] | None = None
     random: _Random | None = None
+    remediation: RemediationPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class ExperimentFile:
     duration_s: float | None = None
     load: dict[str, Any] = field(default_factory=dict)
     steady_state: dict[str, Any] = field(default_factory=dict)
+    remediation: RemediationPolicy | None = None
 
     def run_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -93,6 +98,8 @@ class ExperimentFile:
             kwargs["steady_state"] = self.steady_state["enabled"]
         if "duration_s" in self.steady_state:
             kwargs["steady_state_s"] = self.steady_state["duration_s"]
+        if self.remediation is not None:
+            kwargs["remediation"] = self.remediation
         return kwargs
 
 
@@ -163,7 +170,7 @@ def load_experiment_file(path: Path | str) -> ExperimentFile:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}:1: an experiment file is a mapping with `faults:` (a list) or `random:` (a seed and "
-            "options), plus optional duration_s, load and steady_state"
+            "options), plus optional duration_s, load, steady_state and remediation"
         )
     try:
         doc = _Document.model_validate(data)
@@ -184,6 +191,7 @@ def load_experiment_file(path: Path | str) -> ExperimentFile:
         duration_s=doc.duration_s,
         load=doc.load.model_dump(exclude_none=True),
         steady_state=doc.steady_state.model_dump(exclude_none=True),
+        remediation=doc.remediation,
     )
 
 

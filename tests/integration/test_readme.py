@@ -81,3 +81,13 @@ def test_readme_fault_api_example_works(running_lab: LocalBackend) -> None:
     assert created["kind"] == "latency" and created["params"]["delay_s"] == 1.5
     assert [f["id"] for f in listed["faults"]] == [created["id"]]
     assert ended["ended"] == 1
+
+
+def test_readme_experiment_file_is_valid(tmp_path: Path) -> None:
+    from labkit.chaos import load_experiment_file
+
+    (block,) = [b for b in _blocks("yaml") if "remediation:" in b]
+    path = tmp_path / "latency.yaml"
+    path.write_text(block)
+    settings = load_experiment_file(path).run_kwargs()
+    assert settings["remediation"].target == "wrapper" and settings["duration_s"] == 30

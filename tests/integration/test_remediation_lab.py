@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from labkit.backends.local import LocalBackend
+from labkit.chaos import EXPERIMENT_FILE, ExperimentResult, Fault, run_experiment
 from labkit.remediation import RemediationPolicy, Remediator, p95_latency_query, prometheus_signal
 from labkit.rundir import RunDirectory
 
@@ -87,3 +89,77 @@ def test_latency_breach_is_remediated_by_a_counted_restart(running_lab: LocalBac
     actions = [e for e in run.read_jsonl(RunDirectory.EVENTS) if e["kind"] == "remediation_action"]
     assert [a["dry_run"] for a in actions] == [True, False]
     assert all(a["value_s"] > 0.3 for a in actions)
+
+
+def _latency_experiment(lab: LocalBackend, out: Path, *, dry_run: bool) -> ExperimentResult:
+    return run_experiment(
+        lab.lab.root,
+        [Fault(kind="latency", start_s=1, duration_s=14, params={"delay_s": 0.6})],
+        duration_s=16,
+        rate=4,
+        max_tokens=8,
+        steady_state_s=2,
+        remediation={
+            "target": "wrapper",
+            "threshold_s": 0.3,
+            "window_s": 4,
+            "interval_s": 1,
+            "breaches_to_act": 2,
+            "cooldown_s": 60,
+            "dry_run": dry_run,
+        },
+        out_dir=out,
+        say=None,
+    )
+
+
+def test_an_experiment_with_remediation_restarts_the_wrapper_and_shows_the_recovery(
+    running_lab: LocalBackend, tmp_path: Path
+) -> None:
+    result = _latency_experiment(running_lab, tmp_path / "runs", dry_run=False)
+    assert result.verdict == "completed", result.summary()
+    events = list(result.run_dir.read_jsonl(RunDirectory.EVENTS))
+    (action,) = [e for e in events if e["kind"] == "remediation_action"]
+    assert action["dry_run"] is False and action["target"] == "wrapper" and action["value_s"] > 0.3
+    assert sum(e["kind"] == "remediation_decision" for e in events) >= 1  # the breach before it
+    # The restart dropped the wrapper's fault: its end is the remediation's, journaled after the action.
+    (end,) = [e for e in events if e["kind"] == "fault_end"]
+    assert (end["why"], end["outcome"]) == ("remediation", "cleared")
+    assert action["wall_time"] <= end["wall_time"] < action["wall_time"] + 1
+    assert next(s for s in running_lab.status() if s.name == "wrapper").restarts == 1
+
+    # Recovery: users saw the latency, then fast answers again long before the fault's planned end.
+    assert result.recovery is not None
+    (row,) = result.recovery.to_dict("records")
+    assert row["time_to_detect_s"] is not None and row["time_to_detect_s"] < 3
+    assert row["recovered"] is not None and row["recovered"] < row["start"] + 14
+    assert row["requests_slow"] > 0
+    saved = result.run_dir.read_json(EXPERIMENT_FILE)
+    assert saved["recovery"]["slow_threshold_s"] == 0.3
+    assert saved["recovery"]["faults"][0]["recovered"] == row["recovered"]
+    assert [a["target"] for a in saved["remediation"]["actions"]] == ["wrapper"]
+    assert "remediation: restarted wrapper" in result.summary()
+    metrics = httpx.get(f"http://127.0.0.1:{running_lab.config.exporter_port}/metrics").text
+    assert (
+        'lab_remediation_actions_total{action="restart",reason="p95_above_0.3s",target="wrapper"} 1.0'
+        in metrics
+    )
+
+
+def test_a_dry_run_journals_the_decision_and_restarts_nothing(
+    running_lab: LocalBackend, tmp_path: Path
+) -> None:
+    result = _latency_experiment(running_lab, tmp_path / "runs", dry_run=True)
+    events = list(result.run_dir.read_jsonl(RunDirectory.EVENTS))
+    actions = [e for e in events if e["kind"] == "remediation_action"]
+    assert len(actions) == 1 and actions[0]["dry_run"] is True  # the cooldown holds back a second one
+    assert actions[0]["value_s"] > 0.3
+    assert next(s for s in running_lab.status() if s.name == "wrapper").restarts == 0
+    (end,) = [e for e in events if e["kind"] == "fault_end"]
+    assert end["why"] == "scheduled"  # the fault lasted its whole duration
+    assert result.recovery is not None
+    (row,) = result.recovery.to_dict("records")
+    assert row["recovered"] is None or row["recovered"] >= row["end"]
+    assert "remediation: would restart wrapper" in result.summary()
+    metrics = httpx.get(f"http://127.0.0.1:{running_lab.config.exporter_port}/metrics").text
+    assert "lab_remediation_actions_total{" not in metrics
