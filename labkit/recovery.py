@@ -15,6 +15,7 @@ A fault with no bad request has no detection and recovery time (None): users did
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,10 +97,11 @@ def recovery_measures(
     ok = samples["ok"].astype(bool)
     slow = samples["e2e_s"].astype(float) > slow_threshold_s
     bad = ~ok | slow
-    last_send = float(sent.max()) if run_end is None else run_end
+    # The last fault answers for every request sent before the run's end (all of them without run_end).
+    last_horizon = math.inf if run_end is None else run_end
     rows = []
     for index, window in enumerate(windows):
-        horizon = windows[index + 1].start if index + 1 < len(windows) else last_send + 1e-9
+        horizon = windows[index + 1].start if index + 1 < len(windows) else last_horizon
         mine = (done >= window.start) & (sent < horizon)
         bad_mine = mine & bad
         if not bad_mine.any():

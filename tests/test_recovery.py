@@ -79,3 +79,12 @@ def test_windows_from_the_journal_pair_start_and_end() -> None:
         ("1", "kill", 1.0, 1.0),
         ("2", "pause", 5.0, 8.0),  # no end journaled (the experiment died): its planned end
     ]
+
+
+def test_the_last_request_of_a_run_counts_at_unix_time_magnitudes() -> None:
+    # A horizon of `last send + 1e-9` vanished at 1.7e9 s (the float step there is ~2.4e-7), dropping the
+    # run's last request from the last fault's window.
+    t = 1.7e9
+    samples = pd.DataFrame({"intended_send": [t + 1, t + 2], "e2e_s": [0.1, 0.1], "ok": [False, False]})
+    (row,) = recovery_measures([FaultWindow("f1", "kill", "model", t, t)], samples).to_dict("records")
+    assert row["requests_lost"] == 2 and row["requests_in_window"] == 2
