@@ -19,10 +19,11 @@ from labkit.backends.base import SERVICE_NAMES, ServiceStatus
 from labkit.backends.local import LocalBackend
 from labkit.chaos import halt_all, load_experiment_file, plan_text, random_schedule, run_experiment
 from labkit.config import LabConfig, load_config, resolve_lab_dir
-from labkit.errors import LabkitError, LabNotRunningError
+from labkit.errors import ConfigError, LabkitError, LabNotRunningError
 from labkit.load import LoadSpec, run_load
 from labkit.remediation import RemediationPolicy
 from labkit.rundir import RunDirectory
+from labkit.runner import RunFailedError, RunResult, ScenarioRunner
 from labkit.smoke import run_smoke
 
 __all__ = ["main"]
@@ -497,6 +498,149 @@ def chaos_halt(ctx: click.Context) -> None:
         click.echo(report.summary())
         if not report.ok:
             raise LabkitError("some faults could not be ended: " + "; ".join(report.errors))
+
+    _run(action)
+
+
+def _print_result(result: RunResult) -> None:
+    for problem in result.problems:
+        click.echo(f"warning: {problem}", err=True)
+    if result.report_html is not None:
+        click.echo(f"report: {result.report_html}")
+    if result.index_html is not None:
+        click.echo(f"index:  {result.index_html}")
+
+
+def _print_summary(results: list[RunResult]) -> None:
+    click.echo(f"\n{'SCENARIO':<26}{'STATUS':<11}{'VERDICT':<10}{'REPORT'}")
+    for r in results:
+        status = r.status if r.ok or r.status == "failed" else "incomplete"
+        report = r.report_html or r.run_dir
+        click.echo(f"{r.scenario:<26}{status:<11}{r.verdict or '-':<10}{report}")
+    index = next((r.index_html for r in reversed(results) if r.index_html is not None), None)
+    if index is not None:
+        click.echo(f"index: {index}")
+    for r in results:
+        if not r.ok:
+            click.echo(f"{r.scenario}: {r.message or '; '.join(r.problems)}", err=True)
+
+
+@cli.command("run")
+@click.argument("scenario", required=False)
+@click.option(
+    "-p",
+    "--parameter",
+    "pairs",
+    nargs=2,
+    multiple=True,
+    metavar="NAME VALUE",
+    help="Set a notebook parameter (repeatable); --help-params lists them.",
+)
+@click.option("--all", "run_all", is_flag=True, help="Run every scenario in order, going on after a failure.")
+@click.option("--quick", is_flag=True, help="Each scenario's small CI parameters (a -p still wins).")
+@click.option(
+    "--engine",
+    type=click.Choice(["llama", "sim", "ollama"]),
+    default=None,
+    help="Model engine of a lab the notebook starts [default: the notebook's, llama].",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "docker"]),
+    default="local",
+    show_default=True,
+    help="Where a lab the notebook starts runs (only local for now).",
+)
+@_out_option
+@click.option("--help-params", is_flag=True, help="List SCENARIO's parameters, then exit.")
+@click.option("--list", "list_scenarios", is_flag=True, help="List the scenarios, then exit.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    scenario: str | None,
+    pairs: tuple[tuple[str, str], ...],
+    run_all: bool,
+    quick: bool,
+    engine: str | None,
+    backend: str,
+    out: Path,
+    help_params: bool,
+    list_scenarios: bool,
+    no_progress: bool,
+) -> None:
+    """Run SCENARIO's notebook with papermill into a new run directory under --out, render its report
+    (report.html: code hidden, one self-contained file) and update the index next to --out.
+
+    A notebook attaches to the running lab, or starts one and takes it down again. Parameters are checked
+    before anything runs. Exit status 1 when a run fails; its partial run directory stays readable.
+
+    \b
+    labkit run --list                          the scenarios
+    labkit run baseline --help-params          its parameters, types and defaults
+    labkit run baseline -p duration_s 30 --engine sim
+    labkit run --all --quick                   every scenario, small (CI)
+    """
+
+    def action() -> None:
+        runner = ScenarioRunner(
+            out=out,
+            lab_dir=ctx.obj.get("lab_dir"),
+            engine=engine,
+            progress=not no_progress,
+            say=lambda line: click.echo(line, err=True),
+        )
+        if list_scenarios:
+            for s in runner.catalog.values():
+                click.echo(f"{s.name:<26}{s.title}")
+            return
+        if backend != "local":
+            raise ConfigError(
+                f"labkit run cannot use the {backend} backend yet; use --backend local (the default)"
+            )
+        if run_all == (scenario is not None):
+            raise ConfigError(
+                "give one SCENARIO or --all; `labkit run --list` shows the scenarios: "
+                + ", ".join(runner.catalog)
+            )
+        if help_params:
+            if scenario is None:
+                raise ConfigError("--help-params needs a SCENARIO")
+            click.echo(runner.describe_parameters(scenario))
+            return
+        parameters = dict(pairs)  # a name given twice keeps its last value, as in papermill
+        if scenario is not None:
+            try:
+                result = runner.run(scenario, parameters, quick=quick)
+            except RunFailedError as exc:
+                _print_result(exc.result)
+                raise
+            _print_result(result)
+            return
+        results = runner.run_all(parameters, quick=quick, on_result=_print_result)
+        _print_summary(results)
+        failed = [r.scenario for r in results if not r.ok]
+        if failed:
+            raise LabkitError(
+                f"{len(failed)} of {len(results)} scenarios did not complete ({', '.join(failed)}); "
+                "their run directories hold the notebooks with the tracebacks"
+            )
+
+    _run(action)
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+def report_command(run_dir: Path, no_progress: bool) -> None:
+    """Render RUN_DIR's report again (report.ipynb, report.html) and update the index next to its folder."""
+
+    def action() -> None:
+        runner = ScenarioRunner(out=run_dir.resolve().parent, progress=not no_progress)
+        click.echo(f"report: {runner.render_report(run_dir)}")
+        index = runner.reports_dir / "index.html"
+        if index.exists():
+            click.echo(f"index:  {index}")
 
     _run(action)
 

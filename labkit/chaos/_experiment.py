@@ -598,6 +598,29 @@ class _Experiment:
         return self.result
 
 
+def _run_directory(
+    given: RunDirectory | Path | str | None, out_dir: Path | str, scenario: str
+) -> RunDirectory:
+    """A new run directory in `out_dir`, or `given`, which must exist and hold no run yet."""
+    if given is None:
+        return RunDirectory.create(Path(out_dir), scenario)
+    run_dir = given if isinstance(given, RunDirectory) else RunDirectory(Path(given))
+    if not run_dir.path.is_dir():
+        raise ConfigError(
+            f"run_dir {run_dir.path} does not exist; give an existing directory or leave it out"
+        )
+    taken = [
+        n
+        for n in (RunDirectory.PARAMS, RunDirectory.EVENTS, RunDirectory.REQUESTS)
+        if run_dir.file(n).exists()
+    ]
+    if taken:
+        raise ConfigError(
+            f"run_dir {run_dir.path} already holds a run ({', '.join(taken)}); give a new directory"
+        )
+    return run_dir
+
+
 def recovery_records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
     """Recovery rows as plain dicts, NaN as None (JSON has no NaN)."""
     if frame is None:
@@ -620,6 +643,7 @@ def run_experiment(
     load_seed: int = 0,
     request_timeout_s: float = 30.0,
     out_dir: Path | str = Path("reports/runs"),
+    run_dir: RunDirectory | Path | str | None = None,
     scenario: str = "chaos",
     steady_state: bool = True,
     steady_state_s: float = 5.0,
@@ -633,7 +657,8 @@ def run_experiment(
 
     1. Checks everything first: the schedule fits `duration_s` (ConfigError), the lab is up
        (LabNotRunningError), each fault can be applied here (ConfigError): nothing is injected before.
-    2. Creates a run directory in `out_dir` (params.json, events.jsonl, requests.jsonl, slo.json,
+    2. Creates a run directory in `out_dir`, or uses `run_dir` (an existing directory that holds no run
+       yet, e.g. one `labkit run` made for a notebook) (params.json, events.jsonl, requests.jsonl, slo.json,
        experiment.json, steady_state/{before,after}/), and prints and journals the plan.
     3. Steady state before (`steady_state_s` of load at `rate`, judged against the SLO spec): when it does
        not hold, nothing is injected and the verdict is `aborted`.
@@ -684,7 +709,7 @@ def run_experiment(
         steady_spec = LoadSpec(**load_fields, duration_s=steady_state_s) if steady_state else None
         load_slo_spec(slo_spec)  # a broken SLO spec is a ConfigError now, not after the method
         plan = plan_text(schedule, duration_s=duration_s)
-        run_dir = RunDirectory.create(Path(out_dir), scenario)
+        run_dir = _run_directory(run_dir, out_dir, scenario)
         run_dir.write_json(
             RunDirectory.PARAMS,
             {

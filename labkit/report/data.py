@@ -1,0 +1,496 @@
+"""Everything one run directory holds, loaded once for a report: parameters, run status, client samples,
+the journal, SLO results, the chaos experiment and the Prometheus series saved by `labkit.report.collect`.
+
+Loading never fails on a partial run: a missing optional file leaves its field empty (`RunData.missing`
+says which, in words) and an unreadable one is named in `RunData.problems`; the report renders what is left.
+All times are unix seconds; `t_s` is seconds since the run's start (`RunData.start`, defined there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeGuard
+
+import pandas as pd
+
+from labkit.chaos import EXPERIMENT_FILE, INSTANT_KINDS
+from labkit.errors import LabkitError
+from labkit.load import requests_frame
+from labkit.recovery import RECOVERY_COLUMNS, FaultWindow, fault_windows_from_journal, recovery_measures
+from labkit.rundir import RunDirectory
+from labkit.slo import SamplesError, load_slo_spec, read_samples, samples_frame
+from labkit.slo.client import completion_times
+
+__all__ = [
+    "CLIENT_VS_SERVER_FILE",
+    "FAULT_COLUMNS",
+    "REMEDIATION_COLUMNS",
+    "RUN_FILE",
+    "SERVER_SLIS_FILE",
+    "WINDOW_FILE",
+    "ReportError",
+    "RunData",
+    "newest_run",
+    "run_sort_key",
+    "run_start_of",
+]
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+# Inside `prometheus/`, beside one CSV per series (labkit.report.collect writes them all).
+WINDOW_FILE = "window.json"
+SERVER_SLIS_FILE = "server_slis.json"
+CLIENT_VS_SERVER_FILE = "client_vs_server.csv"
+
+# Faults as the report draws them: one row per fault window of the journal.
+FAULT_COLUMNS = ("fault_id", "kind", "target", "start", "end", "start_t_s", "end_t_s", "instantaneous")
+# Remediation actions (acted or dry run) as journaled by labkit.remediation.
+REMEDIATION_COLUMNS = (
+    "wall_time",
+    "t_s",
+    "target",
+    "action",
+    "dry_run",
+    "outcome",
+    "value_s",
+    "threshold_s",
+    "detail",
+)
+
+# `<UTC stamp>-<scenario>`, as labkit.rundir.new_run_id makes it.
+_RUN_ID = re.compile(r"^(?P<stamp>\d{8}T\d{6})(?:\.\d+)?Z-(?P<scenario>.+)$")
+# A request slower than this is bad in recomputed recovery measures when nothing else says (as chaos does).
+_FALLBACK_SLOW_S = 3.0
+
+
+class ReportError(LabkitError):
+    """A run directory cannot be reported on (it does not exist, or there is none to pick)."""
+
+
+def run_start_of(events: Iterable[Mapping[str, Any]], samples: pd.DataFrame) -> float | None:
+    """The run's start, unix seconds: the earlier of its first journal event and its first request's
+    intended send time; None when it has neither. Every `t_s` of a report counts from here."""
+    times = [float(e["wall_time"]) for e in events if _is_number(e.get("wall_time"))]
+    if not samples.empty and "intended_send" in samples.columns:
+        times.extend(samples["intended_send"].dropna().astype(float).tolist())
+    return min(times) if times else None
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_time(value: object) -> float | None:
+    """Unix seconds from a number or an ISO 8601 string (naive means UTC); None when neither."""
+    if _is_number(value):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return None
+
+
+def _stamp_time(run_id: str) -> float | None:
+    """Unix seconds of the UTC stamp a run id starts with, or None."""
+    match = _RUN_ID.match(run_id)
+    if match is None:
+        return None
+    return datetime.strptime(match["stamp"], "%Y%m%dT%H%M%S").replace(tzinfo=UTC).timestamp()
+
+
+def run_sort_key(path: Path) -> tuple[float, str]:
+    """Newest last: run.json's `started_at`, else the run id's stamp, else the directory's mtime."""
+    started: float | None = None
+    try:
+        info = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
+        started = _parse_time(info.get("started_at")) if isinstance(info, dict) else None
+    except (OSError, ValueError):
+        started = None
+    if started is None:
+        started = _stamp_time(path.name)
+    if started is None:
+        try:
+            started = path.stat().st_mtime
+        except OSError:
+            started = 0.0
+    return started, path.name
+
+
+def newest_run(runs_dir: Path | str) -> Path:
+    """The newest run directory under `runs_dir` (see `run_sort_key`)."""
+    directory = Path(runs_dir)
+    runs = (
+        [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if directory.is_dir()
+        else []
+    )
+    if not runs:
+        raise ReportError(
+            f"no run directories under {directory}; run a scenario first (`labkit run baseline`) "
+            "or pass run_dir explicitly"
+        )
+    return max(runs, key=run_sort_key)
+
+
+def _read_json(path: Path, problems: list[str]) -> Any | None:
+    """The JSON in `path`; None when absent; None and a problem when unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path.name}: unreadable ({exc})")
+        return None
+
+
+def _read_json_object(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    data = _read_json(path, problems)
+    if data is not None and not isinstance(data, dict):
+        problems.append(f"{path.name}: not a JSON object")
+        return None
+    return data
+
+
+def _read_events(path: Path, problems: list[str]) -> list[dict[str, Any]]:
+    """The journal's complete lines; a torn last line is dropped, a bad line is skipped and named."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        problems.append(f"{path.name}: unreadable ({exc})")
+        return []
+    lines = text.split("\n")[:-1]  # the part after the last newline is torn (or empty)
+    events: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            problems.append(f"{path.name}:{number}: not JSON; line skipped")
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            problems.append(f"{path.name}:{number}: not a JSON object; line skipped")
+    return events
+
+
+def _empty_samples() -> pd.DataFrame:
+    return samples_frame(requests_frame([]))
+
+
+def _read_requests(path: Path, problems: list[str]) -> pd.DataFrame:
+    if not path.exists():
+        return _empty_samples()
+    try:
+        return read_samples(path)
+    except SamplesError as exc:
+        problems.append(f"{path.name}: {exc}")
+        return _empty_samples()
+
+
+def _read_csv(path: Path, problems: list[str]) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:  # pandas' parser and empty-data errors are ValueErrors
+        problems.append(f"prometheus/{path.name}: unreadable ({exc})")
+        return None
+
+
+def _rebase(frame: pd.DataFrame, start: float | None) -> pd.DataFrame:
+    """Parse `timestamp` (ISO 8601 UTC) and recount `t_s` from the run's start, so that every series and
+    the journal share one time axis whatever start the collector used."""
+    if "timestamp" not in frame.columns:
+        return frame
+    frame = frame.copy()
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    if start is not None:
+        unix = (frame["timestamp"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        frame["t_s"] = unix - start
+    return frame
+
+
+def _read_series(directory: Path, start: float | None, problems: list[str]) -> dict[str, pd.DataFrame]:
+    """Every series CSV of `prometheus/` by name, on the run's time axis; unreadable ones are problems."""
+    if not directory.is_dir():
+        return {}
+    series: dict[str, pd.DataFrame] = {}
+    for path in sorted(directory.glob("*.csv")):
+        if path.name == CLIENT_VS_SERVER_FILE:
+            continue
+        frame = _read_csv(path, problems)
+        if frame is None:
+            continue
+        try:
+            series[path.stem] = _rebase(frame, start)
+        except (ValueError, TypeError) as exc:  # a timestamp that is not ISO 8601
+            problems.append(f"prometheus/{path.name}: unreadable timestamps ({exc})")
+    return series
+
+
+def _first_number(*values: object) -> float | None:
+    for value in values:
+        if _is_number(value):
+            return float(value)
+    return None
+
+
+def _get(mapping: Mapping[str, Any] | None, *keys: str) -> Any:
+    """`mapping[k1][k2]...`, or None where a level is missing or not a mapping."""
+    value: Any = mapping
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One run directory, read. Build it with `RunData.load(path)`.
+
+    Fields are empty (`{}`, `[]`, an empty frame or None) where the run lacks the file; `problems` names
+    files that were there but could not be read. `start` is the run's start (unix s, `run_start_of`: the
+    first journal event or intended send; else Prometheus' window start; else run.json's `started_at`);
+    `end` its end (the last journal event or request completion; else the window's end, else `finished_at`).
+    The Prometheus frames in `series` have `t_s` recounted from `start`.
+    """
+
+    path: Path
+    params: dict[str, Any] = field(default_factory=dict)  # params.json
+    info: dict[str, Any] = field(default_factory=dict)  # run.json (status, parameters, headline)
+    samples: pd.DataFrame = field(default_factory=_empty_samples)  # requests.jsonl, one row per request
+    events: list[dict[str, Any]] = field(default_factory=list)  # events.jsonl
+    slo: dict[str, Any] | None = None  # slo.json (a labkit.slo.SloReport)
+    experiment: dict[str, Any] | None = None  # experiment.json
+    series: dict[str, pd.DataFrame] = field(default_factory=dict)  # prometheus/<name>.csv by name
+    window: dict[str, Any] | None = None  # prometheus/window.json
+    server_slis: dict[str, Any] | None = None  # prometheus/server_slis.json
+    client_vs_server: pd.DataFrame | None = None  # prometheus/client_vs_server.csv
+    start: float | None = None
+    end: float | None = None
+    problems: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, path: Path | str) -> RunData:
+        """Read everything present in the run directory `path` (see the class docstring)."""
+        directory = Path(path)
+        if not directory.is_dir():
+            raise ReportError(
+                f"run directory {directory} does not exist; pass a directory under reports/runs"
+            )
+        problems: list[str] = []
+        samples = _read_requests(directory / RunDirectory.REQUESTS, problems)
+        events = _read_events(directory / RunDirectory.EVENTS, problems)
+        prometheus = directory / RunDirectory.PROMETHEUS
+        window = _read_json_object(prometheus / WINDOW_FILE, problems)
+        info = _read_json_object(directory / RUN_FILE, problems) or {}
+        start = run_start_of(events, samples)
+        if start is None:
+            start = _first_number(
+                _get(window, "run_start"), _get(window, "start"), _parse_time(info.get("started_at"))
+            )
+        end = _run_end(events, samples)
+        if end is None:
+            end = _first_number(_get(window, "end"), _parse_time(info.get("finished_at")))
+        comparison_path = prometheus / CLIENT_VS_SERVER_FILE
+        return cls(
+            path=directory,
+            params=_read_json_object(directory / RunDirectory.PARAMS, problems) or {},
+            info=info,
+            samples=samples,
+            events=events,
+            slo=_read_json_object(directory / RunDirectory.SLO, problems),
+            experiment=_read_json_object(directory / EXPERIMENT_FILE, problems),
+            series=_read_series(prometheus, start, problems),
+            window=window,
+            server_slis=_read_json_object(prometheus / SERVER_SLIS_FILE, problems),
+            client_vs_server=_read_csv(comparison_path, problems) if comparison_path.exists() else None,
+            start=start,
+            end=end,
+            problems=tuple(problems),
+        )
+
+    # ---- identity ---------------------------------------------------------------------------------
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def scenario(self) -> str | None:
+        """run.json's scenario, else params.json's, else the part of the run id after its stamp."""
+        for value in (self.info.get("scenario"), self.params.get("scenario")):
+            if isinstance(value, str) and value:
+                return value
+        match = _RUN_ID.match(self.run_id)
+        return match["scenario"] if match else None
+
+    @property
+    def status(self) -> str | None:
+        """run.json's status (running, completed, failed), or None without run.json."""
+        status = self.info.get("status")
+        return status if isinstance(status, str) else None
+
+    @property
+    def verdict(self) -> str | None:
+        """The chaos experiment's verdict (completed, deviated, aborted) when one ran, else the SLO
+        verdict of slo.json (met, violated), else run.json's; None when nothing judged the run."""
+        for value in (_get(self.experiment, "verdict"), _get(self.slo, "verdict"), self.info.get("verdict")):
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    @property
+    def duration_s(self) -> float | None:
+        """`end - start`, seconds; None when either is unknown."""
+        if self.start is None or self.end is None:
+            return None
+        return self.end - self.start
+
+    @property
+    def missing(self) -> list[str]:
+        """What the run lacks, one sentence per missing part (for a report's "what is not here")."""
+        checks = [
+            (self.samples.empty, "no client samples (requests.jsonl): no client-side SLIs"),
+            (not self.events, "no journal (events.jsonl): no faults or remediation to mark"),
+            (self.slo is None, "no SLO results (slo.json)"),
+            (
+                not self.series,
+                "no Prometheus series (prometheus/): the run ended without collecting them "
+                "(labkit.report.save_prometheus_series while the lab is up)",
+            ),
+            (
+                self.client_vs_server is None,
+                "no client-vs-server comparison (prometheus/client_vs_server.csv)",
+            ),
+        ]
+        return [sentence for absent, sentence in checks if absent]
+
+    # ---- time -------------------------------------------------------------------------------------
+    def t_s(self, wall_time: float) -> float:
+        """Seconds since the run's start of a unix time (the time itself when the start is unknown)."""
+        return wall_time - (self.start or 0.0)
+
+    @property
+    def t_range(self) -> tuple[float, float] | None:
+        """The x range every timeline shares, seconds since the start: the run, widened to the Prometheus
+        window when that is larger; None when nothing says when the run was."""
+        if self.start is None:
+            return None
+        low, high = 0.0, self.duration_s or 0.0
+        window_start, window_end = _get(self.window, "start"), _get(self.window, "end")
+        if _is_number(window_start):
+            low = min(low, self.t_s(float(window_start)))
+        if _is_number(window_end):
+            high = max(high, self.t_s(float(window_end)))
+        return (low, high) if high > low else None
+
+    # ---- faults, remediation, recovery --------------------------------------------------------------
+    @property
+    def fault_windows(self) -> list[FaultWindow]:
+        """Fault windows of the journal (labkit.recovery.fault_windows_from_journal), in start order."""
+        return fault_windows_from_journal(self.events)
+
+    @property
+    def faults(self) -> pd.DataFrame:
+        """One row per fault window (`FAULT_COLUMNS`): unix and t_s times, and whether it was
+        instantaneous (a kill, restart or unload: drawn as a line, not a span)."""
+        rows = [
+            {
+                "fault_id": w.fault_id,
+                "kind": w.kind,
+                "target": w.target,
+                "start": w.start,
+                "end": w.end,
+                "start_t_s": self.t_s(w.start),
+                "end_t_s": self.t_s(w.end),
+                "instantaneous": w.kind in INSTANT_KINDS or w.end <= w.start,
+            }
+            for w in self.fault_windows
+        ]
+        return pd.DataFrame(rows, columns=list(FAULT_COLUMNS))
+
+    @property
+    def remediation_actions(self) -> pd.DataFrame:
+        """Remediation actions, acted or dry run (`REMEDIATION_COLUMNS`), from the journal's
+        `remediation_action` events, else from experiment.json's `remediation.actions`."""
+        actions = [e for e in self.events if e.get("kind") == "remediation_action"]
+        if not actions:
+            listed = _get(self.experiment, "remediation", "actions")
+            actions = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
+        rows = [
+            {
+                "wall_time": float(a["wall_time"]),
+                "t_s": self.t_s(float(a["wall_time"])),
+                "target": a.get("target"),
+                "action": a.get("action", "restart"),
+                "dry_run": bool(a.get("dry_run")),
+                "outcome": a.get("outcome"),
+                "value_s": a.get("value_s"),
+                "threshold_s": a.get("threshold_s"),
+                "detail": a.get("detail"),
+            }
+            for a in actions
+            if _is_number(a.get("wall_time"))
+        ]
+        return pd.DataFrame(rows, columns=list(REMEDIATION_COLUMNS))
+
+    @property
+    def slow_threshold_s(self) -> float:
+        """Seconds above which a request counts as bad in recovery measures: experiment.json's, else the
+        experiment's or remediation's parameter, else the SLO spec's tightest end-to-end threshold, else 3."""
+        given = _first_number(
+            _get(self.experiment, "recovery", "slow_threshold_s"),
+            _get(self.params, "experiment", "slow_threshold_s"),
+            _get(self.params, "remediation", "threshold_s"),
+        )
+        if given is not None:
+            return given
+        try:
+            slos = load_slo_spec()
+        except LabkitError as exc:
+            logger.warning("no SLO spec for the slow threshold (%s); using %g s", exc, _FALLBACK_SLOW_S)
+            return _FALLBACK_SLOW_S
+        values = [
+            o.value
+            for s in slos
+            if s.indicator == "threshold" and s.metric == "llm_request_duration_seconds"
+            for o in s.objectives
+            if o.value is not None
+        ]
+        return min(values) if values else _FALLBACK_SLOW_S
+
+    @property
+    def recovery(self) -> pd.DataFrame:
+        """Recovery measures per fault (labkit.recovery.RECOVERY_COLUMNS): experiment.json's when it has
+        them, else computed from the journal's fault windows and the samples (`slow_threshold_s`)."""
+        recorded = _get(self.experiment, "recovery", "faults")
+        if isinstance(recorded, list) and recorded:
+            return pd.DataFrame([r for r in recorded if isinstance(r, dict)], columns=RECOVERY_COLUMNS)
+        windows = self.fault_windows
+        if not windows or self.samples.empty:
+            return pd.DataFrame(columns=RECOVERY_COLUMNS)
+        # run_end: the run's end bounds the last fault's requests (see labkit.recovery).
+        return recovery_measures(
+            windows, self.samples, slow_threshold_s=self.slow_threshold_s, run_end=self.end
+        )
+
+
+def _run_end(events: list[dict[str, Any]], samples: pd.DataFrame) -> float | None:
+    times = [float(e["wall_time"]) for e in events if _is_number(e.get("wall_time"))]
+    if not samples.empty:
+        times.append(float(completion_times(samples).max()))
+    return max(times) if times else None

@@ -1,0 +1,172 @@
+"""`reports/index.html`: every run under `reports/runs/`, newest first, with its scenario, date, status,
+verdict, headline SLIs, parameters and a link to its report; self-contained HTML (inline CSS).
+
+A run directory that cannot be read completely is listed with what is known and what went wrong;
+one broken run never keeps the others off the index. Every value is HTML-escaped (jinja2 autoescape).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+
+from labkit.backends.labdir import write_atomically
+from labkit.errors import LabkitError
+from labkit.report.data import RunData, run_sort_key
+from labkit.report.tables import HEADLINE_KEYS, headline
+
+__all__ = [
+    "INDEX_FILE",
+    "REPORT_FILE",
+    "RUNS_DIR",
+    "IndexEntry",
+    "compact_parameters",
+    "index_entry",
+    "render_index",
+    "write_index",
+]
+
+logger = logging.getLogger(__name__)
+
+INDEX_FILE = "index.html"
+RUNS_DIR = "runs"
+REPORT_FILE = "report.html"
+_PARAMETERS_MAX = 400  # characters of the compact parameter list
+_VALUE_MAX = 60  # characters of one nested value in it
+_GOOD = frozenset({"completed", "met"})
+_BAD = frozenset({"failed", "violated", "deviated", "aborted"})
+
+
+@dataclass
+class IndexEntry:
+    """One row of the index, every field ready to display."""
+
+    run_id: str
+    started: float  # unix seconds, for sorting
+    date: str = ""
+    scenario: str | None = None
+    status: str | None = None
+    error: str | None = None
+    verdict: str | None = None
+    availability: str = "—"
+    e2e_p95: str = "—"
+    ttft_p95: str = "—"
+    requests: str = "—"
+    parameters: str = ""
+    report_href: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def status_class(self) -> str:
+        return _badge_class(self.status)
+
+    @property
+    def verdict_class(self) -> str:
+        return _badge_class(self.verdict)
+
+
+def _badge_class(value: str | None) -> str:
+    return "good" if value in _GOOD else "bad" if value in _BAD else "neutral"
+
+
+def _compact_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= _VALUE_MAX else text[: _VALUE_MAX - 1] + "…"
+
+
+def compact_parameters(parameters: dict[str, Any]) -> str:
+    """`key=value, ...` in key order; long values and the whole list are cut with an ellipsis."""
+    text = ", ".join(f"{key}={_compact_value(value)}" for key, value in sorted(parameters.items()))
+    return text if len(text) <= _PARAMETERS_MAX else text[: _PARAMETERS_MAX - 1] + "…"
+
+
+def _number(value: Any, template: str, scale: float = 1.0) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "—"
+    return template.format(value * scale)
+
+
+def _error_text(error: Any) -> str | None:
+    if not isinstance(error, dict):
+        return None if error in (None, "") else str(error)
+    where = f"cell {error['cell']}: " if error.get("cell") is not None else ""
+    return f"{where}{error.get('ename', 'error')}: {error.get('evalue', '')}".strip()
+
+
+def _headline_of(run: RunData) -> dict[str, Any]:
+    """run.json's headline when the runner wrote one, else computed from the run's files."""
+    recorded = run.info.get("headline")
+    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - {"verdict"} <= set(recorded):
+        return {**recorded, "verdict": recorded.get("verdict", run.verdict)}
+    return headline(run)
+
+
+def index_entry(run_dir: Path) -> IndexEntry:
+    """What the index shows of one run directory; never raises for a broken run (see `problems`)."""
+    started = run_sort_key(run_dir)[0]
+    entry = IndexEntry(
+        run_id=run_dir.name,
+        started=started,
+        date=datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S"),
+    )
+    report = run_dir / REPORT_FILE
+    if report.is_file():
+        entry.report_href = f"{RUNS_DIR}/{quote(run_dir.name)}/{REPORT_FILE}"
+    try:
+        run = RunData.load(run_dir)
+        numbers = _headline_of(run)
+    except (LabkitError, OSError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("index: run %s could not be read: %s", run_dir, exc)
+        entry.problems.append(f"could not be read: {exc}")
+        return entry
+    parameters = run.info.get("parameters")
+    entry.scenario = run.scenario
+    entry.status = run.status
+    entry.error = _error_text(run.info.get("error"))
+    entry.verdict = numbers.get("verdict") or run.verdict
+    entry.availability = _number(numbers.get("availability"), "{:.2f}%", 100)
+    entry.e2e_p95 = _number(numbers.get("e2e_p95_s"), "{:.3f} s")
+    entry.ttft_p95 = _number(numbers.get("ttft_p95_s"), "{:.3f} s")
+    entry.requests = _number(numbers.get("requests"), "{:.0f}")
+    entry.parameters = compact_parameters(parameters if isinstance(parameters, dict) else run.params)
+    entry.problems.extend(run.problems)
+    return entry
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("labkit.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_index(reports_dir: Path | str) -> str:
+    """The HTML of the index of `reports_dir` (its `runs/` subdirectories, newest first)."""
+    reports = Path(reports_dir)
+    runs_dir = reports / RUNS_DIR
+    directories = (
+        [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        if runs_dir.is_dir()
+        else []
+    )
+    entries = sorted((index_entry(d) for d in directories), key=lambda e: (e.started, e.run_id), reverse=True)
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return _environment().get_template("index.html.j2").render(runs=entries, generated=generated)
+
+
+def write_index(reports_dir: Path | str) -> Path:
+    """Write `reports_dir/index.html` (atomically) listing every run under `reports_dir/runs/`; its path."""
+    path = Path(reports_dir) / INDEX_FILE
+    write_atomically(path, render_index(reports_dir))
+    return path

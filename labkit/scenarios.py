@@ -1,0 +1,431 @@
+"""The lab's scenarios, as the notebooks run them: one call each, so that a notebook only narrates.
+
+`SCENARIOS` is the catalog `labkit run` reads (name -> notebook, title, quick parameters for CI).
+`open_lab` attaches to a running lab or brings one up (and takes down only a lab it started).
+Each scenario writes one run directory (see labkit.rundir) and, while Prometheus is reachable, saves
+the run's Prometheus series into it, so that the report renders from files after the lab is gone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import logging
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from labkit import __version__
+from labkit.backends.local import LocalBackend
+from labkit.chaos import ExperimentResult, Fault, random_schedule, run_experiment
+from labkit.config import LabConfig, embedded_model_path, load_config, resolve_lab_dir
+from labkit.errors import ConfigError, LabkitError
+from labkit.gpu import GpuReader
+from labkit.load import LoadResult, LoadSpec, run_load
+from labkit.rundir import RunDirectory
+from labkit.slo import SloReport, evaluate_client_slos, load_slo_spec
+
+__all__ = [
+    "SCENARIOS",
+    "LabSession",
+    "Scenario",
+    "ScenarioRun",
+    "baseline",
+    "check_setup",
+    "kill_and_recover",
+    "latency_and_remediation",
+    "open_lab",
+    "random_chaos",
+]
+
+logger = logging.getLogger(__name__)
+
+# Prometheus scrapes every second: this long after a run's last request its series hold every request.
+_FINAL_SCRAPE_WAIT_S = 2.5
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One runnable scenario: the notebook that narrates it and the small parameters CI runs it with."""
+
+    name: str
+    notebook: str  # file name in notebooks/
+    title: str
+    quick: dict[str, Any] = field(default_factory=dict)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("check_setup", "00_check_setup.ipynb", "Check the setup", {}),
+        Scenario(
+            "baseline", "01_baseline.ipynb", "Baseline: the SLOs with nothing broken", {"duration_s": 10}
+        ),
+        Scenario(
+            "kill_and_recover",
+            "02_kill_and_recover.ipynb",
+            "Kill the model server and watch it recover",
+            {"duration_s": 20, "kill_at_s": 6, "steady_state_s": 3},
+        ),
+        Scenario(
+            "latency_and_remediation",
+            "03_latency_and_remediation.ipynb",
+            "Injected latency, healed by automated remediation",
+            {"duration_s": 24, "steady_state_s": 3},
+        ),
+        Scenario(
+            "random_chaos",
+            "04_random_chaos.ipynb",
+            "A seeded random chaos schedule",
+            {"duration_s": 30, "steady_state_s": 3},
+        ),
+    )
+}
+
+
+# ---- the lab -----------------------------------------------------------------------------------
+
+
+@dataclass
+class LabSession:
+    """A lab a notebook uses. `close()` takes it down only if this session brought it up."""
+
+    backend: LocalBackend
+    config: LabConfig
+    started_here: bool
+
+    @property
+    def lab_dir(self) -> Path:
+        return self.backend.lab.root
+
+    @property
+    def wrapper_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.wrapper_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.config.host}:{self.config.prometheus_port}"
+
+    def status(self) -> pd.DataFrame:
+        """One row per service: state, pid, restarts, url."""
+        return pd.DataFrame(
+            [
+                {"service": s.name, "state": s.state, "pid": s.pid, "restarts": s.restarts, "url": s.url}
+                for s in self.backend.status()
+            ]
+        )
+
+    def close(self) -> None:
+        if self.started_here and self.backend.is_running():
+            self.backend.down()
+        self.started_here = False
+
+    def __enter__(self) -> LabSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_lab(
+    lab_dir: str | Path | None = "",
+    *,
+    engine: str = "llama",
+    backend: str = "local",
+    say: Callable[[str], None] | None = print,
+    **settings: Any,
+) -> LabSession:
+    """The lab running in `lab_dir` ("" or None: the default lab directory), or a new one started there
+    with `engine` and `settings` (any `labkit up` setting, e.g. wrapper_port=8001).
+
+    A lab this call starts is taken down by `close()` and, as a backstop, when the Python process (the
+    notebook's kernel) exits. A lab that was already running is used as it is and left running."""
+    if backend != "local":
+        raise ConfigError(f"backend {backend!r} is not available yet; use backend='local'")
+    say = say or (lambda _line: None)
+    root = resolve_lab_dir(Path(lab_dir) if lab_dir else None)
+    attached = LocalBackend.attach(root)
+    if attached.is_running():
+        config = attached.saved_config()
+        say(f"using the lab already running in {root} (engine {config.engine})")
+        return LabSession(attached, config, started_here=False)
+    config = load_config(lab_dir=root, engine=engine, **settings)
+    lab = LocalBackend(config)
+    say(f"starting a lab in {root} (engine {engine})...")
+    started = time.monotonic()
+    lab.up()
+    session = LabSession(lab, lab.saved_config(), started_here=True)
+    atexit.register(session.close)
+    say(f"lab ready in {time.monotonic() - started:.1f} s")
+    return session
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioRun:
+    """What a scenario produced: its run directory, and the result of its load or experiment."""
+
+    run_dir: RunDirectory
+    load: LoadResult | None = None
+    experiment: ExperimentResult | None = None
+    slo: SloReport | None = None
+    series_files: list[Path] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir.path
+
+    def summary(self) -> str:
+        if self.experiment is not None:
+            return self.experiment.summary()
+        lines = [f"run {self.run_dir.run_id}"]
+        if self.slo is not None:
+            lines.append(f"  SLOs {self.slo.verdict} ({self.slo.requests} requests)")
+        return "\n".join(lines)
+
+
+def _run_dir(run_dir: str | Path | None, out_dir: str | Path, scenario: str) -> RunDirectory:
+    if run_dir:
+        path = Path(run_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        return RunDirectory(path)
+    return RunDirectory.create(Path(out_dir), scenario)
+
+
+def _save_series(session: LabSession, run_dir: RunDirectory, start: float, end: float) -> list[Path]:
+    """Wait for Prometheus' last scrapes of the run, then keep its series in the run directory."""
+    from labkit.report import save_prometheus_series
+
+    time.sleep(_FINAL_SCRAPE_WAIT_S)
+    return save_prometheus_series(run_dir.path, session.prometheus_url, start, end + _FINAL_SCRAPE_WAIT_S)
+
+
+def _load_span(frame: pd.DataFrame, fallback_start: float) -> tuple[float, float]:
+    if frame.empty:
+        return fallback_start, time.time()
+    start = float(frame["intended_send"].min())
+    end = float((frame["intended_send"] + frame["e2e_s"].fillna(0)).max())
+    return start - 1.0, max(end, start) + 1.0
+
+
+def baseline(
+    session: LabSession,
+    *,
+    duration_s: float = 60,
+    rate: float = 1.0,
+    max_tokens: int = 32,
+    stream: bool = True,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    out_dir: str | Path = "reports/runs",
+    scenario: str = "baseline",
+    progress: bool = True,
+) -> ScenarioRun:
+    """Open-loop load with nothing broken; the SLOs judged on the client's samples. `scenario` names the
+    run directory when `run_dir` is not given."""
+    spec = LoadSpec(
+        url=session.wrapper_url,
+        rate=rate,
+        duration_s=duration_s,
+        max_tokens=max_tokens,
+        stream=stream,
+        seed=seed,
+    )
+    out = _run_dir(run_dir, out_dir, scenario)
+    began = time.time()
+    result = run_load(spec, out, progress=progress)
+    report = evaluate_client_slos(result.frame, load_slo_spec(), duration_s=duration_s)
+    report.write(out.path)
+    start, end = _load_span(result.frame, began)
+    files = _save_series(session, out, start, end)
+    return ScenarioRun(out, load=result, slo=report, series_files=files)
+
+
+def _experiment(
+    session: LabSession,
+    scenario: str,
+    faults: Any,
+    *,
+    run_dir: str | Path | None,
+    out_dir: str | Path,
+    say: Callable[[str], None] | None,
+    **kwargs: Any,
+) -> ScenarioRun:
+    out = _run_dir(run_dir, out_dir, scenario)
+    began = time.time()
+    result = run_experiment(session.lab_dir, faults, run_dir=out, scenario=scenario, say=say, **kwargs)
+    frame = result.load.frame if result.load is not None else pd.DataFrame()
+    start, end = _load_span(frame, began)
+    # The steady-state checks are part of the story: the series span the whole experiment.
+    files = _save_series(session, out, min(start, began), max(end, time.time()))
+    return ScenarioRun(out, load=result.load, experiment=result, slo=result.method_slo, series_files=files)
+
+
+def kill_and_recover(
+    session: LabSession,
+    *,
+    duration_s: float = 60,
+    kill_at_s: float = 20,
+    target: str = "model",
+    rate: float = 1.0,
+    max_tokens: int = 32,
+    steady_state_s: float = 10,
+    run_dir: str | Path | None = None,
+    out_dir: str | Path = "reports/runs",
+    say: Callable[[str], None] | None = print,
+) -> ScenarioRun:
+    """SIGKILL one service `kill_at_s` into `duration_s` of load; the supervisor's restart policy brings
+    it back. The window after the kill, to the end of the run, is the fault's observation window."""
+    if not 0 <= kill_at_s < duration_s:
+        raise ConfigError(f"kill_at_s must be in [0, duration_s={duration_s:g}), got {kill_at_s!r}")
+    fault = Fault(kind="kill", target=target, start_s=kill_at_s, duration_s=duration_s - kill_at_s)
+    return _experiment(
+        session,
+        "kill_and_recover",
+        [fault],
+        run_dir=run_dir,
+        out_dir=out_dir,
+        say=say,
+        duration_s=duration_s,
+        rate=rate,
+        max_tokens=max_tokens,
+        steady_state_s=steady_state_s,
+    )
+
+
+def latency_and_remediation(
+    session: LabSession,
+    *,
+    duration_s: float = 60,
+    latency_at_s: float = 5,
+    delay_s: float = 1.5,
+    threshold_s: float = 1.0,
+    breaches_to_act: int = 2,
+    dry_run: bool = False,
+    rate: float = 1.0,
+    max_tokens: int = 16,
+    steady_state_s: float = 10,
+    run_dir: str | Path | None = None,
+    out_dir: str | Path = "reports/runs",
+    say: Callable[[str], None] | None = print,
+) -> ScenarioRun:
+    """Latency injected in front of the model from `latency_at_s` to the end of the run; a remediation
+    loop reads p95 from Prometheus and restarts the wrapper (which drops the fault) after
+    `breaches_to_act` readings above `threshold_s`. With `dry_run` it only journals its decisions."""
+    if not 0 <= latency_at_s < duration_s - 1:
+        raise ConfigError(f"latency_at_s must be in [0, duration_s - 1), got {latency_at_s!r}")
+    fault = Fault(
+        kind="latency",
+        start_s=latency_at_s,
+        duration_s=duration_s - latency_at_s - 1,
+        params={"delay_s": delay_s},
+    )
+    policy = {
+        "target": "wrapper",
+        "threshold_s": threshold_s,
+        "window_s": 5,
+        "interval_s": 1,
+        "breaches_to_act": breaches_to_act,
+        "cooldown_s": duration_s,
+        "dry_run": dry_run,
+    }
+    return _experiment(
+        session,
+        "latency_and_remediation",
+        [fault],
+        run_dir=run_dir,
+        out_dir=out_dir,
+        say=say,
+        duration_s=duration_s,
+        rate=rate,
+        max_tokens=max_tokens,
+        steady_state_s=steady_state_s,
+        remediation=policy,
+    )
+
+
+def random_chaos(
+    session: LabSession,
+    *,
+    seed: int = 7,
+    duration_s: float = 120,
+    kinds: Sequence[str] | None = None,
+    rate: float = 1.0,
+    max_tokens: int = 32,
+    steady_state_s: float = 10,
+    run_dir: str | Path | None = None,
+    out_dir: str | Path = "reports/runs",
+    say: Callable[[str], None] | None = print,
+) -> ScenarioRun:
+    """A random schedule drawn from `seed` (same seed, same schedule; printed before it runs)."""
+    options: dict[str, Any] = {} if kinds is None else {"kinds": list(kinds)}
+    schedule = random_schedule(seed, duration_s, **options)
+    return _experiment(
+        session,
+        "random_chaos",
+        schedule,
+        run_dir=run_dir,
+        out_dir=out_dir,
+        say=say,
+        duration_s=duration_s,
+        rate=rate,
+        max_tokens=max_tokens,
+        steady_state_s=steady_state_s,
+    )
+
+
+# ---- setup check ---------------------------------------------------------------------------------
+
+
+def check_setup(session: LabSession | None = None) -> pd.DataFrame:
+    """What this machine has for the lab, one row per check: `ok` (True, False, or None for optional
+    parts that are simply absent, such as a GPU) and what was found."""
+    rows: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool | None, found: str) -> None:
+        rows.append({"check": name, "ok": ok, "found": found})
+
+    check("python", sys.version_info >= (3, 11), platform.python_version())
+    check("labkit", True, __version__)
+    for binary, needed in (("prometheus", True), ("promtool", True), ("stress-ng", False)):
+        path = shutil.which(binary)
+        check(binary, True if path else (False if needed else None), path or "not on PATH")
+    llama = importlib.util.find_spec("llama_cpp") is not None
+    check("llama-cpp-python", llama, "importable" if llama else "missing: pip install '.[llama]'")
+    try:
+        model = embedded_model_path()
+        check("model file", model.is_file(), str(model))
+    except LabkitError as exc:
+        check("model file", False, str(exc))
+    gpus = GpuReader().read()
+    check(
+        "GPU (NVML)",
+        True if gpus else None,
+        ", ".join(g.name for g in gpus) if gpus else "no GPU on this machine",
+    )
+    if session is not None:
+        for svc in session.backend.status():
+            check(f"service {svc.name}", svc.state in ("ready", "external"), f"{svc.state} {svc.url}")
+        try:
+            answer = httpx.post(
+                f"{session.wrapper_url}/generate", json={"prompt": "Say hi.", "max_tokens": 8}, timeout=60
+            )
+            body = answer.json()
+            check(
+                "generate",
+                answer.status_code == 200,
+                f"{answer.status_code}: {body.get('response', body)!r}"[:120],
+            )
+        except httpx.HTTPError as exc:
+            check("generate", False, f"{type(exc).__name__}: {exc}")
+    return pd.DataFrame(rows)
