@@ -1,5 +1,5 @@
 # labkit — every setup step a fresh Debian machine needs, then the lab's two commands.
-#   make run    set up, start the lab on the embedded SmolLM2, send it requests, write a report
+#   make run    set up, run a short kill-and-recover experiment on the embedded SmolLM2, write the report
 #   make test   set up, then run the whole test suite (what .ci/run calls)
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -9,23 +9,35 @@ BIN := $(VENV)/bin
 # Portable CPU build of llama.cpp (AVX2/FMA, no -march=native), so pip's cached wheel fits other hosts.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 APT_PACKAGES := prometheus curl stress-ng
+# Only the tests need a browser: they open a generated report in headless Chromium.
+TEST_APT_PACKAGES := chromium
+# The main command's experiment: short enough for minutes on two cores.
+RUN_PARAMS ?= -p duration_s 40 -p kill_at_s 15 -p steady_state_s 5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-packages venv run test lint lab-up lab-down clean
+.PHONY: help setup system-packages test-packages venv run test lint lab lab-up lab-down clean
 
 help:
-	@echo "make run      set up, start the lab on the embedded model, send requests, write a report"
+	@echo "make run      set up, run a kill-and-recover experiment on the embedded model, write reports/index.html"
 	@echo "make test     set up, then run ruff and the tests"
 	@echo "make setup    virtual environment, Python packages, Debian packages"
 	@echo "make lint     ruff check + format check"
+	@echo "make lab      JupyterLab on notebooks/ with the lab's kernel (127.0.0.1:8888)"
 	@echo "make lab-up / lab-down   start or stop the lab on the embedded default"
 
-system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+endef
+
+system-packages:
+	$(call apt_install,$(APT_PACKAGES))
+
+test-packages:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,15 +60,19 @@ lint: setup
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no tests; that is not a failure of the suite.
-test: setup
+test: setup test-packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
+# Uses the lab running in the default lab directory, or starts one on the embedded SmolLM2 and stops it after.
 run: setup
-	$(BIN)/labkit down >/dev/null
-	$(BIN)/labkit up
-	$(BIN)/labkit smoke; rc=$$?; $(BIN)/labkit down; exit $$rc
+	$(BIN)/labkit run kill_and_recover $(RUN_PARAMS)
+
+lab: setup
+	$(BIN)/pip install -q -e '.[llama,dev,notebook]'
+	$(BIN)/python -c "from labkit.runner import ensure_kernelspec; print('kernel:', ensure_kernelspec())"
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
 
 lab-up: setup
 	$(BIN)/labkit up

@@ -5,10 +5,11 @@ Every failure prints one `error:` line that says what to do, and exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -609,15 +610,24 @@ def run_command(
             click.echo(runner.describe_parameters(scenario))
             return
         parameters = dict(pairs)  # a name given twice keeps its last value, as in papermill
-        if scenario is not None:
-            try:
-                result = runner.run(scenario, parameters, quick=quick)
-            except RunFailedError as exc:
-                _print_result(exc.result)
-                raise
-            _print_result(result)
-            return
-        results = runner.run_all(parameters, quick=quick, on_result=_print_result)
+        # Everything is checked before anything runs: the parameters, then the lab (started here if none
+        # runs, once for all the scenarios, and stopped again at the end).
+        plans = (
+            [runner.plan(scenario, parameters, quick=quick)]
+            if scenario is not None
+            else runner.plan_all(parameters, quick=quick)
+        )
+        needs_lab = any("lab_dir" in plan.declared for plan in plans)
+        with _lab_for_runs(ctx, engine) if needs_lab else contextlib.nullcontext():
+            if scenario is not None:
+                try:
+                    result = runner.run(scenario, parameters, quick=quick)
+                except RunFailedError as exc:
+                    _print_result(exc.result)
+                    raise
+                _print_result(result)
+                return
+            results = runner.run_all(parameters, quick=quick, on_result=_print_result)
         _print_summary(results)
         failed = [r.scenario for r in results if not r.ok]
         if failed:
@@ -627,6 +637,23 @@ def run_command(
             )
 
     _run(action)
+
+
+@contextlib.contextmanager
+def _lab_for_runs(ctx: click.Context, engine: str | None) -> Iterator[None]:
+    """The lab the notebooks use: the running one, or one started now (a clear error before any run when
+    it cannot start) and taken down when the runs end, whatever happened."""
+    from labkit.scenarios import open_lab
+
+    session = open_lab(
+        ctx.obj.get("lab_dir"), engine=engine or "llama", say=lambda line: click.echo(line, err=True)
+    )
+    try:
+        yield
+    finally:
+        if session.started_here:
+            click.echo("stopping the lab this run started", err=True)
+        session.close()
 
 
 @cli.command("report")

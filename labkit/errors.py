@@ -32,7 +32,8 @@ class PortInUseError(ConfigError):
         self.service, self.port, self.flag = service, port, flag
         super().__init__(
             f"port {port} (for the {service} service) is in use by another program; "
-            f"pass {flag} with a free port or stop that program"
+            f"pass {flag} (or set LABKIT_{flag.removeprefix('--').replace('-', '_').upper()}) with a free "
+            "port, or stop that program"
         )
 
 

@@ -5,10 +5,12 @@ Kernel starts cost a second or two each, so one `--all` run is shared by most te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,11 +21,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import click
 import nbformat
 import psutil
 import pytest
 from click.testing import CliRunner, Result
 
+import labkit.cli
 import labkit.runner
 from labkit.cli import cli
 from labkit.runner import ReportRenderError, ScenarioRunner
@@ -74,6 +78,17 @@ class AllRun:
         return json.loads((self.run_dir(scenario) / "run.json").read_text())
 
 
+LAB_CALLS: list[tuple[str | None, str | None]] = []
+
+
+@contextlib.contextmanager
+def _no_lab(ctx: click.Context, engine: str | None) -> Iterator[None]:
+    """Stands in for `labkit run`'s lab start: these notebooks need no lab; the call is recorded."""
+    lab_dir = ctx.obj.get("lab_dir")
+    LAB_CALLS.append((None if lab_dir is None else str(lab_dir), engine))
+    yield
+
+
 @pytest.fixture(scope="module")
 def all_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AllRun]:
     """`labkit --lab-dir X run --all --engine sim -p duration_s 2` over [broken, typed], once."""
@@ -86,6 +101,8 @@ def all_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AllRun]:
         )
         mp.setitem(sys.modules, "labkit.report", _fake_report_module())
         mp.setenv("LABKIT_NOTEBOOKS_DIR", str(NOTEBOOKS))
+        mp.setattr(labkit.cli, "_lab_for_runs", _no_lab)
+        LAB_CALLS.clear()
         result = CliRunner().invoke(
             cli,
             [
@@ -103,6 +120,7 @@ def all_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AllRun]:
                 "--no-progress",
             ],
         )
+    assert [(str(tmp / "lab"), "sim")] == LAB_CALLS  # one lab for the whole batch
     yield AllRun(result, reports, tmp / "lab")
 
 
@@ -208,6 +226,7 @@ def test_a_single_run_applies_quick_parameters_and_its_report_can_be_rendered_ag
     monkeypatch.setattr(labkit.runner, "load_catalog", lambda: CATALOG)
     monkeypatch.setitem(sys.modules, "labkit.report", _fake_report_module())
     monkeypatch.setenv("LABKIT_NOTEBOOKS_DIR", str(NOTEBOOKS))
+    monkeypatch.setattr(labkit.cli, "_lab_for_runs", _no_lab)
     out = tmp_path / "reports" / "runs"
     result = CliRunner().invoke(
         cli, ["run", "typed", "--quick", "-p", "requests", "5", "--out", str(out), "--no-progress"]
@@ -250,9 +269,12 @@ def test_a_failing_report_notebook_still_renders_what_it_drew(tmp_path: Path) ->
 _INTERRUPTED_RUN = """
 import sys
 from pathlib import Path
+import contextlib
+import labkit.cli
 import labkit.runner
 from labkit.cli import main
 from tests.test_runner import FakeScenario
+labkit.cli._lab_for_runs = lambda ctx, engine: contextlib.nullcontext()
 labkit.runner.load_catalog = lambda: {"slow": FakeScenario("slow", "slow.ipynb", "Slow")}
 sys.argv = ["labkit", "run", "slow", "--out", sys.argv[1], "--no-progress"]
 main()
@@ -313,3 +335,25 @@ def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_kernel(tmp_path: Path) -
     if not kernel_gone:
         kernel.kill()
     assert kernel_gone
+
+
+def test_a_lab_that_cannot_start_is_reported_before_any_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wrapper's port is taken: `labkit run` says so and what to do; no run directory, no kernel."""
+    monkeypatch.setattr(labkit.runner, "load_catalog", lambda: CATALOG)
+    monkeypatch.setenv("LABKIT_NOTEBOOKS_DIR", str(NOTEBOOKS))
+    out = tmp_path / "reports" / "runs"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("LABKIT_WRAPPER_PORT", str(port))
+        result = CliRunner().invoke(
+            cli,
+            ["--lab-dir", str(tmp_path / "lab"), "run", "typed", "--engine", "sim", "--out", str(out)],
+        )
+    assert result.exit_code == 1
+    assert f"port {port} (for the wrapper service) is in use" in result.output, result.output
+    assert "LABKIT_WRAPPER_PORT" in result.output
+    assert not out.exists()

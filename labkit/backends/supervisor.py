@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -396,6 +396,20 @@ class Supervisor:
         self.gpus = GpuReader()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(LabCollector(self.samples, self.gpus))
+        # The faults this supervisor holds (and ends at their TTL), under the wrapper's metric name so that
+        # `sum by (kind) (llm_faults_active)` is the whole lab's view: paused services and stress-ng runs.
+        # kill, restart and unload happen at once and are never active.
+        self.faults_active = Gauge(
+            "llm_faults_active",
+            "Faults the supervisor holds now, by kind (pause: services paused; cpu_stress: 0 or 1); "
+            "each ends at its TTL.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.faults_active.labels("pause").set_function(
+            lambda: float(sum(s.state == "paused" for s in self.services.values()))
+        )
+        self.faults_active.labels("cpu_stress").set_function(lambda: 1.0 if self.stress.running else 0.0)
         # Counted where the action happens: a remediation loop asks for a restart with a reason.
         self.remediation_actions = Counter(
             "lab_remediation_actions",
