@@ -3,6 +3,7 @@ during the kill, 20 slow during the latency fault)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from labkit.report import (
     RunData,
     client_server_table,
     headline,
+    overview_table,
     recovery_table,
     slo_table,
 )
@@ -168,3 +170,23 @@ def test_headline_of_an_empty_run_is_unknown(tmp_path: Path) -> None:
         "requests": None,
         "verdict": None,
     }
+
+
+def test_the_overview_says_what_ran_and_its_headline_for_people(tmp_path: Path) -> None:
+    run_dir = tmp_path / "20261127T120000.000Z-kill_and_recover"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(
+        json.dumps({"scenario": "kill_and_recover", "status": "completed", "parameters": {"duration_s": 20}})
+    )
+    rows = [
+        {"intended_send": 1.7e9 + i, "e2e_s": 0.5, "ttft_s": 0.1, "ok": i != 3, "status": 200}
+        for i in range(10)
+    ]
+    (run_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = overview_table(RunData.load(run_dir))
+    assert table.loc["scenario", "value"] == "kill_and_recover"
+    assert table.loc["status", "value"] == "completed"
+    assert table.loc["requests", "value"] == "10"
+    assert table.loc["availability", "value"] == "90.00%"
+    assert table.loc["p95 end-to-end", "value"] == "500 ms"
+    assert table.loc["parameters", "value"] == "duration_s=20"

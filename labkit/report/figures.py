@@ -65,6 +65,13 @@ _FAULT_COLOURS = {
     "cpu_stress": "tab:brown",
     "unload": "tab:cyan",
 }
+# One colour per service on every figure, none of them a fault's colour.
+_SERVICE_COLOURS = {
+    "model": "tab:blue",
+    "wrapper": "tab:green",
+    "prometheus": "goldenrod",
+    "exporter": "tab:gray",
+}
 _REMEDIATION_COLOUR = "black"
 _CLIENT_COLOUR = "dimgray"
 _GPU_SERIES = ("gpu_utilization", "gpu_memory")
@@ -215,7 +222,7 @@ def _plot_quantiles(ax: Axes, frame: pd.DataFrame) -> None:
 def _plot_by_label(ax: Axes, frame: pd.DataFrame, label: str, scale: float = 1.0) -> None:
     for key in sorted(frame[label].astype(str).unique()):
         rows = frame[frame[label].astype(str) == key]
-        ax.plot(rows["t_s"], rows["value"] * scale, label=key)
+        ax.plot(rows["t_s"], rows["value"] * scale, label=key, color=_SERVICE_COLOURS.get(key))
 
 
 # ---- client-side rolling series from the samples ---------------------------------------------------
@@ -380,7 +387,11 @@ def restarts_figure(run: RunData) -> Figure:
         for service, rows in frame.groupby(frame["service"].astype(str)):
             ordered = rows.sort_values("t_s")
             ax.plot(
-                ordered["t_s"], counter_growth(ordered["value"]), drawstyle="steps-post", label=str(service)
+                ordered["t_s"],
+                counter_growth(ordered["value"]),
+                drawstyle="steps-post",
+                label=str(service),
+                color=_SERVICE_COLOURS.get(str(service)),
             )
     ax.set_ylim(bottom=-0.1, top=max(1.5, ax.get_ylim()[1]))  # a flat 0 stays visible
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -29,6 +30,7 @@ __all__ = [
     "SLO_TABLE_COLUMNS",
     "client_server_table",
     "headline",
+    "overview_table",
     "recovery_table",
     "slo_report",
     "slo_table",
@@ -222,3 +224,30 @@ def headline(run: RunData) -> dict[str, Any]:
         "requests": report.requests if report else None,
         "verdict": run.verdict,
     }
+
+
+def overview_table(run: RunData) -> pd.DataFrame:
+    """The run at a glance, one row per fact (what ran, when, with which parameters, and the headline),
+    formatted for people: percentages, milliseconds, "-" where unknown."""
+    numbers = headline(run)
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.0f} ms"
+
+    parameters = run.info.get("parameters") or {}
+    started = run.info.get("started_at") or (
+        None if run.start is None else datetime.fromtimestamp(run.start, UTC).isoformat(timespec="seconds")
+    )
+    rows = [
+        ("run", run.run_id),
+        ("scenario", run.scenario or "-"),
+        ("started (UTC)", started or "-"),
+        ("status", run.status or "-"),
+        ("verdict", run.verdict or "-"),
+        ("requests", "-" if numbers["requests"] is None else str(numbers["requests"])),
+        ("availability", "-" if numbers["availability"] is None else f"{numbers['availability']:.2%}"),
+        ("p95 end-to-end", ms(numbers["e2e_p95_s"])),
+        ("p95 time to first token", ms(numbers["ttft_p95_s"])),
+        ("parameters", ", ".join(f"{k}={v}" for k, v in sorted(parameters.items())) or "-"),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
