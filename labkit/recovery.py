@@ -22,7 +22,18 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["RECOVERY_COLUMNS", "FaultWindow", "fault_windows_from_journal", "recovery_measures"]
+__all__ = [
+    "FALLBACK_SLOW_S",
+    "RECOVERY_COLUMNS",
+    "FaultWindow",
+    "default_slow_threshold_s",
+    "fault_windows_from_journal",
+    "recovery_measures",
+]
+
+# A request slower than this is bad when nothing else says where "slow" starts (no remediation threshold
+# and no end-to-end latency objective in the SLO spec).
+FALLBACK_SLOW_S = 3.0
 
 RECOVERY_COLUMNS = [
     "fault_id",
@@ -38,6 +49,19 @@ RECOVERY_COLUMNS = [
     "requests_slow",
     "requests_in_window",
 ]
+
+
+def default_slow_threshold_s(slos: Iterable[Any]) -> float:
+    """The tightest end-to-end latency threshold of an SLO spec (labkit.slo.load_slo_spec), seconds: a
+    request above it is slow; FALLBACK_SLOW_S when the spec has no such objective."""
+    values = [
+        o.value
+        for slo in slos
+        if slo.indicator == "threshold" and slo.metric == "llm_request_duration_seconds"
+        for o in slo.objectives
+        if o.value is not None
+    ]
+    return min(values) if values else FALLBACK_SLOW_S
 
 
 @dataclass(frozen=True)

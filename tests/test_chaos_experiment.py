@@ -9,8 +9,9 @@ import pytest
 
 import labkit.chaos
 from labkit.chaos import Fault, FaultInjector, halt_all, run_experiment
-from labkit.chaos._experiment import default_slow_threshold_s, recovery_records
+from labkit.chaos._experiment import recovery_records
 from labkit.errors import ConfigError, LabNotRunningError
+from labkit.recovery import default_slow_threshold_s
 from labkit.slo import load_slo_spec
 
 

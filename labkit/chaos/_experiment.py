@@ -27,11 +27,10 @@ from labkit.chaos._inject import ActiveFault, FaultInjector
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits, plan_text
 from labkit.errors import ConfigError, LabkitError
 from labkit.load import LoadResult, LoadSpec, run_load_async
-from labkit.recovery import fault_windows_from_journal, recovery_measures
+from labkit.recovery import default_slow_threshold_s, fault_windows_from_journal, recovery_measures
 from labkit.remediation import RemediationPolicy, Remediator, p95_latency_query, prometheus_signal
 from labkit.rundir import RunDirectory
 from labkit.slo import SloReport, evaluate_client_slos, load_slo_spec
-from labkit.slo.spec import SloDefinition
 
 __all__ = ["EXPERIMENT_FILE", "ExperimentResult", "Verdict", "run_experiment"]
 
@@ -44,9 +43,6 @@ STEADY_STATE_DIR = "steady_state"
 # before the steady-state check after it.
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
 _LOAD_JOIN_TIMEOUT_S = 15.0
-# A request slower than this counts as bad in the recovery measures when neither the caller nor a
-# remediation policy says otherwise and the SLO spec has no end-to-end latency objective.
-_FALLBACK_SLOW_S = 3.0
 # Faults held by the wrapper process: a restart of the wrapper clears them (its fault table is in memory).
 _WRAPPER_HELD = frozenset({"latency", "error", "stream_cut"})
 
@@ -180,18 +176,6 @@ def _recovery_text(row: dict[str, Any]) -> str:
         f"detected after {row['time_to_detect_s']:.2f}s, {recovered}; "
         f"{row['requests_lost']} requests lost, {row['requests_slow']} slow"
     )
-
-
-def default_slow_threshold_s(slos: list[SloDefinition]) -> float:
-    """The tightest end-to-end latency threshold of the SLO spec (a request above it is bad)."""
-    values = [
-        o.value
-        for slo in slos
-        if slo.indicator == "threshold" and slo.metric == "llm_request_duration_seconds"
-        for o in slo.objectives
-        if o.value is not None
-    ]
-    return min(values) if values else _FALLBACK_SLOW_S
 
 
 def _violated(report: SloReport) -> str:

@@ -23,7 +23,14 @@ import pandas as pd
 from labkit.chaos import EXPERIMENT_FILE, INSTANT_KINDS
 from labkit.errors import LabkitError
 from labkit.load import requests_frame
-from labkit.recovery import RECOVERY_COLUMNS, FaultWindow, fault_windows_from_journal, recovery_measures
+from labkit.recovery import (
+    FALLBACK_SLOW_S,
+    RECOVERY_COLUMNS,
+    FaultWindow,
+    default_slow_threshold_s,
+    fault_windows_from_journal,
+    recovery_measures,
+)
 from labkit.rundir import RunDirectory
 from labkit.slo import SamplesError, load_slo_spec, read_samples, samples_frame
 from labkit.slo.client import completion_times
@@ -67,8 +74,6 @@ REMEDIATION_COLUMNS = (
 
 # `<UTC stamp>-<scenario>`, as labkit.rundir.new_run_id makes it.
 _RUN_ID = re.compile(r"^(?P<stamp>\d{8}T\d{6})(?:\.\d+)?Z-(?P<scenario>.+)$")
-# A request slower than this is bad in recomputed recovery measures when nothing else says (as chaos does).
-_FALLBACK_SLOW_S = 3.0
 
 
 class ReportError(LabkitError):
@@ -462,16 +467,9 @@ class RunData:
         try:
             slos = load_slo_spec()
         except LabkitError as exc:
-            logger.warning("no SLO spec for the slow threshold (%s); using %g s", exc, _FALLBACK_SLOW_S)
-            return _FALLBACK_SLOW_S
-        values = [
-            o.value
-            for s in slos
-            if s.indicator == "threshold" and s.metric == "llm_request_duration_seconds"
-            for o in s.objectives
-            if o.value is not None
-        ]
-        return min(values) if values else _FALLBACK_SLOW_S
+            logger.warning("no SLO spec for the slow threshold (%s); using %g s", exc, FALLBACK_SLOW_S)
+            return FALLBACK_SLOW_S
+        return default_slow_threshold_s(slos)
 
     @property
     def recovery(self) -> pd.DataFrame:
