@@ -36,8 +36,9 @@ endef
 system-packages:
 	$(call apt_install,$(APT_PACKAGES))
 
+# Best effort: where no `chromium` package exists (Ubuntu ships a snap), the browser test skips and says so.
 test-packages:
-	$(call apt_install,$(TEST_APT_PACKAGES))
+	-$(call apt_install,$(TEST_APT_PACKAGES))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,10 +70,14 @@ test: setup test-packages
 run: setup
 	$(BIN)/labkit run kill_and_recover $(RUN_PARAMS)
 
-lab: setup
+$(VENV)/.notebook: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[llama,dev,notebook]'
+	touch $@
+
+# A kernel starts in its notebook's folder: LABKIT_OUT_DIR keeps every run in this project's reports/runs.
+lab: setup $(VENV)/.notebook
 	$(BIN)/python -c "from labkit.runner import ensure_kernelspec; print('kernel:', ensure_kernelspec())"
-	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
+	LABKIT_OUT_DIR=$(CURDIR)/reports/runs $(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
 
 lab-up: setup
 	$(BIN)/labkit up

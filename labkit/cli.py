@@ -506,6 +506,8 @@ def chaos_halt(ctx: click.Context) -> None:
 def _print_result(result: RunResult) -> None:
     for problem in result.problems:
         click.echo(f"warning: {problem}", err=True)
+    if result.verdict is not None:
+        click.echo(f"verdict: {result.verdict}")
     if result.report_html is not None:
         click.echo(f"report: {result.report_html}")
     if result.index_html is not None:
@@ -648,9 +650,18 @@ def _lab_for_runs(ctx: click.Context, engine: str | None) -> Iterator[None]:
     session = open_lab(
         ctx.obj.get("lab_dir"), engine=engine or "llama", say=lambda line: click.echo(line, err=True)
     )
+    if engine is not None and session.config.engine != engine:
+        raise ConfigError(
+            f"the lab running in {session.lab_dir} uses engine {session.config.engine}, not {engine}; "
+            "leave out --engine to use it, or stop it first with `labkit down`"
+        )
     try:
         yield
     finally:
+        # A notebook interrupted mid-fault may not have ended its faults (their TTLs would): end them now.
+        halted = halt_all(session.lab_dir)
+        if halted.lab_running and (halted.unpaused or halted.stress_stopped or halted.wrapper_faults_ended):
+            click.echo(f"ended faults a run left behind: {halted.summary()}", err=True)
         if session.started_here:
             click.echo("stopping the lab this run started", err=True)
         session.close()

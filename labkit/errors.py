@@ -30,10 +30,12 @@ class PortInUseError(ConfigError):
 
     def __init__(self, service: str, port: int, flag: str) -> None:
         self.service, self.port, self.flag = service, port, flag
+        # The lab's port flags have LABKIT_* twins; a standalone service's --port has none.
+        variable = "LABKIT_" + flag.removeprefix("--").replace("-", "_").upper()
+        env = "" if flag == "--port" else f" (or set {variable})"
         super().__init__(
             f"port {port} (for the {service} service) is in use by another program; "
-            f"pass {flag} (or set LABKIT_{flag.removeprefix('--').replace('-', '_').upper()}) with a free "
-            "port, or stop that program"
+            f"pass {flag}{env} with a free port, or stop that program"
         )
 
 

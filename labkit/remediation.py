@@ -186,5 +186,9 @@ class Remediator:
         """Step every `interval_s` until `stop` is set (run it in a thread beside the load)."""
         while not stop.is_set():
             started = time.monotonic()
-            self.step()
+            try:
+                self.step()
+            except Exception as exc:  # a journal or bookkeeping failure: said, and the loop goes on
+                logger.exception("remediation step failed")
+                self.journal("remediation_error", error=f"{type(exc).__name__}: {exc}")
             stop.wait(max(0.0, self.policy.interval_s - (time.monotonic() - started)))

@@ -794,6 +794,10 @@ class ScenarioRunner:
         write_index = self._write_index or _default_index_writer()
         if write_index is None:
             return None
+        if self.out.name != "runs":
+            # The index lists <reports>/runs/*: runs kept elsewhere (--out /tmp/x) are not part of one.
+            logger.info("no index: %s is not a reports/runs folder", self.out)
+            return None
         try:
             written = write_index(self.reports_dir)
         except Exception as exc:  # reported to the caller, who decides

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -30,6 +31,7 @@ from labkit.config import LabConfig, embedded_model_path, load_config, resolve_l
 from labkit.errors import ConfigError, LabkitError
 from labkit.gpu import GpuReader
 from labkit.load import LoadResult, LoadSpec, run_load
+from labkit.prom import PrometheusError
 from labkit.rundir import RunDirectory
 from labkit.slo import SloReport, evaluate_client_slos, load_slo_spec
 
@@ -44,6 +46,7 @@ __all__ = [
     "latency_and_remediation",
     "open_lab",
     "random_chaos",
+    "resolve_out_dir",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +92,15 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
+
+
+def resolve_out_dir(out_dir: str | Path | None = None) -> Path:
+    """Where run directories go: `out_dir` when given, else $LABKIT_OUT_DIR (`make lab` sets it to the
+    project's reports/runs, since a notebook's kernel starts in the notebook's own folder), else
+    reports/runs under the current directory."""
+    if out_dir:
+        return Path(out_dir)
+    return Path(os.environ.get("LABKIT_OUT_DIR") or "reports/runs")
 
 
 # ---- the lab -----------------------------------------------------------------------------------
@@ -161,9 +173,10 @@ def open_lab(
     lab = LocalBackend(config)
     say(f"starting a lab in {root} (engine {engine})...")
     started = time.monotonic()
-    lab.up()
-    session = LabSession(lab, lab.saved_config(), started_here=True)
-    atexit.register(session.close)
+    lab.up()  # on failure nothing is left running
+    session = LabSession(lab, config, started_here=True)
+    atexit.register(session.close)  # the backstop, before anything else can fail
+    session.config = lab.saved_config()
     say(f"lab ready in {time.monotonic() - started:.1f} s")
     return session
 
@@ -194,20 +207,26 @@ class ScenarioRun:
         return "\n".join(lines)
 
 
-def _run_dir(run_dir: str | Path | None, out_dir: str | Path, scenario: str) -> RunDirectory:
+def _run_dir(run_dir: str | Path | None, out_dir: str | Path | None, scenario: str) -> RunDirectory:
     if run_dir:
         path = Path(run_dir)
         path.mkdir(parents=True, exist_ok=True)
         return RunDirectory(path)
-    return RunDirectory.create(Path(out_dir), scenario)
+    return RunDirectory.create(resolve_out_dir(out_dir), scenario)
 
 
 def _save_series(session: LabSession, run_dir: RunDirectory, start: float, end: float) -> list[Path]:
-    """Wait for Prometheus' last scrapes of the run, then keep its series in the run directory."""
+    """Wait for Prometheus' last scrapes of the run, then keep its series in the run directory. A run
+    whose Prometheus is unreachable or refuses the queries keeps its samples and journal; its report
+    says the series are missing (nothing is invented)."""
     from labkit.report import save_prometheus_series
 
     time.sleep(_FINAL_SCRAPE_WAIT_S)
-    return save_prometheus_series(run_dir.path, session.prometheus_url, start, end + _FINAL_SCRAPE_WAIT_S)
+    try:
+        return save_prometheus_series(run_dir.path, session.prometheus_url, start, end + _FINAL_SCRAPE_WAIT_S)
+    except PrometheusError as exc:
+        logger.warning("the run's Prometheus series were not saved: %s", exc)
+        return []
 
 
 def _load_span(frame: pd.DataFrame, fallback_start: float) -> tuple[float, float]:
@@ -227,7 +246,7 @@ def baseline(
     stream: bool = True,
     seed: int = 0,
     run_dir: str | Path | None = None,
-    out_dir: str | Path = "reports/runs",
+    out_dir: str | Path | None = None,
     scenario: str = "baseline",
     progress: bool = True,
 ) -> ScenarioRun:
@@ -257,7 +276,7 @@ def _experiment(
     faults: Any,
     *,
     run_dir: str | Path | None,
-    out_dir: str | Path,
+    out_dir: str | Path | None,
     say: Callable[[str], None] | None,
     **kwargs: Any,
 ) -> ScenarioRun:
@@ -281,7 +300,7 @@ def kill_and_recover(
     max_tokens: int = 32,
     steady_state_s: float = 10,
     run_dir: str | Path | None = None,
-    out_dir: str | Path = "reports/runs",
+    out_dir: str | Path | None = None,
     say: Callable[[str], None] | None = print,
 ) -> ScenarioRun:
     """SIGKILL one service `kill_at_s` into `duration_s` of load; the supervisor's restart policy brings
@@ -316,7 +335,7 @@ def latency_and_remediation(
     max_tokens: int = 16,
     steady_state_s: float = 10,
     run_dir: str | Path | None = None,
-    out_dir: str | Path = "reports/runs",
+    out_dir: str | Path | None = None,
     say: Callable[[str], None] | None = print,
 ) -> ScenarioRun:
     """Latency injected in front of the model from `latency_at_s` to the end of the run; a remediation
@@ -364,7 +383,7 @@ def random_chaos(
     max_tokens: int = 32,
     steady_state_s: float = 10,
     run_dir: str | Path | None = None,
-    out_dir: str | Path = "reports/runs",
+    out_dir: str | Path | None = None,
     say: Callable[[str], None] | None = print,
 ) -> ScenarioRun:
     """A random schedule drawn from `seed` (same seed, same schedule; printed before it runs)."""

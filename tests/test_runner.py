@@ -371,3 +371,13 @@ def test_the_html_report_is_one_offline_file_without_code(tmp_path: Path) -> Non
     assert "<title>labkit report: r1</title>" in text
     for remote in ('<script src="http', "src='http", 'href="http', "url(http", 'import("http'):
         assert remote not in text, remote
+
+
+def test_the_index_is_only_written_for_a_reports_runs_folder(tmp_path: Path) -> None:
+    """The index lists <reports>/runs/*: a run kept elsewhere (--out /tmp/x) does not rewrite an index."""
+    written: list[Path] = []
+    elsewhere = ScenarioRunner(catalog={}, out=tmp_path / "x", write_index=written.append)
+    assert elsewhere.update_index() is None and written == []
+    runs = ScenarioRunner(catalog={}, out=tmp_path / "reports" / "runs", write_index=written.append)
+    assert runs.update_index() == tmp_path / "reports" / "index.html"
+    assert written == [tmp_path / "reports"]

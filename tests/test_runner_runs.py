@@ -237,6 +237,7 @@ def test_a_single_run_applies_quick_parameters_and_its_report_can_be_rendered_ag
     assert (received["duration_s"], received["requests"], received["engine"]) == (2.0, 5, "llama")
     assert json.loads((run_dir / "run.json").read_text())["quick"] is True
     assert result.stdout.splitlines() == [
+        "verdict: met",
         f"report: {run_dir / 'report.html'}",
         f"index:  {tmp_path / 'reports' / 'index.html'}",
     ]

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from labkit.chaos._faults import Fault
-from labkit.chaos._inject import ActiveFault, FaultInjector
+from labkit.chaos._inject import _WRAPPER_KINDS, ActiveFault, FaultInjector
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits, plan_text
 from labkit.errors import ConfigError, LabkitError
 from labkit.load import LoadResult, LoadSpec, run_load_async
@@ -43,8 +43,6 @@ STEADY_STATE_DIR = "steady_state"
 # before the steady-state check after it.
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
 _LOAD_JOIN_TIMEOUT_S = 15.0
-# Faults held by the wrapper process: a restart of the wrapper clears them (its fault table is in memory).
-_WRAPPER_HELD = frozenset({"latency", "error", "stream_cut"})
 
 
 class _Interrupted(Exception):
@@ -321,7 +319,7 @@ class _Experiment:
         self.remediator = Remediator(
             policy,
             prometheus_signal(f"http://{cfg.host}:{cfg.prometheus_port}", query),
-            self.injector.backend,  # the faults a restart clears: see _journal_remediation
+            _RestartsUnderLock(self),
             journal=self._journal_remediation,
         )
         self.journal("remediation_started", policy=policy.model_dump(mode="json"), query=query)
@@ -338,7 +336,11 @@ class _Experiment:
             yield
         finally:
             stop.set()
-            thread.join(policy.interval_s + 10)
+            # A step may be in a Prometheus read (3 s) or a restart (the control API's 10 s timeout).
+            thread.join(policy.interval_s + 20)
+            if thread.is_alive():
+                logger.warning("the remediation loop did not stop in time: a step is still running")
+                self.journal("remediation_error", error="the loop did not stop within its join timeout")
             decisions = self.remediator.decisions
             self.journal(
                 "remediation_stopped",
@@ -355,8 +357,6 @@ class _Experiment:
                 f"  remediation: {'would restart' if fields.get('dry_run') else 'restarted'} "
                 f"{fields['target']} (p95 {fields['value_s']:.3f}s > {fields['threshold_s']:g}s)"
             )
-            if not fields.get("dry_run"):
-                self.cleared_by_restart(str(fields["target"]))
         return event
 
     def cleared_by_restart(self, service: str) -> None:
@@ -366,7 +366,8 @@ class _Experiment:
         with self._faults_lock:
             for index in sorted(self.applied):
                 fault = self.schedule.faults[index]
-                held = (service == "wrapper" and fault.kind in _WRAPPER_HELD) or (
+                # The wrapper's faults live in its memory: a restart of the wrapper drops them.
+                held = (service == "wrapper" and fault.kind in _WRAPPER_KINDS) or (
                     fault.kind == "pause" and fault.target == service
                 )
                 if not held or fault.instantaneous:
@@ -603,6 +604,21 @@ def _run_directory(
             f"run_dir {run_dir.path} already holds a run ({', '.join(taken)}); give a new directory"
         )
     return run_dir
+
+
+class _RestartsUnderLock:
+    """What the experiment's remediation loop restarts through: the lab's backend, under the lock the
+    timeline applies and ends faults with, so that no fault is applied to or reverted against a service
+    while it restarts; the faults the restart cleared are journaled before the lock is let go."""
+
+    def __init__(self, experiment: _Experiment) -> None:
+        self.experiment = experiment
+
+    def restart(self, service: Any, *, remediation_reason: str | None = None) -> None:
+        experiment = self.experiment
+        with experiment._faults_lock:
+            experiment.injector.backend.restart(service, remediation_reason=remediation_reason)
+            experiment.cleared_by_restart(str(service))
 
 
 def recovery_records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:

@@ -62,7 +62,7 @@ SERIES = (
     "itl_quantiles",  # inter-token latency, seconds
     "output_tokens_rate",  # output tokens/s (rate of llm_output_tokens_total)
     "in_flight",  # admitted /generate requests not yet finished
-    "faults_active",  # llm_faults_active by kind (1 while the wrapper applies it)
+    "faults_active",  # llm_faults_active by kind (wrapper: 0 or 1; supervisor: paused services, stress)
     "restarts",  # lab_service_restarts_total by service (the counter; growth = restarts)
     "service_up",  # 1 while a service is ready, by service
     "service_cpu",  # CPU cores in use, by service
