@@ -418,14 +418,21 @@ def check_setup(session: LabSession | None = None) -> pd.DataFrame:
     check("labkit", True, __version__)
     for binary, needed in (("prometheus", True), ("promtool", True), ("stress-ng", False)):
         path = shutil.which(binary)
-        check(binary, True if path else (False if needed else None), path or "not on PATH")
+        missing = "not on PATH" + ("" if needed else " (cpu_stress faults need it; random_chaos draws them)")
+        check(binary, True if path else (False if needed else None), path or missing)
+    # The real model's parts are needed only where the lab runs (or will run) the llama engine.
+    needs_llama = session is None or session.config.engine == "llama"
+
+    def model_part(name: str, present: bool, found: str) -> None:
+        check(name, True if present else (False if needs_llama else None), found)
+
     llama = importlib.util.find_spec("llama_cpp") is not None
-    check("llama-cpp-python", llama, "importable" if llama else "missing: pip install '.[llama]'")
+    model_part("llama-cpp-python", llama, "importable" if llama else "missing: pip install '.[llama]'")
     try:
         model = embedded_model_path()
-        check("model file", model.is_file(), str(model))
+        model_part("model file", model.is_file(), str(model))
     except LabkitError as exc:
-        check("model file", False, str(exc))
+        model_part("model file", False, str(exc))
     gpus = GpuReader().read()
     check(
         "GPU (NVML)",

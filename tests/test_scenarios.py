@@ -52,3 +52,16 @@ def test_timeline_values_outside_the_run_are_refused_before_the_lab_is_touched(
 def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="backend 'docker' is not available yet"):
         scenarios.open_lab(tmp_path / "lab", backend="docker", say=None)
+
+
+def test_check_setup_says_what_the_machine_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks = scenarios.check_setup().set_index("check")
+    assert checks.loc["python", "ok"] is True
+    assert {"prometheus", "promtool", "stress-ng", "llama-cpp-python", "model file", "GPU (NVML)"} <= set(
+        checks.index
+    )
+    # Optional parts that are absent are None (not a failure), with what to do.
+    monkeypatch.setattr(scenarios.shutil, "which", lambda name: None)
+    absent = scenarios.check_setup().set_index("check")
+    assert absent.loc["prometheus", "ok"] is False and absent.loc["stress-ng", "ok"] is None
+    assert "cpu_stress" in absent.loc["stress-ng", "found"]
