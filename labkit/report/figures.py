@@ -192,6 +192,14 @@ def _series(run: RunData, name: str) -> pd.DataFrame | None:
     return frame if frame is not None and not frame.empty else None
 
 
+def _series_or_note(ax: Axes, run: RunData, name: str) -> pd.DataFrame | None:
+    """The Prometheus frame `name` with rows; when there is none, `ax` says why and None is returned."""
+    frame = _series(run, name)
+    if frame is None:
+        _note_missing(ax, _why_missing(run, name))
+    return frame
+
+
 def _why_missing(run: RunData, name: str) -> str:
     if name in run.series:
         return f"Prometheus had no {name.replace('_', ' ')} in the run's window"
@@ -359,10 +367,8 @@ def availability_figure(run: RunData) -> Figure:
 def in_flight_figure(run: RunData) -> Figure:
     """Requests admitted by the wrapper and not yet finished (streams until their last line)."""
     fig, (ax,) = _figure("Requests in flight", ["requests in flight"])
-    frame = _series(run, "in_flight")
-    if frame is None:
-        _note_missing(ax, _why_missing(run, "in_flight"))
-    else:
+    frame = _series_or_note(ax, run, "in_flight")
+    if frame is not None:
         ax.plot(frame["t_s"], frame["value"], drawstyle="steps-post", label="in flight")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -380,10 +386,8 @@ def restarts_figure(run: RunData) -> Figure:
     """Restarts of each service since the window's start (growth of lab_service_restarts_total), as
     steps: a kill that the restart policy answered is a step up by one."""
     fig, (ax,) = _figure("Service restarts", ["restarts since start"])
-    frame = _series(run, "restarts")
-    if frame is None:
-        _note_missing(ax, _why_missing(run, "restarts"))
-    else:
+    frame = _series_or_note(ax, run, "restarts")
+    if frame is not None:
         for service, rows in frame.groupby(frame["service"].astype(str)):
             ordered = rows.sort_values("t_s")
             ax.plot(
@@ -401,10 +405,8 @@ def restarts_figure(run: RunData) -> Figure:
 def service_up_figure(run: RunData) -> Figure:
     """Readiness of each service (1 ready, 0 not), offset per service so that the lines do not overlap."""
     fig, (ax,) = _figure("Services ready", ["ready (1) / not (0)"])
-    frame = _series(run, "service_up")
-    if frame is None:
-        _note_missing(ax, _why_missing(run, "service_up"))
-    else:
+    frame = _series_or_note(ax, run, "service_up")
+    if frame is not None:
         services = sorted(frame["service"].astype(str).unique())
         for offset, service in enumerate(services):
             rows = frame[frame["service"].astype(str) == service].sort_values("t_s")
@@ -417,10 +419,8 @@ def resources_figure(run: RunData) -> Figure:
     """CPU (cores in use) and resident memory (MiB) of each service's process tree."""
     fig, (cpu_ax, mem_ax) = _figure("CPU and memory per service", ["CPU (cores)", "resident memory (MiB)"])
     for ax, name, scale in ((cpu_ax, "service_cpu", 1.0), (mem_ax, "service_memory", 1 / 2**20)):
-        frame = _series(run, name)
-        if frame is None:
-            _note_missing(ax, _why_missing(run, name))
-        else:
+        frame = _series_or_note(ax, run, name)
+        if frame is not None:
             _plot_by_label(ax, frame, "service", scale)
         ax.set_ylim(bottom=0)
     return _finish(fig, run)
@@ -429,10 +429,8 @@ def resources_figure(run: RunData) -> Figure:
 def output_tokens_figure(run: RunData) -> Figure:
     """Output tokens generated per second (rate of llm_output_tokens_total), all requests together."""
     fig, (ax,) = _figure("Output tokens per second", ["output tokens/s"])
-    frame = _series(run, "output_tokens_rate")
-    if frame is None:
-        _note_missing(ax, _why_missing(run, "output_tokens_rate"))
-    else:
+    frame = _series_or_note(ax, run, "output_tokens_rate")
+    if frame is not None:
         ax.plot(frame["t_s"], frame["value"], color="tab:blue", label="server")
     ax.set_ylim(bottom=0)
     return _finish(fig, run)
