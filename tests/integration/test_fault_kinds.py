@@ -27,7 +27,7 @@ import pytest
 
 from labkit.backends.base import ServiceStatus
 from labkit.backends.local import LocalBackend
-from labkit.chaos import Fault, FaultInjector, halt_all
+from labkit.chaos import ActiveFault, Fault, FaultInjector, halt_all
 from labkit.config import embedded_model_path
 from labkit.errors import ModelNotFoundError
 from labkit.load import LoadResult, LoadSpec, load_requests_frame, run_load, run_load_async
@@ -248,6 +248,26 @@ def assert_recovered(lab: Lab, frame: pd.DataFrame, recovered: float, since: flo
     lab.prometheus.assert_no_fault_active(since)
 
 
+def restarted_under_load(
+    lab: Lab, tmp_path: Path, kind: str, target: str
+) -> tuple[ActiveFault, float, pd.DataFrame]:
+    """Load at 10 req/s; `kind` (kill or restart) applied to `target` once 5 requests succeeded; waits for
+    the supervisor's restart and a healthy lab, then 5 more requests. (the fault, recovered at, the rows)"""
+    with BackgroundLoad(lab.load_spec(rate=10, duration_s=60), tmp_path) as load:
+        load.wait_rows(5, "requests answered before the fault", ok_row)
+        with FaultInjector(lab.root) as injector:
+            active = injector.apply(Fault(kind=kind, target=target, duration_s=5))
+            restarts_before = active.detail["before"]["restarts"]
+            wait_for(
+                lambda: service(lab.backend, target).restarts == restarts_before + 1,
+                20,
+                f"the supervisor restarting the {target}",
+            )
+            recovered = wait_until_healthy(lab.backend)
+            assert injector.revert(active)[0] == "ended"
+        return active, recovered, stop_after_recovery(load, recovered)
+
+
 # The wrapper's TTFT observations above 0.5 s (a bucket bound of its histogram).
 SLOW_TTFT = (
     'sum(llm_time_to_first_token_seconds_count) - sum(llm_time_to_first_token_seconds_bucket{le="0.5"})'
@@ -269,19 +289,7 @@ class TestSimEngineFaults:
         answered_502 = 'llm_requests_total{endpoint="/generate",status_code="502"}'
         before = sim.counters(restarts, start_time, backend_errors, answered_502)
 
-        with BackgroundLoad(sim.load_spec(rate=10, duration_s=60), tmp_path) as load:
-            load.wait_rows(5, "requests answered before the fault", ok_row)
-            with FaultInjector(sim.root) as injector:
-                active = injector.apply(Fault(kind="kill", target="model", duration_s=5))
-                restarts_before = active.detail["before"]["restarts"]
-                wait_for(
-                    lambda: service(sim.backend, "model").restarts == restarts_before + 1,
-                    20,
-                    "the supervisor restarting the model",
-                )
-                recovered = wait_until_healthy(sim.backend)
-                assert injector.revert(active)[0] == "ended"
-            frame = stop_after_recovery(load, recovered)
+        active, recovered, frame = restarted_under_load(sim, tmp_path, "kill", "model")
 
         failed = frame[~frame["ok"]]
         assert len(failed) >= 1, "no request failed while the model was down"
@@ -307,19 +315,7 @@ class TestSimEngineFaults:
         start_time = 'lab_service_start_time_seconds{service="wrapper"}'
         before = sim.counters(restarts, start_time)
 
-        with BackgroundLoad(sim.load_spec(rate=10, duration_s=60), tmp_path) as load:
-            load.wait_rows(5, "requests answered before the fault", ok_row)
-            with FaultInjector(sim.root) as injector:
-                active = injector.apply(Fault(kind="restart", target="wrapper", duration_s=5))
-                restarts_before = active.detail["before"]["restarts"]
-                wait_for(
-                    lambda: service(sim.backend, "wrapper").restarts == restarts_before + 1,
-                    20,
-                    "the supervisor restarting the wrapper",
-                )
-                recovered = wait_until_healthy(sim.backend)
-                assert injector.revert(active)[0] == "ended"
-            frame = stop_after_recovery(load, recovered)
+        active, recovered, frame = restarted_under_load(sim, tmp_path, "restart", "wrapper")
 
         failed = frame[~frame["ok"]]
         assert len(failed) >= 1, "no request failed while the wrapper restarted"
