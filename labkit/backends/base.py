@@ -1,6 +1,7 @@
 """The `Backend` protocol every way of running the lab implements, and the status it reports.
 
-`local` (child processes under a supervisor) is the default; `docker` comes later.
+`local` (child processes under a supervisor) is the default; `docker` runs the same services as
+containers (`labkit.backends.docker`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ServiceStatus(BaseModel):
     pid: int | None
     restarts: int | None
     url: str
+    container: str | None = None  # the Docker backend's container id (short), else None
 
 
 @runtime_checkable

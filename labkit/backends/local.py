@@ -7,7 +7,6 @@ service does not become ready; `down` leaves no process behind, even after the s
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -17,25 +16,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psutil
 
 from labkit.backends.base import ServiceName, ServiceStatus
-from labkit.backends.labdir import LabDir, write_atomically
+from labkit.backends.lab import LabBackend
+from labkit.backends.labdir import write_atomically
 from labkit.backends.processes import LAB_ID_ENV, find_lab_processes, stop_processes, wait_until_gone
 from labkit.config import LabConfig
 from labkit.errors import (
-    BackendError,
     ConfigError,
     LabAlreadyRunningError,
-    LabNotRunningError,
     PortInUseError,
-    ServiceStartError,
 )
 from labkit.prometheus_config import render_prometheus_config
 
@@ -75,36 +69,17 @@ def check_port_free(host: str, port: int) -> bool:
     return True
 
 
-class LocalBackend:
+class LocalBackend(LabBackend):
     """Runs the lab on this machine. All state lives in `config.lab_dir`."""
 
-    def __init__(self, config: LabConfig) -> None:
-        self.config = config
-        self.lab = LabDir(config.lab_dir)
+    name = "local"
+    manager_name = "supervisor"
 
     @classmethod
     def attach(cls, lab_dir: Path) -> LocalBackend:
         """The lab in `lab_dir`, for status/down/logs: needs no valid settings beyond the directory
         (a bad LABKIT_MODEL_PORT must not keep `labkit down` from stopping a running lab)."""
         return cls(LabConfig.model_construct(lab_dir=lab_dir))
-
-    # ---- discovery -----------------------------------------------------------------------------
-    def _saved(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.lab.config_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise BackendError(
-                f"cannot read the lab directory {self.lab.root} ({exc.strerror}); "
-                "pass --lab-dir (or LABKIT_LAB_DIR) with a directory you can write"
-            ) from exc
-        except ValueError as exc:
-            raise BackendError(
-                f"{self.lab.config_file} is not valid JSON ({exc}); "
-                "remove the lab directory or pass another --lab-dir"
-            ) from exc
-        return data if isinstance(data, dict) else None
 
     def _supervisor(self) -> psutil.Process | None:
         """The live supervisor of this lab directory, verified by its lab id (PIDs get reused)."""
@@ -123,52 +98,8 @@ class LocalBackend:
     def is_running(self) -> bool:
         return self._supervisor() is not None
 
-    def saved_config(self) -> LabConfig:
-        """The configuration the running lab was started with (its ports, engine, model)."""
-        saved = self._saved()
-        if saved is None or not self.is_running():
-            raise LabNotRunningError(f"no lab is running in {self.lab.root}; start one with `labkit up`")
-        return LabConfig(**saved["config"])
-
-    def _control(self, method: str, path: str, **kwargs: Any) -> Any:
-        saved = self._saved()
-        if saved is None or not self.is_running():
-            raise LabNotRunningError(f"no lab is running in {self.lab.root}; start one with `labkit up`")
-        cfg = saved["config"]
-        url = f"http://{cfg['host']}:{cfg['exporter_port']}{path}"
-        headers = {"Authorization": f"Bearer {self.lab.read_token()}"}
-        try:
-            response = httpx.request(method, url, headers=headers, timeout=10.0, **kwargs)
-        except httpx.HTTPError as exc:
-            raise BackendError(
-                f"the lab supervisor at {url} does not answer ({exc}); try `labkit down` and `labkit up`"
-            ) from exc
-        if response.status_code >= 400:
-            try:
-                message = response.json().get("error", response.text)
-            except ValueError:
-                message = response.text
-            raise BackendError(f"supervisor refused {method} {path}: {message}")
-        return response.json()
-
-    # ---- Backend protocol ----------------------------------------------------------------------
-    def status(self) -> list[ServiceStatus]:
-        return [ServiceStatus(**item) for item in self._control("GET", "/v1/status")]
-
-    def kill(self, service: ServiceName) -> None:
-        self._control("POST", f"/v1/services/{service}/kill")
-
-    def restart(self, service: ServiceName, *, remediation_reason: str | None = None) -> None:
-        """Graceful restart, counted in lab_service_restarts_total; with `remediation_reason` also in
-        lab_remediation_actions_total{action="restart",target,reason}."""
-        body = {"remediation_reason": remediation_reason} if remediation_reason else None
-        self._control("POST", f"/v1/services/{service}/restart", json=body)
-
-    def pause(self, service: ServiceName, duration_s: float) -> None:
-        self._control("POST", f"/v1/services/{service}/pause", json={"duration_s": duration_s})
-
-    def unpause(self, service: ServiceName) -> None:
-        self._control("POST", f"/v1/services/{service}/unpause")
+    def log_source(self, service: str) -> str:
+        return str(self.lab.log_file("supervisor" if service == "exporter" else service))
 
     def logs(self, service: ServiceName, lines: int = 100) -> str:
         name = "supervisor" if service == "exporter" else service
@@ -254,58 +185,18 @@ class LocalBackend:
                 start_new_session=True,  # outlives this command; `labkit down` stops it
             )  # fmt: skip
         try:
-            return self._wait_ready(proc, say)
+            return self._wait_ready(say, lambda: self._supervisor_gone(proc))
         except BaseException:
             self._teardown(lab_id)
             raise
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], say: Callable[[str], None]) -> list[ServiceStatus]:
-        deadline = time.monotonic() + self.config.ready_timeout_s
-        seen: dict[str, str] = {}
-        while True:
-            if proc.poll() is not None:
-                raise ServiceStartError(
-                    f"the lab supervisor exited with code {proc.returncode} during start-up.\n"
-                    f"{self.lab.tail_log('supervisor')}"
-                )
-            state = self.lab.read_state() or {}
-            services = state.get("services", [])
-            details = state.get("details", {})
-            for svc in services:
-                if seen.get(svc["name"]) != svc["state"]:
-                    seen[svc["name"]] = svc["state"]
-                    say(f"  {svc['name']:<10} {svc['state']}")
-            failed = [s for s in services if s["state"] == "failed"]
-            if failed:
-                name = failed[0]["name"]
-                raise ServiceStartError(
-                    f"service {name} failed to start: {details.get(name, '')}\n"
-                    f"last lines of {self.lab.log_file(name)}:\n{self.lab.tail_log(name)}"
-                )
-            all_ready = len(services) == 4 and all(s["state"] in ("ready", "external") for s in services)
-            if all_ready and self._prometheus_scraped_every_target():
-                say("  prometheus has scraped every target")
-                return [ServiceStatus(**s) for s in services]
-            if time.monotonic() > deadline:
-                waiting = [s["name"] for s in services if s["state"] not in ("ready", "external")]
-                hints = "; ".join(f"{n}: {details[n]}" for n in waiting if details.get(n))
-                name = waiting[0] if waiting else "supervisor"
-                raise ServiceStartError(
-                    f"not ready after {self.config.ready_timeout_s:g}s: {', '.join(waiting) or 'all'}"
-                    f"{' (' + hints + ')' if hints else ''}; the lab was stopped again.\n"
-                    f"last lines of {self.lab.log_file(name)}:\n{self.lab.tail_log(name)}"
-                )
-            time.sleep(0.1)
-
-    def _prometheus_scraped_every_target(self) -> bool:
-        """True once each scrape target has answered Prometheus at least once: before that a query
-        right after `up` finds no series at all, and a restart at once would be missed by increase()."""
-        url = f"http://{self.config.host}:{self.config.prometheus_port}/api/v1/targets?state=active"
-        try:
-            targets = httpx.get(url, timeout=2.0).json()["data"]["activeTargets"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return False
-        return bool(targets) and all(t.get("health") == "up" for t in targets)
+    def _supervisor_gone(self, proc: subprocess.Popen[bytes]) -> str | None:
+        if proc.poll() is None:
+            return None
+        return (
+            f"the lab supervisor exited with code {proc.returncode} during start-up.\n"
+            f"{self.lab.tail_log('supervisor')}"
+        )
 
     def down(self) -> int:
         """Stop the lab; returns how many processes were stopped (0: nothing was running)."""
@@ -314,27 +205,6 @@ class LocalBackend:
             return 0
         with self._exclusive("down"):
             return self._teardown(saved["lab_id"])
-
-    @contextmanager
-    def _exclusive(self, action: str) -> Iterator[None]:
-        """One `up` or `down` at a time per lab directory (a second one would sweep the first's lab)."""
-        try:
-            self.lab.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.lab.root / ".lock", "w")  # noqa: SIM115 - held for the whole action
-        except OSError as exc:
-            raise BackendError(
-                f"cannot use the lab directory {self.lab.root} ({exc.strerror}); "
-                "pass --lab-dir (or LABKIT_LAB_DIR) with a directory you can write"
-            ) from exc
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise BackendError(
-                    f"another `labkit up` or `labkit down` is working on {self.lab.root}; "
-                    f"wait for it to finish, then run `labkit {action}` again"
-                ) from exc
-            yield
 
     def _teardown(self, lab_id: str) -> int:
         stopped = 0

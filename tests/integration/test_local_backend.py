@@ -206,8 +206,9 @@ def test_cli_up_status_json_down(lab_config: LabConfig) -> None:
         services = json.loads(status.stdout)
         assert [s["name"] for s in services] == ["model", "wrapper", "prometheus", "exporter"]
         for svc in services:
-            assert set(svc) == {"name", "state", "pid", "restarts", "url"}
+            assert set(svc) == {"name", "state", "pid", "restarts", "url", "container"}
             assert svc["state"] == "ready" and svc["restarts"] == 0 and isinstance(svc["pid"], int)
+            assert svc["container"] is None  # only the Docker backend's services have one
         again = _cli(lab_config, "up", "--engine", "sim", *ports)
         assert again.returncode == 1 and again.stderr.startswith("error: a lab is already running")
     finally:

@@ -1,0 +1,204 @@
+"""What both backends share on the host side: the lab directory's saved settings, the lock around
+`up`/`down`, the wait for readiness, and the control API client (status, kill, restart, pause).
+
+The lab's manager — the local supervisor or the Docker agent — serves the same control API on the exporter
+port, so every action but `up`/`down`/`logs` is the same HTTP call on either backend.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from labkit.backends.base import ServiceName, ServiceStatus
+from labkit.backends.labdir import LabDir
+from labkit.config import LabConfig
+from labkit.errors import BackendError, LabNotRunningError, ServiceStartError
+
+__all__ = ["LabBackend", "attach_backend", "saved_backend_name"]
+
+
+class LabBackend:
+    """The host side of a lab: all state lives in `config.lab_dir`. Subclasses start and stop it."""
+
+    name = "base"
+    manager_name = "manager"
+
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        self.lab = LabDir(config.lab_dir)
+
+    def is_running(self) -> bool:
+        raise NotImplementedError
+
+    def logs(self, service: ServiceName, lines: int = 100) -> str:
+        raise NotImplementedError
+
+    def log_source(self, service: str) -> str:
+        """Where `logs(service)` reads from, for error messages."""
+        raise NotImplementedError
+
+    # ---- the lab directory -----------------------------------------------------------------------------
+    def _saved(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.lab.config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BackendError(
+                f"cannot read the lab directory {self.lab.root} ({exc.strerror}); "
+                "pass --lab-dir (or LABKIT_LAB_DIR) with a directory you can write"
+            ) from exc
+        except ValueError as exc:
+            raise BackendError(
+                f"{self.lab.config_file} is not valid JSON ({exc}); "
+                "remove the lab directory or pass another --lab-dir"
+            ) from exc
+        return data if isinstance(data, dict) else None
+
+    def saved_config(self) -> LabConfig:
+        """The configuration the running lab was started with (its ports, engine, model)."""
+        saved = self._saved()
+        if saved is None or not self.is_running():
+            raise LabNotRunningError(f"no lab is running in {self.lab.root}; start one with `labkit up`")
+        return LabConfig(**saved["config"])
+
+    def _control(self, method: str, path: str, **kwargs: Any) -> Any:
+        saved = self._saved()
+        if saved is None or not self.is_running():
+            raise LabNotRunningError(f"no lab is running in {self.lab.root}; start one with `labkit up`")
+        cfg = saved["config"]
+        url = f"http://{cfg['host']}:{cfg['exporter_port']}{path}"
+        headers = {"Authorization": f"Bearer {self.lab.read_token()}"}
+        try:
+            response = httpx.request(method, url, headers=headers, timeout=10.0, **kwargs)
+        except httpx.HTTPError as exc:
+            raise BackendError(
+                f"the lab's {self.manager_name} at {url} does not answer ({exc}); "
+                "try `labkit down` and `labkit up`"
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise BackendError(f"the {self.manager_name} refused {method} {path}: {message}")
+        return response.json()
+
+    # ---- Backend protocol ----------------------------------------------------------------------
+    def status(self) -> list[ServiceStatus]:
+        return [ServiceStatus(**item) for item in self._control("GET", "/v1/status")]
+
+    def kill(self, service: ServiceName) -> None:
+        self._control("POST", f"/v1/services/{service}/kill")
+
+    def restart(self, service: ServiceName, *, remediation_reason: str | None = None) -> None:
+        """Graceful restart, counted in lab_service_restarts_total; with `remediation_reason` also in
+        lab_remediation_actions_total{action="restart",target,reason}."""
+        body = {"remediation_reason": remediation_reason} if remediation_reason else None
+        self._control("POST", f"/v1/services/{service}/restart", json=body)
+
+    def pause(self, service: ServiceName, duration_s: float) -> None:
+        self._control("POST", f"/v1/services/{service}/pause", json={"duration_s": duration_s})
+
+    def unpause(self, service: ServiceName) -> None:
+        self._control("POST", f"/v1/services/{service}/unpause")
+
+    def _wait_ready(
+        self, say: Callable[[str], None], manager_gone: Callable[[], str | None]
+    ) -> list[ServiceStatus]:
+        """Follow the state the lab's manager writes until every service is ready and Prometheus has
+        scraped them all. `manager_gone` returns why the manager (supervisor or agent) is gone, or None."""
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        seen: dict[str, str] = {}
+        while True:
+            gone = manager_gone()
+            if gone is not None:
+                raise ServiceStartError(gone)
+            state = self.lab.read_state() or {}
+            services = state.get("services", [])
+            details = state.get("details", {})
+            for svc in services:
+                if seen.get(svc["name"]) != svc["state"]:
+                    seen[svc["name"]] = svc["state"]
+                    say(f"  {svc['name']:<10} {svc['state']}")
+            failed = [s for s in services if s["state"] == "failed"]
+            if failed:
+                name = failed[0]["name"]
+                raise ServiceStartError(
+                    f"service {name} failed to start: {details.get(name, '')}\n"
+                    f"last lines of {self.log_source(name)}:\n{self.logs(name, 20)}"  # type: ignore[arg-type]
+                )
+            all_ready = len(services) == 4 and all(s["state"] in ("ready", "external") for s in services)
+            if all_ready and self._prometheus_scraped_every_target():
+                say("  prometheus has scraped every target")
+                return [ServiceStatus(**s) for s in services]
+            if time.monotonic() > deadline:
+                waiting = [s["name"] for s in services if s["state"] not in ("ready", "external")]
+                hints = "; ".join(f"{n}: {details[n]}" for n in waiting if details.get(n))
+                name = waiting[0] if waiting else "supervisor"
+                raise ServiceStartError(
+                    f"not ready after {self.config.ready_timeout_s:g}s: {', '.join(waiting) or 'all'}"
+                    f"{' (' + hints + ')' if hints else ''}; the lab was stopped again.\n"
+                    f"last lines of {self.log_source(name)}:\n{self.logs(name, 20)}"  # type: ignore[arg-type]
+                )
+            time.sleep(0.1)
+
+    def _prometheus_scraped_every_target(self) -> bool:
+        """True once each scrape target has answered Prometheus at least once: before that a query
+        right after `up` finds no series at all, and a restart at once would be missed by increase()."""
+        url = f"http://{self.config.host}:{self.config.prometheus_port}/api/v1/targets?state=active"
+        try:
+            targets = httpx.get(url, timeout=2.0).json()["data"]["activeTargets"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return False
+        return bool(targets) and all(t.get("health") == "up" for t in targets)
+
+    @contextmanager
+    def _exclusive(self, action: str) -> Iterator[None]:
+        """One `up` or `down` at a time per lab directory (a second one would sweep the first's lab)."""
+        try:
+            self.lab.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.lab.root / ".lock", "w")  # noqa: SIM115 - held for the whole action
+        except OSError as exc:
+            raise BackendError(
+                f"cannot use the lab directory {self.lab.root} ({exc.strerror}); "
+                "pass --lab-dir (or LABKIT_LAB_DIR) with a directory you can write"
+            ) from exc
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise BackendError(
+                    f"another `labkit up` or `labkit down` is working on {self.lab.root}; "
+                    f"wait for it to finish, then run `labkit {action}` again"
+                ) from exc
+            yield
+
+
+def saved_backend_name(lab_dir: Path) -> str:
+    """The backend that started the lab in `lab_dir` ("local" when none did, or for labs from before)."""
+    try:
+        data = json.loads((lab_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "local"
+    backend = data.get("backend") if isinstance(data, dict) else None
+    return backend if backend in ("local", "docker") else "local"
+
+
+def attach_backend(lab_dir: Path) -> LabBackend:
+    """The backend of the lab in `lab_dir` (for status, down, logs, chaos): the one that started it."""
+    if saved_backend_name(lab_dir) == "docker":
+        from labkit.backends.docker import DockerBackend
+
+        return DockerBackend.attach(lab_dir)
+    from labkit.backends.local import LocalBackend
+
+    return LocalBackend.attach(lab_dir)
