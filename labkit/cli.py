@@ -17,6 +17,7 @@ import click
 
 from labkit import __version__
 from labkit.backends.base import SERVICE_NAMES, ServiceStatus
+from labkit.backends.lab import LabBackend, attach_backend
 from labkit.backends.local import LocalBackend
 from labkit.chaos import halt_all, load_experiment_file, plan_text, random_schedule, run_experiment
 from labkit.config import LabConfig, load_config, resolve_lab_dir
@@ -30,15 +31,19 @@ from labkit.smoke import run_smoke
 __all__ = ["main"]
 
 
-def _backend(ctx: click.Context, **overrides: Any) -> LocalBackend:
+def _backend(ctx: click.Context, **overrides: Any) -> LabBackend:
     """A backend for `up`: every setting validated (flags, then LABKIT_* variables)."""
     config: LabConfig = load_config(lab_dir=ctx.obj.get("lab_dir"), **overrides)
+    if config.backend == "docker":
+        from labkit.backends.docker import DockerBackend
+
+        return DockerBackend(config)
     return LocalBackend(config)
 
 
-def _attached(ctx: click.Context) -> LocalBackend:
-    """The lab in the lab directory, for commands that act on a running lab with its saved settings."""
-    return LocalBackend.attach(resolve_lab_dir(ctx.obj.get("lab_dir")))
+def _attached(ctx: click.Context) -> LabBackend:
+    """The lab in the lab directory (local or docker, as it was started), with its saved settings."""
+    return attach_backend(resolve_lab_dir(ctx.obj.get("lab_dir")))
 
 
 _out_option = click.option(
@@ -51,11 +56,14 @@ _out_option = click.option(
 
 
 def _print_table(services: list[ServiceStatus]) -> None:
-    click.echo(f"{'SERVICE':<11}{'STATE':<11}{'PID':>8}{'RESTARTS':>10}  URL")
+    containers = any(svc.container for svc in services)
+    extra = f"{'CONTAINER':<14}" if containers else ""
+    click.echo(f"{'SERVICE':<11}{'STATE':<11}{'PID':>8}{'RESTARTS':>10}  {extra}URL")
     for svc in services:
         pid = "-" if svc.pid is None else str(svc.pid)
         restarts = "-" if svc.restarts is None else str(svc.restarts)
-        click.echo(f"{svc.name:<11}{svc.state:<11}{pid:>8}{restarts:>10}  {svc.url}")
+        column = f"{svc.container or '-':<14}" if containers else ""
+        click.echo(f"{svc.name:<11}{svc.state:<11}{pid:>8}{restarts:>10}  {column}{svc.url}")
 
 
 def _run(action: Callable[[], None]) -> None:
@@ -126,6 +134,16 @@ def cli(ctx: click.Context, lab_dir: Path | None, verbose: bool) -> None:
 @click.option("--scrape-interval-s", type=float, default=None, help="[default 1.0]")
 @click.option("--seed", type=int, default=None, help="Seed of the sim engine [default 0].")
 @click.option("--ready-timeout-s", type=float, default=None, help="[default 60]")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "docker"]),
+    default=None,
+    help="Run the services as local processes (default) or as Docker containers.",
+)
+@click.option("--model-image", default=None, help="docker: model image [labkit/model, or ollama/ollama].")
+@click.option("--service-image", default=None, help="docker: wrapper and exporter image [labkit/service].")
+@click.option("--prometheus-image", default=None, help="docker: Prometheus image [labkit/prometheus].")
+@click.option("--gpus", default=None, help='docker: GPUs for the model container, "all" or "0,1".')
 @click.option("--json", "as_json", is_flag=True, help="Print the services as JSON.")
 @click.pass_context
 def up(ctx: click.Context, as_json: bool, engine: str | None, ollama_url: str | None, **options: Any) -> None:
@@ -164,7 +182,8 @@ def down(ctx: click.Context) -> None:
         backend = _attached(ctx)
         stopped = backend.down()
         if stopped:
-            click.echo(f"stopped the lab in {backend.lab.root} ({stopped} processes)")
+            what = "containers" if backend.name == "docker" else "processes"
+            click.echo(f"stopped the lab in {backend.lab.root} ({stopped} {what})")
         else:
             click.echo(f"no lab is running in {backend.lab.root}; nothing to stop")
 
@@ -550,9 +569,8 @@ def _print_summary(results: list[RunResult]) -> None:
 @click.option(
     "--backend",
     type=click.Choice(["local", "docker"]),
-    default="local",
-    show_default=True,
-    help="Where a lab the notebook starts runs (only local for now).",
+    default=None,
+    help="Where a lab the notebook starts runs: local processes (default) or Docker containers.",
 )
 @_out_option
 @click.option("--help-params", is_flag=True, help="List SCENARIO's parameters, then exit.")
@@ -566,7 +584,7 @@ def run_command(
     run_all: bool,
     quick: bool,
     engine: str | None,
-    backend: str,
+    backend: str | None,
     out: Path,
     help_params: bool,
     list_scenarios: bool,
@@ -590,6 +608,7 @@ def run_command(
             out=out,
             lab_dir=ctx.obj.get("lab_dir"),
             engine=engine,
+            backend=backend,
             progress=not no_progress,
             say=lambda line: click.echo(line, err=True),
         )
@@ -597,10 +616,6 @@ def run_command(
             for s in runner.catalog.values():
                 click.echo(f"{s.name:<26}{s.title}")
             return
-        if backend != "local":
-            raise ConfigError(
-                f"labkit run cannot use the {backend} backend yet; use --backend local (the default)"
-            )
         if run_all == (scenario is not None):
             raise ConfigError(
                 "give one SCENARIO or --all; `labkit run --list` shows the scenarios: "
@@ -620,7 +635,7 @@ def run_command(
             else runner.plan_all(parameters, quick=quick)
         )
         needs_lab = any("lab_dir" in plan.declared for plan in plans)
-        with _lab_for_runs(ctx, engine) if needs_lab else contextlib.nullcontext():
+        with _lab_for_runs(ctx, engine, backend) if needs_lab else contextlib.nullcontext():
             if scenario is not None:
                 try:
                     result = runner.run(scenario, parameters, quick=quick)
@@ -642,18 +657,26 @@ def run_command(
 
 
 @contextlib.contextmanager
-def _lab_for_runs(ctx: click.Context, engine: str | None) -> Iterator[None]:
+def _lab_for_runs(ctx: click.Context, engine: str | None, backend: str | None) -> Iterator[None]:
     """The lab the notebooks use: the running one, or one started now (a clear error before any run when
     it cannot start) and taken down when the runs end, whatever happened."""
     from labkit.scenarios import open_lab
 
     session = open_lab(
-        ctx.obj.get("lab_dir"), engine=engine or "llama", say=lambda line: click.echo(line, err=True)
+        ctx.obj.get("lab_dir"),
+        engine=engine or "llama",
+        backend=backend or "local",
+        say=lambda line: click.echo(line, err=True),
     )
     if engine is not None and session.config.engine != engine:
         raise ConfigError(
             f"the lab running in {session.lab_dir} uses engine {session.config.engine}, not {engine}; "
             "leave out --engine to use it, or stop it first with `labkit down`"
+        )
+    if backend is not None and session.backend.name != backend:
+        raise ConfigError(
+            f"the lab running in {session.lab_dir} runs on the {session.backend.name} backend, not "
+            f"{backend}; leave out --backend to use it, or stop it first with `labkit down`"
         )
     try:
         yield

@@ -18,7 +18,9 @@ from labkit.durations import parse_keep_alive
 from labkit.errors import ConfigError, ModelNotFoundError
 
 __all__ = [
+    "DEFAULT_IMAGES",
     "DEFAULT_MODEL_NAME",
+    "DEFAULT_OLLAMA_IMAGE",
     "LabConfig",
     "default_lab_dir",
     "embedded_model_path",
@@ -31,6 +33,16 @@ DEFAULT_MODEL_NAME = "smollm2:135m"
 _MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 Engine = Literal["llama", "sim", "ollama"]
+BackendName = Literal["local", "docker"]
+# The Docker backend's images: built from stack/docker by `labkit images build` (no registry needed).
+_IMAGE_VERSION = "0.1.0"  # labkit's version; kept equal by tests/test_config.py
+DEFAULT_IMAGES = {
+    "service": f"labkit/service:{_IMAGE_VERSION}",
+    "model": f"labkit/model:{_IMAGE_VERSION}",
+    "prometheus": f"labkit/prometheus:{_IMAGE_VERSION}",
+}
+# For engine "ollama" on the Docker backend; pin a version for repeatable labs.
+DEFAULT_OLLAMA_IMAGE = "ollama/ollama:latest"
 
 
 def default_lab_dir() -> Path:
@@ -109,6 +121,16 @@ class LabConfig(BaseSettings):
     sim_itl_s: float = Field(0.009, ge=0, le=10)
     sim_jitter: float = Field(0.1, ge=0, le=2)
     ready_timeout_s: float = Field(60.0, gt=0)
+    backend: BackendName = Field("local", description="local (child processes) or docker (containers)")
+    model_image: str | None = Field(
+        None, description="docker: the model service's image (default: labkit/model, or ollama/ollama)"
+    )
+    service_image: str = Field(DEFAULT_IMAGES["service"], description="docker: wrapper and exporter image")
+    prometheus_image: str = Field(DEFAULT_IMAGES["prometheus"], description="docker: Prometheus image")
+    gpus: str | None = Field(
+        None,
+        description='docker: GPUs for the model container: "all" or ids like "0,1" (needs nvidia runtime)',
+    )
 
     @field_validator("keep_alive")
     @classmethod
@@ -127,6 +149,10 @@ class LabConfig(BaseSettings):
     def _consistent(self) -> LabConfig:
         if self.ollama_url is not None and self.engine != "ollama":
             raise ValueError(f"--ollama-url needs engine 'ollama', not {self.engine!r}")
+        if self.gpus is not None and self.gpus != "all":
+            ids = self.gpus.split(",")
+            if not all(i.strip().isdigit() or i.strip().startswith("GPU-") for i in ids):
+                raise ValueError(f'--gpus takes "all" or GPU indices/UUIDs like "0,1", not {self.gpus!r}')
         ports = [self.model_port, self.wrapper_port, self.prometheus_port, self.exporter_port]
         if len(set(ports)) != len(ports):
             raise ValueError(f"the four service ports must differ, got {ports}")
@@ -140,6 +166,13 @@ class LabConfig(BaseSettings):
     @property
     def model_url(self) -> str:
         return self.ollama_url or f"http://{self.host}:{self.model_port}"
+
+    @property
+    def resolved_model_image(self) -> str:
+        """docker: the model service's image for this engine."""
+        if self.model_image:
+            return self.model_image
+        return DEFAULT_OLLAMA_IMAGE if self.engine == "ollama" else DEFAULT_IMAGES["model"]
 
     def resolved_model_path(self) -> Path:
         path = self.model_path if self.model_path is not None else embedded_model_path()

@@ -65,6 +65,7 @@ RESERVED_PARAMETERS: dict[str, str] = {
     "out_dir": "use --out DIR",
     "lab_dir": "use the global option: labkit --lab-dir DIR run ...",
     "engine": "use --engine llama|sim|ollama",
+    "backend": "use --backend local|docker",
 }
 
 _TRUE = frozenset({"true", "1", "yes"})
@@ -458,6 +459,7 @@ class ScenarioRunner:
         out: Path = Path("reports/runs"),
         lab_dir: Path | None = None,
         engine: str | None = None,
+        backend: str | None = None,
         kernel_name: str = KERNEL_NAME,
         report_notebook: str = REPORT_NOTEBOOK,
         cwd: Path | None = None,
@@ -471,6 +473,7 @@ class ScenarioRunner:
         self.out = out.resolve()
         self.lab_dir = lab_dir
         self.engine = engine
+        self.backend = backend
         self.kernel_name = kernel_name
         self.report_notebook = report_notebook
         self._cwd = cwd
@@ -750,6 +753,8 @@ class ScenarioRunner:
             values["lab_dir"] = str(self.lab_dir.resolve())
         if self.engine is not None:
             values["engine"] = self.engine
+        if self.backend is not None:
+            values["backend"] = self.backend
         return {k: v for k, v in values.items() if k in plan.declared}
 
     def _execute_notebook(

@@ -25,6 +25,7 @@ import httpx
 import pandas as pd
 
 from labkit import __version__
+from labkit.backends.lab import LabBackend, attach_backend
 from labkit.backends.local import LocalBackend
 from labkit.chaos import ExperimentResult, Fault, random_schedule, run_experiment
 from labkit.config import LabConfig, embedded_model_path, load_config, resolve_lab_dir
@@ -110,7 +111,7 @@ def resolve_out_dir(out_dir: str | Path | None = None) -> Path:
 class LabSession:
     """A lab a notebook uses. `close()` takes it down only if this session brought it up."""
 
-    backend: LocalBackend
+    backend: LabBackend
     config: LabConfig
     started_here: bool
 
@@ -127,13 +128,16 @@ class LabSession:
         return f"http://{self.config.host}:{self.config.prometheus_port}"
 
     def status(self) -> pd.DataFrame:
-        """One row per service: state, pid, restarts, url."""
-        return pd.DataFrame(
-            [
-                {"service": s.name, "state": s.state, "pid": s.pid, "restarts": s.restarts, "url": s.url}
-                for s in self.backend.status()
-            ]
-        )
+        """One row per service: state, pid, restarts, url (and the container on the Docker backend)."""
+        rows = []
+        for s in self.backend.status():
+            row: dict[str, Any] = {
+                "service": s.name, "state": s.state, "pid": s.pid, "restarts": s.restarts, "url": s.url
+            }  # fmt: skip
+            if s.container is not None:
+                row["container"] = s.container
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     def close(self) -> None:
         if self.started_here and self.backend.is_running():
@@ -156,22 +160,29 @@ def open_lab(
     **settings: Any,
 ) -> LabSession:
     """The lab running in `lab_dir` ("" or None: the default lab directory), or a new one started there
-    with `engine` and `settings` (any `labkit up` setting, e.g. wrapper_port=8001).
+    with `engine`, `backend` ("local" processes or "docker" containers) and `settings` (any `labkit up`
+    setting, e.g. wrapper_port=8001).
 
     A lab this call starts is taken down by `close()` and, as a backstop, when the Python process (the
     notebook's kernel) exits. A lab that was already running is used as it is and left running."""
-    if backend != "local":
-        raise ConfigError(f"backend {backend!r} is not available yet; use backend='local'")
+    if backend not in ("local", "docker"):
+        raise ConfigError(f"backend must be 'local' or 'docker', not {backend!r}")
     say = say or (lambda _line: None)
     root = resolve_lab_dir(Path(lab_dir) if lab_dir else None)
-    attached = LocalBackend.attach(root)
+    attached = attach_backend(root)
     if attached.is_running():
         config = attached.saved_config()
-        say(f"using the lab already running in {root} (engine {config.engine})")
+        say(f"using the lab already running in {root} (engine {config.engine}, backend {attached.name})")
         return LabSession(attached, config, started_here=False)
-    config = load_config(lab_dir=root, engine=engine, **settings)
-    lab = LocalBackend(config)
-    say(f"starting a lab in {root} (engine {engine})...")
+    config = load_config(lab_dir=root, engine=engine, backend=backend, **settings)
+    lab: LabBackend
+    if backend == "docker":
+        from labkit.backends.docker import DockerBackend
+
+        lab = DockerBackend(config)
+    else:
+        lab = LocalBackend(config)
+    say(f"starting a lab in {root} (engine {engine}, backend {backend})...")
     started = time.monotonic()
     lab.up()  # on failure nothing is left running
     session = LabSession(lab, config, started_here=True)

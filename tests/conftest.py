@@ -114,3 +114,23 @@ def promtool_check_metrics(body: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [promtool, "check", "metrics"], input=body, capture_output=True, text=True, check=False, timeout=30
     )
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[object]:
+    """A Docker engine (DOCKER_HOST's, or a dockerd started for the session); skips, saying why, only when
+    none answers and none can be started."""
+    from tests.dockerd import docker_engine
+
+    with docker_engine() as (client, why):
+        if client is None:
+            pytest.skip(f"no Docker engine: {why}")
+        yield client
+
+
+@pytest.fixture(scope="session")
+def lab_images(docker_client: object) -> dict[str, str]:
+    """The lab's images, built offline (debootstrap base, host wheels) where they are missing or stale."""
+    from labkit.backends.docker_images import build_images
+
+    return build_images(docker_client, offline=True, progress=lambda line: print(line, flush=True))

@@ -286,6 +286,10 @@ class ControlServer:
         self.stop_event = asyncio.Event()
         self.exporter_state: ServiceState = "starting"
         self.services: dict[str, ManagedService] = {}
+        # How often this server itself was restarted (the Docker agent's container RestartCount; the local
+        # supervisor is never restarted: it is the lab).
+        self.own_restarts = 0
+        self.own_container: str | None = None
         self.stress = CpuStress(lab, self.lab_id)
         self.gpus = GpuReader()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -327,8 +331,9 @@ class ControlServer:
                 name="exporter",
                 state=self.exporter_state,
                 pid=os.getpid(),
-                restarts=0,
+                restarts=self.own_restarts,
                 url=self.exporter_url(),
+                container=self.own_container,
             )
         )
         return out
@@ -348,7 +353,7 @@ class ControlServer:
             ServiceSample(
                 name="exporter",
                 up=True,
-                restarts=0,
+                restarts=self.own_restarts,
                 pid=os.getpid(),
                 started_at=self.started_at,
                 include_children=False,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,9 +20,10 @@ from typing import Any
 import httpx
 
 from labkit.backends.base import ServiceName, ServiceStatus
-from labkit.backends.labdir import LabDir
+from labkit.backends.labdir import LabDir, write_atomically
 from labkit.config import LabConfig
 from labkit.errors import BackendError, LabNotRunningError, ServiceStartError
+from labkit.prometheus_config import render_prometheus_config
 
 __all__ = ["LabBackend", "attach_backend", "saved_backend_name"]
 
@@ -38,8 +41,50 @@ class LabBackend:
     def is_running(self) -> bool:
         raise NotImplementedError
 
+    def up(self, *, progress: Callable[[str], None] | None = None) -> list[ServiceStatus]:
+        """Start every service and return once all are ready; on failure nothing is left running."""
+        raise NotImplementedError
+
+    def down(self) -> int:
+        """Stop the lab; how many processes or containers were stopped (0: nothing was running)."""
+        raise NotImplementedError
+
     def logs(self, service: ServiceName, lines: int = 100) -> str:
         raise NotImplementedError
+
+    def _prepare_lab_dir(self) -> str:
+        """A fresh lab in the lab directory: id, token, saved settings, rules and Prometheus config."""
+        self.lab.prepare()
+        # One lab, one TSDB and one set of logs: series and log tails of an earlier lab in the same
+        # directory would blend into this one's (a restart counter's last value, an old error line).
+        # Within a lab, Prometheus' data survives Prometheus restarts.
+        shutil.rmtree(self.lab.prometheus_dir / "data", ignore_errors=True)
+        for old_log in self.lab.logs.glob("*.log"):
+            old_log.unlink()
+        lab_id = uuid.uuid4().hex
+        self.lab.new_token()
+        write_atomically(
+            self.lab.config_file,
+            json.dumps(
+                {
+                    "lab_id": lab_id,
+                    "backend": self.name,
+                    "created_at": time.time(),
+                    "config": json.loads(self.config.model_dump_json()),
+                },
+                indent=2,
+            ),
+        )
+        self.lab.state_file.unlink(missing_ok=True)
+        # Imported here: the SLO engine pulls in pandas, which `status` and `down` never need.
+        from labkit.slo.rules import write_rules_file
+
+        write_rules_file(self.lab.rules_dir)
+        write_atomically(
+            self.lab.prometheus_dir / "prometheus.yml",
+            render_prometheus_config(self.config, lab_id=lab_id, rules_dir=self.lab.rules_dir),
+        )
+        return lab_id
 
     def log_source(self, service: str) -> str:
         """Where `logs(service)` reads from, for error messages."""

@@ -7,15 +7,12 @@ service does not become ready; `down` leaves no process behind, even after the s
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
 import socket
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +20,6 @@ import psutil
 
 from labkit.backends.base import ServiceName, ServiceStatus
 from labkit.backends.lab import LabBackend
-from labkit.backends.labdir import write_atomically
 from labkit.backends.processes import LAB_ID_ENV, find_lab_processes, stop_processes, wait_until_gone
 from labkit.config import LabConfig
 from labkit.errors import (
@@ -31,7 +27,6 @@ from labkit.errors import (
     LabAlreadyRunningError,
     PortInUseError,
 )
-from labkit.prometheus_config import render_prometheus_config
 
 __all__ = ["LocalBackend", "check_port_free"]
 
@@ -146,36 +141,7 @@ class LocalBackend(LabBackend):
         cfg = self.config
         self._sweep_stale()
         self.preflight()
-        self.lab.prepare()
-        # One lab, one TSDB and one set of logs: series and log tails of an earlier lab in the same
-        # directory would blend into this one's (a restart counter's last value, an old error line).
-        # Within a lab, Prometheus' data survives Prometheus restarts.
-        shutil.rmtree(self.lab.prometheus_dir / "data", ignore_errors=True)
-        for old_log in self.lab.logs.glob("*.log"):
-            old_log.unlink()
-        lab_id = uuid.uuid4().hex
-        self.lab.new_token()
-        write_atomically(
-            self.lab.config_file,
-            json.dumps(
-                {
-                    "lab_id": lab_id,
-                    "backend": "local",
-                    "created_at": time.time(),
-                    "config": json.loads(cfg.model_dump_json()),
-                },
-                indent=2,
-            ),
-        )
-        self.lab.state_file.unlink(missing_ok=True)
-        # Imported here: the SLO engine pulls in pandas, which `status` and `down` never need.
-        from labkit.slo.rules import write_rules_file
-
-        write_rules_file(self.lab.rules_dir)
-        write_atomically(
-            self.lab.prometheus_dir / "prometheus.yml",
-            render_prometheus_config(cfg, lab_id=lab_id, rules_dir=self.lab.rules_dir),
-        )
+        lab_id = self._prepare_lab_dir()
         say(f"starting the lab in {self.lab.root} (engine {cfg.engine})")
         with open(self.lab.log_file("supervisor"), "ab") as log:
             proc = subprocess.Popen(

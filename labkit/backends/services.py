@@ -27,8 +27,11 @@ class ServiceSpec:
     model_name: str | None = None  # when set, readiness also needs this model in /api/tags
 
 
-def service_specs(config: LabConfig, lab: LabDir) -> list[ServiceSpec]:
-    """The supervised services in start order (the exporter lives in the supervisor itself)."""
+def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = False) -> list[ServiceSpec]:
+    """The supervised services in start order (the exporter lives in the supervisor itself).
+
+    `for_containers`: the Docker backend's command lines — the model image carries the embedded model
+    (`--model-path` only when one was given) and runs an Ollama from its own image, not from PATH."""
     host = config.host
     specs: list[ServiceSpec] = []
     model_url = f"http://{host}:{config.model_port}"
@@ -42,10 +45,10 @@ def service_specs(config: LabConfig, lab: LabDir) -> list[ServiceSpec]:
             "--sim-ttft-s", str(config.sim_ttft_s), "--sim-itl-s", str(config.sim_itl_s),
             "--sim-jitter", str(config.sim_jitter),
         ]  # fmt: skip
-        if config.engine == "llama":
+        if config.engine == "llama" and not (for_containers and config.model_path is None):
             argv += ["--model-path", str(config.resolved_model_path())]
         specs.append(ServiceSpec("model", argv, model_url, "/api/tags", model_name=config.model_name))
-    elif config.supervised_model:  # engine "ollama" with the binary on PATH
+    elif config.supervised_model and not for_containers:  # engine "ollama" with the binary on PATH
         env = {
             "OLLAMA_HOST": f"{host}:{config.model_port}",
             "OLLAMA_NUM_PARALLEL": str(config.num_parallel),

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import httpx
 
-from labkit.backends.local import LocalBackend
+from labkit.backends.lab import attach_backend
 from labkit.chaos._faults import Fault
 from labkit.errors import BackendError, ConfigError, LabkitError
 
@@ -93,7 +93,7 @@ class FaultInjector:
     """
 
     def __init__(self, lab_dir: Path | str, *, http_timeout_s: float = DEFAULT_HTTP_TIMEOUT_S) -> None:
-        self.backend = LocalBackend.attach(Path(lab_dir))
+        self.backend = attach_backend(Path(lab_dir))
         self.config = self.backend.saved_config()
         self._token = self.backend.lab.read_token()
         # trust_env=False: a proxy from the environment must never sit between the lab and its own API.
@@ -146,7 +146,9 @@ class FaultInjector:
                     f"({self.config.model_url}), so it cannot {fault.kind} it; target the wrapper or use "
                     "latency/error/stream_cut/unload"
                 )
-            if fault.kind == "cpu_stress" and shutil.which("stress-ng") is None:
+            # The local supervisor runs stress-ng on this machine; the Docker agent runs it in its image.
+            local = self.backend.name == "local"
+            if fault.kind == "cpu_stress" and local and shutil.which("stress-ng") is None:
                 raise ConfigError(
                     f"{fault.describe()} needs stress-ng, which is not installed; install it with "
                     "`apt-get install stress-ng` (Debian/Ubuntu) or drop cpu_stress from the schedule"
@@ -314,7 +316,7 @@ def halt_all(lab_dir: Path | str) -> HaltReport:
     No lab running: a report with `lab_running=False` (nothing can be active: faults die with the lab).
     A step that fails does not stop the others; see `HaltReport.errors` / `.ok`.
     """
-    backend = LocalBackend.attach(Path(lab_dir))
+    backend = attach_backend(Path(lab_dir))
     if not backend.is_running():
         return HaltReport(lab_running=False)
     with FaultInjector(lab_dir) as injector:

@@ -1,0 +1,368 @@
+"""The Docker backend: the lab's services as containers on a Docker engine, through the Docker SDK.
+
+Same services, ports and lab directory as the local backend; every container carries the labels
+`io.labkit.lab=<lab id>` and `io.labkit.service=<name>`, and `down` removes exactly those. Containers use
+host networking, each service bound to its 127.0.0.1 port as in the local lab (so the lab's traffic never
+leaves loopback; compose users keep a bridge network, see stack/docker-compose.yml). The `exporter` container
+is the lab's agent (`labkit.backends.docker_agent`): it reads Docker's RestartCount, holds pause TTLs and
+serves the control API that chaos, remediation and `labkit status` use on either backend.
+
+Images come from `stack/docker` (`labkit images build`; `--offline` builds them with no registry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from labkit.backends.base import ServiceName, ServiceStatus
+from labkit.backends.docker_agent import LABEL_LAB, LABEL_MODEL, LABEL_READY, LABEL_SERVICE, LABEL_URL
+from labkit.backends.lab import LabBackend
+from labkit.backends.local import _PORT_FLAGS, check_port_free
+from labkit.backends.services import service_specs
+from labkit.config import LabConfig
+from labkit.errors import BackendError, ConfigError, LabAlreadyRunningError, PortInUseError
+
+__all__ = ["CONTAINER_UID", "DockerBackend", "docker_client"]
+
+logger = logging.getLogger(__name__)
+
+# The images' non-root user (stack/docker/Dockerfile). A root caller runs every container as this user and
+# hands it the lab directory; anyone else runs them as themselves (the files stay theirs).
+CONTAINER_UID = 10001
+STOP_TIMEOUT_S = 8
+CONTAINER_SOCKET = "/var/run/docker.sock"
+
+
+def docker_client() -> Any:
+    """A client for the engine at DOCKER_HOST (or the default socket); a BackendError saying what to do."""
+    import docker
+    import docker.errors
+
+    where = os.environ.get("DOCKER_HOST", f"unix://{CONTAINER_SOCKET}")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise BackendError(
+            f"no Docker engine answers at {where} ({exc}); start dockerd (see README, 'Docker backend'), "
+            "set DOCKER_HOST, or use --backend local"
+        ) from exc
+    return client
+
+
+class DockerBackend(LabBackend):
+    """Runs the lab as containers. All host-side state lives in `config.lab_dir`, as for the local backend."""
+
+    name = "docker"
+    manager_name = "agent"
+
+    def __init__(self, config: LabConfig, client: Any = None) -> None:
+        super().__init__(config)
+        self._client = client
+
+    @classmethod
+    def attach(cls, lab_dir: Path) -> DockerBackend:
+        return cls(LabConfig.model_construct(lab_dir=lab_dir, backend="docker"))
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = docker_client()
+        return self._client
+
+    # ---- the lab's containers --------------------------------------------------------------------
+    def _lab_id(self) -> str | None:
+        saved = self._saved()
+        return saved.get("lab_id") if saved else None
+
+    def containers(self, lab_id: str | None = None) -> list[Any]:
+        """Every container of this lab (running or not), found by its label and nothing else."""
+        lab_id = lab_id or self._lab_id()
+        if lab_id is None:
+            return []
+        return list(self.client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={lab_id}"}))
+
+    def _container(self, service: str) -> Any | None:
+        for container in self.containers():
+            if container.labels.get(LABEL_SERVICE) == service:
+                return container
+        return None
+
+    def is_running(self) -> bool:
+        if self._lab_id() is None:
+            return False
+        agent = self._container("exporter")
+        return agent is not None and agent.status == "running"
+
+    def log_source(self, service: str) -> str:
+        return f"the {service} container (`labkit logs {service}`)"
+
+    def logs(self, service: ServiceName, lines: int = 100) -> str:
+        container = self._container(service)
+        if container is None:
+            return ""
+        raw: bytes = container.logs(tail=lines, stdout=True, stderr=True)
+        return raw.decode("utf-8", errors="replace").rstrip("\n")
+
+    # ---- up ----------------------------------------------------------------------------------------
+    def _socket_path(self) -> Path:
+        url = os.environ.get("DOCKER_HOST", f"unix://{CONTAINER_SOCKET}")
+        parsed = urlparse(url)
+        if parsed.scheme != "unix":
+            raise ConfigError(
+                f"the Docker backend needs the engine's unix socket (DOCKER_HOST={url}): the lab's agent "
+                "container mounts it to read restart counts and pause services"
+            )
+        return Path(parsed.path)
+
+    def _images(self) -> dict[str, str]:
+        cfg = self.config
+        images = {
+            "wrapper": cfg.service_image,
+            "exporter": cfg.service_image,
+            "prometheus": cfg.prometheus_image,
+        }
+        if cfg.supervised_model:
+            images["model"] = cfg.resolved_model_image
+        return images
+
+    def preflight(self) -> None:
+        """Everything that can be checked before a single container starts."""
+        import docker.errors
+
+        cfg = self.config
+        if self.is_running():
+            raise LabAlreadyRunningError(
+                f"a lab is already running in {self.lab.root}; see `labkit status`, "
+                "or stop it with `labkit down` first (or pass another --lab-dir and ports)"
+            )
+        self._socket_path()
+        missing = []
+        for image in sorted(set(self._images().values())):
+            try:
+                self.client.images.get(image)
+            except docker.errors.ImageNotFound:
+                missing.append(image)
+        if missing:
+            labkit_images = [m for m in missing if m.startswith("labkit/")]
+            hint = (
+                "build them with `labkit images build` (no registry here: `labkit images build --offline`)"
+                if labkit_images
+                else "pull them (`docker pull IMAGE`) or pass another image"
+            )
+            raise ConfigError(f"the Docker engine has no image {', '.join(missing)}; {hint}")
+        if cfg.model_path is not None:
+            cfg.resolved_model_path()
+        for service, (field, flag) in _PORT_FLAGS.items():
+            if service == "model" and not cfg.supervised_model:
+                continue
+            port = getattr(cfg, field)
+            if not check_port_free(cfg.host, port):
+                raise PortInUseError(service, port, flag)
+
+    def up(self, *, progress: Callable[[str], None] | None = None) -> list[ServiceStatus]:
+        """Start every container and return once all are ready; on failure nothing is left running."""
+        say = progress or (lambda _msg: None)
+        with self._exclusive("up"):
+            self._sweep_stale()
+            self.preflight()
+            lab_id = self._prepare_lab_dir()
+            say(f"starting the lab in {self.lab.root} (engine {self.config.engine}, backend docker)")
+            try:
+                self._hand_over_lab_dir()
+                for service, spec in self._container_specs(lab_id).items():
+                    container = self.client.containers.run(**spec)
+                    say(f"  {service:<10} container {container.short_id} ({spec['image']})")
+                return self._wait_ready(say, lambda: self._agent_gone(lab_id))
+            except BaseException:
+                self._remove_containers(lab_id)
+                raise
+
+    def _user(self) -> str:
+        uid = os.geteuid()
+        return f"{CONTAINER_UID}:{CONTAINER_UID}" if uid == 0 else f"{uid}:{os.getegid()}"
+
+    def _hand_over_lab_dir(self) -> None:
+        """As root, give the containers' user the lab directory (state, token, Prometheus' data); the token
+        stays 0600. Anyone else runs the containers as themselves, so nothing changes hands."""
+        if os.geteuid() != 0:
+            return
+        for path in [self.lab.root, *self.lab.root.rglob("*")]:
+            if path.is_symlink():
+                continue
+            os.chown(path, CONTAINER_UID, CONTAINER_UID)
+
+    def _container_specs(self, lab_id: str) -> dict[str, dict[str, Any]]:
+        """`containers.run` keyword arguments per service, in start order."""
+        from docker.types import DeviceRequest, LogConfig
+
+        cfg = self.config
+        lab_root = str(self.lab.root)
+        token = str(self.lab.token_file)
+        common: dict[str, Any] = {
+            "detach": True,
+            "network_mode": "host",
+            "restart_policy": {"Name": "unless-stopped"},
+            "user": self._user(),
+            "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
+            "security_opt": ["no-new-privileges"],
+        }
+        specs: dict[str, dict[str, Any]] = {}
+
+        def add(service: str, image: str, command: list[str], url: str, ready: str, **extra: Any) -> None:
+            labels = {LABEL_LAB: lab_id, LABEL_SERVICE: service, LABEL_URL: url, LABEL_READY: ready}
+            labels.update(extra.pop("labels", {}))
+            env = {"LABKIT_HEALTH_URL": url + ready, **extra.pop("environment", {})}
+            specs[service] = {
+                **common,
+                "image": image,
+                "command": command,
+                "name": f"labkit-{lab_id[:12]}-{service}",
+                "labels": labels,
+                "environment": env,
+                **extra,
+            }
+
+        by_name = {spec.name: spec for spec in service_specs(cfg, self.lab, for_containers=True)}
+        model_url = f"http://{cfg.host}:{cfg.model_port}"
+        gpu: dict[str, Any] = {}
+        if cfg.gpus:
+            ids = None if cfg.gpus == "all" else [i.strip() for i in cfg.gpus.split(",")]
+            gpu["device_requests"] = [
+                DeviceRequest(count=-1 if ids is None else None, device_ids=ids, capabilities=[["gpu"]])
+            ]
+        if cfg.engine in ("llama", "sim"):
+            argv = _in_container(by_name["model"].argv)
+            volumes = {}
+            if cfg.model_path is not None:  # else the image's embedded SmolLM2
+                path = str(cfg.resolved_model_path())
+                volumes[path] = {"bind": path, "mode": "ro"}
+            add(
+                "model", cfg.resolved_model_image, argv, model_url, "/api/tags",
+                labels={LABEL_MODEL: cfg.model_name}, volumes=volumes, **gpu,
+            )  # fmt: skip
+        elif cfg.supervised_model:  # engine "ollama": the ollama/ollama image, its models in a volume
+            add(
+                "model", cfg.resolved_model_image, ["serve"], model_url, "/api/tags",
+                labels={LABEL_MODEL: cfg.model_name},
+                environment={
+                    "OLLAMA_HOST": f"{cfg.host}:{cfg.model_port}",
+                    "OLLAMA_NUM_PARALLEL": str(cfg.num_parallel),
+                    "OLLAMA_MAX_QUEUE": str(cfg.max_queue),
+                    "OLLAMA_KEEP_ALIVE": cfg.keep_alive,
+                    "HOME": "/home/labkit",
+                },
+                volumes={"labkit-ollama-models": {"bind": "/home/labkit/.ollama", "mode": "rw"}},
+                **gpu,
+            )  # fmt: skip
+        add(
+            "wrapper", cfg.service_image, _in_container(by_name["wrapper"].argv),
+            f"http://{cfg.host}:{cfg.wrapper_port}", "/ready",
+            volumes={token: {"bind": token, "mode": "ro"}},
+        )  # fmt: skip
+        prom_dir = str(self.lab.prometheus_dir)
+        add(
+            "prometheus", cfg.prometheus_image, by_name["prometheus"].argv[1:],
+            f"http://{cfg.host}:{cfg.prometheus_port}", "/-/ready",
+            volumes={prom_dir: {"bind": prom_dir, "mode": "rw"}},
+        )  # fmt: skip
+        socket = self._socket_path()
+        agent = [
+            "python", "-m", "labkit.backends.docker_agent", "--lab-id", lab_id,
+            "--host", cfg.host, "--port", str(cfg.exporter_port),
+            "--token-file", token, "--lab-dir", lab_root,
+        ]  # fmt: skip
+        if not cfg.supervised_model:
+            agent += ["--external-model-url", cfg.model_url]
+        add(
+            "exporter", cfg.service_image, agent, f"http://{cfg.host}:{cfg.exporter_port}", "/metrics",
+            volumes={
+                lab_root: {"bind": lab_root, "mode": "rw"},
+                str(socket): {"bind": CONTAINER_SOCKET, "mode": "rw"},
+            },
+            environment={"DOCKER_HOST": f"unix://{CONTAINER_SOCKET}"},
+            # It signals the other containers' main processes by their host PIDs (a kill the restart
+            # policy sees), and reads the engine's socket, which its group may use.
+            pid_mode="host",
+            group_add=[str(os.stat(socket).st_gid)] if stat.S_ISSOCK(os.stat(socket).st_mode) else [],
+        )  # fmt: skip
+        return specs
+
+    def _agent_gone(self, lab_id: str) -> str | None:
+        agent = None
+        for container in self.containers(lab_id):
+            if container.labels.get(LABEL_SERVICE) == "exporter":
+                agent = container
+        if agent is None:
+            return "the lab's agent container is gone (removed during start-up)"
+        if agent.status in ("exited", "dead"):
+            return f"the lab's agent container exited during start-up:\n{self.logs('exporter', 20)}"
+        return None
+
+    # ---- down --------------------------------------------------------------------------------------
+    def down(self) -> int:
+        """Remove every container of this lab (and only those); returns how many were removed."""
+        saved = self._saved()
+        if saved is None:
+            return 0
+        with self._exclusive("down"):
+            removed = self._remove_containers(saved["lab_id"])
+            state = self.lab.read_state()
+            if state is not None and state.get("running"):
+                state["running"] = False
+                state["supervisor_pid"] = None
+                for svc in state.get("services", []):
+                    if svc.get("state") != "external":
+                        svc.update(state="stopped", pid=None)
+                self.lab.write_state(state)
+            return removed
+
+    def _remove_containers(self, lab_id: str) -> int:
+        import docker.errors
+
+        try:
+            containers = self.containers(lab_id)
+        except BackendError:
+            raise
+        except docker.errors.DockerException as exc:
+            raise BackendError(f"cannot list the lab's containers: {exc}") from exc
+
+        def remove(container: Any) -> None:
+            try:
+                container.stop(timeout=STOP_TIMEOUT_S)
+            except docker.errors.APIError as exc:
+                logger.warning("stopping %s: %s", container.name, exc)
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
+            list(pool.map(remove, containers))
+        for network in self.client.networks.list(filters={"label": f"{LABEL_LAB}={lab_id}"}):
+            network.remove()
+        return len(containers)
+
+    def _sweep_stale(self) -> None:
+        """A previous lab in this directory whose agent is gone: remove its containers first."""
+        lab_id = self._lab_id()
+        if lab_id is None or self.is_running():
+            return
+        leftovers = self.containers(lab_id)
+        if leftovers:
+            logger.warning(
+                "removing %d containers left by an earlier lab in %s", len(leftovers), self.lab.root
+            )
+            self._remove_containers(lab_id)
+
+
+def _in_container(argv: list[str]) -> list[str]:
+    """A local command line (`sys.executable -m ...`) as the image runs it (`python -m ...`)."""
+    return ["python", *argv[1:]] if argv and argv[0] == sys.executable else list(argv)
