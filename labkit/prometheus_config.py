@@ -5,6 +5,7 @@ One scrape job per service that exposes `/metrics`; a real Ollama has none (olla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import jinja2
 
 from labkit.config import LabConfig, stack_dir
 
-__all__ = ["ScrapeJob", "render_prometheus_config", "scrape_jobs"]
+__all__ = ["ScrapeJob", "render_prometheus_config", "render_scrape_config", "scrape_jobs"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,19 @@ def _duration(seconds: float) -> str:
 
 
 def render_prometheus_config(config: LabConfig, *, lab_id: str, rules_dir: Path) -> str:
+    """The configuration of a lab's Prometheus: every service of `config` on its host and port."""
+    return render_scrape_config(
+        scrape_jobs(config),
+        scrape_interval_s=config.scrape_interval_s,
+        lab_id=lab_id,
+        rules_dir=str(rules_dir),
+    )
+
+
+def render_scrape_config(
+    jobs: Sequence[ScrapeJob], *, scrape_interval_s: float, lab_id: str, rules_dir: str
+) -> str:
+    """The template rendered for any set of targets, e.g. compose's service names (labkit.compose)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(stack_dir() / "prometheus"),
         undefined=jinja2.StrictUndefined,
@@ -47,12 +61,12 @@ def render_prometheus_config(config: LabConfig, *, lab_id: str, rules_dir: Path)
         autoescape=False,
     )
     template = env.get_template("prometheus.yml.j2")
-    interval = config.scrape_interval_s
+    interval = scrape_interval_s
     return template.render(
         scrape_interval=_duration(interval),
         # Prometheus refuses a timeout longer than the interval.
         scrape_timeout=_duration(min(interval, max(0.5, interval * 0.8))),
         lab_id=lab_id,
-        rules_dir=str(rules_dir),
-        jobs=scrape_jobs(config),
+        rules_dir=rules_dir,
+        jobs=list(jobs),
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.promql import counter_sum_selector, increase_query, metric_name, promql_duration
+from labkit.promql import counter_sum_selector, increase_query, metric_name, metric_names, promql_duration
 
 
 def test_counter_sum_selector_accepts_the_spec_shape_only() -> None:
@@ -50,3 +50,28 @@ def test_promql_duration_is_whole_seconds_or_milliseconds() -> None:
     assert promql_duration(4.0) == "4s" and promql_duration(0.5) == "500ms"
     assert promql_duration(1.0004) == "1001ms"  # rounded up, never down to a shorter window
     assert promql_duration(0) == "1ms"  # PromQL has no empty duration
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        (
+            'histogram_quantile(0.95, sum by (le) (rate(llm_request_seconds_bucket{endpoint="/g"}[5m])))',
+            {"llm_request_seconds_bucket"},
+        ),
+        (
+            "sum(rate(a_total[1m])) / on(slo, objective) group_left(extra) b:ratio offset 5m",
+            {"a_total", "b:ratio"},
+        ),
+        ("count without (service) (up) > bool 0 and ALERTS", {"up", "ALERTS"}),
+        ("1e-3 * foo + 0x1F - .5e2 / inf", {"foo"}),  # the e of 1e-3 is no name
+        ('label_replace(x, "dst", "$1", "src", "(.*)") unless y @ start()', {"x", "y"}),
+        ('{__name__="by_name", a="}"}', {"by_name"}),
+        ("max_over_time(x[5m:1m]) or z offset $__rate_interval", {"x", "z"}),  # Grafana variables
+        ("rate(y[${window}]) * $scale", {"y"}),
+        ("sum by (kind) (llm_faults_active) > 0", {"llm_faults_active"}),
+        ("vector(0) + time()", set()),
+    ],
+)
+def test_metric_names_are_the_series_an_expression_reads(expr: str, names: set[str]) -> None:
+    assert metric_names(expr) == names

@@ -28,6 +28,7 @@ __all__ = [
     "counter_selectors",
     "error_ratio_record",
     "generate_rules",
+    "objective_error_ratio_expr",
     "rules_yaml",
     "write_rules_file",
 ]
@@ -78,6 +79,13 @@ def _objective_selectors(slo: SloDefinition, objective: Objective) -> tuple[str,
         return counter_selectors(slo)
     assert slo.metric is not None and objective.value is not None  # validated by SloDefinition
     return f'{slo.metric}_bucket{{le="{le_label(objective.value)}"}}', f"{slo.metric}_count"
+
+
+def objective_error_ratio_expr(slo: SloDefinition, objective: Objective, window: str) -> str:
+    """The error ratio of one objective over `window`, exactly as the recording rules compute it, for a
+    window they do not record: a Grafana range such as `$__range` (the dashboard's error budget)."""
+    good, total = _objective_selectors(slo, objective)
+    return _error_ratio_expr(good, total, window)
 
 
 def _promql_string(value: str) -> str:
