@@ -9,13 +9,15 @@ BIN := $(VENV)/bin
 # Portable CPU build of llama.cpp (AVX2/FMA, no -march=native), so pip's cached wheel fits other hosts.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 APT_PACKAGES := prometheus curl stress-ng
-# Only the tests need a browser: they open a generated report in headless Chromium.
-TEST_APT_PACKAGES := chromium
+# Only the tests need these: a browser (they open a generated report in headless Chromium), a Docker engine
+# (the Docker backend's tests start their own dockerd when none answers), debootstrap (the offline base
+# image) and compose (its file is checked with `docker-compose config`).
+TEST_APT_PACKAGES := chromium docker.io debootstrap docker-compose
 # The main command's experiment: short enough for minutes on two cores.
 RUN_PARAMS ?= -p duration_s 40 -p kill_at_s 15 -p steady_state_s 5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-packages test-packages venv run test lint lab lab-up lab-down clean
+.PHONY: help setup system-packages test-packages venv run test lint lab lab-up lab-down images clean
 
 help:
 	@echo "make run      set up, run a kill-and-recover experiment on the embedded model, write reports/index.html"
@@ -24,6 +26,7 @@ help:
 	@echo "make lint     ruff check + format check"
 	@echo "make lab      JupyterLab on notebooks/ with the lab's kernel (127.0.0.1:8888)"
 	@echo "make lab-up / lab-down   start or stop the lab on the embedded default"
+	@echo "make images  build the Docker backend's images with no registry (debootstrap base, host wheels)"
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -84,6 +87,11 @@ lab-up: setup
 
 lab-down:
 	$(BIN)/labkit down
+
+# The Docker backend's images, built offline: a debootstrap base (needs root) and wheels built here.
+# With a registry, `labkit images build` (no --offline) starts from the public python image instead.
+images: setup
+	$(BIN)/labkit images build --offline
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

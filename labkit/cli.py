@@ -690,6 +690,49 @@ def _lab_for_runs(ctx: click.Context, engine: str | None, backend: str | None) -
         session.close()
 
 
+@cli.group()
+def images() -> None:
+    """The Docker backend's images (stack/docker): build them, or see which exist."""
+
+
+@images.command("build")
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="No registry: a debootstrap base (bookworm + python3; needs root), not the public python image.",
+)
+@click.option("--base", default=None, help="Base image of the Python images [python:3.11-slim-bookworm].")
+@click.option("--only", default=None, help="Comma-separated subset of service,model,prometheus.")
+@click.option("--force", is_flag=True, help="Rebuild images that exist (not the offline base).")
+def images_build(offline: bool, base: str | None, only: str | None, force: bool) -> None:
+    """Build the lab's images where they are missing: labkit/service, labkit/model, labkit/prometheus."""
+
+    def action() -> None:
+        from labkit.backends.docker_images import IMAGE_NAMES, build_images
+
+        which = [n.strip() for n in only.split(",") if n.strip()] if only else list(IMAGE_NAMES)
+        tags = build_images(
+            base=base, offline=offline, which=which, force=force, progress=lambda m: click.echo(m, err=True)
+        )
+        for tag in tags.values():
+            click.echo(tag)
+
+    _run(action)
+
+
+@images.command("status")
+def images_status() -> None:
+    """Which of the lab's images the Docker engine has."""
+
+    def action() -> None:
+        from labkit.backends.docker_images import IMAGE_TAGS, docker_client, images_present
+
+        for name, present in images_present(docker_client()).items():
+            click.echo(f"{IMAGE_TAGS[name]:<28}{'present' if present else 'missing'}")
+
+    _run(action)
+
+
 @cli.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")

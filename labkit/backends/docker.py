@@ -42,14 +42,15 @@ STOP_TIMEOUT_S = 8
 CONTAINER_SOCKET = "/var/run/docker.sock"
 
 
-def docker_client() -> Any:
-    """A client for the engine at DOCKER_HOST (or the default socket); a BackendError saying what to do."""
+def docker_client(base_url: str | None = None) -> Any:
+    """A client for the engine at `base_url`, else DOCKER_HOST, else the default socket; a BackendError
+    saying what to do when none answers."""
     import docker
     import docker.errors
 
-    where = os.environ.get("DOCKER_HOST", f"unix://{CONTAINER_SOCKET}")
+    where = base_url or os.environ.get("DOCKER_HOST", f"unix://{CONTAINER_SOCKET}")
     try:
-        client = docker.from_env()
+        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
         client.ping()
     except docker.errors.DockerException as exc:
         raise BackendError(
@@ -75,9 +76,21 @@ class DockerBackend(LabBackend):
 
     @property
     def client(self) -> Any:
+        """The engine the lab was started on (its address is saved in the lab directory, so that `labkit down`
+        from another shell finds it); for a new lab, DOCKER_HOST's or the default one."""
         if self._client is None:
-            self._client = docker_client()
+            self._client = docker_client(self._saved_engine())
         return self._client
+
+    def _saved_engine(self) -> str | None:
+        saved = self._saved()
+        return saved.get("docker_host") if saved else None
+
+    def _saved_extras(self) -> dict[str, Any]:
+        return {"docker_host": self._engine_url()}
+
+    def _engine_url(self) -> str:
+        return os.environ.get("DOCKER_HOST", f"unix://{CONTAINER_SOCKET}")
 
     # ---- the lab's containers --------------------------------------------------------------------
     def _lab_id(self) -> str | None:
@@ -115,7 +128,7 @@ class DockerBackend(LabBackend):
 
     # ---- up ----------------------------------------------------------------------------------------
     def _socket_path(self) -> Path:
-        url = os.environ.get("DOCKER_HOST", f"unix://{CONTAINER_SOCKET}")
+        url = self._engine_url()
         parsed = urlparse(url)
         if parsed.scheme != "unix":
             raise ConfigError(
@@ -173,7 +186,9 @@ class DockerBackend(LabBackend):
         """Start every container and return once all are ready; on failure nothing is left running."""
         say = progress or (lambda _msg: None)
         with self._exclusive("up"):
-            self._sweep_stale()
+            self._sweep_stale()  # on the engine the earlier lab ran on
+            if self._client is None or self._saved_engine() != self._engine_url():
+                self._client = docker_client()  # a new lab runs on DOCKER_HOST's engine
             self.preflight()
             lab_id = self._prepare_lab_dir()
             say(f"starting the lab in {self.lab.root} (engine {self.config.engine}, backend docker)")

@@ -69,6 +69,7 @@ class LabBackend:
                 {
                     "lab_id": lab_id,
                     "backend": self.name,
+                    **self._saved_extras(),
                     "created_at": time.time(),
                     "config": json.loads(self.config.model_dump_json()),
                 },
@@ -85,6 +86,10 @@ class LabBackend:
             render_prometheus_config(self.config, lab_id=lab_id, rules_dir=self.lab.rules_dir),
         )
         return lab_id
+
+    def _saved_extras(self) -> dict[str, Any]:
+        """What else this backend keeps in config.json (the Docker engine's address)."""
+        return {}
 
     def log_source(self, service: str) -> str:
         """Where `logs(service)` reads from, for error messages."""
