@@ -48,6 +48,7 @@ __all__ = [
     "open_lab",
     "random_chaos",
     "resolve_out_dir",
+    "warm_up",
 ]
 
 logger = logging.getLogger(__name__)
@@ -189,7 +190,30 @@ def open_lab(
     atexit.register(session.close)  # the backstop, before anything else can fail
     session.config = lab.saved_config()
     say(f"lab ready in {time.monotonic() - started:.1f} s")
+    warm_up(session, say=say)
     return session
+
+
+def warm_up(session: LabSession, *, say: Callable[[str], None] | None = print, max_tokens: int = 8) -> float:
+    """One request through the wrapper, so that a fresh lab's first measured request does not pay for the
+    model load (and, in a new container, for reading the model file from disk); returns how long it took.
+
+    A failure is reported, not raised: the run's own steady-state check will say what is wrong."""
+    say = say or (lambda _line: None)
+    started = time.monotonic()
+    try:
+        response = httpx.post(
+            f"{session.wrapper_url}/generate",
+            json={"prompt": "Hello", "max_tokens": max_tokens},
+            timeout=session.config.backend_timeout_s,
+        )
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        say(f"warm-up request failed ({exc}); going on")
+        return time.monotonic() - started
+    took = time.monotonic() - started
+    say(f"warmed up: the first request took {took:.1f} s")
+    return took
 
 
 # ---- runs ----------------------------------------------------------------------------------------

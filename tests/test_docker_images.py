@@ -153,7 +153,7 @@ def test_final_stages_run_as_10001_with_a_healthcheck(
     lines = found[stage] if stage else found[list(found)[-1]]
     assert "USER 10001:10001" in lines
     (healthcheck,) = [line for line in lines if line.startswith("HEALTHCHECK")]
-    assert "--interval=2s --timeout=3s --start-period=60s --retries=3" in healthcheck
+    assert "--interval=10s --timeout=3s --start-period=60s --retries=3" in healthcheck
     assert f'CMD ["{python}", "-c"' in healthcheck
     assert "os.environ['LABKIT_HEALTH_URL']" in healthcheck
 

@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -64,7 +65,12 @@ LABEL_MODEL = "io.labkit.model_name"
 # Grafana's own healthcheck.
 MANAGED_SERVICES = ("model", "wrapper", "prometheus")
 MAX_START_FAILURES = 3
+# Docker's event stream says at once when a container dies, restarts or is paused; a full inspection of every
+# container this often is the backstop (a missed event, an engine restart). Polling every container on each
+# 0.25 s probe cost ~5 % of a core in dockerd on a 2-core machine, taken from the model.
 DISCOVER_EVERY_S = 2.0
+# The container events that change what the agent reports.
+_STATE_EVENTS = {"start", "die", "kill", "stop", "pause", "unpause", "restart", "destroy", "oom"}
 
 
 def _start_order(container: Any) -> int:
@@ -253,6 +259,8 @@ class DockerAgent(ControlServer):
         self.client = client
         self.external_model_url = external_model_url
         self._discovered_at = 0.0
+        self._changed: set[str] = set()  # container ids an event named since the last tick
+        self._events: Any = None
 
     def extra_statuses(self) -> list[ServiceStatus]:
         if self.external_model_url is None:
@@ -282,6 +290,10 @@ class DockerAgent(ControlServer):
             if name not in MANAGED_SERVICES:
                 continue
             known = self.services.get(name)
+            if isinstance(known, ContainerService) and known.container.id == container.id:
+                known.container = container  # listed with a full inspection: fold it in
+                known._apply(container.attrs)
+                continue
             if known is None or known.container.id != container.id:  # type: ignore[attr-defined]
                 logger.info("managing %s (container %s)", name, container.short_id)
                 self.services[name] = ContainerService(container, self.write_state)
@@ -290,7 +302,21 @@ class DockerAgent(ControlServer):
                 )
         self.write_state()
 
+    def _follow_events(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Thread: Docker's event stream for the lab's containers; each state change marks its container."""
+        filters = {"type": "container", "label": f"{LABEL_LAB}={self.lab_id}"}
+        try:
+            self._events = self.client.events(decode=True, filters=filters)
+            for event in self._events:
+                if event.get("status") in _STATE_EVENTS or event.get("Action") in _STATE_EVENTS:
+                    loop.call_soon_threadsafe(self._changed.add, str(event.get("id", "")))
+        except Exception as exc:  # the stream ends with the agent, or the engine went away: polling remains
+            if not self.stop_event.is_set():
+                logger.warning("Docker's event stream ended (%s); falling back to polling", exc)
+
     async def on_start(self) -> None:
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=self._follow_events, args=(loop,), name="docker-events", daemon=True).start()
         await self.discover()
         for svc in list(self.services.values()):
             if isinstance(svc, ContainerService) and svc.docker_status == "paused":
@@ -298,11 +324,12 @@ class DockerAgent(ControlServer):
                 await svc.unpause()
 
     async def on_tick(self) -> None:
+        containers = [svc for svc in self.services.values() if isinstance(svc, ContainerService)]
+        changed, self._changed = self._changed, set()
         if time.monotonic() - self._discovered_at >= DISCOVER_EVERY_S:
-            await self.discover()
-        await asyncio.gather(
-            *(svc.refresh() for svc in self.services.values() if isinstance(svc, ContainerService))
-        )
+            await self.discover()  # inspects every container
+            return
+        await asyncio.gather(*(svc.refresh() for svc in containers if svc.container.id in changed))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ COPY prometheus.yml /etc/prometheus/prometheus.yml
 USER 10001:10001
 WORKDIR /prometheus
 EXPOSE 9090
-HEALTHCHECK --interval=2s --timeout=3s --start-period=60s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python3", "-c", "import os,urllib.request; urllib.request.urlopen(os.environ['LABKIT_HEALTH_URL'], timeout=2)"]
 ENTRYPOINT ["/usr/bin/prometheus"]
 CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]

@@ -231,3 +231,36 @@ def test_up_refuses_missing_images_before_anything_starts(docker_client: Any, tm
     assert "labkit/no-such-image:0" in up.stderr and "labkit images build" in up.stderr
     assert lab_containers() <= before
     assert not (cfg.lab_dir / "config.json").exists()  # nothing was started, so no lab id was made
+
+
+def test_kill_and_recover_notebook_runs_on_the_docker_backend(
+    docker_client: Any, lab_images: dict[str, str], tmp_path: Path
+) -> None:
+    """The kill-and-recover notebook with backend="docker" (`labkit run` starts the lab and takes it down
+    again): a report, one kill, the model container restarted exactly once. The sim engine keeps the
+    steady-state check deterministic on two busy cores; the model image's real SmolLM2 answers in
+    tests/integration/test_docker_images.py."""
+    from labkit.report import RunData, restarts_figure
+
+    cfg = sim_lab_config(tmp_path, backend="docker")
+    runs = tmp_path / "reports" / "runs"
+    ports = {"LABKIT_" + k.upper(): str(getattr(cfg, k)) for k in
+             ("model_port", "wrapper_port", "prometheus_port", "exporter_port")}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "labkit.cli", "--lab-dir", str(cfg.lab_dir), "run", "kill_and_recover",
+         "--quick", "--backend", "docker", "--engine", "sim", "--out", str(runs), "--no-progress"],
+        capture_output=True, text=True, timeout=600, check=False, env={**os.environ, **ports},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = runs.iterdir()
+    assert (run_dir / "report.html").is_file()
+    run = RunData.load(run_dir)
+    assert run.status == "completed" and run.info["parameters"]["backend"] == "docker"
+    assert [f.kind for f in run.fault_windows] == ["kill"]
+    restarts = restarts_figure(run)
+    model_line = next(line for line in restarts.axes[0].get_lines() if line.get_label() == "model")
+    assert max(model_line.get_ydata()) == 1  # type: ignore[type-var]
+    # The lab the run started is gone again, containers and all.
+    assert not DockerBackend.attach(cfg.lab_dir).is_running()
+    lab_id = json.loads((cfg.lab_dir / "config.json").read_text())["lab_id"]
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={lab_id}"}) == []
