@@ -560,6 +560,8 @@ class ScenarioRunner:
         plan = self._plan(name, parameters, quick=quick)
         if self.engine is not None and "engine" not in plan.declared:
             raise ParameterError(f"scenario {name} does not take an engine; leave out --engine")
+        if self.backend is not None and "backend" not in plan.declared:
+            raise ParameterError(f"scenario {name} does not take a backend; leave out --backend")
         return plan
 
     def _plan(self, name: str, parameters: Mapping[str, object] | None, *, quick: bool) -> RunPlan:
@@ -598,6 +600,8 @@ class ScenarioRunner:
         declared = {name: self.parameters(name) for name in self.catalog}
         if self.engine is not None and not any("engine" in d for d in declared.values()):
             raise ParameterError("no scenario takes an engine; leave out --engine")
+        if self.backend is not None and not any("backend" in d for d in declared.values()):
+            raise ParameterError("no scenario takes a backend; leave out --backend")
         for pname in user:
             if pname in RESERVED_PARAMETERS:
                 raise ParameterError(f"parameter {pname} is set by labkit run; {RESERVED_PARAMETERS[pname]}")

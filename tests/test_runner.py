@@ -257,7 +257,7 @@ def cli_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
         (["typed", "-p", "duration_s", "abc"], "parameter duration_s expects float (a number), got 'abc'"),
         (["typed", "-p", "run_dir", "/tmp/x"], "parameter run_dir is set by labkit run"),
         (["--all", "-p", "bogus", "1"], "no scenario has a parameter 'bogus'"),
-        (["typed", "--backend", "docker"], "cannot use the docker backend yet; use --backend local"),
+        (["typed", "--backend", "docker"], "scenario typed does not take a backend; leave out --backend"),
         ([], "give one SCENARIO or --all"),
     ],
 )

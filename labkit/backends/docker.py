@@ -26,10 +26,11 @@ from urllib.parse import urlparse
 from labkit.backends.base import ServiceName, ServiceStatus
 from labkit.backends.docker_agent import LABEL_LAB, LABEL_MODEL, LABEL_READY, LABEL_SERVICE, LABEL_URL
 from labkit.backends.lab import LabBackend
+from labkit.backends.labdir import LabDir
 from labkit.backends.local import _PORT_FLAGS, check_port_free
 from labkit.backends.services import service_specs
 from labkit.config import LabConfig
-from labkit.errors import BackendError, ConfigError, LabAlreadyRunningError, PortInUseError
+from labkit.errors import BackendError, ConfigError, PortInUseError
 
 __all__ = ["CONTAINER_UID", "DockerBackend", "docker_client"]
 
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 # The images' non-root user (stack/docker/Dockerfile). A root caller runs every container as this user and
 # hands it the lab directory; anyone else runs them as themselves (the files stay theirs).
 CONTAINER_UID = 10001
+# Where the containers see the lab directory. Not the host's own path: that may pass through folders the
+# image has too, with other owners (a lab under /root: the image's /root is 0700 and the containers'
+# user could not reach it).
+CONTAINER_LAB = LabDir(Path("/lab"))
 STOP_TIMEOUT_S = 8
 CONTAINER_SOCKET = "/var/run/docker.sock"
 
@@ -65,6 +70,7 @@ class DockerBackend(LabBackend):
 
     name = "docker"
     manager_name = "agent"
+    manager_service = "exporter"
 
     def __init__(self, config: LabConfig, client: Any = None) -> None:
         super().__init__(config)
@@ -88,6 +94,9 @@ class DockerBackend(LabBackend):
 
     def _saved_extras(self) -> dict[str, Any]:
         return {"docker_host": self._engine_url()}
+
+    def _prometheus_rules_dir(self) -> Path:
+        return CONTAINER_LAB.rules_dir
 
     def _engine_url(self) -> str:
         return os.environ.get("DOCKER_HOST", f"unix://{CONTAINER_SOCKET}")
@@ -153,11 +162,7 @@ class DockerBackend(LabBackend):
         import docker.errors
 
         cfg = self.config
-        if self.is_running():
-            raise LabAlreadyRunningError(
-                f"a lab is already running in {self.lab.root}; see `labkit status`, "
-                "or stop it with `labkit down` first (or pass another --lab-dir and ports)"
-            )
+        self._refuse_if_running()
         self._socket_path()
         missing = []
         for image in sorted(set(self._images().values())):
@@ -186,6 +191,7 @@ class DockerBackend(LabBackend):
         """Start every container and return once all are ready; on failure nothing is left running."""
         say = progress or (lambda _msg: None)
         with self._exclusive("up"):
+            self._refuse_if_running()
             self._sweep_stale()  # on the engine the earlier lab ran on
             if self._client is None or self._saved_engine() != self._engine_url():
                 self._client = docker_client()  # a new lab runs on DOCKER_HOST's engine
@@ -222,7 +228,7 @@ class DockerBackend(LabBackend):
 
         cfg = self.config
         lab_root = str(self.lab.root)
-        token = str(self.lab.token_file)
+        inside = CONTAINER_LAB
         common: dict[str, Any] = {
             "detach": True,
             "network_mode": "host",
@@ -247,7 +253,7 @@ class DockerBackend(LabBackend):
                 **extra,
             }
 
-        by_name = {spec.name: spec for spec in service_specs(cfg, self.lab, for_containers=True)}
+        by_name = {spec.name: spec for spec in service_specs(cfg, inside, for_containers=True)}
         model_url = f"http://{cfg.host}:{cfg.model_port}"
         gpu: dict[str, Any] = {}
         if cfg.gpus:
@@ -259,8 +265,10 @@ class DockerBackend(LabBackend):
             argv = _in_container(by_name["model"].argv)
             volumes = {}
             if cfg.model_path is not None:  # else the image's embedded SmolLM2
-                path = str(cfg.resolved_model_path())
-                volumes[path] = {"bind": path, "mode": "ro"}
+                host_path = cfg.resolved_model_path()
+                in_container = f"/models/{host_path.name}"
+                volumes[str(host_path)] = {"bind": in_container, "mode": "ro"}
+                argv = [in_container if arg == str(host_path) else arg for arg in argv]
             add(
                 "model", cfg.resolved_model_image, argv, model_url, "/api/tags",
                 labels={LABEL_MODEL: cfg.model_name}, volumes=volumes, **gpu,
@@ -282,26 +290,25 @@ class DockerBackend(LabBackend):
         add(
             "wrapper", cfg.service_image, _in_container(by_name["wrapper"].argv),
             f"http://{cfg.host}:{cfg.wrapper_port}", "/ready",
-            volumes={token: {"bind": token, "mode": "ro"}},
+            volumes={str(self.lab.token_file): {"bind": str(inside.token_file), "mode": "ro"}},
         )  # fmt: skip
-        prom_dir = str(self.lab.prometheus_dir)
         add(
             "prometheus", cfg.prometheus_image, by_name["prometheus"].argv[1:],
             f"http://{cfg.host}:{cfg.prometheus_port}", "/-/ready",
-            volumes={prom_dir: {"bind": prom_dir, "mode": "rw"}},
+            volumes={str(self.lab.prometheus_dir): {"bind": str(inside.prometheus_dir), "mode": "rw"}},
         )  # fmt: skip
         socket = self._socket_path()
         agent = [
             "python", "-m", "labkit.backends.docker_agent", "--lab-id", lab_id,
             "--host", cfg.host, "--port", str(cfg.exporter_port),
-            "--token-file", token, "--lab-dir", lab_root,
+            "--token-file", str(inside.token_file), "--lab-dir", str(inside.root),
         ]  # fmt: skip
         if not cfg.supervised_model:
             agent += ["--external-model-url", cfg.model_url]
         add(
             "exporter", cfg.service_image, agent, f"http://{cfg.host}:{cfg.exporter_port}", "/metrics",
             volumes={
-                lab_root: {"bind": lab_root, "mode": "rw"},
+                lab_root: {"bind": str(inside.root), "mode": "rw"},
                 str(socket): {"bind": CONTAINER_SOCKET, "mode": "rw"},
             },
             environment={"DOCKER_HOST": f"unix://{CONTAINER_SOCKET}"},
@@ -319,7 +326,7 @@ class DockerBackend(LabBackend):
                 agent = container
         if agent is None:
             return "the lab's agent container is gone (removed during start-up)"
-        if agent.status in ("exited", "dead"):
+        if agent.status in ("exited", "dead") or agent.attrs.get("RestartCount"):
             return f"the lab's agent container exited during start-up:\n{self.logs('exporter', 20)}"
         return None
 
@@ -331,14 +338,7 @@ class DockerBackend(LabBackend):
             return 0
         with self._exclusive("down"):
             removed = self._remove_containers(saved["lab_id"])
-            state = self.lab.read_state()
-            if state is not None and state.get("running"):
-                state["running"] = False
-                state["supervisor_pid"] = None
-                for svc in state.get("services", []):
-                    if svc.get("state") != "external":
-                        svc.update(state="stopped", pid=None)
-                self.lab.write_state(state)
+            self._mark_stopped()
             return removed
 
     def _remove_containers(self, lab_id: str) -> int:

@@ -22,7 +22,7 @@ import httpx
 from labkit.backends.base import ServiceName, ServiceStatus
 from labkit.backends.labdir import LabDir, write_atomically
 from labkit.config import LabConfig
-from labkit.errors import BackendError, LabNotRunningError, ServiceStartError
+from labkit.errors import BackendError, LabAlreadyRunningError, LabNotRunningError, ServiceStartError
 from labkit.prometheus_config import render_prometheus_config
 
 __all__ = ["LabBackend", "attach_backend", "saved_backend_name"]
@@ -33,6 +33,7 @@ class LabBackend:
 
     name = "base"
     manager_name = "manager"
+    manager_service = "supervisor"  # whose log says why nothing started
 
     def __init__(self, config: LabConfig) -> None:
         self.config = config
@@ -51,6 +52,30 @@ class LabBackend:
 
     def logs(self, service: ServiceName, lines: int = 100) -> str:
         raise NotImplementedError
+
+    def _mark_stopped(self) -> None:
+        """After `down`: the state file says the lab and its services are stopped."""
+        state = self.lab.read_state()
+        if state is not None and state.get("running"):
+            state["running"] = False
+            state["supervisor_pid"] = None
+            for svc in state.get("services", []):
+                if svc.get("state") != "external":
+                    svc.update(state="stopped", pid=None)
+            self.lab.write_state(state)
+
+    def _refuse_if_running(self) -> None:
+        """A lab of either backend already running in this directory: starting another would orphan it."""
+        try:
+            running = attach_backend(self.lab.root)
+            if not running.is_running():
+                return
+        except BackendError:  # e.g. the Docker engine of an earlier docker lab is gone: nothing runs there
+            return
+        raise LabAlreadyRunningError(
+            f"a lab is already running in {self.lab.root} (backend {running.name}); see `labkit status`, "
+            "or stop it with `labkit down` first (or pass another --lab-dir and ports)"
+        )
 
     def _prepare_lab_dir(self) -> str:
         """A fresh lab in the lab directory: id, token, saved settings, rules and Prometheus config."""
@@ -83,9 +108,13 @@ class LabBackend:
         write_rules_file(self.lab.rules_dir)
         write_atomically(
             self.lab.prometheus_dir / "prometheus.yml",
-            render_prometheus_config(self.config, lab_id=lab_id, rules_dir=self.lab.rules_dir),
+            render_prometheus_config(self.config, lab_id=lab_id, rules_dir=self._prometheus_rules_dir()),
         )
         return lab_id
+
+    def _prometheus_rules_dir(self) -> Path:
+        """The rules folder as Prometheus sees it (in a container, not the host's path)."""
+        return self.lab.rules_dir
 
     def _saved_extras(self) -> dict[str, Any]:
         """What else this backend keeps in config.json (the Docker engine's address)."""
@@ -193,7 +222,7 @@ class LabBackend:
             if time.monotonic() > deadline:
                 waiting = [s["name"] for s in services if s["state"] not in ("ready", "external")]
                 hints = "; ".join(f"{n}: {details[n]}" for n in waiting if details.get(n))
-                name = waiting[0] if waiting else "supervisor"
+                name = waiting[0] if waiting else self.manager_service
                 raise ServiceStartError(
                     f"not ready after {self.config.ready_timeout_s:g}s: {', '.join(waiting) or 'all'}"
                     f"{' (' + hints + ')' if hints else ''}; the lab was stopped again.\n"

@@ -24,7 +24,6 @@ from labkit.backends.processes import LAB_ID_ENV, find_lab_processes, stop_proce
 from labkit.config import LabConfig
 from labkit.errors import (
     ConfigError,
-    LabAlreadyRunningError,
     PortInUseError,
 )
 
@@ -103,11 +102,7 @@ class LocalBackend(LabBackend):
     def preflight(self) -> None:
         """Everything that can be checked before a single process starts."""
         cfg = self.config
-        if self.is_running():
-            raise LabAlreadyRunningError(
-                f"a lab is already running in {self.lab.root}; see `labkit status`, "
-                "or stop it with `labkit down` first (or pass another --lab-dir and ports)"
-            )
+        self._refuse_if_running()
         if shutil.which(cfg.prometheus_bin) is None:
             raise ConfigError(
                 f"the Prometheus binary {cfg.prometheus_bin!r} was not found; install it with "
@@ -139,6 +134,7 @@ class LocalBackend(LabBackend):
 
     def _up(self, say: Callable[[str], None]) -> list[ServiceStatus]:
         cfg = self.config
+        self._refuse_if_running()
         self._sweep_stale()
         self.preflight()
         lab_id = self._prepare_lab_dir()
@@ -191,14 +187,7 @@ class LocalBackend(LabBackend):
         leftovers = find_lab_processes(lab_id)
         stop_processes(leftovers)
         stopped += len({p.pid for p in leftovers} - tree)
-        state = self.lab.read_state()
-        if state is not None and state.get("running"):
-            state["running"] = False
-            state["supervisor_pid"] = None
-            for svc in state.get("services", []):
-                if svc.get("state") != "external":
-                    svc.update(state="stopped", pid=None)
-            self.lab.write_state(state)
+        self._mark_stopped()
         return stopped
 
     def _sweep_stale(self) -> None:

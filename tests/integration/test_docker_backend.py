@@ -171,22 +171,40 @@ def test_chaos_faults_work_through_the_agent(docker_lab: DockerBackend, tmp_path
         Fault(kind="pause", target="model", start_s=4, duration_s=2),
         Fault(kind="cpu_stress", start_s=8, duration_s=2, params={"workers": 1}),
         Fault(kind="latency", start_s=11, duration_s=2, params={"delay_s": 0.3}),
+        Fault(kind="error", start_s=13.5, duration_s=1, params={"probability": 1.0, "status": 503}),
+        Fault(kind="stream_cut", start_s=15, duration_s=1, params={"after_tokens": 2}),
+        Fault(kind="unload", start_s=16.5, duration_s=1),
     ]
     result = run_experiment(
-        docker_lab.lab.root, schedule, duration_s=15, rate=4, max_tokens=4, steady_state=False,
+        docker_lab.lab.root, schedule, duration_s=18, rate=4, max_tokens=4, steady_state=False,
         run_dir=tmp_path, say=None,
     )  # fmt: skip
     assert result.verdict == "completed", result.summary()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     started = [(e["fault_kind"], e["outcome"]) for e in events if e["kind"] == "fault_start"]
-    assert started == [(k, "applied") for k in ("restart", "pause", "cpu_stress", "latency")], events
+    kinds = ("restart", "pause", "cpu_stress", "latency", "error", "stream_cut", "unload")
+    assert started == [(k, "applied") for k in kinds], events
     ended = {e["fault_kind"] for e in events if e["kind"] == "fault_end"}
-    assert ended >= {"pause", "cpu_stress", "latency"}, events
+    assert ended >= {"pause", "cpu_stress", "latency", "error", "stream_cut"}, events
+    # The error fault's 503s reached the client.
+    statuses = [
+        json.loads(line).get("status") for line in (tmp_path / "requests.jsonl").read_text().splitlines()
+    ]
+    assert 503 in statuses
     wait_for(
         lambda: _status(docker_lab)["wrapper"].restarts == before + 1, timeout_s=30, what="restart counted"
     )
     wait_for(lambda: _value(cfg, "sum(llm_faults_active)") == 0, timeout_s=30, what="no fault left")
     assert _generate(cfg) == 200
+
+
+def test_a_second_lab_in_the_same_directory_is_refused(docker_lab: DockerBackend, tmp_path: Path) -> None:
+    """A local `up` in a Docker lab's directory (on other ports) would orphan the Docker lab: refused."""
+    other = sim_lab_config(tmp_path)
+    up = _cli(docker_lab.lab.root, "up", "--engine", "sim", *_ports(other))
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "already running" in up.stderr and "backend docker" in up.stderr
+    assert docker_lab.is_running() and docker_lab.saved_config().backend == "docker"
 
 
 def test_down_removes_the_labs_containers_and_nothing_else(
