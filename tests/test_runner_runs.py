@@ -82,7 +82,7 @@ LAB_CALLS: list[tuple[str | None, str | None]] = []
 
 
 @contextlib.contextmanager
-def _no_lab(ctx: click.Context, engine: str | None) -> Iterator[None]:
+def _no_lab(ctx: click.Context, engine: str | None, backend: str | None = None) -> Iterator[None]:
     """Stands in for `labkit run`'s lab start: these notebooks need no lab; the call is recorded."""
     lab_dir = ctx.obj.get("lab_dir")
     LAB_CALLS.append((None if lab_dir is None else str(lab_dir), engine))
@@ -275,7 +275,7 @@ import labkit.cli
 import labkit.runner
 from labkit.cli import main
 from tests.test_runner import FakeScenario
-labkit.cli._lab_for_runs = lambda ctx, engine: contextlib.nullcontext()
+labkit.cli._lab_for_runs = lambda ctx, engine, backend: contextlib.nullcontext()
 labkit.runner.load_catalog = lambda: {"slow": FakeScenario("slow", "slow.ipynb", "Slow")}
 sys.argv = ["labkit", "run", "slow", "--out", sys.argv[1], "--no-progress"]
 main()

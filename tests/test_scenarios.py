@@ -50,8 +50,9 @@ def test_timeline_values_outside_the_run_are_refused_before_the_lab_is_touched(
 
 
 def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="backend 'docker' is not available yet"):
-        scenarios.open_lab(tmp_path / "lab", backend="docker", say=None)
+    with pytest.raises(ConfigError, match="backend must be 'local' or 'docker', not 'kubernetes'"):
+        scenarios.open_lab(tmp_path / "lab", backend="kubernetes", say=None)
+    assert not (tmp_path / "lab").exists()
 
 
 def test_check_setup_says_what_the_machine_has(monkeypatch: pytest.MonkeyPatch) -> None:

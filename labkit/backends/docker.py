@@ -17,8 +17,8 @@ import logging
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -351,16 +351,24 @@ class DockerBackend(LabBackend):
         except docker.errors.DockerException as exc:
             raise BackendError(f"cannot list the lab's containers: {exc}") from exc
 
-        def remove(container: Any) -> None:
-            try:
-                container.stop(timeout=STOP_TIMEOUT_S)
-            except docker.errors.APIError as exc:
-                logger.warning("stopping %s: %s", container.name, exc)
+        # Stopped together without threads (this also runs from an atexit backstop, when no new thread or
+        # executor may start): SIGTERM to all, wait for each until one shared deadline, then remove. The
+        # restart policy is switched off first, so nothing comes back in between.
+        for container in containers:
+            with contextlib.suppress(docker.errors.APIError):
+                container.update(restart_policy={"Name": "no"})
+            with contextlib.suppress(docker.errors.APIError):
+                if container.status in ("running", "paused", "restarting"):
+                    if container.status == "paused":
+                        container.unpause()
+                    container.kill(signal="SIGTERM")
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for container in containers:
+            with contextlib.suppress(Exception):  # a timeout or a container already gone
+                container.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for container in containers:
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)
-
-        with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
-            list(pool.map(remove, containers))
         for network in self.client.networks.list(filters={"label": f"{LABEL_LAB}={lab_id}"}):
             network.remove()
         return len(containers)

@@ -282,3 +282,24 @@ def test_kill_and_recover_notebook_runs_on_the_docker_backend(
     assert not DockerBackend.attach(cfg.lab_dir).is_running()
     lab_id = json.loads((cfg.lab_dir / "config.json").read_text())["lab_id"]
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={lab_id}"}) == []
+
+
+def test_a_lab_a_notebook_started_is_removed_when_its_kernel_exits(
+    docker_client: Any, lab_images: dict[str, str], tmp_path: Path
+) -> None:
+    """open_lab's backstop (atexit) takes a Docker lab down too: no thread or executor may start by then."""
+    cfg = sim_lab_config(tmp_path, backend="docker")
+    script = (
+        "from labkit import scenarios\n"
+        f"lab = scenarios.open_lab({str(cfg.lab_dir)!r}, engine='sim', backend='docker', say=None,\n"
+        f"    model_port={cfg.model_port}, wrapper_port={cfg.wrapper_port},\n"
+        f"    prometheus_port={cfg.prometheus_port}, exporter_port={cfg.exporter_port})\n"
+        "print(lab.status().to_json())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert '"container"' in done.stdout
+    lab_id = json.loads((cfg.lab_dir / "config.json").read_text())["lab_id"]
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={lab_id}"}) == []
