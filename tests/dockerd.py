@@ -60,6 +60,9 @@ def docker_engine() -> Iterator[tuple[Any | None, str]]:
         f"--exec-root={root / 'exec'}",
         f"--pidfile={root / 'docker.pid'}",
         f"--host=unix://{socket}",
+        # Its own containerd namespaces: where a system containerd runs, dockerd would share it.
+        "--containerd-namespace=labkit-test",
+        "--containerd-plugins-namespace=labkit-test-plugins",
         "--bridge=none",
         "--iptables=false",
         "--ip-masq=false",

@@ -134,3 +134,14 @@ def test_a_container_that_never_became_ready_fails_after_three_restarts() -> Non
     svc = ContainerService(_FakeContainer(_attrs("running")), lambda: None)
     svc._apply(_attrs("running", restarts=3, started="2026-11-27T21:00:05Z"))
     assert svc.state == "failed" and "restarted 3 times" in svc.detail
+
+
+def test_an_agent_that_restarts_does_not_fail_a_service_killed_before() -> None:
+    """A new agent finds a container Docker restarted 5 times over the lab's life: that is history, not a
+    service that never starts."""
+    svc = ContainerService(_FakeContainer(_attrs("running", restarts=5)), lambda: None)
+    assert svc.state == "starting" and svc.restarts == 5
+    svc._apply(_attrs("running", restarts=7, started="2026-11-27T21:00:05Z"))
+    assert svc.state == "starting"
+    svc._apply(_attrs("running", restarts=8, started="2026-11-27T21:00:09Z"))
+    assert svc.state == "failed" and "restarted 3 times" in svc.detail

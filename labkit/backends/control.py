@@ -509,28 +509,31 @@ class ControlServer:
         self.write_state()
         # Longer than the wrapper's own /ready timeout (2 s), so that a stalled model shows up as the
         # wrapper's 503 with its reason rather than as the wrapper not answering.
-        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
-            while not self.stop_event.is_set():
-                if server.started and self.exporter_state != "ready":
-                    self.exporter_state = "ready"
-                    self.write_state()
-                if server_task.done():
-                    logger.error("the exporter/control server stopped; shutting the lab down")
-                    break
-                await self.on_tick()
-                await asyncio.gather(*(svc.probe(client) for svc in self.services.values()))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), HEALTH_INTERVAL_S)
-        self.stop_event.set()
-        await self.stress.stop()
-        for svc in reversed(list(self.services.values())):
-            await svc.stop()
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await server_task
-        self.exporter_state = "stopped"
-        self.write_state()
-        self.gpus.close()
+        try:
+            async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+                while not self.stop_event.is_set():
+                    if server.started and self.exporter_state != "ready":
+                        self.exporter_state = "ready"
+                        self.write_state()
+                    if server_task.done():
+                        logger.error("the exporter/control server stopped; shutting the lab down")
+                        break
+                    await self.on_tick()
+                    await asyncio.gather(*(svc.probe(client) for svc in self.services.values()))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop_event.wait(), HEALTH_INTERVAL_S)
+        finally:
+            # Whatever ended the loop, no fault this server holds outlives it.
+            self.stop_event.set()
+            await self.stress.stop()
+            for svc in reversed(list(self.services.values())):
+                await svc.stop()
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await server_task
+            self.exporter_state = "stopped"
+            self.write_state()
+            self.gpus.close()
 
 
 class _QuietServer(uvicorn.Server):

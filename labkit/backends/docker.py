@@ -59,8 +59,8 @@ def docker_client(base_url: str | None = None) -> Any:
         client.ping()
     except docker.errors.DockerException as exc:
         raise BackendError(
-            f"no Docker engine answers at {where} ({exc}); start dockerd (see README, 'Docker backend'), "
-            "set DOCKER_HOST, or use --backend local"
+            f"no Docker engine answers at {where} ({exc}); start dockerd (README: 'In containers: the Docker "
+            "backend') or set DOCKER_HOST to the engine's socket"
         ) from exc
     return client
 
@@ -164,6 +164,7 @@ class DockerBackend(LabBackend):
         cfg = self.config
         self._refuse_if_running()
         self._socket_path()
+        self._check_lab_dir_is_the_labs()
         missing = []
         for image in sorted(set(self._images().values())):
             try:
@@ -178,6 +179,7 @@ class DockerBackend(LabBackend):
                 else "pull them (`docker pull IMAGE`) or pass another image"
             )
             raise ConfigError(f"the Docker engine has no image {', '.join(missing)}; {hint}")
+        self._check_images_current()
         if cfg.model_path is not None:
             cfg.resolved_model_path()
         for service, (field, flag) in _PORT_FLAGS.items():
@@ -186,6 +188,35 @@ class DockerBackend(LabBackend):
             port = getattr(cfg, field)
             if not check_port_free(cfg.host, port):
                 raise PortInUseError(service, port, flag)
+
+    _LAB_DIR_ENTRIES = frozenset(
+        {".lock", "config.json", "state.json", "token", "logs", "prometheus", "ollama"}
+    )
+
+    def _check_lab_dir_is_the_labs(self) -> None:
+        """As root, `up` hands the lab directory to the containers' user: only a directory that holds
+        nothing but a lab's files (or does not exist yet) may be handed over."""
+        if os.geteuid() != 0 or not self.lab.root.exists():
+            return
+        foreign = sorted(p.name for p in self.lab.root.iterdir() if p.name not in self._LAB_DIR_ENTRIES)
+        if foreign:
+            raise ConfigError(
+                f"{self.lab.root} holds files that are not a lab's ({', '.join(foreign[:5])}); the Docker "
+                "backend gives its lab directory to the containers' user, so pass a --lab-dir of its own"
+            )
+
+    def _check_images_current(self) -> None:
+        """labkit's own images must hold this checkout's code; an older build would run old code silently."""
+        from labkit.backends.docker_images import IMAGE_TAGS, image_states
+
+        wanted = set(self._images().values())
+        stale = [IMAGE_TAGS[name] for name, state in image_states(self.client).items()
+                 if state == "stale" and IMAGE_TAGS[name] in wanted]  # fmt: skip
+        if stale:
+            raise ConfigError(
+                f"{', '.join(stale)} {'was' if len(stale) == 1 else 'were'} built from other code than "
+                "this checkout's; rebuild with `labkit images build` (offline: `--offline`)"
+            )
 
     def up(self, *, progress: Callable[[str], None] | None = None) -> list[ServiceStatus]:
         """Start every container and return once all are ready; on failure nothing is left running."""
@@ -217,10 +248,9 @@ class DockerBackend(LabBackend):
         stays 0600. Anyone else runs the containers as themselves, so nothing changes hands."""
         if os.geteuid() != 0:
             return
+        # Never through a link (lchown), and only what a lab directory holds (checked in preflight).
         for path in [self.lab.root, *self.lab.root.rglob("*")]:
-            if path.is_symlink():
-                continue
-            os.chown(path, CONTAINER_UID, CONTAINER_UID)
+            os.chown(path, CONTAINER_UID, CONTAINER_UID, follow_symlinks=False)
 
     def _container_specs(self, lab_id: str) -> dict[str, dict[str, Any]]:
         """`containers.run` keyword arguments per service, in start order."""
@@ -261,6 +291,10 @@ class DockerBackend(LabBackend):
             gpu["device_requests"] = [
                 DeviceRequest(count=-1 if ids is None else None, device_ids=ids, capabilities=[["gpu"]])
             ]
+        if cfg.engine == "ollama" and cfg.supervised_model:
+            (self.lab.root / "ollama").mkdir(exist_ok=True)
+            if os.geteuid() == 0:
+                os.chown(self.lab.root / "ollama", CONTAINER_UID, CONTAINER_UID)
         if cfg.engine in ("llama", "sim"):
             argv = _in_container(by_name["model"].argv)
             volumes = {}
@@ -284,7 +318,9 @@ class DockerBackend(LabBackend):
                     "OLLAMA_KEEP_ALIVE": cfg.keep_alive,
                     "HOME": "/home/labkit",
                 },
-                volumes={"labkit-ollama-models": {"bind": "/home/labkit/.ollama", "mode": "rw"}},
+                # Its models and keys live in the lab directory, which survives labs (pull with
+                # `docker exec <container> ollama pull MODEL`).
+                volumes={str(self.lab.root / "ollama"): {"bind": "/home/labkit/.ollama", "mode": "rw"}},
                 **gpu,
             )  # fmt: skip
         add(

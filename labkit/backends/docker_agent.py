@@ -65,9 +65,10 @@ LABEL_MODEL = "io.labkit.model_name"
 # Grafana's own healthcheck.
 MANAGED_SERVICES = ("model", "wrapper", "prometheus")
 MAX_START_FAILURES = 3
-# Docker's event stream says at once when a container dies, restarts or is paused; a full inspection of every
-# container this often is the backstop (a missed event, an engine restart). Polling every container on each
-# 0.25 s probe cost ~5 % of a core in dockerd on a 2-core machine, taken from the model.
+# Docker's event stream says at once when a container dies, restarts or is paused; a full inspection of
+# every container this often is the backstop (a missed event; the stream resubscribes after an engine
+# restart). Inspecting every container on each 0.25 s probe cost ~5 % of a core in dockerd on a 2-core
+# machine, taken from the model.
 DISCOVER_EVERY_S = 2.0
 # The container events that change what the agent reports.
 _STATE_EVENTS = {"start", "die", "kill", "stop", "pause", "unpause", "restart", "destroy", "oom"}
@@ -111,6 +112,10 @@ class ContainerService(ProbedState):
         self.docker_status = "created"
         self._pid: int | None = None
         self._pause_timer: asyncio.TimerHandle | None = None
+        # Restarts before this agent first saw the container: an agent that was itself restarted must not
+        # take a service killed three times over the lab's life for one that never starts.
+        self._restarts_before = int(container.attrs.get("RestartCount") or 0)
+        self._lock = asyncio.Lock()  # one pause, unpause, signal or refresh at a time
         self._apply(container.attrs)
 
     @property
@@ -137,10 +142,10 @@ class ContainerService(ProbedState):
         elif status == "restarting":
             self._set_state("restarting", f"exited with code {state.get('ExitCode')}")
         elif status == "running":
-            if not self.ever_ready and self.restarts >= MAX_START_FAILURES:
+            if not self.ever_ready and self.restarts - self._restarts_before >= MAX_START_FAILURES:
                 self._set_state(
                     "failed",
-                    f"restarted {self.restarts} times before becoming ready; "
+                    f"restarted {self.restarts - self._restarts_before} times before becoming ready; "
                     f"see `labkit logs {self.spec.name}`",
                 )
             elif new_process or self.state in ("restarting", "stopped", "failed"):
@@ -151,6 +156,14 @@ class ContainerService(ProbedState):
             self._set_state("stopped", f"container {status}, exit code {state.get('ExitCode')}")
 
     async def refresh(self) -> None:
+        async with self._lock:
+            await self._refresh()
+        if self.docker_status == "paused" and self._pause_timer is None:
+            # Paused with no TTL held here (the agent that paused it died, or an unpause failed): end it.
+            logger.warning("%s is paused with no pause held by this agent: unpausing it", self.spec.name)
+            await self.unpause()
+
+    async def _refresh(self) -> None:
         try:
             await asyncio.to_thread(self.container.reload)
         except docker.errors.NotFound:
@@ -158,7 +171,7 @@ class ContainerService(ProbedState):
             self._pid = None
             self._set_state("stopped", "container removed")
             return
-        except docker.errors.DockerException as exc:
+        except Exception as exc:  # the engine went away (requests' errors are not DockerExceptions)
             logger.warning("cannot inspect %s: %s", self.spec.name, exc)
             return
         self._apply(self.container.attrs)
@@ -170,29 +183,31 @@ class ContainerService(ProbedState):
     async def stop(self) -> None:
         """The agent is stopping: end a pause it holds (no fault outlives the agent)."""
         if self.docker_status == "paused":
-            await self.unpause()
+            with contextlib.suppress(Exception):
+                await self.unpause()
         self._cancel_pause_timer()
 
     # ---- actions ---------------------------------------------------------------------------------
     async def _main_pid(self) -> int:
-        await self.refresh()
+        await self._refresh()
         if self._pid is None:
             raise ValueError(f"{self.spec.name} has no running process (container {self.docker_status})")
         return self._pid
 
     async def _signal_main(self, sig: int) -> None:
-        pid = await self._main_pid()
-        if self.docker_status == "paused":  # a frozen process would hold the signal until thawed
-            await self.unpause()
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError as exc:
-            raise ValueError(f"{self.spec.name}'s process {pid} is gone already") from exc
-        except PermissionError as exc:
-            raise ValueError(
-                f"not allowed to signal {self.spec.name}'s process {pid}: the agent and the lab's containers "
-                "must run as the same user, with the agent in the host's PID namespace (pid: host)"
-            ) from exc
+        async with self._lock:
+            pid = await self._main_pid()
+            if self.docker_status == "paused":  # a frozen process would hold the signal until thawed
+                await self._unpause()
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError as exc:
+                raise ValueError(f"{self.spec.name}'s process {pid} is gone already") from exc
+            except PermissionError as exc:
+                raise ValueError(
+                    f"not allowed to signal {self.spec.name}'s process {pid}: the agent and the lab's "
+                    "containers must run as the same user, with the agent in the host's PID namespace"
+                ) from exc
 
     async def kill(self) -> None:
         """SIGKILL the main process, as a crash would; Docker's restart policy brings it back."""
@@ -203,27 +218,43 @@ class ContainerService(ProbedState):
         await self._signal_main(signal.SIGTERM)
 
     async def pause(self, duration_s: float) -> None:
-        await self._main_pid()
-        try:
-            if self.docker_status != "paused":
-                await asyncio.to_thread(self.container.pause)
-        except docker.errors.APIError as exc:
-            raise ValueError(f"cannot pause {self.spec.name}: {exc.explanation or exc}") from exc
+        async with self._lock:
+            await self._main_pid()
+            try:
+                if self.docker_status != "paused":
+                    await asyncio.to_thread(self.container.pause)
+            except Exception as exc:
+                raise ValueError(f"cannot pause {self.spec.name}: {exc}") from exc
+            self._arm_unpause(duration_s)
+            self.docker_status = "paused"
+            self._set_state("paused", f"paused for {duration_s:g}s")
+
+    def _arm_unpause(self, after_s: float) -> None:
         self._cancel_pause_timer()
         loop = asyncio.get_running_loop()
-        self._pause_timer = loop.call_later(duration_s, lambda: loop.create_task(self.unpause()))
-        self.docker_status = "paused"
-        self._set_state("paused", f"paused for {duration_s:g}s")
+        self._pause_timer = loop.call_later(after_s, lambda: loop.create_task(self._timed_unpause()))
+
+    async def _timed_unpause(self) -> None:
+        self._pause_timer = None
+        await self.unpause()
 
     async def unpause(self) -> None:
+        async with self._lock:
+            await self._unpause()
+
+    async def _unpause(self) -> None:
+        """Thaw the container; if the engine does not answer, try again in a second (the TTL holds)."""
         self._cancel_pause_timer()
-        await self.refresh()
-        if self.docker_status == "paused":
-            try:
-                await asyncio.to_thread(self.container.unpause)
-            except docker.errors.APIError as exc:
-                logger.warning("cannot unpause %s: %s", self.spec.name, exc)
-            await self.refresh()
+        await self._refresh()
+        if self.docker_status != "paused":
+            return
+        try:
+            await asyncio.to_thread(self.container.unpause)
+        except Exception as exc:
+            logger.warning("cannot unpause %s (%s); trying again in 1 s", self.spec.name, exc)
+            self._arm_unpause(1.0)
+            return
+        await self._refresh()
 
     def _cancel_pause_timer(self) -> None:
         if self._pause_timer is not None:
@@ -279,7 +310,7 @@ class DockerAgent(ControlServer):
             containers = await asyncio.to_thread(
                 self.client.containers.list, all=True, filters={"label": f"{LABEL_LAB}={self.lab_id}"}
             )
-        except docker.errors.DockerException as exc:
+        except Exception as exc:  # the engine went away: keep the last view, try again
             logger.warning("cannot list the lab's containers: %s", exc)
             return
         for container in sorted(containers, key=_start_order):
@@ -291,8 +322,9 @@ class DockerAgent(ControlServer):
                 continue
             known = self.services.get(name)
             if isinstance(known, ContainerService) and known.container.id == container.id:
-                known.container = container  # listed with a full inspection: fold it in
-                known._apply(container.attrs)
+                if not known._lock.locked():  # listed with a full inspection: fold it in
+                    known.container = container
+                    known._apply(container.attrs)
                 continue
             if known is None or known.container.id != container.id:  # type: ignore[attr-defined]
                 logger.info("managing %s (container %s)", name, container.short_id)
@@ -303,25 +335,27 @@ class DockerAgent(ControlServer):
         self.write_state()
 
     def _follow_events(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Thread: Docker's event stream for the lab's containers; each state change marks its container."""
+        """Thread: Docker's event stream for the lab's containers; each state change marks its container.
+        When the stream ends (the engine restarted), it subscribes again; polling covers the gap."""
         filters = {"type": "container", "label": f"{LABEL_LAB}={self.lab_id}"}
-        try:
-            self._events = self.client.events(decode=True, filters=filters)
-            for event in self._events:
-                if event.get("status") in _STATE_EVENTS or event.get("Action") in _STATE_EVENTS:
-                    loop.call_soon_threadsafe(self._changed.add, str(event.get("id", "")))
-        except Exception as exc:  # the stream ends with the agent, or the engine went away: polling remains
-            if not self.stop_event.is_set():
-                logger.warning("Docker's event stream ended (%s); falling back to polling", exc)
+        while not self.stop_event.is_set():
+            try:
+                self._events = self.client.events(decode=True, filters=filters)
+                for event in self._events:
+                    if event.get("status") in _STATE_EVENTS or event.get("Action") in _STATE_EVENTS:
+                        loop.call_soon_threadsafe(self._changed.add, str(event.get("id", "")))
+            except Exception as exc:  # requests' errors included: the engine went away
+                logger.warning("Docker's event stream ended (%s); subscribing again in 2 s", exc)
+            time.sleep(2.0)
 
     async def on_start(self) -> None:
         loop = asyncio.get_running_loop()
         threading.Thread(target=self._follow_events, args=(loop,), name="docker-events", daemon=True).start()
         await self.discover()
-        for svc in list(self.services.values()):
-            if isinstance(svc, ContainerService) and svc.docker_status == "paused":
-                logger.warning("%s was left paused (its pause's TTL is unknown): unpausing it", svc.spec.name)
-                await svc.unpause()
+        # A container paused by an agent that died (its TTL unknown) is unpaused by its first refresh.
+        await asyncio.gather(
+            *(svc.refresh() for svc in self.services.values() if isinstance(svc, ContainerService))
+        )
 
     async def on_tick(self) -> None:
         containers = [svc for svc in self.services.values() if isinstance(svc, ContainerService)]

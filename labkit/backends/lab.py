@@ -70,8 +70,14 @@ class LabBackend:
             running = attach_backend(self.lab.root)
             if not running.is_running():
                 return
-        except BackendError:  # e.g. the Docker engine of an earlier docker lab is gone: nothing runs there
-            return
+        except BackendError as exc:
+            if saved_backend_name(self.lab.root) != "docker":
+                return
+            # Its containers may come back with the engine (unless-stopped): a new lab here would orphan them.
+            raise BackendError(
+                f"cannot tell whether the Docker lab in {self.lab.root} still runs ({exc}). Start its engine "
+                f"and run `labkit down`; if that engine is gone for good, remove {self.lab.config_file}"
+            ) from exc
         raise LabAlreadyRunningError(
             f"a lab is already running in {self.lab.root} (backend {running.name}); see `labkit status`, "
             "or stop it with `labkit down` first (or pass another --lab-dir and ports)"

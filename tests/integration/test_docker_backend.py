@@ -20,6 +20,7 @@ from labkit.backends.docker import DockerBackend
 from labkit.backends.docker_agent import LABEL_LAB, LABEL_SERVICE
 from labkit.chaos import Fault, run_experiment
 from labkit.config import LabConfig
+from labkit.errors import BackendError
 from labkit.prom import PrometheusClient
 from tests.conftest import sim_lab_config, wait_for
 
@@ -303,3 +304,29 @@ def test_a_lab_a_notebook_started_is_removed_when_its_kernel_exits(
     assert '"container"' in done.stdout
     lab_id = json.loads((cfg.lab_dir / "config.json").read_text())["lab_id"]
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={lab_id}"}) == []
+
+
+def test_a_pause_ends_when_the_agent_holding_it_is_killed(
+    docker_lab: DockerBackend, docker_client: Any
+) -> None:
+    """SIGKILL of the agent mid-pause: Docker restarts it, and the new agent ends the pause whose TTL died
+    with its predecessor; the exporter's own restart is counted."""
+    cfg = docker_lab.saved_config()
+    docker_lab.pause("model", 300)
+    agent = next(
+        c
+        for c in docker_client.containers.list(filters={"label": f"{LABEL_LAB}={docker_lab._lab_id()}"})
+        if c.labels[LABEL_SERVICE] == "exporter"
+    )
+    os.kill(agent.attrs["State"]["Pid"], 9)
+
+    def model_state() -> str | None:
+        try:
+            return _status(docker_lab)["model"].state
+        except BackendError:  # the agent is restarting
+            return None
+
+    # "ready", not "failed": the new agent takes earlier restarts for history.
+    wait_for(lambda: model_state() == "ready", timeout_s=60, what="pause ended")
+    assert httpx.get(f"http://127.0.0.1:{cfg.model_port}/api/tags", timeout=5).status_code == 200
+    assert _status(docker_lab)["exporter"].restarts == 1
