@@ -27,10 +27,9 @@ from labkit.backends.base import ServiceName, ServiceStatus
 from labkit.backends.docker_agent import LABEL_LAB, LABEL_MODEL, LABEL_READY, LABEL_SERVICE, LABEL_URL
 from labkit.backends.lab import LabBackend
 from labkit.backends.labdir import LabDir
-from labkit.backends.local import _PORT_FLAGS, check_port_free
 from labkit.backends.services import service_specs
 from labkit.config import LabConfig
-from labkit.errors import BackendError, ConfigError, PortInUseError
+from labkit.errors import BackendError, ConfigError
 
 __all__ = ["CONTAINER_UID", "DockerBackend", "docker_client"]
 
@@ -182,12 +181,7 @@ class DockerBackend(LabBackend):
         self._check_images_current()
         if cfg.model_path is not None:
             cfg.resolved_model_path()
-        for service, (field, flag) in _PORT_FLAGS.items():
-            if service == "model" and not cfg.supervised_model:
-                continue
-            port = getattr(cfg, field)
-            if not check_port_free(cfg.host, port):
-                raise PortInUseError(service, port, flag)
+        self._check_ports_free()
 
     _LAB_DIR_ENTRIES = frozenset(
         {".lock", "config.json", "state.json", "token", "logs", "prometheus", "ollama"}

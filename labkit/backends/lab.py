@@ -7,9 +7,11 @@ port, so every action but `up`/`down`/`logs` is the same HTTP call on either bac
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,10 +24,47 @@ import httpx
 from labkit.backends.base import ServiceName, ServiceStatus
 from labkit.backends.labdir import LabDir, write_atomically
 from labkit.config import LabConfig
-from labkit.errors import BackendError, LabAlreadyRunningError, LabNotRunningError, ServiceStartError
+from labkit.errors import (
+    BackendError,
+    ConfigError,
+    LabAlreadyRunningError,
+    LabNotRunningError,
+    PortInUseError,
+    ServiceStartError,
+)
 from labkit.prometheus_config import render_prometheus_config
 
-__all__ = ["LabBackend", "attach_backend", "saved_backend_name"]
+__all__ = ["LabBackend", "attach_backend", "check_port_free", "saved_backend_name"]
+
+_PORT_FLAGS = {
+    "model": ("model_port", "--model-port"),
+    "wrapper": ("wrapper_port", "--wrapper-port"),
+    "prometheus": ("prometheus_port", "--prometheus-port"),
+    "exporter": ("exporter_port", "--exporter-port"),
+}
+
+
+def check_port_free(host: str, port: int) -> bool:
+    """True when `host:port` can be bound now (with SO_REUSEADDR, as the services bind it).
+
+    Raises ConfigError when `host` cannot be bound at all (not an address of this machine)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"host {host!r} is not a valid address ({exc}); pass --host 127.0.0.1") from exc
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); pass --host with an address of this "
+                "machine, e.g. 127.0.0.1"
+            ) from exc
+    return True
 
 
 class LabBackend:
@@ -63,6 +102,16 @@ class LabBackend:
                 if svc.get("state") != "external":
                     svc.update(state="stopped", pid=None)
             self.lab.write_state(state)
+
+    def _check_ports_free(self) -> None:
+        """Every port the lab will listen on is free now (the model's only when the lab runs it)."""
+        cfg = self.config
+        for service, (field, flag) in _PORT_FLAGS.items():
+            if service == "model" and not cfg.supervised_model:
+                continue
+            port = getattr(cfg, field)
+            if not check_port_free(cfg.host, port):
+                raise PortInUseError(service, port, flag)
 
     def _refuse_if_running(self) -> None:
         """A lab of either backend already running in this directory: starting another would orphan it."""

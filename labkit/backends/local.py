@@ -6,11 +6,9 @@ service does not become ready; `down` leaves no process behind, even after the s
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,48 +17,18 @@ from pathlib import Path
 import psutil
 
 from labkit.backends.base import ServiceName, ServiceStatus
-from labkit.backends.lab import LabBackend
+from labkit.backends.lab import LabBackend, check_port_free
 from labkit.backends.processes import LAB_ID_ENV, find_lab_processes, stop_processes, wait_until_gone
 from labkit.config import LabConfig
 from labkit.errors import (
     ConfigError,
-    PortInUseError,
 )
 
 __all__ = ["LocalBackend", "check_port_free"]
 
 logger = logging.getLogger(__name__)
 
-_PORT_FLAGS = {
-    "model": ("model_port", "--model-port"),
-    "wrapper": ("wrapper_port", "--wrapper-port"),
-    "prometheus": ("prometheus_port", "--prometheus-port"),
-    "exporter": ("exporter_port", "--exporter-port"),
-}
 SUPERVISOR_STOP_TIMEOUT_S = 30.0
-
-
-def check_port_free(host: str, port: int) -> bool:
-    """True when `host:port` can be bound now (with SO_REUSEADDR, as the services bind it).
-
-    Raises ConfigError when `host` cannot be bound at all (not an address of this machine)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ConfigError(f"host {host!r} is not a valid address ({exc}); pass --host 127.0.0.1") from exc
-    family, _, _, _, address = infos[0]
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise ConfigError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); pass --host with an address of this "
-                "machine, e.g. 127.0.0.1"
-            ) from exc
-    return True
 
 
 class LocalBackend(LabBackend):
@@ -112,12 +80,7 @@ class LocalBackend(LabBackend):
             cfg.resolved_model_path()
         if cfg.engine == "ollama" and cfg.supervised_model:
             cfg.ollama_binary()
-        for service, (field, flag) in _PORT_FLAGS.items():
-            if service == "model" and not cfg.supervised_model:
-                continue
-            port = getattr(cfg, field)
-            if not check_port_free(cfg.host, port):
-                raise PortInUseError(service, port, flag)
+        self._check_ports_free()
         if cfg.engine == "llama":
             import importlib.util
 
