@@ -480,49 +480,46 @@ def _traffic(layout: _Layout, slos: Sequence[SloDefinition]) -> None:
     )
 
 
+def _latency_quantiles(
+    slos: Sequence[SloDefinition],
+    title: str,
+    what: str,
+    metric: str,
+    quantiles: Sequence[float],
+    matchers: str = "",
+) -> dict[str, Any]:
+    """A panel of `metric`'s quantiles with the spec's thresholds of it drawn dashed."""
+    thresholds = _threshold_text(slos, metric)
+    plural = "s" if ";" in thresholds else ""
+    return _timeseries(
+        title,
+        f"{what} Dashed: the spec's threshold{plural} ({thresholds}).",
+        _targets(*((_quantile(q, metric, matchers), f"p{q * 100:g}") for q in quantiles)),
+        unit="s",
+        thresholds=_latency_thresholds(slos, metric),
+        show_thresholds=True,
+    )
+
+
 def _latency(layout: _Layout, slos: Sequence[SloDefinition]) -> None:
     layout.row("Latency (quantiles interpolated in histogram buckets: for display; SLIs are exact)")
-    layout.add(
-        _timeseries(
-            "End-to-end latency p50 / p95 / p99",
-            "Duration of successful POST /generate requests, arrival to last byte. Dashed: the spec's "
-            f"thresholds ({_threshold_text(slos, _WRAPPER_DURATION)}).",
-            _targets(
-                *((_quantile(q, _WRAPPER_DURATION, _GENERATE), f"p{q * 100:g}") for q in (0.5, 0.95, 0.99))
-            ),
-            unit="s",
-            thresholds=_latency_thresholds(slos, _WRAPPER_DURATION),
-            show_thresholds=True,
+    panels = [
+        _latency_quantiles(
+            slos, "End-to-end latency p50 / p95 / p99",
+            "Duration of successful POST /generate requests, arrival to last byte.",
+            _WRAPPER_DURATION, (0.5, 0.95, 0.99), _GENERATE,
         ),
-        w=8,
-        h=8,
-    )
-    layout.add(
-        _timeseries(
-            "Time to first token p50 / p95",
-            "Arrival to the first generated token at the wrapper. Dashed: the spec's threshold "
-            f"({_threshold_text(slos, _WRAPPER_TTFT)}).",
-            _targets(*((_quantile(q, _WRAPPER_TTFT), f"p{q * 100:g}") for q in (0.5, 0.95))),
-            unit="s",
-            thresholds=_latency_thresholds(slos, _WRAPPER_TTFT),
-            show_thresholds=True,
+        _latency_quantiles(
+            slos, "Time to first token p50 / p95",
+            "Arrival to the first generated token at the wrapper.", _WRAPPER_TTFT, (0.5, 0.95),
         ),
-        w=8,
-        h=8,
-    )
-    layout.add(
-        _timeseries(
-            "Inter-token latency p50 / p95",
-            "Gaps between consecutive streamed chunks after the first. Dashed: the spec's threshold "
-            f"({_threshold_text(slos, _WRAPPER_ITL)}).",
-            _targets(*((_quantile(q, _WRAPPER_ITL), f"p{q * 100:g}") for q in (0.5, 0.95))),
-            unit="s",
-            thresholds=_latency_thresholds(slos, _WRAPPER_ITL),
-            show_thresholds=True,
+        _latency_quantiles(
+            slos, "Inter-token latency p50 / p95",
+            "Gaps between consecutive streamed chunks after the first.", _WRAPPER_ITL, (0.5, 0.95),
         ),
-        w=8,
-        h=8,
-    )
+    ]  # fmt: skip
+    for panel in panels:
+        layout.add(panel, w=8, h=8)
 
 
 def _saturation(layout: _Layout) -> None:
