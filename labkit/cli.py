@@ -11,22 +11,22 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from labkit import __version__
 from labkit.backends.base import SERVICE_NAMES, ServiceStatus
-from labkit.backends.lab import LabBackend, attach_backend
+from labkit.backends.lab import LabBackend, attach_backend, describe_unscraped
 from labkit.backends.local import LocalBackend
-from labkit.chaos import halt_all, load_experiment_file, plan_text, random_schedule, run_experiment
 from labkit.config import LabConfig, load_config, resolve_lab_dir
 from labkit.errors import ConfigError, LabkitError, LabNotRunningError
-from labkit.load import LoadSpec, run_load
-from labkit.remediation import RemediationPolicy
-from labkit.rundir import RunDirectory
-from labkit.runner import RunFailedError, RunResult, ScenarioRunner
-from labkit.smoke import run_smoke
+
+# The subcommands' heavy modules (pandas, papermill, the chaos engine) are imported where they are used:
+# `labkit up`, `down` and `status` start in a fraction of the time (measured in docs/benchmarks.md).
+if TYPE_CHECKING:
+    from labkit.remediation import RemediationPolicy
+    from labkit.runner import RunResult
 
 __all__ = ["main"]
 
@@ -144,10 +144,25 @@ def cli(ctx: click.Context, lab_dir: Path | None, verbose: bool) -> None:
 @click.option("--service-image", default=None, help="docker: wrapper and exporter image [labkit/service].")
 @click.option("--prometheus-image", default=None, help="docker: Prometheus image [labkit/prometheus].")
 @click.option("--gpus", default=None, help='docker: GPUs for the model container, "all" or "0,1".')
+@click.option(
+    "--wait-scraped",
+    is_flag=True,
+    help="Also wait until Prometheus has scraped every service (for scripts that query it at once).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the services as JSON.")
 @click.pass_context
-def up(ctx: click.Context, as_json: bool, engine: str | None, ollama_url: str | None, **options: Any) -> None:
-    """Start the lab (model, wrapper, Prometheus, exporter) and wait until every service is ready."""
+def up(
+    ctx: click.Context,
+    as_json: bool,
+    wait_scraped: bool,
+    engine: str | None,
+    ollama_url: str | None,
+    **options: Any,
+) -> None:
+    """Start the lab (model, wrapper, Prometheus, exporter) and wait until every service is ready.
+
+    Prometheus' first scrape of every service follows within ~6 s (Prometheus 2.42 applies new targets
+    every 5 s); `labkit run`, `labkit chaos run` and `labkit smoke` wait for it themselves."""
     if ollama_url and engine is None:
         engine = "ollama"
 
@@ -159,7 +174,14 @@ def up(ctx: click.Context, as_json: bool, engine: str | None, ollama_url: str | 
                 "machines; the model and wrapper have no authentication",
                 err=True,
             )
-        services = backend.up(progress=lambda msg: click.echo(msg, err=True))
+        services = backend.up(progress=lambda msg: click.echo(msg, err=True), wait_scraped=wait_scraped)
+        if not wait_scraped:
+            click.echo(
+                "prometheus scrapes every service for the first time within ~6 s (it applies new "
+                "targets every 5 s); `labkit run`, `chaos run` and `smoke` wait for that; scripts can "
+                "pass --wait-scraped",
+                err=True,
+            )
         if as_json:
             click.echo(json.dumps([s.model_dump() for s in services], indent=2))
         else:
@@ -199,13 +221,26 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show every service of the running lab."""
 
     def action() -> None:
-        services = _attached(ctx).status()
+        backend = _attached(ctx)
+        services = backend.status()
         if as_json:
             click.echo(json.dumps([s.model_dump() for s in services], indent=2))
         else:
             _print_table(services)
+            click.echo(f"\n{_scrape_line(backend)}")
 
     _run(action)
+
+
+def _scrape_line(backend: LabBackend) -> str:
+    """Whether Prometheus' last scrape of every service answered, for `labkit status`."""
+    try:
+        unscraped = backend.prometheus_unscraped_targets()
+    except LabkitError as exc:
+        return f"prometheus: {exc}"
+    if not unscraped:
+        return "prometheus: every service answered its last scrape"
+    return f"prometheus: {describe_unscraped(unscraped)} (it adds new targets every 5 s)"
 
 
 @cli.command()
@@ -234,8 +269,12 @@ def smoke(ctx: click.Context, count: int, max_tokens: int, out: Path) -> None:
     """Send a few real requests through the running lab and check Prometheus saw them."""
 
     def action() -> None:
+        from labkit.smoke import run_smoke
+
         backend = _attached(ctx)
         saved = backend.saved_config()
+        # Right after `labkit up` Prometheus may not have scraped yet: its count must cover every request.
+        backend.wait_scraped(say=lambda msg: click.echo(msg, err=True))
         result = run_smoke(saved, out_dir=out, requests=count, max_tokens=max_tokens)
         for i, r in enumerate(result.requests, 1):
             ttft = f"{r.time_to_first_token_s:.3f}s" if r.time_to_first_token_s is not None else "-"
@@ -341,6 +380,9 @@ def load(
     """Send open-loop (--rate) or closed-loop (--concurrency) load and record every request."""
 
     def action() -> None:
+        from labkit.load import LoadSpec, run_load
+        from labkit.rundir import RunDirectory
+
         target = url
         if target is None:
             try:
@@ -391,6 +433,8 @@ def _schedule_from(
     seed: int | None, experiment: Path | None, duration: float | None
 ) -> tuple[Any, float, dict[str, Any]]:
     """(schedule, run length, the experiment file's run settings): from --seed or --file, read once."""
+    from labkit.chaos import load_experiment_file, random_schedule
+
     if (seed is None) == (experiment is None):
         raise LabkitError("give exactly one of --seed K (a random schedule) or --file EXPERIMENT.yaml")
     if experiment is not None:
@@ -421,6 +465,8 @@ def chaos_plan(seed: int | None, experiment: Path | None, duration: float | None
     """Print the schedule an experiment would run, without touching the lab."""
 
     def action() -> None:
+        from labkit.chaos import plan_text
+
         schedule, total, _ = _schedule_from(seed, experiment, duration)
         click.echo(plan_text(schedule, duration_s=total))
 
@@ -467,6 +513,8 @@ def chaos_run(
     """Run an experiment against the running lab; exit 1 unless its verdict is `completed`."""
 
     def action() -> None:
+        from labkit.chaos import run_experiment
+
         schedule, total, extra = _schedule_from(seed, experiment, duration)
         remediation = _remediation_options(
             extra.pop("remediation", None), remediate, remediation_threshold, remediation_dry_run
@@ -495,6 +543,8 @@ def _remediation_options(
     from_file: RemediationPolicy | None, target: str | None, threshold_s: float | None, dry_run: bool
 ) -> RemediationPolicy | None:
     """The remediation policy: the experiment file's, with the command line's choices on top."""
+    from labkit.remediation import RemediationPolicy
+
     if from_file is None and target is None:
         if threshold_s is not None or dry_run:
             raise LabkitError(
@@ -514,6 +564,8 @@ def chaos_halt(ctx: click.Context) -> None:
     """End every active fault of the lab at once (idempotent)."""
 
     def action() -> None:
+        from labkit.chaos import halt_all
+
         report = halt_all(resolve_lab_dir(ctx.obj.get("lab_dir")))
         click.echo(report.summary())
         if not report.ok:
@@ -604,6 +656,8 @@ def run_command(
     """
 
     def action() -> None:
+        from labkit.runner import RunFailedError, ScenarioRunner
+
         runner = ScenarioRunner(
             out=out,
             lab_dir=ctx.obj.get("lab_dir"),
@@ -660,6 +714,7 @@ def run_command(
 def _lab_for_runs(ctx: click.Context, engine: str | None, backend: str | None) -> Iterator[None]:
     """The lab the notebooks use: the running one, or one started now (a clear error before any run when
     it cannot start) and taken down when the runs end, whatever happened."""
+    from labkit.chaos import halt_all
     from labkit.scenarios import open_lab
 
     session = open_lab(
@@ -740,6 +795,8 @@ def report_command(run_dir: Path, no_progress: bool) -> None:
     """Render RUN_DIR's report again (report.ipynb, report.html) and update the index next to its folder."""
 
     def action() -> None:
+        from labkit.runner import ScenarioRunner
+
         runner = ScenarioRunner(out=run_dir.resolve().parent, progress=not no_progress)
         click.echo(f"report: {runner.render_report(run_dir)}")
         index = runner.reports_dir / "index.html"

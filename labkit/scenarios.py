@@ -165,7 +165,8 @@ def open_lab(
     setting, e.g. wrapper_port=8001).
 
     A lab this call starts is taken down by `close()` and, as a backstop, when the Python process (the
-    notebook's kernel) exits. A lab that was already running is used as it is and left running."""
+    notebook's kernel) exits. A lab that was already running is used as it is and left running.
+    Either way it returns once Prometheus has scraped every service, so that a run's series are whole."""
     if backend not in ("local", "docker"):
         raise ConfigError(f"backend must be 'local' or 'docker', not {backend!r}")
     say = say or (lambda _line: None)
@@ -174,6 +175,7 @@ def open_lab(
     if attached.is_running():
         config = attached.saved_config()
         say(f"using the lab already running in {root} (engine {config.engine}, backend {attached.name})")
+        attached.wait_scraped(say=say)  # e.g. `labkit up`, then a run at once
         return LabSession(attached, config, started_here=False)
     config = load_config(lab_dir=root, engine=engine, backend=backend, **settings)
     lab: LabBackend
@@ -185,12 +187,18 @@ def open_lab(
         lab = LocalBackend(config)
     say(f"starting a lab in {root} (engine {engine}, backend {backend})...")
     started = time.monotonic()
-    lab.up()  # on failure nothing is left running
+    lab.up(wait_scraped=False)  # on failure nothing is left running
     session = LabSession(lab, config, started_here=True)
     atexit.register(session.close)  # the backstop, before anything else can fail
     session.config = lab.saved_config()
     say(f"lab ready in {time.monotonic() - started:.1f} s")
+    # The warm-up overlaps Prometheus' first scrape (5-6 s after it starts); no run starts before both.
     warm_up(session, say=say)
+    try:
+        lab.wait_scraped(say=say)
+    except LabkitError:
+        session.close()
+        raise
     return session
 
 

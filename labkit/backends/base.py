@@ -6,6 +6,7 @@ containers (`labkit.backends.docker`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
@@ -45,6 +46,9 @@ class Backend(Protocol):
     """What the lab needs from whatever runs its services."""
 
     def up(self) -> list[ServiceStatus]: ...
+    def wait_scraped(  # Prometheus has scraped every service: measurements may start
+        self, *, timeout_s: float = ..., say: Callable[[str], None] | None = None
+    ) -> None: ...
     def down(self) -> int: ...  # how many processes or containers were stopped
     def status(self) -> list[ServiceStatus]: ...
     def kill(self, service: ServiceName) -> None: ...

@@ -212,8 +212,11 @@ class DockerBackend(LabBackend):
                 "this checkout's; rebuild with `labkit images build` (offline: `--offline`)"
             )
 
-    def up(self, *, progress: Callable[[str], None] | None = None) -> list[ServiceStatus]:
-        """Start every container and return once all are ready; on failure nothing is left running."""
+    def up(
+        self, *, progress: Callable[[str], None] | None = None, wait_scraped: bool = True
+    ) -> list[ServiceStatus]:
+        """Start every container and return once all are ready — with `wait_scraped` (the default) also once
+        Prometheus has scraped each of them (see `wait_scraped`); on failure nothing is left running."""
         say = progress or (lambda _msg: None)
         with self._exclusive("up"):
             self._refuse_if_running()
@@ -228,7 +231,7 @@ class DockerBackend(LabBackend):
                 for service, spec in self._container_specs(lab_id).items():
                     container = self.client.containers.run(**spec)
                     say(f"  {service:<10} container {container.short_id} ({spec['image']})")
-                return self._wait_ready(say, lambda: self._agent_gone(lab_id))
+                return self._wait_ready(say, lambda: self._agent_gone(lab_id), wait_scraped=wait_scraped)
             except BaseException:
                 self._remove_containers(lab_id)
                 raise

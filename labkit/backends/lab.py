@@ -1,5 +1,6 @@
 """What both backends share on the host side: the lab directory's saved settings, the lock around
-`up`/`down`, the wait for readiness, and the control API client (status, kill, restart, pause).
+`up`/`down`, the waits for readiness and for Prometheus' first scrape, and the control API client
+(status, kill, restart, pause).
 
 The lab's manager — the local supervisor or the Docker agent — serves the same control API on the exporter
 port, so every action but `up`/`down`/`logs` is the same HTTP call on either backend.
@@ -32,9 +33,22 @@ from labkit.errors import (
     PortInUseError,
     ServiceStartError,
 )
-from labkit.prometheus_config import render_prometheus_config
+from labkit.prometheus_config import render_prometheus_config, scrape_jobs
 
-__all__ = ["LabBackend", "attach_backend", "check_port_free", "saved_backend_name"]
+__all__ = [
+    "DEFAULT_SCRAPE_TIMEOUT_S",
+    "LabBackend",
+    "attach_backend",
+    "check_port_free",
+    "describe_unscraped",
+    "saved_backend_name",
+]
+
+# Prometheus 2.42 applies new scrape targets on fixed 5 s tickers (service discovery, then the scrape
+# manager), so its first scrape of a fresh lab comes 5-6 s after it starts; this bound leaves room for a
+# loaded machine.
+DEFAULT_SCRAPE_TIMEOUT_S = 15.0
+_MAX_SCRAPE_TIMEOUT_S = 600.0
 
 _PORT_FLAGS = {
     "model": ("model_port", "--model-port"),
@@ -81,8 +95,11 @@ class LabBackend:
     def is_running(self) -> bool:
         raise NotImplementedError
 
-    def up(self, *, progress: Callable[[str], None] | None = None) -> list[ServiceStatus]:
-        """Start every service and return once all are ready; on failure nothing is left running."""
+    def up(
+        self, *, progress: Callable[[str], None] | None = None, wait_scraped: bool = True
+    ) -> list[ServiceStatus]:
+        """Start every service and return once all are ready — with `wait_scraped` (the default) also once
+        Prometheus has scraped each of them (see `wait_scraped`); on failure nothing is left running."""
         raise NotImplementedError
 
     def down(self) -> int:
@@ -246,10 +263,15 @@ class LabBackend:
         self._control("POST", f"/v1/services/{service}/unpause")
 
     def _wait_ready(
-        self, say: Callable[[str], None], manager_gone: Callable[[], str | None]
+        self,
+        say: Callable[[str], None],
+        manager_gone: Callable[[], str | None],
+        *,
+        wait_scraped: bool = True,
     ) -> list[ServiceStatus]:
-        """Follow the state the lab's manager writes until every service is ready and Prometheus has
-        scraped them all. `manager_gone` returns why the manager (supervisor or agent) is gone, or None."""
+        """Follow the state the lab's manager writes until every service is ready (Prometheus' own
+        readiness included) and, with `wait_scraped`, until Prometheus has scraped them all.
+        `manager_gone` returns why the manager (supervisor or agent) is gone, or None."""
         deadline = time.monotonic() + self.config.ready_timeout_s
         seen: dict[str, str] = {}
         while True:
@@ -270,10 +292,8 @@ class LabBackend:
                     f"service {name} failed to start: {details.get(name, '')}\n"
                     f"last lines of {self.log_source(name)}:\n{self.logs(name, 20)}"  # type: ignore[arg-type]
                 )
-            all_ready = len(services) == 4 and all(s["state"] in ("ready", "external") for s in services)
-            if all_ready and self._prometheus_scraped_every_target():
-                say("  prometheus has scraped every target")
-                return [ServiceStatus(**s) for s in services]
+            if len(services) == 4 and all(s["state"] in ("ready", "external") for s in services):
+                break
             if time.monotonic() > deadline:
                 waiting = [s["name"] for s in services if s["state"] not in ("ready", "external")]
                 hints = "; ".join(f"{n}: {details[n]}" for n in waiting if details.get(n))
@@ -284,16 +304,87 @@ class LabBackend:
                     f"last lines of {self.log_source(name)}:\n{self.logs(name, 20)}"  # type: ignore[arg-type]
                 )
             time.sleep(0.1)
+        if wait_scraped:
+            try:
+                self.wait_scraped(say=say)
+            except BackendError as exc:
+                raise ServiceStartError(
+                    f"{exc}\nThe lab was stopped again. Last lines of {self.log_source('prometheus')}:\n"
+                    f"{self.logs('prometheus', 20)}"
+                ) from exc
+        return [ServiceStatus(**s) for s in services]
 
-    def _prometheus_scraped_every_target(self) -> bool:
-        """True once each scrape target has answered Prometheus at least once: before that a query
-        right after `up` finds no series at all, and a restart at once would be missed by increase()."""
-        url = f"http://{self.config.host}:{self.config.prometheus_port}/api/v1/targets?state=active"
+    # ---- Prometheus' first scrape ------------------------------------------------------------------
+    def _lab_config(self) -> LabConfig:
+        """The settings of the lab in the lab directory (an attached backend holds only the directory)."""
+        saved = self._saved()
+        return LabConfig(**saved["config"]) if saved is not None else self.config
+
+    def prometheus_unscraped_targets(self) -> dict[str, str]:
+        """The lab's scrape targets (job names) whose last scrape did not answer or that Prometheus has not
+        scraped yet, each with why; {} once every target is up. Raises BackendError when Prometheus does
+        not answer."""
+        cfg = self._lab_config()
+        url = f"http://{cfg.host}:{cfg.prometheus_port}/api/v1/targets?state=active"
         try:
-            targets = httpx.get(url, timeout=2.0).json()["data"]["activeTargets"]
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return False
-        return bool(targets) and all(t.get("health") == "up" for t in targets)
+            # trust_env=False: a proxy from the environment must never sit between the lab and itself.
+            response = httpx.get(url, timeout=2.0, trust_env=False)
+            response.raise_for_status()
+            active = response.json()["data"]["activeTargets"]
+            health = {t["labels"]["job"]: (t.get("health"), t.get("lastError") or "") for t in active}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"Prometheus at {url} does not answer ({type(exc).__name__}: {exc})") from exc
+        unscraped: dict[str, str] = {}
+        for job in scrape_jobs(cfg):
+            state, error = health.get(job.name, (None, ""))
+            if state == "up":
+                continue
+            if state == "down":
+                unscraped[job.name] = f"down: {error}" if error else "down"
+            else:  # not applied as a target, or not scraped, yet: Prometheus does both on 5 s ticks
+                unscraped[job.name] = "not scraped yet"
+        return unscraped
+
+    def wait_scraped(
+        self,
+        *,
+        timeout_s: float = DEFAULT_SCRAPE_TIMEOUT_S,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        """Return once Prometheus has scraped every target of the lab and each answered (health "up"); at once
+        when that is already so. Everything that measures through Prometheus waits for this before its
+        window starts: until the first scrape a query finds no series at all, and a counter that grows
+        before it (a kill right after `up`) is invisible to increase(), which needs a sample before the
+        change. Prometheus 2.42 scrapes a fresh lab's targets 5-6 s after it starts.
+
+        Raises BackendError naming the targets that are not up after `timeout_s` seconds."""
+        if not 0 <= timeout_s <= _MAX_SCRAPE_TIMEOUT_S:
+            raise ConfigError(f"timeout_s must be between 0 and {_MAX_SCRAPE_TIMEOUT_S:g}, got {timeout_s!r}")
+        say = say or (lambda _msg: None)
+        deadline = time.monotonic() + timeout_s
+        announced = False
+        while True:
+            try:
+                unscraped = self.prometheus_unscraped_targets()
+            except BackendError as exc:
+                unscraped, unanswered = {}, str(exc)
+            else:
+                unanswered = ""
+                if not unscraped:
+                    if announced:
+                        say("  prometheus has scraped every service")
+                    return
+            if time.monotonic() >= deadline:
+                why = unanswered or describe_unscraped(unscraped)
+                raise BackendError(
+                    f"Prometheus has not scraped every service of the lab in {self.lab.root} within "
+                    f"{timeout_s:g} s ({why}); see `labkit logs prometheus` (and `labkit logs SERVICE` of "
+                    "a service that is down), or try again with a longer timeout"
+                )
+            if not announced:
+                say("  waiting for Prometheus' first scrape of every service (it adds targets every 5 s)")
+                announced = True
+            time.sleep(0.1)
 
     @contextmanager
     def _exclusive(self, action: str) -> Iterator[None]:
@@ -315,6 +406,14 @@ class LabBackend:
                     f"wait for it to finish, then run `labkit {action}` again"
                 ) from exc
             yield
+
+
+def describe_unscraped(unscraped: dict[str, str]) -> str:
+    """`prometheus_unscraped_targets()` in words: "model, wrapper not scraped yet; exporter down: ..."."""
+    by_reason: dict[str, list[str]] = {}
+    for job, reason in unscraped.items():
+        by_reason.setdefault(reason, []).append(job)
+    return "; ".join(f"{', '.join(jobs)} {reason}" for reason, jobs in by_reason.items())
 
 
 def saved_backend_name(lab_dir: Path) -> str:

@@ -89,13 +89,16 @@ class LocalBackend(LabBackend):
                     "engine 'llama' needs llama-cpp-python; run `make setup` or use --engine sim"
                 )
 
-    def up(self, *, progress: Callable[[str], None] | None = None) -> list[ServiceStatus]:
-        """Start every service and return once all are ready; on failure nothing is left running."""
+    def up(
+        self, *, progress: Callable[[str], None] | None = None, wait_scraped: bool = True
+    ) -> list[ServiceStatus]:
+        """Start every service and return once all are ready — with `wait_scraped` (the default) also once
+        Prometheus has scraped each of them (see `wait_scraped`); on failure nothing is left running."""
         say = progress or (lambda _msg: None)
         with self._exclusive("up"):
-            return self._up(say)
+            return self._up(say, wait_scraped)
 
-    def _up(self, say: Callable[[str], None]) -> list[ServiceStatus]:
+    def _up(self, say: Callable[[str], None], wait_scraped: bool) -> list[ServiceStatus]:
         cfg = self.config
         self._refuse_if_running()
         self._sweep_stale()
@@ -110,7 +113,7 @@ class LocalBackend(LabBackend):
                 start_new_session=True,  # outlives this command; `labkit down` stops it
             )  # fmt: skip
         try:
-            return self._wait_ready(say, lambda: self._supervisor_gone(proc))
+            return self._wait_ready(say, lambda: self._supervisor_gone(proc), wait_scraped=wait_scraped)
         except BaseException:
             self._teardown(lab_id)
             raise

@@ -657,6 +657,7 @@ def run_experiment(
 
     1. Checks everything first: the schedule fits `duration_s` (ConfigError), the lab is up
        (LabNotRunningError), each fault can be applied here (ConfigError): nothing is injected before.
+       Then waits (bounded) until Prometheus has scraped every service (BackendError if it does not).
     2. Creates a run directory in `out_dir`, or uses `run_dir` (an existing directory that holds no run
        yet, e.g. one `labkit run` made for a notebook) (params.json, events.jsonl, requests.jsonl, slo.json,
        experiment.json, steady_state/{before,after}/), and prints and journals the plan.
@@ -690,6 +691,9 @@ def run_experiment(
     injector = FaultInjector(lab_dir)  # LabNotRunningError when the lab is not up
     try:
         injector.preflight(schedule.faults)
+        # Right after `labkit up`, Prometheus may not have scraped yet: a fault before its first scrape
+        # (a kill) would be missing from the run's series and invisible to increase().
+        injector.backend.wait_scraped(say=say)
         if remediation is not None and remediation.target == "model" and not injector.config.supervised_model:
             raise ConfigError(
                 "remediation cannot restart the model: it is an Ollama the lab does not run "

@@ -51,9 +51,12 @@ def _ports(cfg: LabConfig) -> list[str]:
 def docker_lab(
     docker_client: Any, lab_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DockerBackend]:
-    """One sim-engine lab on the Docker backend, started with the CLI as a user would."""
+    """One sim-engine lab on the Docker backend, started with the CLI as a user would (a script that
+    queries Prometheus next: --wait-scraped)."""
     cfg = sim_lab_config(tmp_path_factory.mktemp("docker"), backend="docker")
-    up = _cli(cfg.lab_dir, "up", "--backend", "docker", "--engine", "sim", *_ports(cfg), "--json")
+    up = _cli(
+        cfg.lab_dir, "up", "--backend", "docker", "--engine", "sim", *_ports(cfg), "--json", "--wait-scraped"
+    )
     backend = DockerBackend.attach(cfg.lab_dir)
     try:
         assert up.returncode == 0, up.stderr
@@ -105,6 +108,7 @@ def test_up_runs_every_service_as_a_labelled_container(docker_lab: DockerBackend
     containers = docker_client.containers.list(filters={"label": f"{LABEL_LAB}={lab_id}"})
     by_service = {c.labels[LABEL_SERVICE]: c for c in containers}
     assert sorted(by_service) == ["exporter", "model", "prometheus", "wrapper"]
+    assert docker_lab.prometheus_unscraped_targets() == {}  # the fixture passed --wait-scraped
     for name, container in by_service.items():
         attrs = container.attrs
         assert attrs["HostConfig"]["NetworkMode"] == "host"

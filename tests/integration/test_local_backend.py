@@ -218,3 +218,86 @@ def test_cli_up_status_json_down(lab_config: LabConfig) -> None:
     assert nothing.returncode == 0 and "nothing to stop" in nothing.stdout
     status = _cli(lab_config, "status")
     assert status.returncode == 1 and "labkit up" in status.stderr
+
+
+def _port_flags(cfg: LabConfig) -> list[str]:
+    return [
+        f"--model-port={cfg.model_port}",
+        f"--wrapper-port={cfg.wrapper_port}",
+        f"--prometheus-port={cfg.prometheus_port}",
+        f"--exporter-port={cfg.exporter_port}",
+    ]
+
+
+def test_cli_up_returns_at_services_ready_and_wait_scraped_follows(lab_config: LabConfig) -> None:
+    """`labkit up` does not wait for Prometheus' first scrape (5-6 s after it starts, on 2.42's 5 s ticks);
+    `wait_scraped` does, and then every target is up in Prometheus itself."""
+    try:
+        up = _cli(lab_config, "up", "--engine", "sim", *_port_flags(lab_config))
+        assert up.returncode == 0, up.stderr
+        assert "scripts can pass --wait-scraped" in up.stderr
+        assert "prometheus has scraped every service" not in up.stderr  # it did not wait for that
+        backend = LocalBackend.attach(lab_config.lab_dir)
+        assert all(s.state == "ready" for s in backend.status())
+        said: list[str] = []
+        backend.wait_scraped(say=said.append)
+        assert backend.prometheus_unscraped_targets() == {}
+        assert prometheus_value(lab_config, "count(up == 1)") == 4
+        assert prometheus_value(lab_config, "count(up)") == 4
+        status = _cli(lab_config, "status")
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.rstrip().endswith("prometheus: every service answered its last scrape")
+    finally:
+        _cli(lab_config, "down")
+
+
+def test_cli_up_wait_scraped_returns_with_every_target_scraped(lab_config: LabConfig) -> None:
+    try:
+        up = _cli(lab_config, "up", "--engine", "sim", "--wait-scraped", "--json", *_port_flags(lab_config))
+        assert up.returncode == 0, up.stderr
+        assert [s["name"] for s in json.loads(up.stdout)] == ["model", "wrapper", "prometheus", "exporter"]
+        assert "prometheus has scraped every service" in up.stderr
+        assert LocalBackend.attach(lab_config.lab_dir).prometheus_unscraped_targets() == {}
+    finally:
+        _cli(lab_config, "down")
+
+
+def test_a_kill_right_after_cli_up_is_seen_by_prometheus(lab_config: LabConfig, tmp_path: Path) -> None:
+    """`labkit up`, then a chaos run at once: the experiment waits for Prometheus' first scrape, so the
+    restart counter has a sample from before the kill (increase() needs one) and the run loses nothing."""
+    from labkit.chaos import Fault, run_experiment
+
+    try:
+        up = _cli(lab_config, "up", "--engine", "sim", *_port_flags(lab_config))
+        assert up.returncode == 0, up.stderr
+        result = run_experiment(
+            lab_config.lab_dir,
+            [Fault(kind="kill", target="model", start_s=0, duration_s=2)],
+            duration_s=2,
+            rate=2,
+            steady_state=False,
+            out_dir=tmp_path / "runs",
+            say=None,
+        )
+        assert result.verdict == "completed", result.summary()
+        restarts = 'lab_service_restarts_total{service="model"}'
+        wait_for(lambda: prometheus_value(lab_config, restarts) == 1, what="Prometheus sees the restart")
+        assert prometheus_value(lab_config, f"min_over_time({restarts}[10m])") == 0
+        assert (prometheus_value(lab_config, f"increase({restarts}[10m])") or 0) > 0
+    finally:
+        _cli(lab_config, "down")
+
+
+def test_open_lab_on_a_lab_cli_up_just_started_waits_for_the_first_scrape(lab_config: LabConfig) -> None:
+    """`labkit up`, then `labkit run` at once: the notebook's open_lab attaches and waits for the scrape."""
+    from labkit.scenarios import open_lab
+
+    try:
+        up = _cli(lab_config, "up", "--engine", "sim", *_port_flags(lab_config))
+        assert up.returncode == 0, up.stderr
+        with open_lab(lab_config.lab_dir, say=None) as session:
+            assert not session.started_here
+            assert session.backend.prometheus_unscraped_targets() == {}
+        assert LocalBackend.attach(lab_config.lab_dir).is_running()  # attached, so left running
+    finally:
+        _cli(lab_config, "down")
