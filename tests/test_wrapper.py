@@ -31,6 +31,7 @@ from starlette.routing import Route
 import labkit.wrapper
 from labkit.config import DEFAULT_MODEL_NAME
 from labkit.wrapper import WrapperSettings, create_app, main
+from labkit.wrapper._generation import _ndjson, _token_line
 from tests.conftest import free_port, promtool_check_metrics
 
 GEN = "/generate"
@@ -47,6 +48,7 @@ MODEL = "tiny"  # listed by the fake backend as "tiny:latest"
 class FakeOllama:
     def __init__(self) -> None:
         self.payloads: dict[str, dict[str, Any]] = {}
+        self.client_ports: dict[str, int] = {}  # by fake_id: which connection the request came on
         self.cancelled: set[str] = set()
         self.app = Starlette(
             routes=[
@@ -66,6 +68,7 @@ class FakeOllama:
         fake_id = str(options.get("fake_id", ""))
         if fake_id:
             self.payloads[fake_id] = payload
+            self.client_ports[fake_id] = request.client.port if request.client else 0
         if model == "busy":
             return JSONResponse(
                 {"error": "server busy, please try again.  maximum pending requests exceeded"}, 503
@@ -263,6 +266,22 @@ def test_streamed_generation_is_ndjson_without_blank_lines(start_wrapper: Starte
     assert metric(url, "llm_requests_total", status_code="200", **EP) == 1
     assert metric(url, "llm_inter_token_latency_seconds_count") == 2
     assert metric(url, "llm_requests_in_flight") == 0
+
+
+def test_sequential_requests_reuse_one_backend_connection(fake: Fake, start_wrapper: Starter) -> None:
+    # A backend response read to its end goes back to the pool; a connect per request was most of the
+    # wrapper's added latency once.
+    url = start_wrapper()
+    ids = [f"reuse-{i}" for i in range(6)]
+    for i, fake_id in enumerate(ids):
+        body = {"prompt": "hi", "max_tokens": 2, "stream": i % 2 == 1, "options": {"fake_id": fake_id}}
+        assert post(url, body).status_code == 200
+    assert len({fake[0].client_ports[fake_id] for fake_id in ids}) == 1
+
+
+@pytest.mark.parametrize("piece", ["t0 ", "é", 'say "hi"\n', "\u2028", "\x00\t", "😀"])
+def test_token_lines_are_the_ndjson_of_their_chunk(piece: str) -> None:
+    assert _token_line(piece) == _ndjson({"response": piece, "done": False})
 
 
 def test_max_tokens_defaults_to_the_limit(fake: Fake, start_wrapper: Starter) -> None:

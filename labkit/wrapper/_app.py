@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labkit.wrapper._admin import admin_router, read_admin_token
-from labkit.wrapper._backend import UpstreamError, missing_model_reason
+from labkit.wrapper._backend import UpstreamError, backend_session, missing_model_reason
 from labkit.wrapper._faults import InjectedFaultError
 from labkit.wrapper._generation import (
     ClientGoneError,
@@ -151,12 +150,8 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(settings.backend_timeout_s, connect=settings.connect_timeout_s)
-        # trust_env=False: a proxy from the environment must never sit between the wrapper and its backend.
-        # No pool limit: max_in_flight already bounds the connections, and a pool wait would hide it.
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=settings.max_in_flight)
-        async with httpx.AsyncClient(
-            base_url=settings.backend_url, timeout=timeout, limits=limits, trust_env=False
+        async with backend_session(
+            connect_timeout_s=settings.connect_timeout_s, read_timeout_s=settings.backend_timeout_s
         ) as client:
             state.client = client
             try:
@@ -175,7 +170,6 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.wrapper = state
-    app.include_router(admin_router(state.faults, admin_token))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -279,4 +273,7 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         state.faults.expire_due()  # llm_faults_active is right even if a TTL timer is late
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Included after the app's own routes: routes are matched in order, and /generate, matched first,
+    # then skips the admin router's matching on every request.
+    app.include_router(admin_router(state.faults, admin_token))
     return app

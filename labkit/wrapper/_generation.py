@@ -13,8 +13,9 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
+import aiohttp
 import anyio
-import httpx
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -45,8 +46,11 @@ class WrapperState:
         self.settings = settings
         self.metrics = metrics
         self.faults = FaultTable(metrics)
-        self.client: httpx.AsyncClient | None = None
+        self.client: aiohttp.ClientSession | None = None
         self.in_flight = 0
+        # Labelled children looked up once, not per request (a labels() call takes a lock and a dict lookup).
+        self.request_duration = metrics.request_duration.labels(GENERATE_ENDPOINT)
+        self._requests_by_status: dict[str, Counter] = {}
 
     def try_admit(self) -> bool:
         """Take an in-flight slot, or return False when all `max_in_flight` are taken."""
@@ -61,9 +65,13 @@ class WrapperState:
         self.metrics.in_flight.dec()
 
     def count_request(self, status_code: int | str) -> None:
-        self.metrics.requests.labels(GENERATE_ENDPOINT, str(status_code)).inc()
+        code = str(status_code)
+        counter = self._requests_by_status.get(code)
+        if counter is None:
+            counter = self._requests_by_status[code] = self.metrics.requests.labels(GENERATE_ENDPOINT, code)
+        counter.inc()
 
-    def backend_client(self) -> httpx.AsyncClient:
+    def backend_client(self) -> aiohttp.ClientSession:
         if self.client is None:
             raise RuntimeError("the wrapper's backend client is not open; run the app under its lifespan")
         return self.client
@@ -85,7 +93,7 @@ class Generation:
         self._state = state
         self.model = model
         self.started = started
-        self._response: httpx.Response | None = None
+        self._response: aiohttp.ClientResponse | None = None
         self._chunks: AsyncIterator[dict[str, Any]] | None = None
         self._first_token_at: float | None = None
         self._last_token_at: float | None = None
@@ -150,7 +158,7 @@ class Generation:
         metrics = self._state.metrics
         metrics.prompt_tokens.inc(prompt_tokens)
         metrics.output_tokens.inc(output_tokens)
-        metrics.request_duration.labels(GENERATE_ENDPOINT).observe(duration)
+        self._state.request_duration.observe(duration)
         self.finish(200)
         ttft = None if self._first_token_at is None else round(self._first_token_at - self.started, 6)
         return {
@@ -180,12 +188,14 @@ class Generation:
         self._state.count_request(status_code)
 
     async def close(self) -> None:
-        """Close the backend stream (the backend sees the disconnect and stops generating)."""
+        """Close the backend stream (the backend sees the disconnect and stops generating).
+
+        A response read to its end has already gone back to the pool; closing it then does nothing.
+        """
         response, self._response = self._response, None
         if response is not None:
-            # Shielded: this runs while a disconnect cancels the request, and must still happen.
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
+            # Synchronous, so a disconnect that cancels the request cannot interrupt it.
+            response.close()
 
 
 async def collect_generation(generation: Generation, payload: dict[str, Any]) -> dict[str, Any]:
@@ -206,9 +216,18 @@ async def collect_generation(generation: Generation, payload: dict[str, Any]) ->
         chunk = await generation.next_chunk()
 
 
+# json.dumps escapes newlines inside strings, so each object is exactly one non-blank line.
+_NDJSON_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _ndjson(obj: dict[str, Any]) -> bytes:
-    # json.dumps escapes newlines inside strings, so each object is exactly one non-blank line.
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+    return _NDJSON_ENCODER.encode(obj).encode() + b"\n"
+
+
+def _token_line(piece: str) -> bytes:
+    """The bytes of `_ndjson({"response": piece, "done": False})`, built without encoding a dict (the one
+    line sent per token: json.dumps of a lone string takes its fast path, a dict's encoder setup does not)."""
+    return b'{"response":' + json.dumps(piece).encode() + b',"done":false}\n'
 
 
 async def _stream_lines(generation: Generation, first: dict[str, Any]) -> AsyncGenerator[bytes, None]:
@@ -217,7 +236,7 @@ async def _stream_lines(generation: Generation, first: dict[str, Any]) -> AsyncG
         while True:
             piece = chunk.get("response")
             if isinstance(piece, str) and piece:
-                yield _ndjson({"response": piece, "done": False})
+                yield _token_line(piece)
             if chunk.get("done"):
                 # Accounted before the last line goes out, so a client that has read it sees the metrics.
                 yield _ndjson({"done": True, **generation.complete(chunk)})
@@ -281,13 +300,16 @@ async def run_until_client_leaves(request: Request, work: Awaitable[T]) -> T:
             return work_task.result()
         raise ClientGoneError("the client closed the connection")
     finally:
-        for task in (work_task, watch_task):
-            if not task.done():
-                task.cancel()
-        # Waits for the cancelled work to run its cleanup.
-        await asyncio.wait({work_task, watch_task})
-        # Retrieve what the losing tasks raised, so asyncio does not report it as never retrieved.
+        if not watch_task.done():
+            # Not awaited: it has no cleanup, and waiting would cost every request a loop iteration. The
+            # cancel reaches it at once (its receive() wait is cancelled), so it takes no later message.
+            watch_task.cancel()
+        elif not watch_task.cancelled() and watch_task.exception() is not None:
+            logger.warning("watching for a client disconnect failed: %r", watch_task.exception())
+        if not work_task.done():
+            work_task.cancel()
+            # Waits for the cancelled work to run its cleanup.
+            await asyncio.wait({work_task})
+        # Retrieve what the losing task raised, so asyncio does not report it as never retrieved.
         if not work_task.cancelled():
             work_task.exception()
-        if not watch_task.cancelled() and watch_task.exception() is not None:
-            logger.warning("watching for a client disconnect failed: %r", watch_task.exception())
