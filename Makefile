@@ -12,12 +12,14 @@ APT_PACKAGES := prometheus curl stress-ng
 # Only the tests need these: a browser (they open a generated report in headless Chromium), a Docker engine
 # (the Docker backend's tests start their own dockerd when none answers), debootstrap (the offline base
 # image) and compose (its file is checked with `docker-compose config`).
-TEST_APT_PACKAGES := chromium docker.io debootstrap docker-compose
+TEST_APT_PACKAGES := chromium docker.io debootstrap docker-compose wrk
+# The benchmarks' reference load generator.
+BENCH_APT_PACKAGES := wrk
 # The main command's experiment: short enough for minutes on two cores.
 RUN_PARAMS ?= -p duration_s 40 -p kill_at_s 15 -p steady_state_s 5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-packages test-packages venv run test lint lab lab-up lab-down images clean
+.PHONY: help setup system-packages test-packages venv run test lint lab lab-up lab-down images bench clean
 
 help:
 	@echo "make run      set up, run a kill-and-recover experiment on the embedded model, write reports/index.html"
@@ -27,6 +29,7 @@ help:
 	@echo "make lab      JupyterLab on notebooks/ with the lab's kernel (127.0.0.1:8888)"
 	@echo "make lab-up / lab-down   start or stop the lab on the embedded default"
 	@echo "make images  build the Docker backend's images with no registry (debootstrap base, host wheels)"
+	@echo "make bench   measure the lab's own cost next to its references: bench/results.json, docs/benchmarks.md"
 
 define apt_install
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -68,6 +71,11 @@ test: setup test-packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+# ~10 minutes on 2 cores; BENCH_ARGS="--smoke" runs every suite small (seconds each), "--only wrapper" one.
+bench: setup
+	$(call apt_install,$(BENCH_APT_PACKAGES))
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Uses the lab running in the default lab directory, or starts one on the embedded SmolLM2 and stops it after.
 run: setup

@@ -3,10 +3,11 @@
 
 Endpoints: the lab's wrapper in front of the sim engine with zero delays (the real thing), and, in full
 runs, a minimal NDJSON responder that streams the wrapper's exact lines, which shows the generator's own
-ceiling once the Python wrapper is no longer the bottleneck. Not a test; run it by hand or in CI:
+ceiling once the Python wrapper is no longer the bottleneck. `python -m bench` runs it as its
+`load_generator` suite (two rounds, a failed step repeated once); by hand, with both endpoints:
 
     .venv/bin/python bench/load_generator.py            # ~3 minutes: 5 s per step
-    .venv/bin/python bench/load_generator.py --quick    # ~15 s, the wrapper only (CI)
+    .venv/bin/python bench/load_generator.py --quick    # ~15 s, the wrapper only
 
 The generator (this process) and wrk are pinned to the first allowed CPU, the servers to the others (to
 the same CPU on a one-CPU machine, which the results then say). Results: bench/results/load_generator.json
@@ -222,15 +223,26 @@ def find_max_rate(
     stream: bool,
     max_tokens: int,
     out: Path,
+    retries: int = 0,
 ) -> tuple[float | None, list[dict[str, Any]]]:
-    """Step the rate up until a step fails, then bisect between the last pass and the first failure."""
+    """Step the rate up until a step fails, then bisect between the last pass and the first failure;
+    a failed step is repeated `retries` times before it counts as failed."""
     steps: list[dict[str, Any]] = []
     low: float | None = None
     failed: float | None = None
+
+    def passes(rate: float) -> bool:
+        # A failed step runs once more: one stall of a shared machine (tens of ms, at any rate) is not the
+        # generator's ceiling, while a real ceiling fails both times. Both steps are recorded.
+        for _ in range(1 + retries):
+            steps.append(run_step(url, rate, step_s, stream, max_tokens, out))
+            time.sleep(0.5)  # let the server settle between steps
+            if steps[-1]["passed"]:
+                return True
+        return False
+
     for rate in rates:
-        steps.append(run_step(url, rate, step_s, stream, max_tokens, out))
-        time.sleep(0.5)  # let the server settle between steps
-        if not steps[-1]["passed"]:
+        if not passes(rate):
             failed = rate
             break
         low = rate
@@ -239,9 +251,7 @@ def find_max_rate(
         rate = float(round(((low or 0.0) + failed) / 2))
         if rate in (low, failed):
             break
-        steps.append(run_step(url, rate, step_s, stream, max_tokens, out))
-        time.sleep(0.5)
-        if steps[-1]["passed"]:
+        if passes(rate):
             low = rate
         else:
             failed = rate
@@ -256,7 +266,8 @@ def measure(
     wrk = run_wrk(url, body, args.step_s, args.wrk_connections, cpu, out)
     time.sleep(0.5)
     bisections = 0 if args.quick else 2
-    best, steps = find_max_rate(url, rates, bisections, args.step_s, stream, args.max_tokens, out)
+    retries = getattr(args, "retries", 0)
+    best, steps = find_max_rate(url, rates, bisections, args.step_s, stream, args.max_tokens, out, retries)
     wrk_rate = wrk.get("req_per_s")
     return {
         "endpoint": name,
@@ -351,3 +362,47 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def bench_rows(workdir: Path, smoke: bool) -> list[Any]:
+    """The row of `python -m bench`: labkit.load's highest passing open-loop rate on one core next to wrk
+    on the same endpoint and core; two rounds (wrk, search, wrk, search) for the spread."""
+    from bench._common import Row, Target, median, pinned, spread
+
+    args = argparse.Namespace(
+        no_stream=False,
+        max_tokens=8,
+        step_s=0.5 if smoke else 3.0,
+        wrk_connections=32,
+        quick=smoke,
+        retries=1,
+    )
+    rates = (20.0, 50.0) if smoke else (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
+    gen_cpu = sorted(os.sched_getaffinity(0))[0]
+    server_cpus = set(sorted(os.sched_getaffinity(0))[1:]) or {gen_cpu}
+    body = json.dumps({"prompt": PROMPT, "stream": True, "max_tokens": 8}, separators=(",", ":"))
+    sections = []
+    with pinned({gen_cpu}), sim_stack(server_cpus, args.max_tokens, workdir) as url:
+        for _ in range(1 if smoke else 2):
+            sections.append(measure("wrapper -> sim (zero delays)", url, args, rates, body, gen_cpu, workdir))
+    best = [s["max_rate_passing"] for s in sections]
+    wrk = [s["wrk"].get("req_per_s") for s in sections]
+    ratios = [s["ratio_to_wrk"] for s in sections if s["ratio_to_wrk"] is not None]
+    complete = all(b is not None for b in best) and all(w is not None for w in wrk)
+    return [
+        Row(
+            name="load_generator_max_rate",
+            what="load generator: highest open-loop rate with p99 send lag < 5 ms, one core "
+            "(streamed, wrapper -> zero-delay sim)",
+            unit="req/s",
+            value=median([b for b in best if b is not None]) if complete else None,
+            reference=median([w for w in wrk if w is not None]) if complete else None,
+            reference_what="wrk -t1 -c32 on the same endpoint, body and core",
+            spread=spread(ratios) | {"of": "ratio"} if ratios else None,
+            target=Target("ratio_min", 0.25, ">= 0.25 x wrk"),
+            notes="" if complete else f"incomplete: {[s['wrk'] for s in sections]}",
+            detail={
+                "rounds": [{k: s[k] for k in ("max_rate_passing", "wrk", "ratio_to_wrk")} for s in sections]
+            },
+        )
+    ]

@@ -1,0 +1,116 @@
+"""bench/'s arithmetic and its report: targets, quantiles, spreads, and the table written between the markers
+of docs/benchmarks.md (the hand-written text around them is kept)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench._common import Row, Target, quantile, spread
+from bench._report import END, START, write_markdown
+
+
+def test_targets_compare_the_right_figure() -> None:
+    at_most = Target("value_max", 3.0, "<= 3 s")
+    assert at_most.met(3.0, None, None) is True
+    assert at_most.met(3.01, None, None) is False
+    assert at_most.met(None, None, None) is None
+    at_least = Target("ratio_min", 0.8, ">= 0.8 x")
+    assert at_least.met(80, 100, 0.8) is True
+    assert at_least.met(79, 100, 0.79) is False
+    over = Target("over_reference_max", 1.0, "<= reference + 1 s")
+    assert over.met(3.0, 2.0, 1.5) is True
+    assert over.met(3.1, 2.0, 1.55) is False
+    assert over.met(3.0, None, None) is None
+
+
+def test_row_json_has_every_field_of_the_table() -> None:
+    row = Row(
+        "x",
+        "a thing",
+        "ms",
+        2.0,
+        reference=4.0,
+        spread=spread([1.0, 3.0]),
+        target=Target("ratio_min", 0.25, "t"),
+    )
+    data = row.as_json()
+    assert {"name", "value", "reference", "ratio", "spread", "target", "target_met"} <= set(data)
+    assert data["ratio"] == 0.5 and data["target_met"] is True
+    assert data["spread"] == {"low": 1.0, "high": 3.0, "rounds": 2}
+    assert Row("y", "no reference", "s", 1.0).as_json()["ratio"] is None
+    assert (
+        Row("z", "not measured", "s", None, target=Target("value_max", 1, "t")).as_json()["target_met"]
+        is None
+    )
+
+
+def test_quantile_interpolates_like_numpy() -> None:
+    values = [4.0, 1.0, 3.0, 2.0]
+    assert quantile(values, 0.5) == 2.5
+    assert quantile(values, 0.0) == 1.0 and quantile(values, 1.0) == 4.0
+    assert quantile(values, 0.99) == pytest.approx(3.97)
+    with pytest.raises(ValueError):
+        quantile([], 0.5)
+
+
+def _result(smoke: bool = False) -> dict:
+    row = Row(
+        "up_sim_s", "labkit up", "s", 2.0, spread=spread([1.9, 2.2]), target=Target("value_max", 3, "<= 3 s")
+    )
+    return {
+        "measured_at": "2026-11-28T00:00:00Z",
+        "smoke": smoke,
+        "seconds": 12.0,
+        "machine": {"cpus_allowed": 2, "cpu_model": "cpu", "memory_gib": 24, "python": "3.11",
+                    "prometheus": "p", "load_average_at_start": [0.1, 0.1, 0.1]},
+        "suites": {"lab": {"seconds": 12.0, "error": None, "rows": ["up_sim_s"]},
+                   "model": {"seconds": 1.0, "error": "RuntimeError: boom", "rows": []}},
+        "rows": [row.as_json()],
+    }  # fmt: skip
+
+
+def test_markdown_table_replaces_only_the_marked_block(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(
+        f"# Benchmarks\n\nMethod by hand.\n\n{START}\nold table\n{END}\n\nProfile notes by hand.\n"
+    )
+    write_markdown(doc, _result())
+    text = doc.read_text()
+    assert "Method by hand." in text and "Profile notes by hand." in text and "old table" not in text
+    assert "| labkit up | 2 s | - | - | 1.9 - 2.2, 2 rounds | <= 3 s | yes |" in text
+    assert "Suite `model` FAILED: RuntimeError: boom" in text
+    write_markdown(doc, _result())  # idempotent: one block, still between the markers
+    assert doc.read_text().count(START) == 1
+
+
+def test_markdown_says_when_numbers_are_smoke(tmp_path: Path) -> None:
+    doc = tmp_path / "new" / "benchmarks.md"
+    write_markdown(doc, _result(smoke=True))
+    assert "SMOKE" in doc.read_text()
+
+
+def test_only_merges_its_suites_into_the_results_already_there(tmp_path: Path) -> None:
+    from bench.__main__ import _merge
+
+    path = tmp_path / "results.json"
+    old = _result()
+    old["suites"] = {
+        "wrapper": {"seconds": 5.0, "error": None, "rows": ["w1"], "measured_at": "2026-11-27T00:00:00Z"},
+        "lab": {"seconds": 12.0, "error": None, "rows": ["up_sim_s"], "measured_at": "2026-11-27T00:00:00Z"},
+    }
+    old["rows"] = [Row("w1", "wrapper", "ms", 3.0).as_json(), *old["rows"]]
+    path.write_text(json.dumps(old))
+    new = _result()
+    new["suites"] = {
+        "wrapper": {"seconds": 6.0, "error": None, "rows": ["w2"], "measured_at": "2026-11-28T00:00:00Z"}
+    }
+    new["rows"] = [Row("w2", "wrapper again", "ms", 2.0).as_json()]
+    merged = _merge(path, new)
+    assert [r["name"] for r in merged["rows"]] == ["w2", "up_sim_s"]  # suite order: wrapper, then lab
+    assert merged["suites"]["lab"]["measured_at"] == "2026-11-27T00:00:00Z"
+    doc = tmp_path / "b.md"
+    write_markdown(doc, merged)
+    assert "between 2026-11-27T00:00:00Z and 2026-11-28T00:00:00Z" in doc.read_text()
