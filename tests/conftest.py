@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -15,6 +16,13 @@ import pytest
 
 from labkit.backends.local import LocalBackend
 from labkit.config import LabConfig
+
+
+def interruptible() -> None:
+    """`preexec_fn` for a child the test will send Ctrl-C (SIGINT): a job started in the background (a CI
+    runner's `cmd &`, nohup) ignores SIGINT, its children inherit that, and Python then installs no
+    KeyboardInterrupt handler at all, so the child would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

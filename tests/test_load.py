@@ -41,7 +41,7 @@ from labkit.load import (
     schedule,
 )
 from labkit.rundir import RunDirectory
-from tests.conftest import free_port
+from tests.conftest import free_port, interruptible
 
 Handler = Callable[[socket.socket, "RawServer"], None]
 
@@ -628,7 +628,9 @@ def test_ctrl_c_on_the_cli_keeps_every_request_sent_so_far(tmp_path: Path) -> No
     command = [sys.executable, "-c", "from labkit.cli import main; main()", "load", "--rate", "10"]
     command += ["--duration", "5", "--timeout", "30", "--no-progress", "--out", str(tmp_path)]
     with raw_server(stall) as server:
-        proc = subprocess.Popen([*command, "--url", server.url], stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*command, "--url", server.url], stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+        )
         try:
             deadline = time.monotonic() + 30
             while server.requests < 3 and proc.poll() is None and time.monotonic() < deadline:

@@ -31,6 +31,7 @@ import labkit.cli
 import labkit.runner
 from labkit.cli import cli
 from labkit.runner import ReportRenderError, ScenarioRunner
+from tests.conftest import interruptible
 from tests.test_runner import CATALOG, NOTEBOOKS
 
 REPORT_CALLS: list[tuple[str, Path]] = []
@@ -307,6 +308,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_kernel(tmp_path: Path) -
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         deadline = time.monotonic() + 60
