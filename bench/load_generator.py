@@ -6,8 +6,8 @@ runs, a minimal NDJSON responder that streams the wrapper's exact lines, which s
 ceiling once the Python wrapper is no longer the bottleneck. `python -m bench` runs it as its
 `load_generator` suite (two rounds, a failed step repeated once); by hand, with both endpoints:
 
-    .venv/bin/python bench/load_generator.py            # ~3 minutes: 5 s per step
-    .venv/bin/python bench/load_generator.py --quick    # ~15 s, the wrapper only
+    .venv/bin/python -m bench.load_generator            # ~3 minutes: 5 s per step
+    .venv/bin/python -m bench.load_generator --quick    # ~15 s, the wrapper only
 
 The generator (this process) and wrk are pinned to the first allowed CPU, the servers to the others (to
 the same CPU on a one-CPU machine, which the results then say). Results: bench/results/load_generator.json
@@ -20,9 +20,7 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
-import shutil
 import socket
 import subprocess
 import sys
@@ -35,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from bench import _common as common
 from labkit.load import LoadSpec, run_load
 
 MAX_P99_LAG_S = 0.005
@@ -148,29 +147,7 @@ def run_wrk(
     url: str, body: str, duration_s: float, connections: int, cpu: int, workdir: Path
 ) -> dict[str, Any]:
     """wrk (closed loop, `connections` connections, one thread, on `cpu`) on POST {url}/generate."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        return {"error": "wrk is not installed (Debian package wrk)", "req_per_s": None}
-    script = workdir / "post.lua"
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n'
-    )
-    seconds = max(1, round(duration_s))
-    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), f"{url}/generate"]
-    done = subprocess.run(
-        command, capture_output=True, text=True, check=True, timeout=seconds + 60, preexec_fn=_pinned({cpu})
-    )
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", done.stdout)
-    errors = re.search(r"Socket errors:(.*)", done.stdout)
-    return {
-        "req_per_s": float(rate.group(1)) if rate else None,
-        "connections": connections,
-        "threads": 1,
-        "duration_s": seconds,
-        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-        "socket_errors": errors.group(1).strip() if errors else None,
-    }
+    return {**common.run_wrk(f"{url}/generate", body, duration_s, connections, cpu, workdir), "threads": 1}
 
 
 def _cpu_s() -> float:
