@@ -24,6 +24,8 @@ import httpx
 import psutil
 
 from bench._common import LABKIT, Row, Target, free_port, free_ports, log_tail, median, spread
+from labkit.backends.lab import attach_backend
+from labkit.errors import BackendError
 
 ENGINES = ("sim", "llama")
 UP_TARGET_S = {"sim": 3.0, "llama": 8.0}
@@ -55,17 +57,16 @@ class Lab:
         return {"up_s": up_s, "scraped_s": scraped_s}
 
     def _wait_scraped(self, start: float) -> float:
+        """Seconds from `start` until the lab's own check finds every target scraped (polled every 20 ms)."""
+        backend = attach_backend(self.dir)
         deadline = time.monotonic() + 30
-        with httpx.Client(timeout=2, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                try:
-                    targets = client.get(f"{self.prometheus}/api/v1/targets?state=active").json()["data"]
-                    active = targets["activeTargets"]
-                    if active and all(t.get("health") == "up" for t in active):
-                        return time.monotonic() - start
-                except (httpx.HTTPError, ValueError, KeyError):
-                    pass
-                time.sleep(0.02)
+        while time.monotonic() < deadline:
+            try:
+                if not backend.prometheus_unscraped_targets():
+                    return time.monotonic() - start
+            except BackendError:
+                pass  # Prometheus not answering yet
+            time.sleep(0.02)
         raise RuntimeError(f"Prometheus at {self.prometheus} did not scrape every target within 30 s")
 
     def down(self) -> None:
