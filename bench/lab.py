@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import psutil
 
-from bench._common import LABKIT, Row, Target, free_port, free_ports, log_tail, median, spread
+from bench._common import LABKIT, Row, Target, free_port, free_ports, log_tail, median, spread, stop_processes
 from labkit.backends.lab import attach_backend
 from labkit.errors import BackendError
 
@@ -148,12 +148,7 @@ def cold_start_s(argv: list[str], workdir: Path) -> float:
                 time.sleep(0.01)
         raise RuntimeError(f"the model server did not answer within 120 s: {log_tail(log)}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes([proc])
 
 
 def run(workdir: Path, smoke: bool) -> list[Row]:

@@ -108,14 +108,7 @@ def _children(commands: dict[str, list[str]], cpus: set[int], logs: Path, ready_
             time.sleep(0.1)
         yield
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        common.stop_processes(procs)
 
 
 @contextmanager
