@@ -60,14 +60,16 @@ class SmokeResult:
         )
 
 
-def _one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int) -> SmokeRequest:
+def _one_request(
+    client: httpx.Client, url: str, prompt: str, max_tokens: int, headers: dict[str, str]
+) -> SmokeRequest:
     start = time.perf_counter()
     first: float | None = None
     pieces: list[str] = []
     final: dict[str, Any] = {}
     try:
         with client.stream(
-            "POST", url, json={"prompt": prompt, "max_tokens": max_tokens, "stream": True}
+            "POST", url, json={"prompt": prompt, "max_tokens": max_tokens, "stream": True}, headers=headers
         ) as r:
             if r.status_code != 200:
                 r.read()
@@ -139,10 +141,13 @@ def run_smoke(config: LabConfig, *, out_dir: Path, requests: int = 5, max_tokens
     prom = f"http://{config.host}:{config.prometheus_port}"
     query_total = 'sum(llm_requests_total{endpoint="/generate"})'
     results: list[SmokeRequest] = []
-    with httpx.Client(timeout=httpx.Timeout(config.backend_timeout_s + 5, connect=2.0)) as client:
+    timeout = httpx.Timeout(config.backend_timeout_s + 5, connect=2.0)
+    auth = config.wrapper_auth_headers()  # the API key, when the lab has one: sent to the wrapper only
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
         _prometheus_value(client, prom, query_total)  # fails early, before any request, if it is down
         for i in range(requests):
-            results.append(_one_request(client, wrapper + "/generate", PROMPTS[i % len(PROMPTS)], max_tokens))
+            prompt = PROMPTS[i % len(PROMPTS)]
+            results.append(_one_request(client, wrapper + "/generate", prompt, max_tokens, auth))
         # Prometheus must come to the wrapper's own count, with every target scraped, within a few scrapes.
         own_count = _wrapper_request_count(client, wrapper)
         deadline = time.monotonic() + 5 * config.scrape_interval_s + 2

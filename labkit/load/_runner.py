@@ -26,6 +26,7 @@ from labkit.load._result import LoadResult, achieved_rate
 from labkit.load._sender import RequestSender
 from labkit.load._spec import LoadSpec, prompt_choices, schedule
 from labkit.rundir import RunDirectory
+from labkit.wrapper import read_token_file
 
 __all__ = ["run_load", "run_load_async"]
 
@@ -221,10 +222,15 @@ async def run_load_async(
     pool = spec.max_in_flight if spec.mode == "open" else (spec.concurrency or 1)
     keepalive = min(pool, _OPEN_LOOP_KEEPALIVE) if spec.mode == "open" else pool
     # trust_env=False: a proxy from the environment must never sit between the generator and its target.
+    headers = {"Content-Type": "application/json"}
+    if spec.api_key_file is not None:
+        # Read now, kept only in the client's headers: params.json records the file's path.
+        key = read_token_file(spec.api_key_file, what="API key", flag="api_key_file")
+        headers["Authorization"] = f"Bearer {key}"
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(spec.timeout_s),
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=keepalive),
-        headers={"Content-Type": "application/json"},
+        headers=headers,
         trust_env=False,
     )
     slots = asyncio.Semaphore(pool) if spec.mode == "open" else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import random
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -110,6 +111,11 @@ class LoadSpec(BaseModel):
     seed: int = Field(0, description="seeds the arrival times and the prompt choices")
     timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False, description="per request, from intended send")
     allow_non_loopback: bool = Field(False, description="permit a target that is not this machine")
+    api_key_file: Path | None = Field(
+        None,
+        description="file holding the wrapper's API key, sent as Authorization: Bearer; the path is "
+        "recorded, never the key",
+    )
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "parse_json_object",
     "parse_model_name",
     "parse_options",
+    "parse_stream_flag",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,23 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise BadRequestError(f"invalid JSON body: {exc}") from None
     if not isinstance(value, dict):
         raise BadRequestError(f"invalid JSON body: expected an object, got {type(value).__name__}")
+    if b"\\ud" in body.lower():  # the only way a lone surrogate gets in: an escape like \ud800
+        value = _replace_lone_surrogates(value)
+    return value
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    """`value` with every lone surrogate (valid JSON, not encodable as UTF-8) replaced by U+FFFD, as
+    Go's JSON decoder does in Ollama; left in, it fails the answer that echoes it (a 500)."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
     return value
 
 
@@ -88,7 +107,7 @@ def parse_generate_request(body: Mapping[str, Any]) -> GenerateRequest:
         prompt=_optional(body, "prompt", str) or "",
         system=_optional(body, "system", str),
         raw=bool(_optional(body, "raw", bool)),
-        stream=_stream_flag(body),
+        stream=parse_stream_flag(body),
         keep_alive=_keep_alive(body),
         options=parse_options(body.get("options")),
     )
@@ -114,7 +133,7 @@ def parse_chat_request(body: Mapping[str, Any]) -> ChatRequest:
     return ChatRequest(
         model=parse_model_name(body),
         messages=tuple(messages),
-        stream=_stream_flag(body),
+        stream=parse_stream_flag(body),
         keep_alive=_keep_alive(body),
         options=parse_options(body.get("options")),
     )
@@ -172,7 +191,8 @@ def _optional(body: Mapping[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def _stream_flag(body: Mapping[str, Any]) -> bool:
+def parse_stream_flag(body: Mapping[str, Any]) -> bool:
+    """The `stream` field: true when absent or null; 400 when it is not a boolean."""
     stream = _optional(body, "stream", bool)
     return True if stream is None else stream
 

@@ -24,6 +24,7 @@ from labkit.modelserver._api_requests import (
     parse_generate_request,
     parse_json_object,
     parse_model_name,
+    parse_stream_flag,
 )
 from labkit.modelserver._engine import Engine
 from labkit.modelserver._generation import GenerationService, error_response
@@ -32,6 +33,17 @@ from labkit.modelserver._lifecycle import ModelLifecycle
 from labkit.modelserver._llama_engine import LlamaEngine
 from labkit.modelserver._metrics import ModelServerMetrics
 from labkit.modelserver._model_card import ModelCard
+from labkit.modelserver._openapi import (
+    CHAT_REQUEST,
+    GENERATE_REQUEST,
+    MODEL_REQUEST,
+    PULL_REQUEST,
+    error_responses,
+    generation_ok_response,
+    json_ok_response,
+    request_body,
+    text_ok_response,
+)
 from labkit.modelserver._request_metrics import RequestMetricsMiddleware
 from labkit.modelserver._scheduler import SlotScheduler
 from labkit.modelserver._settings import ModelServerSettings
@@ -53,6 +65,7 @@ def build_engine(settings: ModelServerSettings) -> Engine:
             ttft_s=settings.sim_ttft_s,
             itl_s=settings.sim_itl_s,
             jitter=settings.sim_jitter,
+            n_ctx=settings.n_ctx,
         )
     return LlamaEngine(
         model_path=settings.resolved_model_path(),
@@ -134,19 +147,25 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
             "details": card.details(await model_info()),
         }
 
-    @app.api_route("/", methods=["GET", "HEAD"], response_class=PlainTextResponse)
+    running = text_ok_response("`Ollama is running`")
+
+    @app.get("/", response_class=PlainTextResponse, responses=running)
     async def root() -> str:
         return "Ollama is running"
 
-    @app.get("/api/version")
+    @app.head("/", response_class=PlainTextResponse, responses=running)
+    async def root_head() -> str:
+        return "Ollama is running"
+
+    @app.get("/api/version", responses=json_ok_response(_VERSION, "the API level served"))
     async def version() -> dict[str, str]:
         return {"version": API_VERSION}
 
-    @app.get("/api/tags")
+    @app.get("/api/tags", responses=json_ok_response(_MODEL_LIST, "the models this server has"))
     async def tags() -> dict[str, Any]:
         return {"models": [await model_entry()]}
 
-    @app.get("/api/ps")
+    @app.get("/api/ps", responses=json_ok_response(_MODEL_LIST, "the models loaded now"))
     async def ps() -> dict[str, Any]:
         if not lifecycle.loaded:
             return {"models": []}
@@ -159,7 +178,11 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
         )
         return {"models": [entry]}
 
-    @app.post("/api/show")
+    @app.post(
+        "/api/show",
+        responses={**json_ok_response(_SHOW, "the model's details"), **error_responses(400, 404)},
+        openapi_extra=request_body(MODEL_REQUEST),
+    )
     async def show(request: Request) -> dict[str, Any]:
         await served_model(request)
         info = await model_info()
@@ -174,7 +197,12 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
             "modified_at": _rfc3339(card.modified_at),
         }
 
-    @app.post("/api/pull")
+    @app.post(
+        "/api/pull",
+        response_class=Response,
+        responses={**generation_ok_response(_PULL, "nothing to download"), **error_responses(400, 404)},
+        openapi_extra=request_body(PULL_REQUEST),
+    )
     async def pull(request: Request) -> Response:
         """Nothing to download: succeeds for the served model only, so scripts that pull first work."""
         body = parse_json_object(await request.body())
@@ -185,25 +213,54 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
                           f"and downloads nothing"},
                 status_code=404,
             )  # fmt: skip
-        if body.get("stream", True) is False:
+        if not parse_stream_flag(body):
             return JSONResponse({"status": "success"})
         return Response(ndjson_line({"status": "success"}), media_type="application/x-ndjson")
 
-    @app.post("/api/generate")
+    generation_errors = error_responses(400, 404, 500, 503)
+
+    @app.post(
+        "/api/generate",
+        response_class=Response,
+        responses={**generation_ok_response(_GENERATE_FINAL, "the completion"), **generation_errors},
+        openapi_extra=request_body(GENERATE_REQUEST),
+    )
     async def generate(request: Request) -> Response:
         body, _ = await served_model(request)
         return await service.generate(parse_generate_request(body), request)
 
-    @app.post("/api/chat")
+    @app.post(
+        "/api/chat",
+        response_class=Response,
+        responses={**generation_ok_response(_CHAT_FINAL, "the chat reply"), **generation_errors},
+        openapi_extra=request_body(CHAT_REQUEST),
+    )
     async def chat(request: Request) -> Response:
         body, _ = await served_model(request)
         return await service.chat(parse_chat_request(body), request)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=text_ok_response("Prometheus text exposition"))
     async def metrics_endpoint() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+_VERSION = {"type": "object", "properties": {"version": {"type": "string"}}, "required": ["version"]}
+_MODEL_LIST = {
+    "type": "object",
+    "properties": {"models": {"type": "array", "items": {"type": "object", "required": ["name", "model"]}}},
+    "required": ["models"],
+}
+_SHOW = {
+    "type": "object",
+    # The official client's Client.show fails without model_info (null is fine).
+    "required": ["modelfile", "parameters", "template", "details", "model_info"],
+}
+_PULL = {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}
+_FINAL_FIELDS = ["model", "created_at", "done", "done_reason", "total_duration", "load_duration"]
+_GENERATE_FINAL = {"type": "object", "required": ["response", *_FINAL_FIELDS]}
+_CHAT_FINAL = {"type": "object", "required": ["message", *_FINAL_FIELDS]}
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -142,6 +142,7 @@ class ModelLifecycle:
 
 def _deadline(keep_alive: float | None) -> datetime:
     now = datetime.now(UTC)
-    if keep_alive is None:
+    # Longer than FOREVER is forever: timedelta (or the date) would overflow, failing the request.
+    if keep_alive is None or keep_alive >= FOREVER.total_seconds():
         return now + FOREVER
     return now + timedelta(seconds=keep_alive)

@@ -51,9 +51,16 @@ class SimEngine:
     """
 
     def __init__(
-        self, *, seed: int = 0, ttft_s: float = 0.04, itl_s: float = 0.009, jitter: float = 0.1
+        self,
+        *,
+        seed: int = 0,
+        ttft_s: float = 0.04,
+        itl_s: float = 0.009,
+        jitter: float = 0.1,
+        n_ctx: int = 2048,
     ) -> None:
         self._seed = seed
+        self._n_ctx = n_ctx
         self._ttft_s = ttft_s
         self._itl_s = itl_s
         self._jitter = jitter
@@ -110,8 +117,12 @@ class SimEngine:
         words = random.Random(f"{seed}\x1f{prompt}")
         natural_length = words.randint(SIM_MIN_TOKENS, SIM_MAX_TOKENS)
         limit = options.token_limit
-        length = natural_length if limit is None else limit
         prompt_tokens = self.tokenize_count(prompt)
+        if limit is not None:
+            # Like the llama engine, stop where the context is full: a num_predict of 10**9 would
+            # otherwise hold a slot for hours.
+            limit = min(limit, max(0, self._n_ctx - prompt_tokens))
+        length = natural_length if limit is None else limit
         stops = tuple(stop for stop in options.stop if stop)
         text, emitted, produced = "", 0, 0
         delays = self._delays()

@@ -20,6 +20,7 @@ from labkit.wrapper._faults import (
 from labkit.wrapper._metrics import WrapperMetrics
 from labkit.wrapper._server import serve
 from labkit.wrapper._settings import WrapperSettings
+from labkit.wrapper._tokens import read_token_file
 
 __all__ = [
     "ErrorFault",
@@ -35,5 +36,6 @@ __all__ = [
     "WrapperSettings",
     "create_app",
     "main",
+    "read_token_file",
     "serve",
 ]

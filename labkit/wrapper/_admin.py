@@ -8,45 +8,41 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
-from labkit.errors import ConfigError
 from labkit.wrapper._faults import FaultTable, parse_fault_spec
+from labkit.wrapper._openapi import (
+    EndedFaults,
+    FaultList,
+    InjectedFault,
+    error_responses,
+    fault_spec_request_body,
+)
+from labkit.wrapper._tokens import bearer_token, read_token_file, secret_in_url
 
 __all__ = ["ADMIN_PREFIX", "admin_router", "read_admin_token"]
 
 logger = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/admin"
-# Query parameters that would carry a token in the URL, where access logs and shell history keep it.
-_TOKEN_QUERY_NAMES = ("token", "access_token")
 _USE_THE_HEADER = "send it as the header Authorization: Bearer <token>"
+# Declared so that the OpenAPI document names the scheme; require_admin reads the header itself.
+_ADMIN_BEARER = HTTPBearer(
+    scheme_name="adminToken", description="the lab's admin token (in the lab directory)", auto_error=False
+)
 
 
 def read_admin_token(path: Path) -> str:
     """The admin token from `path` (surrounding whitespace dropped); ConfigError when unreadable or empty."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-        mode = path.stat().st_mode
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(
-            f"cannot read the admin token file {path}: {reason}; "
-            "give the lab's token file or start without --admin-token-file"
-        ) from exc
-    if not token:
-        raise ConfigError(f"the admin token file {path} is empty; write a token into it (the lab does, 0600)")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logger.warning("the admin token file %s is readable by others; make it 0600", path)
-    return token
+    return read_token_file(path, what="admin token", flag="--admin-token-file")
 
 
 def _spec_problems(exc: ValidationError) -> list[dict[str, Any]]:
@@ -71,19 +67,21 @@ def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
     """The /admin/ routes over `faults`; `token` None disables them (403)."""
     expected = token.encode() if token is not None else None
 
-    async def require_admin(request: Request) -> None:
+    async def require_admin(
+        request: Request, _token: Annotated[HTTPAuthorizationCredentials | None, Security(_ADMIN_BEARER)]
+    ) -> None:
         where = f"{request.method} {request.url.path}"  # never the query: it may hold a token
         if expected is None:
             raise HTTPException(
                 403, "the admin API is disabled: this wrapper was started without --admin-token-file"
             )
-        if any(name in request.query_params for name in _TOKEN_QUERY_NAMES):
+        if secret_in_url(request):
             logger.warning("admin request refused: %s carried a token in its URL", where)
             raise HTTPException(
                 400, f"never put the admin token in the URL (logs keep URLs); {_USE_THE_HEADER}"
             )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        given = bearer_token(request)
+        if given is None or not hmac.compare_digest(given.encode(), expected):
             logger.warning("admin request refused: %s without the right bearer token", where)
             raise HTTPException(
                 401,
@@ -91,9 +89,20 @@ def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin)])
+    router = APIRouter(
+        prefix=ADMIN_PREFIX,
+        dependencies=[Depends(require_admin)],
+        responses=error_responses(400, 401, 403),
+        tags=["admin"],
+    )
 
-    @router.post("/faults", status_code=201)
+    @router.post(
+        "/faults",
+        status_code=201,
+        response_model=InjectedFault,
+        responses=error_responses(422),
+        openapi_extra=fault_spec_request_body(),
+    )
     async def inject_fault(request: Request) -> dict[str, Any]:
         """Inject a fault (body: kind, duration_s, params); a fault of the same kind is replaced."""
         # The body is parsed here, after the token check, so that nobody without the token learns anything.
@@ -116,13 +125,13 @@ def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
         fault, replaced = faults.inject(spec)
         return {**fault.describe(fault.started_mono), "replaced": replaced.id if replaced else None}
 
-    @router.get("/faults")
+    @router.get("/faults", response_model=FaultList)
     async def list_faults() -> dict[str, Any]:
         """The faults in force now, oldest first, with their remaining seconds."""
         now = time.monotonic()
         return {"faults": [f.describe(now) for f in faults.active()]}
 
-    @router.delete("/faults/{fault_id}", response_model=None)
+    @router.delete("/faults/{fault_id}", response_model=EndedFaults, responses=error_responses(404))
     async def end_fault(fault_id: str) -> dict[str, Any] | JSONResponse:
         """End one active fault now; 404 when no active fault has this id (it may have expired)."""
         fault = faults.end(fault_id, "deleted")
@@ -133,7 +142,7 @@ def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
             )
         return {"ended": 1, "ids": [fault.id]}
 
-    @router.delete("/faults")
+    @router.delete("/faults", response_model=EndedFaults)
     async def end_all_faults() -> dict[str, Any]:
         """End every active fault at once; idempotent (ends 0 when none is active)."""
         ended = faults.end_all("deleted_all")

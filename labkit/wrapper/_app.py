@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,8 +31,18 @@ from labkit.wrapper._generation import (
     collect_generation,
     run_until_client_leaves,
 )
+from labkit.wrapper._json_types import JsonInt, json_integer
 from labkit.wrapper._metrics import GENERATE_ENDPOINT, WrapperMetrics
+from labkit.wrapper._openapi import (
+    HealthAnswer,
+    ReadyAnswer,
+    document_settings_limits,
+    error_responses,
+    generate_ok_response,
+    metrics_ok_response,
+)
 from labkit.wrapper._settings import WrapperSettings
+from labkit.wrapper._tokens import api_key_checker, read_token_file
 
 __all__ = ["GenerateRequest", "create_app"]
 
@@ -53,8 +63,13 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, description="the text to continue")
-    model: str | None = Field(default=None, min_length=1, description="backend model; default: the wrapper's")
-    max_tokens: int | None = Field(
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"\S",  # a blank name is no name: the backend would answer 400 "model is required"
+        description="backend model; default: the wrapper's",
+    )
+    max_tokens: JsonInt | None = Field(
         default=None, ge=1, description="most tokens to generate (Ollama's num_predict)"
     )
     stream: bool = Field(default=False, description="answer as NDJSON lines instead of one JSON object")
@@ -118,8 +133,9 @@ def _request_problems(body: GenerateRequest, settings: WrapperSettings) -> list[
             "msg": f"more than the limit of {limit} tokens",
             "type": "less_than_equal",
         })  # fmt: skip
-    if body.max_tokens is None and body.options and "num_predict" in body.options:
-        value = body.options["num_predict"]
+    # Checked even beside max_tokens (which wins): a request with a bad value is wrong either way.
+    if body.options and "num_predict" in body.options:
+        value = json_integer(body.options["num_predict"])
         if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit):
             problems.append({
                 "loc": ["body", "options", "num_predict"],
@@ -131,6 +147,8 @@ def _request_problems(body: GenerateRequest, settings: WrapperSettings) -> list[
 
 def _backend_payload(body: GenerateRequest, settings: WrapperSettings) -> dict[str, Any]:
     options = dict(body.options or {})
+    if "num_predict" in options:
+        options["num_predict"] = json_integer(options["num_predict"])  # 21.0 is 21 (checked before)
     # Always bounded: Ollama's own default (-1) would generate until the context is full.
     options["num_predict"] = body.max_tokens or options.get("num_predict") or settings.max_tokens_limit
     # Always streamed from the backend, so TTFT and inter-token gaps are measured for every request.
@@ -140,10 +158,16 @@ def _backend_payload(body: GenerateRequest, settings: WrapperSettings) -> dict[s
 def create_app(settings: WrapperSettings | None = None) -> FastAPI:
     """Build the wrapper app: one backend client for the app's lifespan, metrics in their own registry.
 
-    Reads the admin token file now, if settings name one (ConfigError when it is unreadable or empty).
+    Reads the admin token file and the API key file now, if settings name them (ConfigError when one is
+    unreadable or empty).
     """
     settings = settings or WrapperSettings()
     admin_token = read_admin_token(settings.admin_token_file) if settings.admin_token_file else None
+    api_key = (
+        read_token_file(settings.api_key_file, what="API key", flag="--api-key-file")
+        if settings.api_key_file
+        else None
+    )
     package_version = _package_version()
     state = WrapperState(settings, WrapperMetrics(model=settings.model, version=package_version))
     retry_after = {"Retry-After": str(settings.retry_after_s)}
@@ -200,7 +224,22 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, f"internal error in the wrapper: {type(exc).__name__}; see its log")
 
-    @app.post(GENERATE_ENDPOINT)
+    def count_unauthorized() -> None:
+        # The status itself is counted by on_http_error, like every HTTPException on /generate.
+        state.metrics.rejected.labels("unauthorized").inc()
+
+    generate_statuses: tuple[int, ...] = (400, 404, 422, 500, 502, 503, 504)
+    generate_dependencies = []
+    if api_key is not None:
+        generate_statuses = (*generate_statuses, 401)
+        generate_dependencies.append(Depends(api_key_checker(api_key, count_unauthorized)))
+
+    @app.post(
+        GENERATE_ENDPOINT,
+        response_model=None,
+        responses={**generate_ok_response(), **error_responses(*generate_statuses, retry_after=True)},
+        dependencies=generate_dependencies,
+    )
     async def generate(body: GenerateRequest, request: Request) -> Response:
         """Generate a completion: one JSON object, or NDJSON lines with `"stream": true`."""
         started = time.perf_counter()
@@ -249,12 +288,12 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
             if not handed_over:
                 await generation.close()
 
-    @app.get("/health")
+    @app.get("/health", response_model=HealthAnswer)
     async def health() -> dict[str, str]:
         """Liveness: the process serves requests."""
         return {"status": "ok"}
 
-    @app.get("/ready", response_model=None)
+    @app.get("/ready", response_model=ReadyAnswer, responses=error_responses(503))
     async def ready() -> dict[str, str] | JSONResponse:
         """Readiness: the backend answers in time and has the configured model."""
         reason = await missing_model_reason(
@@ -267,7 +306,7 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
             return error_response(503, reason)
         return {"status": "ready", "model": settings.model, "backend_url": settings.backend_url}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses=metrics_ok_response())
     async def metrics() -> Response:
         """Prometheus text exposition of this app's registry."""
         state.faults.expire_due()  # llm_faults_active is right even if a TTL timer is late
@@ -276,4 +315,5 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
     # Included after the app's own routes: routes are matched in order, and /generate, matched first,
     # then skips the admin router's matching on every request.
     app.include_router(admin_router(state.faults, admin_token))
+    document_settings_limits(app, settings)
     return app

@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ready-timeout-s", "ready_timeout_s", float)
     add("--retry-after-s", "retry_after_s", int)
     add("--admin-token-file", "admin_token_file", Path)
+    add("--api-key-file", "api_key_file", Path)
     return parser
 
 

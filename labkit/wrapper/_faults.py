@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from labkit.wrapper._json_types import JsonInt
 from labkit.wrapper._metrics import WrapperMetrics
 
 __all__ = [
@@ -60,13 +61,13 @@ class ErrorParams(_Strict):
 
     probability: float = Field(gt=0, le=1, description="chance that a request gets the error")
     status: Literal[500, 502, 503, 504] = Field(default=503, description="the HTTP status answered")
-    seed: int | None = Field(default=None, description="seeds the draws, for a reproducible sequence")
+    seed: JsonInt | None = Field(default=None, description="seeds the draws, for a reproducible sequence")
 
 
 class StreamCutParams(_Strict):
     """Abort responses after this many token chunks (the backend stream is closed)."""
 
-    after_tokens: int = Field(ge=1, description="token chunks that pass before the cut")
+    after_tokens: JsonInt = Field(ge=1, description="token chunks that pass before the cut")
 
 
 class _FaultBase(_Strict):

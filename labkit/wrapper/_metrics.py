@@ -25,8 +25,9 @@ __all__ = [
 GENERATE_ENDPOINT = "/generate"
 # Every status the wrapper itself can give a /generate request; pre-created so ratios never divide by
 # a missing series. 499 is nginx's "client closed request", used for clients that leave early.
-GENERATE_STATUS_CODES = ("200", "400", "404", "405", "422", "499", "500", "502", "503", "504")
-REJECTION_REASONS = ("in_flight_limit", "backend_busy")
+GENERATE_STATUS_CODES = ("200", "400", "401", "404", "405", "422", "499", "500", "502", "503", "504")
+# unauthorized: refused by the API key check (401, or 400 for a key sent in the URL).
+REJECTION_REASONS = ("in_flight_limit", "backend_busy", "unauthorized")
 BACKEND_ERROR_KINDS = (
     "connect", "timeout", "busy", "model_not_found", "bad_request", "http_4xx", "http_5xx", "stream",
 )  # fmt: skip
@@ -81,7 +82,7 @@ class WrapperMetrics:
         )
         self.rejected = Counter(
             "llm_requests_rejected_total",
-            "Requests turned away with 503 before generating, by reason.",
+            "Requests turned away before generating, by reason (503 when full, 401/400 when unauthorized).",
             ["reason"],
             registry=reg,
         )

@@ -41,6 +41,11 @@ class WrapperSettings(BaseModel):
         description="file holding the bearer token of the /admin/ fault API, read at start; "
         "without it the admin API is disabled (403)",
     )
+    api_key_file: Path | None = Field(
+        default=None,
+        description="file holding the API key that POST /generate then requires (Authorization: Bearer "
+        "or X-API-Key), read at start; without it /generate is open",
+    )
 
     @field_validator("backend_url")
     @classmethod

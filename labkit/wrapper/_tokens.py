@@ -1,0 +1,109 @@
+"""Secrets the wrapper checks on requests: the admin token and the optional API key of POST /generate.
+
+Both are read from a file at start, compared in constant time, and refused when sent in a URL.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import stat
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from labkit.errors import ConfigError
+
+__all__ = [
+    "API_KEY_HEADER",
+    "URL_SECRET_NAMES",
+    "api_key_checker",
+    "bearer_token",
+    "read_token_file",
+    "secret_in_url",
+]
+
+logger = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+# Query parameters that would carry a secret in the URL, where access logs and shell history keep it.
+URL_SECRET_NAMES = ("token", "access_token", "api_key", "apikey", "key")
+_USE_A_HEADER = f"send it as the header Authorization: Bearer <key> or {API_KEY_HEADER}: <key>"
+
+# Declared only so that the OpenAPI document names the schemes (and schemathesis sends them); the
+# checks below read the headers themselves, so that every refusal has the lab's wording and metrics.
+_API_BEARER = HTTPBearer(
+    scheme_name="apiKeyBearer", description="the API key as a bearer token", auto_error=False
+)
+_API_KEY_HEADER = APIKeyHeader(
+    name=API_KEY_HEADER, scheme_name="apiKeyHeader", description="the API key", auto_error=False
+)
+
+
+def read_token_file(path: Path, *, what: str, flag: str) -> str:
+    """The secret in `path` (surrounding whitespace dropped); ConfigError when unreadable or empty.
+
+    `what` names the secret in messages ("admin token"), `flag` the option that gave the file.
+    """
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(
+            f"cannot read the {what} file {path}: {reason}; give a readable file or start without {flag}"
+        ) from exc
+    if not secret:
+        raise ConfigError(f"the {what} file {path} is empty; write the {what} into it (mode 0600)")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        logger.warning("the %s file %s is readable by others; make it 0600", what, path)
+    return secret
+
+
+def secret_in_url(request: Request) -> bool:
+    """Whether the query string has a parameter that looks like a token or key."""
+    return any(name in request.query_params for name in URL_SECRET_NAMES)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, None without one."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def _matches(given: str | None, expected: bytes) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), expected)
+
+
+def api_key_checker(key: str, on_refused: Callable[[], None]) -> Callable[..., Awaitable[None]]:
+    """A FastAPI dependency that lets a request through only with `key`, as a bearer token or X-API-Key.
+
+    A key in the URL is answered 400, a missing or wrong one 401; `on_refused` runs before either
+    (the wrapper counts the refusal). The key itself is never logged.
+    """
+    expected = key.encode()
+
+    async def require_api_key(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_API_BEARER)],
+        _header: Annotated[str | None, Security(_API_KEY_HEADER)],
+    ) -> None:
+        where = f"{request.method} {request.url.path}"  # never the query: it may hold the key
+        if secret_in_url(request):
+            on_refused()
+            logger.warning("request refused: %s carried a key in its URL", where)
+            raise HTTPException(400, f"never put the API key in the URL (logs keep URLs); {_USE_A_HEADER}")
+        if _matches(bearer_token(request), expected) or _matches(
+            request.headers.get(API_KEY_HEADER), expected
+        ):
+            return
+        on_refused()
+        logger.warning("request refused: %s without the right API key", where)
+        raise HTTPException(
+            401, f"missing or wrong API key; {_USE_A_HEADER}", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    return require_api_key
