@@ -35,7 +35,8 @@ Outcome = Literal["ok", "breach", "no_data", "acted", "dry_run", "cooldown", "ca
 class RemediationPolicy(BaseModel):
     """When to act and how often at most. Keyword-only, validated once."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan would pass no comparison and inf every one: a threshold of either never (or always) acts
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     target: Literal["model", "wrapper", "prometheus"] = "wrapper"
     action: Literal["restart"] = "restart"

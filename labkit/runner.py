@@ -445,6 +445,31 @@ def _first_line(source: str, width: int = 80) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+def _default_value(param: NotebookParameter) -> Any:
+    """A parameter's default as the notebook would see it, or None when it is not a plain literal."""
+    try:
+        return param.convert(ast.literal_eval(param.default))
+    except (ValueError, SyntaxError, ConfigError):
+        return None
+
+
+def _check_ranges(
+    scenario: Scenario, declared: Mapping[str, NotebookParameter], values: Mapping[str, Any], *, quick: bool
+) -> None:
+    """ParameterError when a value is out of the scenario's range (a catalog entry with a
+    `check_parameters(values)` method, as labkit.scenarios.Scenario has), judged together with the
+    notebook's defaults of the parameters not given (`kill_at_s` must stay below `duration_s`)."""
+    check = getattr(scenario, "check_parameters", None)
+    if check is None:
+        return
+    defaults = {name: _default_value(p) for name, p in declared.items() if name not in RESERVED_PARAMETERS}
+    try:
+        check({**{k: v for k, v in defaults.items() if v is not None}, **values})
+    except ConfigError as exc:
+        given = " (with --quick)" if quick else ""
+        raise ParameterError(f"{exc}{given}") from exc
+
+
 class ScenarioRunner:
     """Runs scenarios from a catalog (default: labkit.scenarios.SCENARIOS and the repository's notebooks).
 
@@ -589,6 +614,7 @@ class ScenarioRunner:
                 values[pname] = declared[pname].convert(value)
         for pname, value in user.items():
             values[pname] = declared[pname].convert(value)
+        _check_ranges(scenario, declared, values, quick=quick)
         return RunPlan(name, scenario.title, notebook, declared, values, quick)
 
     def plan_all(

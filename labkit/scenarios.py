@@ -16,7 +16,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,26 @@ import pandas as pd
 from labkit import __version__
 from labkit.backends.lab import LabBackend, attach_backend
 from labkit.backends.local import LocalBackend
-from labkit.chaos import ExperimentResult, Fault, random_schedule, run_experiment
+from labkit.chaos import (
+    FAULT_KINDS,
+    FAULT_TARGETS,
+    MAX_RUN_S,
+    ExperimentResult,
+    Fault,
+    random_schedule,
+    run_experiment,
+)
 from labkit.config import LabConfig, embedded_model_path, load_config, resolve_lab_dir
 from labkit.errors import ConfigError, LabkitError
 from labkit.gpu import GpuReader
 from labkit.load import LoadResult, LoadSpec, run_load
+from labkit.parameter_bounds import Bound, check_bounds
 from labkit.prom import PrometheusError
 from labkit.rundir import RunDirectory
 from labkit.slo import SloReport, evaluate_client_slos, load_slo_spec
 
 __all__ = [
+    "PARAMETER_BOUNDS",
     "SCENARIOS",
     "LabSession",
     "Scenario",
@@ -57,6 +67,38 @@ logger = logging.getLogger(__name__)
 _FINAL_SCRAPE_WAIT_S = 2.5
 
 
+# What each scenario's parameters may be, declared once: `labkit run` checks a run's values (and the
+# catalog's quick ones) before anything starts, and each scenario function below checks its arguments
+# before it makes a run directory, for a notebook that papermill runs on its own.
+_LOAD_BOUNDS: dict[str, Bound] = {
+    "duration_s": Bound(0, MAX_RUN_S, low_open=True, unit="s"),
+    "rate": Bound(0, 1000, low_open=True, unit="requests/s"),
+    "max_tokens": Bound(1, 4096),
+}
+_EXPERIMENT_BOUNDS: dict[str, Bound] = {
+    **_LOAD_BOUNDS,
+    "steady_state_s": Bound(0, 600, low_open=True, unit="s"),
+}
+PARAMETER_BOUNDS: dict[str, dict[str, Bound]] = {
+    "check_setup": {k: _LOAD_BOUNDS[k] for k in ("duration_s", "rate")},
+    "baseline": _LOAD_BOUNDS,
+    "kill_and_recover": {
+        **_EXPERIMENT_BOUNDS,
+        "kill_at_s": Bound(0, below="duration_s", unit="s"),
+        "target": Bound(choices=FAULT_TARGETS["kill"]),
+    },
+    "latency_and_remediation": {
+        **_EXPERIMENT_BOUNDS,
+        # the fault lasts to 1 s before the end of the method: it must start before that
+        "latency_at_s": Bound(0, below="duration_s", margin=1, unit="s"),
+        "delay_s": Bound(0, 60, low_open=True, unit="s"),
+        "threshold_s": Bound(0, 600, low_open=True, unit="s"),
+        "breaches_to_act": Bound(1, 100),
+    },
+    "random_chaos": {**_EXPERIMENT_BOUNDS, "kinds": Bound(choices=FAULT_KINDS, many=True)},
+}
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One runnable scenario: the notebook that narrates it and the small parameters CI runs it with."""
@@ -65,6 +107,15 @@ class Scenario:
     notebook: str  # file name in notebooks/
     title: str
     quick: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bounds(self) -> Mapping[str, Bound]:
+        """The allowed values of this scenario's parameters (PARAMETER_BOUNDS)."""
+        return PARAMETER_BOUNDS.get(self.name, {})
+
+    def check_parameters(self, values: Mapping[str, Any]) -> None:
+        """ParameterRangeError (a ConfigError) naming the first of `values` outside its bound."""
+        check_bounds(self.name, self.bounds, values)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -213,7 +264,9 @@ def warm_up(session: LabSession, *, say: Callable[[str], None] | None = print, m
         response = httpx.post(
             f"{session.wrapper_url}/generate",
             json={"prompt": "Hello", "max_tokens": max_tokens},
+            headers=session.config.wrapper_auth_headers(),
             timeout=session.config.backend_timeout_s,
+            trust_env=False,
         )
         response.raise_for_status()
     except httpx.HTTPError as exc:
@@ -295,6 +348,11 @@ def baseline(
 ) -> ScenarioRun:
     """Open-loop load with nothing broken; the SLOs judged on the client's samples. `scenario` names the
     run directory when `run_dir` is not given."""
+    check_bounds(
+        scenario,
+        PARAMETER_BOUNDS["baseline"],
+        {"duration_s": duration_s, "rate": rate, "max_tokens": max_tokens},
+    )
     spec = LoadSpec(
         url=session.wrapper_url,
         rate=rate,
@@ -302,6 +360,7 @@ def baseline(
         max_tokens=max_tokens,
         stream=stream,
         seed=seed,
+        api_key_file=session.config.api_key_file,
     )
     out = _run_dir(run_dir, out_dir, scenario)
     began = time.time()
@@ -348,8 +407,18 @@ def kill_and_recover(
 ) -> ScenarioRun:
     """SIGKILL one service `kill_at_s` into `duration_s` of load; the supervisor's restart policy brings
     it back. The window after the kill, to the end of the run, is the fault's observation window."""
-    if not 0 <= kill_at_s < duration_s:
-        raise ConfigError(f"kill_at_s must be in [0, duration_s={duration_s:g}), got {kill_at_s!r}")
+    check_bounds(
+        "kill_and_recover",
+        PARAMETER_BOUNDS["kill_and_recover"],
+        {
+            "duration_s": duration_s,
+            "kill_at_s": kill_at_s,
+            "target": target,
+            "rate": rate,
+            "max_tokens": max_tokens,
+            "steady_state_s": steady_state_s,
+        },
+    )
     fault = Fault(kind="kill", target=target, start_s=kill_at_s, duration_s=duration_s - kill_at_s)
     return _experiment(
         session,
@@ -384,8 +453,20 @@ def latency_and_remediation(
     """Latency injected in front of the model from `latency_at_s` to the end of the run; a remediation
     loop reads p95 from Prometheus and restarts the wrapper (which drops the fault) after
     `breaches_to_act` readings above `threshold_s`. With `dry_run` it only journals its decisions."""
-    if not 0 <= latency_at_s < duration_s - 1:
-        raise ConfigError(f"latency_at_s must be in [0, duration_s - 1), got {latency_at_s!r}")
+    check_bounds(
+        "latency_and_remediation",
+        PARAMETER_BOUNDS["latency_and_remediation"],
+        {
+            "duration_s": duration_s,
+            "latency_at_s": latency_at_s,
+            "delay_s": delay_s,
+            "threshold_s": threshold_s,
+            "breaches_to_act": breaches_to_act,
+            "rate": rate,
+            "max_tokens": max_tokens,
+            "steady_state_s": steady_state_s,
+        },
+    )
     fault = Fault(
         kind="latency",
         start_s=latency_at_s,
@@ -430,6 +511,17 @@ def random_chaos(
     say: Callable[[str], None] | None = print,
 ) -> ScenarioRun:
     """A random schedule drawn from `seed` (same seed, same schedule; printed before it runs)."""
+    check_bounds(
+        "random_chaos",
+        PARAMETER_BOUNDS["random_chaos"],
+        {
+            "duration_s": duration_s,
+            "kinds": [] if kinds is None else list(kinds),
+            "rate": rate,
+            "max_tokens": max_tokens,
+            "steady_state_s": steady_state_s,
+        },
+    )
     options: dict[str, Any] = {} if kinds is None else {"kinds": list(kinds)}
     schedule = random_schedule(seed, duration_s, **options)
     return _experiment(
@@ -487,7 +579,11 @@ def check_setup(session: LabSession | None = None) -> pd.DataFrame:
             check(f"service {svc.name}", svc.state in ("ready", "external"), f"{svc.state} {svc.url}")
         try:
             answer = httpx.post(
-                f"{session.wrapper_url}/generate", json={"prompt": "Say hi.", "max_tokens": 8}, timeout=60
+                f"{session.wrapper_url}/generate",
+                json={"prompt": "Say hi.", "max_tokens": 8},
+                headers=session.config.wrapper_auth_headers(),
+                timeout=60,
+                trust_env=False,
             )
             body = answer.json()
             check(

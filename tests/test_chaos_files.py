@@ -128,6 +128,78 @@ BAD_FILES = [
         [":4: random.kinds: unknown fault kind 'explode'"],
     ),
     ("list.yaml", "- kind: pause\n", [":1: an experiment file is a mapping"]),
+    ("empty.yaml", "", [":1: an experiment file (this one is empty) is a mapping"]),
+    ("text.yaml", "# an experiment\njust words\n", [":2: an experiment file is a mapping"]),
+    ("bad_duration.yaml", "faults: []\nduration_s: 5x\n", [":2: duration_s: Input should be a valid number"]),
+    ("infinite.yaml", "faults: []\nduration_s: .inf\n", [":2: duration_s: Input should be a finite number"]),
+    (
+        "hours.yaml",
+        "faults: []\nduration_s: 7200\n",
+        [":2: duration_s: Input should be less than or equal to 3600"],
+    ),
+    ("twice.yaml", "duration_s: 30\nfaults: []\nduration_s: 60\n", [":3: duration_s: given twice"]),
+    (
+        "twice_nested.yaml",
+        "duration_s: 30\nfaults:\n  - kind: pause\n    duration_s: 2\n    kind: kill\n",
+        [":5: faults[0].kind: given twice"],
+    ),
+    (
+        "twice.json",
+        '{"duration_s": 30,\n "faults": [],\n "duration_s": 60}\n',
+        [":3: duration_s: given twice"],
+    ),
+    (
+        "late_start.yaml",
+        "duration_s: 30\nfaults:\n  - kind: pause\n    start_s: 40\n    duration_s: 2\n",
+        [":4: faults[0]: pause on model at 40 s for 2 s ends at 42 s, after the run's 30 s"],
+    ),
+    (
+        "faults_mapping.yaml",
+        "duration_s: 30\nfaults:\n  kind: pause\n",
+        [":2: faults: Input should be a valid list"],
+    ),
+    (
+        "load_list.yaml",
+        "duration_s: 30\nfaults: []\nload:\n  - 1\n",
+        [":3: load: Input should be a valid dict"],
+    ),
+    ("item.yaml", "duration_s: 30\nfaults:\n  - 3\n", [":3: faults[0]: Input should be a valid dict"]),
+    ("no_kind.yaml", "faults:\n  - start_s: 1\n    duration_s: 2\n", [":2: faults[0].kind: Field required"]),
+    (
+        "negative_start.yaml",
+        "faults:\n  - kind: pause\n    start_s: -1\n    duration_s: 2\n",
+        [":3: faults[0].start_s: Input should be greater than or equal to 0"],
+    ),
+    (
+        "steady.yaml",
+        "faults: []\nsteady_state:\n  enabled: true\n  duration_s: 0\n",
+        [":4: steady_state.duration_s: Input should be greater than 0"],
+    ),
+    (
+        "seed.yaml",
+        "duration_s: 30\nrandom:\n  seed: abc\n",
+        [":3: random.seed: Input should be a valid integer"],
+    ),
+    (
+        "big_delay.yaml",
+        "faults:\n  - kind: latency\n    duration_s: 2\n    params: {delay_s: 100}\n",
+        [":4: faults[0].params.delay_s: Input should be less than or equal to 60"],
+    ),
+    (
+        "fault_key.yaml",
+        "faults:\n  - kind: pause\n    duration_s: 2\n    when: 3\n",
+        [":4: faults[0].when: unknown field"],
+    ),
+    (
+        "gap.yaml",
+        "duration_s: 60\nrandom:\n  seed: 1\n  mean_gap_s: -3\n",
+        [":4: random.mean_gap_s: must be a number in (0, 3600], got -3.0"],
+    ),
+    (
+        "nan_rate.yaml",
+        "faults: []\nload:\n  rate: .nan\n",
+        [":3: load.rate: Input should be a finite number"],
+    ),
     (
         "remediation.yaml",
         "duration_s: 30\nfaults: []\nremediation:\n  target: wrapper\n  threshold_s: -1\n  retries: 2\n",

@@ -17,6 +17,7 @@ from labkit.chaos._faults import Fault, InvalidFaultError, describe_error, forma
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, random_schedule, schedule_problems
 from labkit.errors import ConfigError
 from labkit.remediation import RemediationPolicy
+from labkit.yaml_lines import YamlLines
 
 __all__ = ["EXAMPLE_EXPERIMENT", "ExperimentFile", "load_experiment_file"]
 
@@ -103,31 +104,7 @@ class ExperimentFile:
         return kwargs
 
 
-class _Lines:
-    """Line numbers of the nodes of a YAML (or JSON) document, found by path."""
-
-    def __init__(self, root: yaml.Node | None) -> None:
-        self.root = root
-
-    def of(self, loc: tuple[str | int, ...]) -> int:
-        node = self.root
-        line = node.start_mark.line + 1 if node is not None else 1
-        for part in loc:
-            if isinstance(node, yaml.MappingNode):
-                match = next((kv for kv in node.value if kv[0].value == part), None)
-                if match is None:
-                    break
-                line = match[0].start_mark.line + 1
-                node = match[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-                node = node.value[part]
-                line = node.start_mark.line + 1
-            else:
-                break
-        return line
-
-
-def _parse(path: Path, text: str) -> tuple[Any, _Lines]:
+def _parse(path: Path, text: str) -> tuple[Any, YamlLines]:
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -137,7 +114,7 @@ def _parse(path: Path, text: str) -> tuple[Any, _Lines]:
             root = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError:  # valid JSON that YAML 1.1 reads differently: no line numbers then
             root = None
-        return data, _Lines(root)
+        return data, YamlLines(root)
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -146,10 +123,10 @@ def _parse(path: Path, text: str) -> tuple[Any, _Lines]:
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{path}{where}: not valid YAML: {problem}") from None
-    return data, _Lines(root)
+    return data, YamlLines(root)
 
 
-def _errors(path: Path, lines: _Lines, exc: ValidationError) -> str:
+def _errors(path: Path, lines: YamlLines, exc: ValidationError) -> str:
     return "\n".join(
         f"{path}:{lines.of(loc)}: {format_problem(loc, message)}"
         for loc, message in (describe_error(err) for err in exc.errors())
@@ -167,10 +144,17 @@ def load_experiment_file(path: Path | str) -> ExperimentFile:
     except OSError as exc:
         raise ConfigError(f"cannot read experiment file {path}: {exc.strerror or exc}") from None
     data, lines = _parse(path, text)
-    if not isinstance(data, dict):
+    duplicate = lines.duplicate_key()
+    if duplicate is not None:
+        loc, line = duplicate
         raise ConfigError(
-            f"{path}:1: an experiment file is a mapping with `faults:` (a list) or `random:` (a seed and "
-            "options), plus optional duration_s, load, steady_state and remediation"
+            f"{path}:{line}: {format_problem(loc, 'given twice in the same mapping; keep one')}"
+        )
+    if not isinstance(data, dict):
+        empty = " (this one is empty)" if data is None else ""
+        raise ConfigError(
+            f"{path}:{lines.of(())}: an experiment file{empty} is a mapping with `faults:` (a list) or "
+            "`random:` (a seed and options), plus optional duration_s, load, steady_state and remediation"
         )
     try:
         doc = _Document.model_validate(data)
@@ -196,7 +180,7 @@ def load_experiment_file(path: Path | str) -> ExperimentFile:
 
 
 def _explicit_from(
-    path: Path, lines: _Lines, items: list[dict[str, Any]], duration_s: float | None
+    path: Path, lines: YamlLines, items: list[dict[str, Any]], duration_s: float | None
 ) -> Schedule:
     faults: list[Fault] = []
     problems: list[str] = []
@@ -212,12 +196,16 @@ def _explicit_from(
     misfits = schedule_problems(faults, duration_s)
     if misfits:
         raise ConfigError(
-            "\n".join(f"{path}:{lines.of(('faults', i))}: faults[{i}]: {message}" for i, message in misfits)
+            # the start is what places a fault on the timeline: its line, or the fault's when it has none
+            "\n".join(
+                f"{path}:{lines.of(('faults', i, 'start_s'))}: faults[{i}]: {message}"
+                for i, message in misfits
+            )
         )
     return Schedule(duration_s=duration_s, faults=tuple(faults))
 
 
-def _random_from(path: Path, lines: _Lines, doc: _Document) -> Schedule:
+def _random_from(path: Path, lines: YamlLines, doc: _Document) -> Schedule:
     assert doc.random is not None
     where = lines.of(("random",))
     if doc.duration_s is None:
