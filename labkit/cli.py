@@ -9,7 +9,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from labkit import __version__
 from labkit.backends.base import SERVICE_NAMES, ServiceStatus
 from labkit.backends.lab import LabBackend, attach_backend, describe_unscraped
 from labkit.backends.local import LocalBackend
+from labkit.backends.services import exposed_services
 from labkit.config import LabConfig, load_config, resolve_lab_dir
 from labkit.errors import ConfigError, LabkitError, LabNotRunningError
 
@@ -77,7 +78,39 @@ def _run(action: Callable[[], None]) -> None:
         sys.exit(130)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _OneLineErrors(click.Group):
+    """A command group whose usage errors (a wrong type, an unknown choice or option, a missing argument)
+    are one `error:` line, like labkit's own, with click's exit status 2 instead of its usage block."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            hint = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)  # an int is click's Exit (--help, --version)
+
+
+@click.group(
+    cls=_OneLineErrors,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="labkit")
 @click.option(
     "--lab-dir",
@@ -120,6 +153,12 @@ def cli(ctx: click.Context, lab_dir: Path | None, verbose: bool) -> None:
 @click.option("--prometheus-bin", default=None, help="Prometheus binary [default: prometheus on PATH].")
 @click.option("--max-in-flight", type=int, default=None, help="Wrapper's in-flight bound [default 32].")
 @click.option("--max-prompt-chars", type=int, default=None, help="Longest prompt the wrapper takes [16384].")
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File with an API key that POST /generate then requires [default: open].",
+)
 @click.option(
     "--backend-timeout-s",
     type=float,
@@ -168,10 +207,14 @@ def up(
 
     def action() -> None:
         backend = _backend(ctx, engine=engine, ollama_url=ollama_url, **options)
-        if backend.config.host not in ("127.0.0.1", "localhost", "::1"):
+        exposed = exposed_services(backend.config)
+        if exposed:
             click.echo(
-                f"warning: services will listen on {backend.config.host}, reachable from other "
-                "machines; the model and wrapper have no authentication",
+                f"warning: --host {backend.config.host} is not a loopback address: {', '.join(exposed)} "
+                "will be reachable from other machines. The model server and Prometheus have no "
+                "authentication, nor has the wrapper's /generate without an API key (the control and fault "
+                "APIs need the lab's token); keep the default 127.0.0.1 unless a firewall guards this "
+                "machine",
                 err=True,
             )
         services = backend.up(progress=lambda msg: click.echo(msg, err=True), wait_scraped=wait_scraped)
@@ -384,6 +427,7 @@ def load(
         from labkit.rundir import RunDirectory
 
         target = url
+        api_key_file = None
         if target is None:
             try:
                 saved = _attached(ctx).saved_config()
@@ -391,8 +435,10 @@ def load(
                 raise LabNotRunningError(f"{exc}, or pass --url URL of a wrapper") from exc
             host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(saved.host, saved.host)
             target = f"http://{f'[{host}]' if ':' in host else host}:{saved.wrapper_port}"
+            api_key_file = saved.api_key_file
         spec = LoadSpec(
             url=target,
+            api_key_file=api_key_file,
             mode="open" if options["concurrency"] is None else "closed",
             arrival="poisson" if poisson else "constant",
             **options,
@@ -433,19 +479,26 @@ def _schedule_from(
     seed: int | None, experiment: Path | None, duration: float | None
 ) -> tuple[Any, float, dict[str, Any]]:
     """(schedule, run length, the experiment file's run settings): from --seed or --file, read once."""
-    from labkit.chaos import load_experiment_file, random_schedule
+    from labkit.chaos import Schedule, load_experiment_file, random_schedule
 
     if (seed is None) == (experiment is None):
         raise LabkitError("give exactly one of --seed K (a random schedule) or --file EXPERIMENT.yaml")
     if experiment is not None:
         loaded = load_experiment_file(experiment)
         settings = loaded.run_kwargs()
-        total = duration or settings.get("duration_s")
+        total = duration if duration is not None else settings.get("duration_s")
         if total is None:
             raise LabkitError(f"{experiment} has no duration_s; pass --duration S")
+        try:  # the file's schedule must fit a --duration given here too
+            Schedule(duration_s=total, faults=loaded.schedule.faults)
+        except ConfigError as exc:
+            raise ConfigError(f"--duration {total:g} does not suit {experiment}: {exc}") from None
         return loaded.schedule, float(total), settings
-    total = duration or DEFAULT_CHAOS_DURATION_S
-    return random_schedule(int(seed or 0), total), total, {}
+    total = duration if duration is not None else DEFAULT_CHAOS_DURATION_S
+    try:
+        return random_schedule(int(seed or 0), total), total, {}
+    except ConfigError as exc:
+        raise ConfigError(f"--duration: {exc}") from None
 
 
 _experiment_option = click.option(
@@ -514,11 +567,14 @@ def chaos_run(
 
     def action() -> None:
         from labkit.chaos import run_experiment
+        from labkit.load import LoadSpec
 
         schedule, total, extra = _schedule_from(seed, experiment, duration)
         remediation = _remediation_options(
             extra.pop("remediation", None), remediate, remediation_threshold, remediation_dry_run
         )
+        if rate is not None:  # checked by the load's own rules now, before the lab is looked at
+            LoadSpec(url="http://127.0.0.1", rate=rate, duration_s=total)
         backend = _attached(ctx)
         backend.saved_config()  # a clear error before anything is injected when no lab runs
         kwargs = {

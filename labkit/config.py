@@ -96,22 +96,26 @@ def embedded_model_path() -> Path:
 class LabConfig(BaseSettings):
     """Everything `labkit up` needs to know. Keyword-only; read from `LABKIT_*` variables too."""
 
-    model_config = SettingsConfigDict(env_prefix="LABKIT_", extra="forbid", frozen=True)
+    # No setting is infinite or nan: a timeout of inf would wait forever, and nan passes every bound.
+    model_config = SettingsConfigDict(env_prefix="LABKIT_", extra="forbid", frozen=True, allow_inf_nan=False)
 
     lab_dir: Path = Field(default_factory=default_lab_dir, description="state, logs, token, TSDB")
-    host: str = Field("127.0.0.1", description="address every service binds")
+    host: str = Field("127.0.0.1", min_length=1, description="address every service binds")
     model_port: int = Field(11434, ge=1, le=65535)
     wrapper_port: int = Field(8000, ge=1, le=65535)
     prometheus_port: int = Field(9090, ge=1, le=65535)
     exporter_port: int = Field(9188, ge=1, le=65535)
     engine: Engine = "llama"
-    model_name: str = DEFAULT_MODEL_NAME
+    model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1)
     model_path: Path | None = Field(None, description="GGUF file for the llama engine")
     ollama_url: str | None = Field(None, description="an Ollama that is already running")
-    prometheus_bin: str = "prometheus"
+    prometheus_bin: str = Field("prometheus", min_length=1)
     scrape_interval_s: float = Field(1.0, gt=0, le=60)
     max_in_flight: int = Field(32, ge=1, le=100_000)
     max_prompt_chars: int = Field(16_384, ge=1)
+    api_key_file: Path | None = Field(
+        None, description="file holding the API key the wrapper's POST /generate then requires (0600)"
+    )
     backend_timeout_s: float = Field(60.0, gt=0)
     num_parallel: int = Field(1, ge=1, le=64)
     max_queue: int = Field(512, ge=1)
@@ -157,6 +161,17 @@ class LabConfig(BaseSettings):
         if len(set(ports)) != len(ports):
             raise ValueError(f"the four service ports must differ, got {ports}")
         return self
+
+    def wrapper_auth_headers(self) -> dict[str, str]:
+        """The header the wrapper's POST /generate needs on this lab: its API key as a bearer token, if any.
+
+        Read when asked, never stored or logged (ConfigError when the file is unreadable or empty)."""
+        if self.api_key_file is None:
+            return {}
+        from labkit.wrapper._tokens import read_token_file
+
+        key = read_token_file(Path(self.api_key_file), what="API key", flag="--api-key-file")
+        return {"Authorization": f"Bearer {key}"}
 
     @property
     def supervised_model(self) -> bool:

@@ -70,6 +70,29 @@ def test_a_model_file_of_the_host_is_mounted_read_only_under_models(
     assert command[command.index("--model-path") + 1] == "/models/tiny.gguf"
 
 
+def test_the_api_key_is_copied_into_the_lab_and_mounted_read_only(
+    engine_socket: Path, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-key\n")
+    key_file.chmod(0o600)
+    cfg = sim_lab_config(tmp_path, api_key_file=key_file)
+    backend = DockerBackend(cfg, client=object())
+    backend.lab.root.mkdir(parents=True)
+    backend._copy_api_key()
+    copy = cfg.lab_dir / "api_key"
+    assert copy.read_text().strip() == "s3cret-key" and copy.stat().st_mode & 0o777 == 0o600
+    spec = backend._container_specs("0123456789abcdef0123")["wrapper"]
+    command = spec["command"]
+    inside = command[command.index("--api-key-file") + 1]
+    assert inside == str(CONTAINER_LAB.root / "api_key")
+    assert spec["volumes"][str(copy)] == {"bind": inside, "mode": "ro"}
+    assert "s3cret-key" not in " ".join(command)
+    # A later lab without a key leaves no copy of the old one behind.
+    DockerBackend(sim_lab_config(tmp_path), client=object())._copy_api_key()
+    assert not copy.exists()
+
+
 def test_the_embedded_model_is_the_images_own(engine_socket: Path, tmp_path: Path) -> None:
     spec = _specs(sim_lab_config(tmp_path, engine="llama"))["model"]
     assert "--model-path" not in spec["command"] and spec["image"].startswith("labkit/model:")

@@ -56,6 +56,7 @@ PROBE_TIMEOUT_S = 3.0
 # A stress-ng run ends by its own --timeout; this long after that the supervisor SIGKILLs what is left.
 STRESS_GRACE_S = 5.0
 STRESS_STOP_WAIT_S = 3.0
+_USE_THE_HEADER = "send it as the header Authorization: Bearer <token> (the lab directory's token file)"
 
 
 class ManagedService(Protocol):
@@ -379,17 +380,34 @@ class ControlServer:
         scheme, _, given = header.partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), self.token.encode())
 
+    def _refused(self, request: Request) -> Response | None:
+        """The answer to a request that may not go on (None: it may). No protected route takes query
+        parameters, so any query is refused before the token is checked: a token in a URL ends up in
+        shell history, proxy and access logs, and the API never reads one from there."""
+        if request.url.query:
+            logger.warning(
+                "control request refused: %s %s had a query string", request.method, request.url.path
+            )
+            return _error(
+                400,
+                "the control API takes no query parameters; never put the lab's token in a URL (logs keep "
+                f"URLs); {_USE_THE_HEADER}",
+            )
+        if not self._authorized(request):
+            return _error(401, f"missing or wrong bearer token; {_USE_THE_HEADER}")
+        return None
+
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def _status(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
+        if (refused := self._refused(request)) is not None:
+            return refused
         return JSONResponse([s.model_dump() for s in self.statuses()])
 
     async def _action(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
+        if (refused := self._refused(request)) is not None:
+            return refused
         name = request.path_params["name"]
         action = request.path_params["action"]
         svc = self.services.get(name)
@@ -433,8 +451,8 @@ class ControlServer:
 
     async def _stress(self, request: Request) -> Response:
         """GET: the running stress; POST {"workers", "duration_s"}: start one; DELETE: end it (idempotent)."""
-        if not self._authorized(request):
-            return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
+        if (refused := self._refused(request)) is not None:
+            return refused
         if request.method == "GET":
             return JSONResponse(self.stress.status())
         if request.method == "DELETE":
@@ -467,8 +485,8 @@ class ControlServer:
         return JSONResponse(started)
 
     async def _shutdown(self, request: Request) -> Response:
-        if not self._authorized(request):
-            return _error(401, "missing or wrong bearer token (see the lab directory's token file)")
+        if (refused := self._refused(request)) is not None:
+            return refused
         self.stop_event.set()
         return JSONResponse({"status": "stopping"})
 
@@ -510,7 +528,8 @@ class ControlServer:
         # Longer than the wrapper's own /ready timeout (2 s), so that a stalled model shows up as the
         # wrapper's 503 with its reason rather than as the wrapper not answering.
         try:
-            async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
+            # trust_env=False: a proxy from the environment must never sit between the lab and itself.
+            async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S, trust_env=False) as client:
                 while not self.stop_event.is_set():
                     if server.started and self.exporter_state != "ready":
                         self.exporter_state = "ready"

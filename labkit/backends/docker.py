@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 from labkit.backends.base import ServiceName, ServiceStatus
 from labkit.backends.docker_agent import LABEL_LAB, LABEL_MODEL, LABEL_READY, LABEL_SERVICE, LABEL_URL
 from labkit.backends.lab import LabBackend
-from labkit.backends.labdir import LabDir
+from labkit.backends.labdir import LabDir, write_atomically
 from labkit.backends.services import service_specs
 from labkit.config import LabConfig
 from labkit.errors import BackendError, ConfigError
@@ -181,10 +181,11 @@ class DockerBackend(LabBackend):
         self._check_images_current()
         if cfg.model_path is not None:
             cfg.resolved_model_path()
+        cfg.wrapper_auth_headers()  # an unreadable or empty API key file fails here, before any container
         self._check_ports_free()
 
     _LAB_DIR_ENTRIES = frozenset(
-        {".lock", "config.json", "state.json", "token", "logs", "prometheus", "ollama"}
+        {".lock", "config.json", "state.json", "token", "api_key", "logs", "prometheus", "ollama"}
     )
 
     def _check_lab_dir_is_the_labs(self) -> None:
@@ -227,6 +228,7 @@ class DockerBackend(LabBackend):
             lab_id = self._prepare_lab_dir()
             say(f"starting the lab in {self.lab.root} (engine {self.config.engine}, backend docker)")
             try:
+                self._copy_api_key()
                 self._hand_over_lab_dir()
                 for service, spec in self._container_specs(lab_id).items():
                     container = self.client.containers.run(**spec)
@@ -239,6 +241,16 @@ class DockerBackend(LabBackend):
     def _user(self) -> str:
         uid = os.geteuid()
         return f"{CONTAINER_UID}:{CONTAINER_UID}" if uid == 0 else f"{uid}:{os.getegid()}"
+
+    def _copy_api_key(self) -> None:
+        """The wrapper container reads the API key from the lab directory (0600, handed to its user with the
+        rest), not from a host path it cannot see."""
+        headers = self.config.wrapper_auth_headers()
+        copy = self.lab.root / "api_key"
+        if headers:
+            write_atomically(copy, headers["Authorization"].removeprefix("Bearer ") + "\n", mode=0o600)
+        else:
+            copy.unlink(missing_ok=True)  # an earlier lab's key does not linger
 
     def _hand_over_lab_dir(self) -> None:
         """As root, give the containers' user the lab directory (state, token, Prometheus' data); the token
@@ -262,6 +274,9 @@ class DockerBackend(LabBackend):
             "restart_policy": {"Name": "unless-stopped"},
             "user": self._user(),
             "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
+            # As compose's x-hardening: no service needs a capability (ports above 1024; the agent signals
+            # processes of its own uid), and no setuid binary may give one back.
+            "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
         }
         specs: dict[str, dict[str, Any]] = {}
@@ -320,10 +335,16 @@ class DockerBackend(LabBackend):
                 volumes={str(self.lab.root / "ollama"): {"bind": "/home/labkit/.ollama", "mode": "rw"}},
                 **gpu,
             )  # fmt: skip
+        wrapper_argv = _in_container(by_name["wrapper"].argv)
+        wrapper_volumes = {str(self.lab.token_file): {"bind": str(inside.token_file), "mode": "ro"}}
+        if cfg.api_key_file is not None:
+            key_inside = str(inside.root / "api_key")
+            at = wrapper_argv.index("--api-key-file") + 1
+            wrapper_argv[at] = key_inside
+            wrapper_volumes[str(self.lab.root / "api_key")] = {"bind": key_inside, "mode": "ro"}
         add(
-            "wrapper", cfg.service_image, _in_container(by_name["wrapper"].argv),
-            f"http://{cfg.host}:{cfg.wrapper_port}", "/ready",
-            volumes={str(self.lab.token_file): {"bind": str(inside.token_file), "mode": "ro"}},
+            "wrapper", cfg.service_image, wrapper_argv,
+            f"http://{cfg.host}:{cfg.wrapper_port}", "/ready", volumes=wrapper_volumes,
         )  # fmt: skip
         add(
             "prometheus", cfg.prometheus_image, by_name["prometheus"].argv[1:],

@@ -229,7 +229,8 @@ class LabBackend:
         url = f"http://{cfg['host']}:{cfg['exporter_port']}{path}"
         headers = {"Authorization": f"Bearer {self.lab.read_token()}"}
         try:
-            response = httpx.request(method, url, headers=headers, timeout=10.0, **kwargs)
+            # trust_env=False: an HTTP_PROXY from the environment would otherwise receive the lab's token.
+            response = httpx.request(method, url, headers=headers, timeout=10.0, trust_env=False, **kwargs)
         except httpx.HTTPError as exc:
             raise BackendError(
                 f"the lab's {self.manager_name} at {url} does not answer ({exc}); "

@@ -80,6 +80,7 @@ class LocalBackend(LabBackend):
             cfg.resolved_model_path()
         if cfg.engine == "ollama" and cfg.supervised_model:
             cfg.ollama_binary()
+        cfg.wrapper_auth_headers()  # an unreadable or empty API key file fails here, before any process
         self._check_ports_free()
         if cfg.engine == "llama":
             import importlib.util

@@ -5,6 +5,8 @@ Kept apart from the supervisor so that it can be read (and tested) without start
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import sys
 from dataclasses import dataclass, field
 
@@ -12,7 +14,7 @@ from labkit.backends.base import ServiceName
 from labkit.backends.labdir import LabDir
 from labkit.config import LabConfig
 
-__all__ = ["ServiceSpec", "service_specs"]
+__all__ = ["ServiceSpec", "exposed_services", "is_loopback_host", "service_specs"]
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,47 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
         "--backend-timeout-s", str(config.backend_timeout_s),
         "--admin-token-file", str(lab.token_file),  # the fault API shares the lab's token
     ]  # fmt: skip
+    if config.api_key_file is not None:
+        wrapper_argv += ["--api-key-file", str(config.api_key_file.resolve())]
     specs.append(ServiceSpec("wrapper", wrapper_argv, f"http://{host}:{config.wrapper_port}", "/ready"))
     prometheus_argv = [
         config.prometheus_bin,
         f"--config.file={lab.prometheus_dir / 'prometheus.yml'}",
         f"--storage.tsdb.path={lab.prometheus_dir / 'data'}",
         f"--web.listen-address={host}:{config.prometheus_port}",
-        "--web.enable-lifecycle",
+        # No --web.enable-lifecycle: its /-/quit and /-/reload take no token, and the lab uses neither.
         "--log.level=warn",
     ]
     specs.append(
         ServiceSpec("prometheus", prometheus_argv, f"http://{host}:{config.prometheus_port}", "/-/ready")
     )
     return specs
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when every address `host` names is a loopback one (127.0.0.0/8, ::1): nothing bound there is
+    reachable from another machine. The wildcards 0.0.0.0 and :: are not loopback: they are every address."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False  # not resolvable: `up` refuses it anyway, and a warning too many is harmless
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)
+
+
+def exposed_services(config: LabConfig) -> list[str]:
+    """The services of `config` that other machines could reach, as `name (host:port)`; [] when they all
+    bind a loopback address. The exporter is listed with its control API (token-protected) and its open
+    /metrics; an Ollama the lab did not start is not the lab's to expose."""
+    if is_loopback_host(config.host):
+        return []
+    ports = {"wrapper": config.wrapper_port, "prometheus": config.prometheus_port}
+    if config.supervised_model:
+        ports = {"model": config.model_port, **ports}
+    ports["exporter"] = config.exporter_port
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return [f"{name} ({host}:{port})" for name, port in ports.items()]

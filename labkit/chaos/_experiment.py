@@ -708,6 +708,7 @@ def run_experiment(
             "arrival": arrival,
             "seed": load_seed,
             "timeout_s": request_timeout_s,
+            "api_key_file": injector.config.api_key_file,
         }
         method_spec = LoadSpec(**load_fields, duration_s=duration_s)
         steady_spec = LoadSpec(**load_fields, duration_s=steady_state_s) if steady_state else None

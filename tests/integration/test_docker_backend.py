@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from labkit.backends.docker import DockerBackend
@@ -113,7 +114,12 @@ def test_up_runs_every_service_as_a_labelled_container(docker_lab: DockerBackend
         attrs = container.attrs
         assert attrs["HostConfig"]["NetworkMode"] == "host"
         assert attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
-        assert attrs["Config"]["User"] and not attrs["Config"]["User"].startswith("0"), name
+        # Not root: not by the configured user, not by the main process's real uid (read on the host, where
+        # the engine runs its processes), and with nothing to regain it (no capability, no setuid).
+        assert attrs["Config"]["User"].split(":")[0] not in ("", "0", "root"), (name, attrs["Config"]["User"])
+        assert psutil.Process(attrs["State"]["Pid"]).uids().real != 0, name
+        assert attrs["HostConfig"]["CapDrop"] == ["ALL"], name
+        assert "no-new-privileges" in attrs["HostConfig"]["SecurityOpt"], name
         if name != "exporter":
             assert status[name].container == container.short_id
     assert _generate(cfg) == 200
