@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import lab, load_generator, model, run_all, wrapper
+from bench import lab, load_generator, model, overload, run_all, wrapper
 from bench._common import ROOT, Row, machine
 from bench._report import write_markdown
 
@@ -31,6 +31,7 @@ SUITES: dict[str, Callable[[Path, bool], list[Row]]] = {
     "load_generator": load_generator.bench_rows,
     "lab": lab.run,
     "run_all": run_all.run,
+    "overload": overload.run,
 }
 
 
@@ -121,7 +122,11 @@ def _merge(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     suite_of = {row: name for name, info in suites.items() for row in info.get("rows", [])}
     rows.sort(key=lambda r: order.get(suite_of.get(r["name"], ""), len(order)))
     ordered = dict(sorted(suites.items(), key=lambda kv: order.get(kv[0], len(order))))
-    return new | {"suites": ordered, "rows": rows, "seconds": old.get("seconds", 0) + new["seconds"]}
+    return new | {
+        "suites": ordered,
+        "rows": rows,
+        "seconds": round(old.get("seconds", 0) + new["seconds"], 1),
+    }
 
 
 def _line(row: Row) -> str:

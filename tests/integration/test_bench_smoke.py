@@ -44,6 +44,8 @@ def test_bench_smoke_runs_every_suite_and_writes_both_files(tmp_path: Path) -> N
         "wrapper_added_median_nostream_ms", "wrapper_added_p99_stream_ms",
         "wrapper_throughput_sim_zero_delay", "embedded_tokens_per_s_stream", "load_generator_max_rate",
         "up_sim_s", "recovery_sim_s", "memory_sim_rss_mb",
+        "overload_capacity_req_per_s", "overload_reject_p99_5x_ms", "overload_admitted_errors",
+        "overload_rejections_uncounted", "overload_rss_peak_mb", "overload_recovery_failed_requests",
     }  # fmt: skip
     assert expected <= names, expected - names
     table = (tmp_path / "benchmarks.md").read_text()
