@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,27 @@ def interruptible() -> None:
     runner's `cmd &`, nohup) ignores SIGINT, its children inherit that, and Python then installs no
     KeyboardInterrupt handler at all, so the child would never see the test's Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def reply_json(handler: BaseHTTPRequestHandler, data: object, status: int = 200) -> None:
+    """Answer a request of a stand-in HTTP server (`http.server`) with `data` as JSON."""
+    body = json.dumps(data).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.fixture
+def engine_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A unix socket where DOCKER_HOST points (nothing answers it; container specs only mount it)."""
+    path = tmp_path / "docker.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(path))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    yield path
+    sock.close()
 
 
 def free_port() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,6 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.conftest import reply_json
 
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "audit_dependencies.py"
 
@@ -167,12 +168,7 @@ class _FakePyPI(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
-        body = json.dumps(page("1.0", vuln("GHSA-served", fixed_in=[]))).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(self, page("1.0", vuln("GHSA-served", fixed_in=[])))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -19,7 +19,7 @@ import pytest
 from labkit.backends.lab import describe_unscraped
 from labkit.backends.local import LocalBackend
 from labkit.errors import BackendError, ConfigError
-from tests.conftest import free_port, sim_lab_config
+from tests.conftest import free_port, reply_json, sim_lab_config
 
 JOBS = ("model", "wrapper", "exporter", "prometheus")
 
@@ -56,17 +56,13 @@ class _TargetsHandler(BaseHTTPRequestHandler):
         if not self.path.startswith("/api/v1/targets"):
             self.send_error(404)
             return
-        body = json.dumps(
+        reply_json(
+            self,
             {
                 "status": "success",
                 "data": {"activeTargets": self.server.active_targets(), "droppedTargets": []},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            },
+        )
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

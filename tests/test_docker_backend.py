@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +12,6 @@ from labkit.backends.docker_agent import LABEL_LAB, LABEL_SERVICE, ContainerServ
 from labkit.config import LabConfig
 from labkit.errors import ConfigError
 from tests.conftest import sim_lab_config
-
-
-@pytest.fixture
-def engine_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A unix socket where DOCKER_HOST points (nothing answers it; the specs only mount it)."""
-    path = tmp_path / "docker.sock"
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(path))
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-    yield path
-    sock.close()
 
 
 def _specs(config: LabConfig) -> dict[str, dict[str, Any]]:

@@ -32,7 +32,7 @@ from labkit.report import (
     restarts_figure,
     save_prometheus_series,
 )
-from tests.conftest import free_port
+from tests.conftest import free_port, reply_json
 from tests.test_report_data import KILL_AT, T0, write_chaos_run
 
 RESTART_AT = T0 + KILL_AT + 1  # the exporter counts the model's restart one scrape after the kill
@@ -66,12 +66,7 @@ class _FakePrometheus(BaseHTTPRequestHandler):
         else:
             self.send_error(404)
             return
-        body = json.dumps({"status": "success", "data": data}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(self, {"status": "success", "data": data})
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

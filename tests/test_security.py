@@ -388,21 +388,27 @@ def test_chaos_actions_take_only_this_labs_service_names(
     assert all(svc.calls == [] for svc in services.values())
 
 
+@pytest.fixture
+def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bytes]]:
+    """Every call of hmac.compare_digest while the test runs (it still decides)."""
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    return calls
+
+
 def test_both_apis_compare_the_token_in_constant_time(
-    control: tuple[httpx.Client, dict[str, RecordingService]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    control: tuple[httpx.Client, dict[str, RecordingService]], seen: list[tuple[bytes, bytes]], tmp_path: Path
 ) -> None:
     """hmac.compare_digest is what decides, for the control API and the wrapper's fault API: a `==` would
     leak the token's prefix through the answer's timing."""
     from labkit.wrapper import WrapperSettings, create_app
 
-    seen: list[tuple[bytes, bytes]] = []
-    real = hmac.compare_digest
-
-    def spy(a: Any, b: Any) -> bool:
-        seen.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", spy)
     client, _ = control
     assert client.get("/v1/status", headers={"Authorization": "Bearer guess"}).status_code == 401
     assert seen == [(b"guess", TOKEN.encode())]
@@ -424,24 +430,14 @@ def test_both_apis_compare_the_token_in_constant_time(
 
 
 def test_the_wrappers_api_key_is_compared_in_constant_time_refused_in_urls_and_never_logged(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    seen: list[tuple[bytes, bytes]], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from labkit.wrapper import WrapperSettings, create_app
 
-    if "api_key_file" not in WrapperSettings.model_fields:
-        pytest.skip("this wrapper has no --api-key-file")
     key = "api-key-for-the-security-tests"
     key_file = tmp_path / "api-key"
     key_file.write_text(key, encoding="utf-8")
     key_file.chmod(0o600)
-    seen: list[tuple[bytes, bytes]] = []
-    real = hmac.compare_digest
-
-    def spy(a: Any, b: Any) -> bool:
-        seen.append((a, b))
-        return real(a, b)
-
-    monkeypatch.setattr(hmac, "compare_digest", spy)
     caplog.set_level(logging.DEBUG)
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound, never listening: the model behind the wrapper refuses at once
@@ -535,17 +531,6 @@ def test_every_image_runs_as_a_non_root_user() -> None:
     for image, user in users.items():
         assert user is not None, f"{image} has no USER: it would run as root"
         assert user.split(":")[0] not in ("0", "root"), f"{image} runs as {user}"
-
-
-@pytest.fixture
-def engine_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A unix socket where DOCKER_HOST points (nothing answers it; the specs only mount it)."""
-    path = tmp_path / "docker.sock"
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(path))
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-    yield path
-    sock.close()
 
 
 @pytest.mark.parametrize("euid", [0, 1000])
