@@ -96,7 +96,7 @@ class _OneLineErrors(click.Group):
             code = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as exc:
             hint = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
-            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            click.echo(f"error: {exc.format_message().rstrip('.')}{hint}", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
             exc.show()

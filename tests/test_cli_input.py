@@ -212,7 +212,7 @@ def test_a_chaos_duration_given_with_a_file_must_fit_its_faults(tmp_path: Path) 
 def test_usage_errors_name_the_command_to_ask_for_help(tmp_path: Path) -> None:
     result, _ = _invoke(tmp_path, ["up", "--wrapper-port", "abc"])
     assert result.stderr == (
-        "error: Invalid value for '--wrapper-port': 'abc' is not a valid integer.; see `cli up --help`\n"
+        "error: Invalid value for '--wrapper-port': 'abc' is not a valid integer; see `cli up --help`\n"
     )
 
 
