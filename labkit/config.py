@@ -142,6 +142,12 @@ class LabConfig(BaseSettings):
         parse_keep_alive(value)
         return value
 
+    @field_validator("api_key_file")
+    @classmethod
+    def _absolute_key_file(cls, value: Path | None) -> Path | None:
+        # Saved in the lab's config and read later from other working directories (notebooks/, a container).
+        return value.expanduser().resolve() if value is not None else None
+
     @field_validator("ollama_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
@@ -168,9 +174,9 @@ class LabConfig(BaseSettings):
         Read when asked, never stored or logged (ConfigError when the file is unreadable or empty)."""
         if self.api_key_file is None:
             return {}
-        from labkit.wrapper._tokens import read_token_file
+        from labkit.secret_files import read_token_file
 
-        key = read_token_file(Path(self.api_key_file), what="API key", flag="--api-key-file")
+        key = read_token_file(self.api_key_file, what="API key", flag="--api-key-file")
         return {"Authorization": f"Bearer {key}"}
 
     @property

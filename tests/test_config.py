@@ -70,3 +70,11 @@ def test_embedded_model_ships_in_the_wheel() -> None:
 
 def test_stack_dir_has_the_prometheus_template() -> None:
     assert (stack_dir() / "prometheus" / "prometheus.yml.j2").is_file()
+
+
+def test_a_relative_api_key_file_is_saved_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's config is read later from other working directories (notebooks/, containers)."""
+    monkeypatch.chdir(tmp_path)
+    config = LabConfig(lab_dir=tmp_path / "lab", api_key_file=Path("key"))
+    assert config.api_key_file == tmp_path / "key"
+    assert LabConfig(lab_dir=tmp_path / "lab", api_key_file=Path("~/key")).api_key_file == Path.home() / "key"

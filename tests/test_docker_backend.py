@@ -67,14 +67,17 @@ def test_the_api_key_is_copied_into_the_lab_and_mounted_read_only(
     backend = DockerBackend(cfg, client=object())
     backend.lab.root.mkdir(parents=True)
     backend._copy_api_key()
-    copy = cfg.lab_dir / "api_key"
+    copy = backend.lab.api_key_copy
     assert copy.read_text().strip() == "s3cret-key" and copy.stat().st_mode & 0o777 == 0o600
     spec = backend._container_specs("0123456789abcdef0123")["wrapper"]
     command = spec["command"]
     inside = command[command.index("--api-key-file") + 1]
-    assert inside == str(CONTAINER_LAB.root / "api_key")
+    assert inside == str(CONTAINER_LAB.api_key_copy)
     assert spec["volumes"][str(copy)] == {"bind": inside, "mode": "ro"}
     assert "s3cret-key" not in " ".join(command)
+    backend._mark_stopped()  # `down`: the copy goes with the lab
+    assert not copy.exists()
+    backend._copy_api_key()
     # A later lab without a key leaves no copy of the old one behind.
     DockerBackend(sim_lab_config(tmp_path), client=object())._copy_api_key()
     assert not copy.exists()

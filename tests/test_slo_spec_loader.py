@@ -209,6 +209,12 @@ MALFORMED_SPECS = [
     ("api_version", GOOD.replace("openslo/v1", "openslo/v2"), 1, ["apiVersion", "openslo/v1"]),
     ("kind", GOOD.replace("kind: SLO", "kind: SLI"), 2, ["kind", "must be SLO"]),
     ("no_name", GOOD.replace("  name: latency\n", ""), 3, ["metadata.name", "missing"]),
+    (
+        "null_metadata",
+        GOOD.replace("metadata:\n  name: latency\n  displayName: Latency\n", "metadata:\n"),
+        3,
+        ["metadata", "SLO document 1"],
+    ),
     ("name_list", GOOD.replace("name: latency", "name: [latency]"), 4, ["name", "string"]),
     ("unknown_top_key", GOOD + "extra: 1\n", 24, ["extra", "unknown field"]),
     ("unknown_spec_key", GOOD.replace("  service:", "  servce:"), 7, ["spec.servce", "unknown field"]),

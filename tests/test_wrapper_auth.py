@@ -65,15 +65,16 @@ def test_a_key_file_makes_generate_need_the_key(keyed_wrapper: str, caplog: pyte
     for headers in ({"Authorization": f"Bearer {KEY}"}, {"X-API-Key": KEY}):
         r = httpx.post(url, json=BODY, headers=headers, timeout=10)
         assert r.status_code == 200, r.text
-    r = httpx.post(url, params={"api_key": KEY}, json=BODY, headers={"X-API-Key": KEY}, timeout=10)
-    assert r.status_code == 400 and "never put the API key in the URL" in r.json()["error"]
+    for name in ("api_key", "API_KEY"):  # query names are matched whatever their case
+        r = httpx.post(url, params={name: KEY}, json=BODY, headers={"X-API-Key": KEY}, timeout=10)
+        assert r.status_code == 400 and "never put the API key in the URL" in r.json()["error"]
     # /health, /ready and /metrics stay open (Prometheus scrapes /metrics without a key).
     for path in ("/health", "/ready", "/metrics"):
         assert httpx.get(keyed_wrapper + path).status_code == 200, path
     assert metric(keyed_wrapper, "llm_requests_total", status_code="401", **EP) == 5
-    assert metric(keyed_wrapper, "llm_requests_total", status_code="400", **EP) == 1
+    assert metric(keyed_wrapper, "llm_requests_total", status_code="400", **EP) == 2
     assert metric(keyed_wrapper, "llm_requests_total", status_code="200", **EP) == 2
-    assert metric(keyed_wrapper, "llm_requests_rejected_total", reason="unauthorized") == 6
+    assert metric(keyed_wrapper, "llm_requests_rejected_total", reason="unauthorized") == 7
     # The server's logs only: the test's own httpx client logs the URLs it requests, key included.
     server_logs = [r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
     assert any("without the right API key" in m for m in server_logs)

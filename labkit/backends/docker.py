@@ -30,6 +30,7 @@ from labkit.backends.labdir import LabDir, write_atomically
 from labkit.backends.services import service_specs
 from labkit.config import LabConfig
 from labkit.errors import BackendError, ConfigError
+from labkit.secret_files import read_token_file
 
 __all__ = ["CONTAINER_UID", "DockerBackend", "docker_client"]
 
@@ -245,10 +246,10 @@ class DockerBackend(LabBackend):
     def _copy_api_key(self) -> None:
         """The wrapper container reads the API key from the lab directory (0600, handed to its user with the
         rest), not from a host path it cannot see."""
-        headers = self.config.wrapper_auth_headers()
-        copy = self.lab.root / "api_key"
-        if headers:
-            write_atomically(copy, headers["Authorization"].removeprefix("Bearer ") + "\n", mode=0o600)
+        copy = self.lab.api_key_copy
+        if self.config.api_key_file is not None:
+            key = read_token_file(self.config.api_key_file, what="API key", flag="--api-key-file")
+            write_atomically(copy, key + "\n", mode=0o600)
         else:
             copy.unlink(missing_ok=True)  # an earlier lab's key does not linger
 
@@ -335,15 +336,11 @@ class DockerBackend(LabBackend):
                 volumes={str(self.lab.root / "ollama"): {"bind": "/home/labkit/.ollama", "mode": "rw"}},
                 **gpu,
             )  # fmt: skip
-        wrapper_argv = _in_container(by_name["wrapper"].argv)
         wrapper_volumes = {str(self.lab.token_file): {"bind": str(inside.token_file), "mode": "ro"}}
         if cfg.api_key_file is not None:
-            key_inside = str(inside.root / "api_key")
-            at = wrapper_argv.index("--api-key-file") + 1
-            wrapper_argv[at] = key_inside
-            wrapper_volumes[str(self.lab.root / "api_key")] = {"bind": key_inside, "mode": "ro"}
+            wrapper_volumes[str(self.lab.api_key_copy)] = {"bind": str(inside.api_key_copy), "mode": "ro"}
         add(
-            "wrapper", cfg.service_image, wrapper_argv,
+            "wrapper", cfg.service_image, _in_container(by_name["wrapper"].argv),
             f"http://{cfg.host}:{cfg.wrapper_port}", "/ready", volumes=wrapper_volumes,
         )  # fmt: skip
         add(

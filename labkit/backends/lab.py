@@ -110,7 +110,9 @@ class LabBackend:
         raise NotImplementedError
 
     def _mark_stopped(self) -> None:
-        """After `down`: the state file says the lab and its services are stopped."""
+        """After `down`: the state file says the lab and its services are stopped; no copy of the API key
+        outlives the lab."""
+        self.lab.api_key_copy.unlink(missing_ok=True)
         state = self.lab.read_state()
         if state is not None and state.get("running"):
             state["running"] = False

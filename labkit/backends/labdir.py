@@ -49,6 +49,11 @@ class LabDir:
         return self.root / "token"
 
     @property
+    def api_key_copy(self) -> Path:
+        """The Docker backend's copy of the wrapper's API key (a host path is not visible in a container)."""
+        return self.root / "api_key"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

@@ -77,7 +77,8 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
         "--admin-token-file", str(lab.token_file),  # the fault API shares the lab's token
     ]  # fmt: skip
     if config.api_key_file is not None:
-        wrapper_argv += ["--api-key-file", str(config.api_key_file.resolve())]
+        key_file = lab.api_key_copy if for_containers else config.api_key_file
+        wrapper_argv += ["--api-key-file", str(key_file)]
     specs.append(ServiceSpec("wrapper", wrapper_argv, f"http://{host}:{config.wrapper_port}", "/ready"))
     prometheus_argv = [
         config.prometheus_bin,

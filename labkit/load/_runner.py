@@ -26,7 +26,7 @@ from labkit.load._result import LoadResult, achieved_rate
 from labkit.load._sender import RequestSender
 from labkit.load._spec import LoadSpec, prompt_choices, schedule
 from labkit.rundir import RunDirectory
-from labkit.wrapper import read_token_file
+from labkit.secret_files import read_token_file
 
 __all__ = ["run_load", "run_load_async"]
 

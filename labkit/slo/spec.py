@@ -311,7 +311,8 @@ def load_slo_spec(path: Path | None = None) -> list[SloDefinition]:
     slos: list[SloDefinition] = []
     seen: dict[str, int] = {}
     for index, (doc, lines) in enumerate(documents):
-        name = doc.get("metadata", {}).get("name") if isinstance(doc, dict) else None
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
         what = f"SLO {name}" if isinstance(name, str) and name else f"SLO document {index + 1}"
         duplicate = lines.duplicate_key()
         if duplicate is not None:

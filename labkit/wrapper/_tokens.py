@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import hmac
 import logging
-import stat
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from labkit.errors import ConfigError
+from labkit.secret_files import read_token_file
 
 __all__ = [
     "API_KEY_HEADER",
@@ -43,29 +41,9 @@ _API_KEY_HEADER = APIKeyHeader(
 )
 
 
-def read_token_file(path: Path, *, what: str, flag: str) -> str:
-    """The secret in `path` (surrounding whitespace dropped); ConfigError when unreadable or empty.
-
-    `what` names the secret in messages ("admin token"), `flag` the option that gave the file.
-    """
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-        mode = path.stat().st_mode
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(
-            f"cannot read the {what} file {path}: {reason}; give a readable file or start without {flag}"
-        ) from exc
-    if not secret:
-        raise ConfigError(f"the {what} file {path} is empty; write the {what} into it (mode 0600)")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        logger.warning("the %s file %s is readable by others; make it 0600", what, path)
-    return secret
-
-
 def secret_in_url(request: Request) -> bool:
     """Whether the query string has a parameter that looks like a token or key."""
-    return any(name in request.query_params for name in URL_SECRET_NAMES)
+    return any(name.lower() in URL_SECRET_NAMES for name in request.query_params)
 
 
 def bearer_token(request: Request) -> str | None:
