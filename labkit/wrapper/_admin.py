@@ -5,7 +5,6 @@ Without a token file the API is disabled and answers 403 to everything; a token 
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -26,7 +25,7 @@ from labkit.wrapper._openapi import (
     error_responses,
     fault_spec_request_body,
 )
-from labkit.wrapper._tokens import bearer_token, read_token_file, secret_in_url
+from labkit.wrapper._tokens import read_token_file, require_secret
 
 __all__ = ["ADMIN_PREFIX", "admin_router", "read_admin_token"]
 
@@ -70,24 +69,14 @@ def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
     async def require_admin(
         request: Request, _token: Annotated[HTTPAuthorizationCredentials | None, Security(_ADMIN_BEARER)]
     ) -> None:
-        where = f"{request.method} {request.url.path}"  # never the query: it may hold a token
         if expected is None:
             raise HTTPException(
                 403, "the admin API is disabled: this wrapper was started without --admin-token-file"
             )
-        if secret_in_url(request):
-            logger.warning("admin request refused: %s carried a token in its URL", where)
-            raise HTTPException(
-                400, f"never put the admin token in the URL (logs keep URLs); {_USE_THE_HEADER}"
-            )
-        given = bearer_token(request)
-        if given is None or not hmac.compare_digest(given.encode(), expected):
-            logger.warning("admin request refused: %s without the right bearer token", where)
-            raise HTTPException(
-                401,
-                f"missing or wrong admin token; {_USE_THE_HEADER} (the token is in the lab directory)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        require_secret(
+            request, expected, what="admin token",
+            hint=f"{_USE_THE_HEADER} (the token is in the lab directory)",
+        )  # fmt: skip
 
     router = APIRouter(
         prefix=ADMIN_PREFIX,

@@ -21,6 +21,7 @@ __all__ = [
     "api_key_checker",
     "bearer_token",
     "read_token_file",
+    "require_secret",
     "secret_in_url",
 ]
 
@@ -56,12 +57,40 @@ def _matches(given: str | None, expected: bytes) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected)
 
 
-def api_key_checker(key: str, on_refused: Callable[[], None]) -> Callable[..., Awaitable[None]]:
-    """A FastAPI dependency that lets a request through only with `key`, as a bearer token or X-API-Key.
+def require_secret(
+    request: Request,
+    expected: bytes,
+    *,
+    what: str,
+    hint: str,
+    key_header: str | None = None,
+    on_refused: Callable[[], None] | None = None,
+) -> None:
+    """Let `request` through only when it carries `expected` as a bearer token (or in `key_header`).
 
-    A key in the URL is answered 400, a missing or wrong one 401; `on_refused` runs before either
-    (the wrapper counts the refusal). The key itself is never logged.
+    A secret in the URL is answered 400 without comparing anything, a missing or wrong one 401 with
+    WWW-Authenticate; `on_refused` runs before either. Refusals are logged by method and path, never with
+    the query (it may hold the secret) and never with the secret itself.
     """
+    if secret_in_url(request):
+        reason, status, message = "carried a secret in its URL", 400, f"never put the {what} in the URL"
+        message += f" (logs keep URLs); {hint}"
+    elif _matches(bearer_token(request), expected) or (
+        key_header is not None and _matches(request.headers.get(key_header), expected)
+    ):
+        return
+    else:
+        reason, status, message = f"without the right {what}", 401, f"missing or wrong {what}; {hint}"
+    if on_refused is not None:
+        on_refused()
+    logger.warning("request refused: %s %s %s", request.method, request.url.path, reason)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    raise HTTPException(status, message, headers=headers)
+
+
+def api_key_checker(key: str, on_refused: Callable[[], None]) -> Callable[..., Awaitable[None]]:
+    """A FastAPI dependency that lets a request through only with `key`, as a bearer token or X-API-Key
+    (see `require_secret`; `on_refused` counts the refusal)."""
     expected = key.encode()
 
     async def require_api_key(
@@ -69,19 +98,9 @@ def api_key_checker(key: str, on_refused: Callable[[], None]) -> Callable[..., A
         _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_API_BEARER)],
         _header: Annotated[str | None, Security(_API_KEY_HEADER)],
     ) -> None:
-        where = f"{request.method} {request.url.path}"  # never the query: it may hold the key
-        if secret_in_url(request):
-            on_refused()
-            logger.warning("request refused: %s carried a key in its URL", where)
-            raise HTTPException(400, f"never put the API key in the URL (logs keep URLs); {_USE_A_HEADER}")
-        if _matches(bearer_token(request), expected) or _matches(
-            request.headers.get(API_KEY_HEADER), expected
-        ):
-            return
-        on_refused()
-        logger.warning("request refused: %s without the right API key", where)
-        raise HTTPException(
-            401, f"missing or wrong API key; {_USE_A_HEADER}", headers={"WWW-Authenticate": "Bearer"}
-        )
+        require_secret(
+            request, expected, what="API key", hint=_USE_A_HEADER, key_header=API_KEY_HEADER,
+            on_refused=on_refused,
+        )  # fmt: skip
 
     return require_api_key
