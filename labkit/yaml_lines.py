@@ -81,9 +81,10 @@ def load_documents(text: str) -> Iterator[tuple[Any, YamlLines]]:
         loader.dispose()
 
 
-def format_loc(loc: tuple[str | int, ...]) -> str:
-    """`("spec", "objectives", 0, "target")` -> `spec.objectives[0].target`."""
+def format_loc(loc: tuple[str | int, ...], *, leading_dot: bool = False) -> str:
+    """`("spec", "objectives", 0, "target")` -> `spec.objectives[0].target` (`.spec...` with `leading_dot`,
+    to follow a prefix such as `faults[2]`)."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text or leading_dot else str(part))
     return text

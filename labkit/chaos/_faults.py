@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from labkit.errors import ConfigError
+from labkit.yaml_lines import format_loc
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -238,13 +239,6 @@ def _message(err: Any) -> str:
     return message
 
 
-def _join_loc(loc: tuple[str | int, ...], *, leading_dot: bool = False) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out or leading_dot else str(part))
-    return out
-
-
 def describe_error(err: Any) -> tuple[tuple[str | int, ...], str]:
     """One pydantic error as (its location, its message without the location)."""
     loc = tuple(err["loc"])
@@ -256,7 +250,7 @@ def describe_error(err: Any) -> tuple[tuple[str | int, ...], str]:
 
 def format_problem(loc: tuple[str | int, ...], message: str, prefix: str = "") -> str:
     """`faults[2].params.delay_s: message` from a location and an optional prefix (`faults[2]`)."""
-    where = prefix + _join_loc(loc, leading_dot=bool(prefix))
+    where = prefix + format_loc(loc, leading_dot=bool(prefix))
     return f"{where}: {message}" if where else message
 
 
