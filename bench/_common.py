@@ -200,7 +200,7 @@ def log_tail(path: Path, chars: int = 1500) -> str:
 
 
 def model_server_argv(port: int, engine: str, *extra: str) -> list[str]:
-    return [PYTHON, "-m", "labkit.modelserver", "--port", str(port), "--engine", engine, *extra]
+    return [PYTHON, "-m", "labkit.services.modelserver", "--port", str(port), "--engine", engine, *extra]
 
 
 SIM_ZERO_DELAY = ("--sim-ttft-s", "0", "--sim-itl-s", "0", "--sim-jitter", "0")

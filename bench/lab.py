@@ -24,8 +24,8 @@ import httpx
 import psutil
 
 from bench._common import LABKIT, Row, Target, free_port, free_ports, log_tail, median, spread, stop_processes
-from labkit.backends.lab import attach_backend
 from labkit.errors import BackendError
+from labkit.lab.registry import attach_backend
 
 ENGINES = ("sim", "llama")
 UP_TARGET_S = {"sim": 3.0, "llama": 8.0}
@@ -75,13 +75,13 @@ class Lab:
     def supervisor(self) -> psutil.Process:
         for proc in psutil.process_iter(["cmdline"]):
             cmd = proc.info["cmdline"] or []
-            if "labkit.backends.supervisor" in cmd and str(self.dir) in cmd:
+            if "labkit.lab.manager.supervisor" in cmd and str(self.dir) in cmd:
                 return proc
         raise RuntimeError(f"no supervisor for {self.dir}")
 
     def model_process(self) -> psutil.Process:
         for child in self.supervisor().children(recursive=True):
-            if "labkit.modelserver" in child.cmdline():
+            if "labkit.services.modelserver" in child.cmdline():
                 return child
         raise RuntimeError("the lab has no model server process")
 

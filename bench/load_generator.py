@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from bench import _common as common
-from labkit.load import LoadSpec, run_load
+from labkit.measure.load import LoadSpec, run_load
 
 MAX_P99_LAG_S = 0.005
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,9 +118,9 @@ def sim_stack(cpus: set[int], max_tokens: int, logs: Path) -> Iterator[str]:
     model = f"http://127.0.0.1:{model_port}"
     sim = ["--engine", "sim", "--sim-ttft-s", "0", "--sim-itl-s", "0", "--sim-jitter", "0"]
     commands = {
-        "model": ["-m", "labkit.modelserver", "--port", str(model_port), *sim, "--num-parallel", "64",
-                  "--max-queue", "100000"],
-        "wrapper": ["-m", "labkit.wrapper", "--port", str(wrapper_port), "--backend-url", model,
+        "model": ["-m", "labkit.services.modelserver", "--port", str(model_port), *sim,
+                  "--num-parallel", "64", "--max-queue", "100000"],
+        "wrapper": ["-m", "labkit.services.wrapper", "--port", str(wrapper_port), "--backend-url", model,
                     "--max-in-flight", "100000", "--max-tokens-limit", str(max_tokens)],
     }  # fmt: skip
     url = f"http://127.0.0.1:{wrapper_port}"
@@ -266,7 +266,10 @@ def _print(section: dict[str, Any]) -> None:
             f"{'yes' if s['passed'] else 'NO'}"
         )
     wrk, ratio = section["wrk"], section["ratio_to_wrk"]
-    print(f"labkit.load highest passing rate: {section['max_rate_passing']} req/s (p99 lag < 5 ms, one core)")
+    print(
+        f"labkit's load generator, highest passing rate: {section['max_rate_passing']} req/s "
+        "(p99 lag < 5 ms, one core)"
+    )
     print(f"wrk -t1 -c{wrk.get('connections')}: {wrk.get('req_per_s')} req/s   ratio: {num(ratio, '.2f')}")
 
 
@@ -301,8 +304,8 @@ def main() -> int:
                 sections.append(measure(name, url, args, rates, body, gen_cpu, workdir))
 
     results = {
-        "what": "highest open-loop rate labkit.load sustains on one core with p99 queue_delay_s < 5 ms, "
-        "next to wrk (-t1) on the same endpoint, body and core",
+        "what": "highest open-loop rate labkit's load generator sustains on one core with p99 queue_delay_s "
+        "< 5 ms, next to wrk (-t1) on the same endpoint, body and core",
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "cpus_allowed": cpus,
@@ -335,8 +338,8 @@ if __name__ == "__main__":
 
 
 def bench_rows(workdir: Path, smoke: bool) -> list[Any]:
-    """The row of `python -m bench`: labkit.load's highest passing open-loop rate on one core next to wrk
-    on the same endpoint and core; two rounds (wrk, search, wrk, search) for the spread."""
+    """The row of `python -m bench`: the load generator's highest passing open-loop rate on one core next to
+    wrk on the same endpoint and core; two rounds (wrk, search, wrk, search) for the spread."""
     from bench._common import Row, Target, median, pinned, spread
 
     args = argparse.Namespace(

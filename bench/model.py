@@ -19,7 +19,7 @@ import httpx
 
 from bench._common import Row, Target, children, free_port, median, model_server_argv, spread, wait_http
 from labkit.config import embedded_model_path
-from labkit.modelserver._settings import default_threads
+from labkit.services.modelserver._settings import default_threads
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 N_CTX = 2048

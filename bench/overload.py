@@ -43,7 +43,7 @@ from bench._common import (
     spread,
     wait_http,
 )
-from labkit.wrapper import WrapperSettings
+from labkit.services.wrapper import WrapperSettings
 
 MAX_IN_FLIGHT = WrapperSettings().max_in_flight  # the wrapper's default bound (32)
 # The sim's fixed service time per request (time to the first token; the 8 tokens then come at once, no
@@ -376,7 +376,7 @@ def start_commands(model_port: int, wrapper_port: int) -> dict[str, list[str]]:
     return {
         "model": model_server_argv(model_port, "sim", *sim, "--sim-jitter", "0"),
         "wrapper": [
-            PYTHON, "-m", "labkit.wrapper", "--port", str(wrapper_port), "--backend-url", model,
+            PYTHON, "-m", "labkit.services.wrapper", "--port", str(wrapper_port), "--backend-url", model,
             "--max-in-flight", str(MAX_IN_FLIGHT),
         ],
     }  # fmt: skip

@@ -72,7 +72,7 @@ class Stack:
             "wrapper": [
                 PYTHON,
                 "-m",
-                "labkit.wrapper",
+                "labkit.services.wrapper",
                 "--port",
                 str(self.wrapper_port),
                 "--backend-url",

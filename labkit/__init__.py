@@ -3,17 +3,16 @@
 The public surface is re-exported here; notebooks and the CLI use nothing else.
 """
 
-__version__ = "0.1.0"
-
 import typing as _typing
 
 from labkit._lazy import lazy_exports as _lazy_exports
+from labkit._version import __version__
 
 _EXPORTS = {
-    "SERVICE_NAMES": "labkit.backends.base",
-    "Backend": "labkit.backends.base",
-    "ServiceStatus": "labkit.backends.base",
-    "LocalBackend": "labkit.backends.local",
+    "SERVICE_NAMES": "labkit.lab.contract",
+    "Backend": "labkit.lab.backend",
+    "ServiceStatus": "labkit.lab.contract",
+    "LocalBackend": "labkit.lab.local",
     "DEFAULT_MODEL_NAME": "labkit.config",
     "LabConfig": "labkit.config",
     "load_config": "labkit.config",
@@ -25,16 +24,14 @@ _EXPORTS = {
     "ModelNotFoundError": "labkit.errors",
     "PortInUseError": "labkit.errors",
     "ServiceStartError": "labkit.errors",
-    "INTER_TOKEN_LATENCY_BUCKETS": "labkit.histograms",
-    "REQUEST_DURATION_BUCKETS": "labkit.histograms",
-    "TIME_TO_FIRST_TOKEN_BUCKETS": "labkit.histograms",
+    "INTER_TOKEN_LATENCY_BUCKETS": "labkit.measure.histograms",
+    "REQUEST_DURATION_BUCKETS": "labkit.measure.histograms",
+    "TIME_TO_FIRST_TOKEN_BUCKETS": "labkit.measure.histograms",
 }
 
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 if _typing.TYPE_CHECKING:
-    from labkit.backends.base import SERVICE_NAMES, Backend, ServiceStatus
-    from labkit.backends.local import LocalBackend
     from labkit.config import DEFAULT_MODEL_NAME, LabConfig, load_config
     from labkit.errors import (
         BackendError,
@@ -46,7 +43,10 @@ if _typing.TYPE_CHECKING:
         PortInUseError,
         ServiceStartError,
     )
-    from labkit.histograms import (
+    from labkit.lab.backend import Backend
+    from labkit.lab.contract import SERVICE_NAMES, ServiceStatus
+    from labkit.lab.local import LocalBackend
+    from labkit.measure.histograms import (
         INTER_TOKEN_LATENCY_BUCKETS,
         REQUEST_DURATION_BUCKETS,
         TIME_TO_FIRST_TOKEN_BUCKETS,

@@ -15,34 +15,30 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from labkit import __version__
-from labkit.backends.base import SERVICE_NAMES, ServiceStatus
-from labkit.backends.lab import LabBackend, attach_backend, describe_unscraped
-from labkit.backends.local import LocalBackend
-from labkit.backends.services import exposed_services
-from labkit.config import LabConfig, load_config, resolve_lab_dir
+from labkit._version import __version__
+from labkit.config import load_config, resolve_lab_dir
 from labkit.errors import ConfigError, LabkitError, LabNotRunningError
+from labkit.lab.backend import Backend, describe_unscraped
+from labkit.lab.contract import SERVICE_NAMES, ServiceStatus
+from labkit.lab.registry import attach_backend, backend_for
+from labkit.lab.specs import exposed_services
+from labkit.rundir import RunFile
 
 # The subcommands' heavy modules (pandas, papermill, the chaos engine) are imported where they are used:
 # `labkit up`, `down` and `status` start in a fraction of the time (measured in docs/benchmarks.md).
 if TYPE_CHECKING:
-    from labkit.remediation import RemediationPolicy
+    from labkit.chaos import RemediationPolicy
     from labkit.runner import RunResult
 
 __all__ = ["main"]
 
 
-def _backend(ctx: click.Context, **overrides: Any) -> LabBackend:
+def _backend(ctx: click.Context, **overrides: Any) -> Backend:
     """A backend for `up`: every setting validated (flags, then LABKIT_* variables)."""
-    config: LabConfig = load_config(lab_dir=ctx.obj.get("lab_dir"), **overrides)
-    if config.backend == "docker":
-        from labkit.backends.docker import DockerBackend
-
-        return DockerBackend(config)
-    return LocalBackend(config)
+    return backend_for(load_config(lab_dir=ctx.obj.get("lab_dir"), **overrides))
 
 
-def _attached(ctx: click.Context) -> LabBackend:
+def _attached(ctx: click.Context) -> Backend:
     """The lab in the lab directory (local or docker, as it was started), with its saved settings."""
     return attach_backend(resolve_lab_dir(ctx.obj.get("lab_dir")))
 
@@ -275,7 +271,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     _run(action)
 
 
-def _scrape_line(backend: LabBackend) -> str:
+def _scrape_line(backend: Backend) -> str:
     """Whether Prometheus' last scrape of every service answered, for `labkit status`."""
     try:
         unscraped = backend.prometheus_unscraped_targets()
@@ -312,7 +308,7 @@ def smoke(ctx: click.Context, count: int, max_tokens: int, out: Path) -> None:
     """Send a few real requests through the running lab and check Prometheus saw them."""
 
     def action() -> None:
-        from labkit.smoke import run_smoke
+        from labkit.measure.smoke import run_smoke
 
         backend = _attached(ctx)
         saved = backend.saved_config()
@@ -327,7 +323,7 @@ def smoke(ctx: click.Context, count: int, max_tokens: int, out: Path) -> None:
             )
         for name, value in result.prometheus.items():
             click.echo(f"prometheus {name}: {value}")
-        click.echo(f"report: {result.directory / 'report.md'}")
+        click.echo(f"report: {result.directory / RunFile.SMOKE_REPORT}")
         if result.succeeded != len(result.requests):
             raise LabkitError(
                 f"{len(result.requests) - result.succeeded} of {len(result.requests)} "
@@ -357,8 +353,8 @@ def slo_rules(spec_path: Path | None) -> None:
     """Print Prometheus recording and alerting rules (multi-window burn rates) for the SLO spec."""
 
     def action() -> None:
-        # Imported here: pandas comes with labkit.slo, and every other command would pay for it.
-        from labkit.slo.rules import rules_yaml
+        # Imported here: pandas comes with labkit.measure.slo, and every other command would pay for it.
+        from labkit.measure.slo.rules import rules_yaml
 
         click.echo(rules_yaml(spec_path=spec_path), nl=False)
 
@@ -374,7 +370,7 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
     verdicts: list[str] = []
 
     def action() -> None:
-        from labkit.slo.verdict import check_run, format_report
+        from labkit.measure.slo.verdict import check_run, format_report
 
         report = check_run(run_dir, spec_path=spec_path)
         if as_json:
@@ -423,7 +419,7 @@ def load(
     """Send open-loop (--rate) or closed-loop (--concurrency) load and record every request."""
 
     def action() -> None:
-        from labkit.load import LoadSpec, run_load
+        from labkit.measure.load import LoadSpec, run_load
         from labkit.rundir import RunDirectory
 
         target = url
@@ -433,8 +429,7 @@ def load(
                 saved = _attached(ctx).saved_config()
             except LabNotRunningError as exc:
                 raise LabNotRunningError(f"{exc}, or pass --url URL of a wrapper") from exc
-            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(saved.host, saved.host)
-            target = f"http://{f'[{host}]' if ':' in host else host}:{saved.wrapper_port}"
+            target = saved.wrapper_url
             api_key_file = saved.api_key_file
         spec = LoadSpec(
             url=target,
@@ -567,7 +562,7 @@ def chaos_run(
 
     def action() -> None:
         from labkit.chaos import run_experiment
-        from labkit.load import LoadSpec
+        from labkit.measure.load import LoadSpec
 
         schedule, total, extra = _schedule_from(seed, experiment, duration)
         remediation = _remediation_options(
@@ -599,7 +594,7 @@ def _remediation_options(
     from_file: RemediationPolicy | None, target: str | None, threshold_s: float | None, dry_run: bool
 ) -> RemediationPolicy | None:
     """The remediation policy: the experiment file's, with the command line's choices on top."""
-    from labkit.remediation import RemediationPolicy
+    from labkit.chaos import RemediationPolicy
 
     if from_file is None and target is None:
         if threshold_s is not None or dry_run:
@@ -819,7 +814,7 @@ def images_build(offline: bool, base: str | None, only: str | None, force: bool)
     """Build the lab's images where they are missing: labkit/service, labkit/model, labkit/prometheus."""
 
     def action() -> None:
-        from labkit.backends.docker_images import IMAGE_NAMES, build_images
+        from labkit.lab.images import IMAGE_NAMES, build_images
 
         which = [n.strip() for n in only.split(",") if n.strip()] if only else list(IMAGE_NAMES)
         tags = build_images(
@@ -836,7 +831,8 @@ def images_status() -> None:
     """Which of the lab's images the Docker engine has."""
 
     def action() -> None:
-        from labkit.backends.docker_images import IMAGE_TAGS, docker_client, images_present
+        from labkit.lab.docker_engine import docker_client
+        from labkit.lab.images import IMAGE_TAGS, images_present
 
         for name, present in images_present(docker_client()).items():
             click.echo(f"{IMAGE_TAGS[name]:<28}{'present' if present else 'missing'}")

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labkit.durations import parse_keep_alive
 from labkit.errors import ConfigError, ModelNotFoundError
+from labkit.sockets import http_url
 
 __all__ = [
     "DEFAULT_IMAGES",
@@ -184,9 +185,38 @@ class LabConfig(BaseSettings):
         """False when the model service is an Ollama somebody else runs (`ollama_url`)."""
         return self.ollama_url is None
 
+    # The services' URLs, as a client on this machine reaches them (a wildcard --host on loopback, an IPv6
+    # address in brackets): every caller takes them from here.
     @property
     def model_url(self) -> str:
-        return self.ollama_url or f"http://{self.host}:{self.model_port}"
+        """The model service: the Ollama at `ollama_url`, else the lab's own model server."""
+        return self.ollama_url or http_url(self.host, self.model_port)
+
+    @property
+    def wrapper_url(self) -> str:
+        return http_url(self.host, self.wrapper_port)
+
+    @property
+    def prometheus_url(self) -> str:
+        return http_url(self.host, self.prometheus_port)
+
+    @property
+    def exporter_url(self) -> str:
+        """The lab's manager (the local supervisor or the Docker agent): /metrics and the control API."""
+        return http_url(self.host, self.exporter_port)
+
+    def service_url(self, service: str) -> str:
+        """The URL of `service` (model, wrapper, prometheus, exporter)."""
+        urls = {
+            "model": self.model_url,
+            "wrapper": self.wrapper_url,
+            "prometheus": self.prometheus_url,
+            "exporter": self.exporter_url,
+        }
+        try:
+            return urls[service]
+        except KeyError:
+            raise ConfigError(f"no service {service!r}; the lab's services are {', '.join(urls)}") from None
 
     @property
     def resolved_model_image(self) -> str:

@@ -22,16 +22,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any, Literal, Protocol
 
-from labkit import __version__
-from labkit.backends.labdir import write_atomically
+from labkit._version import __version__
+from labkit.atomic import write_atomically
 from labkit.errors import ConfigError, LabkitError
-from labkit.rundir import RunDirectory
+from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunDirectory, RunFile
 
 __all__ = [
     "KERNEL_NAME",
     "REPORT_NOTEBOOK",
     "RESERVED_PARAMETERS",
-    "RUN_FILE",
     "KernelSpecError",
     "NotebookError",
     "NotebookParameter",
@@ -55,9 +54,6 @@ logger = logging.getLogger(__name__)
 
 KERNEL_NAME = "labkit"
 REPORT_NOTEBOOK = "05_slo_report.ipynb"
-RUN_FILE = "run.json"
-CELLS_FILE = "cells.json"
-KERNEL_LOG = "kernel.log"  # the kernels' own stderr (their log, a crash), not the notebook's output
 
 # Parameters the runner sets itself, and what a person passes instead of `-p NAME VALUE`.
 RESERVED_PARAMETERS: dict[str, str] = {
@@ -710,11 +706,11 @@ class ScenarioRunner:
             "headline": None,
             "labkit_version": __version__,
         }
-        run_dir.write_json(RUN_FILE, record)
+        run_dir.write_run_record(record)
         self.say(f"running {plan.notebook.name} into {run_dir.path}")
         result = self._run_scenario_notebook(plan, run_dir, {**plan.parameters, **injected})
         record.update(status=result.status, error=result.error)
-        run_dir.write_json(RUN_FILE, record)
+        run_dir.write_run_record(record)
 
         interrupted = result.error is not None and result.error.get("ename") == "KeyboardInterrupt"
         if not interrupted:  # after Ctrl-C, a person wants the prompt back, not another notebook
@@ -722,13 +718,13 @@ class ScenarioRunner:
                 result.report_html = self.render_report(run_dir.path, update_index=False)
             except LabkitError as exc:
                 result.problems.append(f"report: {exc}")
-                partial = run_dir.file("report.html")
+                partial = run_dir.file(RunFile.REPORT)
                 result.report_html = partial if partial.exists() else None
             self._summarize_into(result)
         record.update(finished_at=_now(), verdict=result.verdict, headline=result.headline)
         if result.problems:
             record["problems"] = result.problems
-        run_dir.write_json(RUN_FILE, record)
+        run_dir.write_run_record(record)
         result.index_html = self.update_index(result.problems)
         if interrupted:
             raise RunInterruptedError(result.message or "interrupted", result)
@@ -740,9 +736,11 @@ class ScenarioRunner:
         """Execute the scenario's notebook into run_dir/notebook.ipynb and write cells.json; a failure
         (a cell's error, a dead kernel, Ctrl-C) becomes the result's `error` and `message`."""
         result = RunResult(plan.scenario, run_dir.path, "completed")
-        output = run_dir.file("notebook.ipynb")
+        output = run_dir.file(RunFile.NOTEBOOK)
         try:
-            self._execute_notebook(plan.notebook, output, parameters, kernel_log=run_dir.file(KERNEL_LOG))
+            self._execute_notebook(
+                plan.notebook, output, parameters, kernel_log=run_dir.file(RunFile.KERNEL_LOG)
+            )
         except KeyboardInterrupt:
             rows = _cell_rows(output, interrupted=True)
             cell = next((r for r in rows if r["status"] == "interrupted"), None)
@@ -767,7 +765,7 @@ class ScenarioRunner:
             rows = _cell_rows(output)
         # Papermill keeps the same timings in notebook.ipynb's metadata; this is for people who do not
         # open notebooks.
-        run_dir.write_json(CELLS_FILE, {"notebook": plan.notebook.name, "cells": rows})
+        run_dir.write_json(RunFile.CELLS, {"notebook": plan.notebook.name, "cells": rows})
         return result
 
     def _ensure_kernel(self) -> None:
@@ -829,7 +827,7 @@ class ScenarioRunner:
         write_index = self._write_index or _default_index_writer()
         if write_index is None:
             return None
-        if self.out.name != "runs":
+        if self.out.name != RUNS_FOLDER:
             # The index lists <reports>/runs/*: runs kept elsewhere (--out /tmp/x) are not part of one.
             logger.info("no index: %s is not a reports/runs folder", self.out)
             return None
@@ -841,7 +839,7 @@ class ScenarioRunner:
                 raise ReportRenderError(message) from exc
             problems.append(message)
             return None
-        return written if isinstance(written, Path) else self.reports_dir / "index.html"
+        return written if isinstance(written, Path) else self.reports_dir / INDEX_FILE
 
     # -- the report
 
@@ -859,7 +857,7 @@ class ScenarioRunner:
             )
         parameters = {"run_dir": str(run_dir), "out_dir": str(run_dir.parent)}
         self._ensure_kernel()
-        output = run_dir / "report.ipynb"
+        output = run_dir / RunFile.REPORT_NOTEBOOK
         self.say(f"rendering the report: {notebook.name} into {output}")
         failure: str | None = None
         try:
@@ -867,7 +865,7 @@ class ScenarioRunner:
                 notebook,
                 output,
                 {k: v for k, v in parameters.items() if k in declared},
-                kernel_log=run_dir / KERNEL_LOG,
+                kernel_log=run_dir / RunFile.KERNEL_LOG,
             )
         except Exception as exc:  # the partial report is rendered, then the error raised
             error = _describe_failure(exc, output)
@@ -875,7 +873,7 @@ class ScenarioRunner:
                 f"the report notebook {notebook.name} failed in cell {error.get('cell')} "
                 f"({error.get('source', '')}): {error['ename']}: {error['evalue']}"
             )
-        html = run_dir / "report.html"
+        html = run_dir / RunFile.REPORT
         if output.exists():
             try:
                 export_html(output, html, title=f"labkit report: {run_dir.name}")

@@ -24,9 +24,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from labkit import __version__
-from labkit.backends.lab import LabBackend, attach_backend
-from labkit.backends.local import LocalBackend
+from labkit._version import __version__
 from labkit.chaos import (
     FAULT_KINDS,
     FAULT_TARGETS,
@@ -38,12 +36,14 @@ from labkit.chaos import (
 )
 from labkit.config import LabConfig, embedded_model_path, load_config, resolve_lab_dir
 from labkit.errors import ConfigError, LabkitError
-from labkit.gpu import GpuReader
-from labkit.load import LoadResult, LoadSpec, run_load
-from labkit.parameter_bounds import Bound, check_bounds
-from labkit.prom import PrometheusError
+from labkit.lab.backend import Backend
+from labkit.lab.gpu import GpuReader
+from labkit.lab.registry import attach_backend, backend_for
+from labkit.measure.load import LoadResult, LoadSpec, run_load
+from labkit.measure.prom import PrometheusError
+from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
+from labkit.params import Bound, check_bounds
 from labkit.rundir import RunDirectory
-from labkit.slo import SloReport, evaluate_client_slos, load_slo_spec
 
 __all__ = [
     "PARAMETER_BOUNDS",
@@ -163,7 +163,7 @@ def resolve_out_dir(out_dir: str | Path | None = None) -> Path:
 class LabSession:
     """A lab a notebook uses. `close()` takes it down only if this session brought it up."""
 
-    backend: LabBackend
+    backend: Backend
     config: LabConfig
     started_here: bool
 
@@ -173,11 +173,11 @@ class LabSession:
 
     @property
     def wrapper_url(self) -> str:
-        return f"http://{self.config.host}:{self.config.wrapper_port}"
+        return self.config.wrapper_url
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://{self.config.host}:{self.config.prometheus_port}"
+        return self.config.prometheus_url
 
     def status(self) -> pd.DataFrame:
         """One row per service: state, pid, restarts, url (and the container on the Docker backend)."""
@@ -229,13 +229,7 @@ def open_lab(
         attached.wait_scraped(say=say)  # e.g. `labkit up`, then a run at once
         return LabSession(attached, config, started_here=False)
     config = load_config(lab_dir=root, engine=engine, backend=backend, **settings)
-    lab: LabBackend
-    if backend == "docker":
-        from labkit.backends.docker import DockerBackend
-
-        lab = DockerBackend(config)
-    else:
-        lab = LocalBackend(config)
+    lab = backend_for(config)
     say(f"starting a lab in {root} (engine {engine}, backend {backend})...")
     started = time.monotonic()
     lab.up(wait_scraped=False)  # on failure nothing is left running
@@ -315,7 +309,7 @@ def _save_series(session: LabSession, run_dir: RunDirectory, start: float, end: 
     """Wait for Prometheus' last scrapes of the run, then keep its series in the run directory. A run
     whose Prometheus is unreachable or refuses the queries keeps its samples and journal; its report
     says the series are missing (nothing is invented)."""
-    from labkit.report import save_prometheus_series
+    from labkit.measure.collect import save_prometheus_series
 
     time.sleep(_FINAL_SCRAPE_WAIT_S)
     try:

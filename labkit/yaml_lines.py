@@ -1,7 +1,7 @@
 """Line numbers in YAML (and JSON) documents, so that a file's errors read `FILE:LINE: field: problem`
 with the line of the offending key, not the line where the document starts.
 
-Shared by the SLO spec loader (labkit.slo.spec) and the experiment files (labkit.chaos).
+Shared by the SLO spec loader (labkit.measure.slo.spec) and the experiment files (labkit.chaos).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labkit.backends.local import LocalBackend
 from labkit.config import LabConfig
+from labkit.lab.local import LocalBackend
 
 
 def interruptible() -> None:
@@ -161,6 +161,6 @@ def docker_client() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def lab_images(docker_client: object) -> dict[str, str]:
     """The lab's images, built offline (debootstrap base, host wheels) where they are missing or stale."""
-    from labkit.backends.docker_images import build_images
+    from labkit.lab.images import build_images
 
     return build_images(docker_client, offline=True, progress=lambda line: print(line, flush=True))

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from labkit.backends.lab import describe_unscraped
-from labkit.backends.local import LocalBackend
 from labkit.errors import BackendError, ConfigError
+from labkit.lab.backend import describe_unscraped
+from labkit.lab.local import LocalBackend
 from tests.conftest import free_port, reply_json, sim_lab_config
 
 JOBS = ("model", "wrapper", "exporter", "prometheus")

@@ -11,8 +11,8 @@ import labkit.chaos
 from labkit.chaos import Fault, FaultInjector, halt_all, run_experiment
 from labkit.chaos._experiment import recovery_records
 from labkit.errors import ConfigError, LabNotRunningError
-from labkit.recovery import default_slow_threshold_s
-from labkit.slo import load_slo_spec
+from labkit.measure.recovery import default_slow_threshold_s
+from labkit.measure.slo import load_slo_spec
 
 
 def _isort_style(name: str) -> tuple[int, str]:

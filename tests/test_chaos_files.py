@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from labkit.chaos import EXAMPLE_EXPERIMENT, load_experiment_file, plan_text, random_schedule
+from labkit.chaos import (
+    EXAMPLE_EXPERIMENT,
+    RemediationPolicy,
+    load_experiment_file,
+    plan_text,
+    random_schedule,
+)
 from labkit.errors import ConfigError
-from labkit.remediation import RemediationPolicy
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

@@ -16,7 +16,8 @@ from click.testing import CliRunner, Result
 
 import labkit.chaos
 import labkit.cli
-import labkit.load
+import labkit.lab.registry
+import labkit.measure.load
 import labkit.runner
 import labkit.scenarios
 from labkit.cli import cli
@@ -38,10 +39,11 @@ def tripwires(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
         return tripped
 
-    monkeypatch.setattr(labkit.cli, "LocalBackend", wire("LocalBackend"))
+    monkeypatch.setitem(labkit.lab.registry.BACKENDS, "local", wire("LocalBackend"))
+    monkeypatch.setitem(labkit.lab.registry.BACKENDS, "docker", wire("DockerBackend"))
     monkeypatch.setattr(labkit.scenarios, "open_lab", wire("open_lab"))
     monkeypatch.setattr(ScenarioRunner, "execute", wire("ScenarioRunner.execute"))
-    monkeypatch.setattr(labkit.load, "run_load", wire("run_load"))
+    monkeypatch.setattr(labkit.measure.load, "run_load", wire("run_load"))
     monkeypatch.setattr(labkit.chaos, "run_experiment", wire("run_experiment"))
     for name in list(__import__("os").environ):
         if name.startswith("LABKIT_") and name not in ("LABKIT_NOTEBOOKS_DIR", "LABKIT_STACK_DIR"):

@@ -1,6 +1,6 @@
 """stack/docker-compose.yml and its generated files: Compose accepts it, every labkit service carries the
 lab's labels, a healthcheck and a restart policy, nothing is published beyond 127.0.0.1, and the committed
-Prometheus config and rules are what labkit.compose generates now (promtool accepts both).
+Prometheus config and rules are what generators.compose generates now (promtool accepts both).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from labkit.compose import (
+from generators.compose import (
     COMPOSE_LAB_ID,
     COMPOSE_PORTS,
     COMPOSE_RULES_DIR,
@@ -22,8 +22,8 @@ from labkit.compose import (
     main,
     stale_compose_files,
 )
+from generators.dashboard import DASHBOARD_FILE
 from labkit.config import stack_dir
-from labkit.dashboard import DASHBOARD_FILE
 
 STACK = stack_dir()
 COMPOSE_FILE = STACK / "docker-compose.yml"
@@ -62,7 +62,9 @@ def _compose_command() -> list[str]:
 
 
 def test_committed_prometheus_config_and_rules_are_what_the_code_generates() -> None:
-    assert stale_compose_files() == [], "stale generated files: regenerate them with python -m labkit.compose"
+    assert stale_compose_files() == [], (
+        "stale generated files: regenerate them with python -m generators.compose"
+    )
 
 
 def test_check_names_a_stale_file_and_writing_fixes_it(
@@ -211,7 +213,7 @@ def test_only_the_exporter_gets_the_docker_socket_and_the_hosts_pids(compose: di
     exporter = compose["services"]["exporter"]
     assert exporter["group_add"] == ["${DOCKER_GID:-999}"]
     command = exporter["command"]
-    assert command[:3] == ["python", "-m", "labkit.backends.docker_agent"]
+    assert command[:3] == ["python", "-m", "labkit.lab.manager.docker_agent"]
     assert command[command.index("--lab-id") + 1] == COMPOSE_LAB_ID
     assert command[command.index("--port") + 1] == str(COMPOSE_PORTS["exporter"])
 

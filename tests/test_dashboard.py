@@ -1,5 +1,5 @@
-"""The lab's Grafana dashboard: the committed file is what labkit.dashboard generates, its structure is one
-Grafana loads, every expression parses (promtool), and its thresholds are the SLO spec's.
+"""The lab's Grafana dashboard: the committed file is what generators.dashboard generates, its structure is
+one Grafana loads, every expression parses (promtool), and its thresholds are the SLO spec's.
 
 That every metric it reads is one the lab exports is checked against a running lab in
 tests/integration/test_dashboard_metrics.py.
@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from labkit.config import stack_dir
-from labkit.dashboard import (
+from generators.dashboard import (
     DASHBOARD_FILE,
     DASHBOARD_UID,
     DATASOURCE_UID,
@@ -30,8 +29,9 @@ from labkit.dashboard import (
     main,
     panel_table_markdown,
 )
-from labkit.slo.rules import error_ratio_record
-from labkit.slo.spec import load_slo_spec
+from labkit.config import stack_dir
+from labkit.measure.slo.rules import error_ratio_record
+from labkit.measure.slo.spec import load_slo_spec
 
 # Concrete values for Grafana's variables, so that promtool can parse the expressions. A variable not in
 # this table fails the test: whoever adds one decides what it stands for.
@@ -84,7 +84,8 @@ def _check_rules(promtool: str, path: Path, exprs: list[str]) -> subprocess.Comp
 def test_committed_dashboard_is_what_the_code_generates() -> None:
     committed = (stack_dir() / DASHBOARD_FILE).read_text(encoding="utf-8")
     assert committed == dashboard_json(), (
-        "stack/grafana/dashboards/labkit.json is stale: regenerate it with python -m labkit.dashboard --write"
+        "stack/grafana/dashboards/labkit.json is stale: regenerate it with "
+        "python -m generators.dashboard --write"
     )
 
 
@@ -104,10 +105,10 @@ def test_main_prints_the_dashboard_and_write_puts_it_into_the_stack_folder(
 
 def test_the_panel_table_of_docs_grafana_md_is_what_the_code_generates(dashboard: dict[str, Any]) -> None:
     docs = (stack_dir().parent / "docs/grafana.md").read_text(encoding="utf-8")
-    start = "<!-- generated: python -m labkit.dashboard --markdown -->\n"
+    start = "<!-- generated: python -m generators.dashboard --markdown -->\n"
     table = docs.split(start, 1)[1].split("<!-- end of generated table -->", 1)[0]
     assert table == panel_table_markdown(dashboard), (
-        "docs/grafana.md's panel table is stale: regenerate it with python -m labkit.dashboard --markdown"
+        "docs/grafana.md's panel table is stale: regenerate it with python -m generators.dashboard --markdown"
     )
     rows = [line for line in table.splitlines() if line.startswith("| ") and "**" in line]
     assert len(rows) == len(_panels(dashboard)) + 3  # every panel, then the three annotations

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from labkit.backends.docker import CONTAINER_LAB, DockerBackend
-from labkit.backends.docker_agent import LABEL_LAB, LABEL_SERVICE, ContainerService
 from labkit.config import LabConfig
 from labkit.errors import ConfigError
+from labkit.lab.contract import LABEL_LAB, LABEL_SERVICE
+from labkit.lab.docker import CONTAINER_LAB, DockerBackend
+from labkit.lab.manager.docker_agent import ContainerService
 from tests.conftest import sim_lab_config
 
 
@@ -86,7 +87,7 @@ def test_the_api_key_is_copied_into_the_lab_and_mounted_read_only(
 def test_the_embedded_model_is_the_images_own(engine_socket: Path, tmp_path: Path) -> None:
     spec = _specs(sim_lab_config(tmp_path, engine="llama"))["model"]
     assert "--model-path" not in spec["command"] and spec["image"].startswith("labkit/model:")
-    assert spec["command"][:3] == ["python", "-m", "labkit.modelserver"]
+    assert spec["command"][:3] == ["python", "-m", "labkit.services.modelserver"]
 
 
 def test_gpus_are_requested_for_the_model_container_only(engine_socket: Path, tmp_path: Path) -> None:

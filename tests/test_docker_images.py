@@ -14,20 +14,20 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 import labkit
-from labkit.backends import docker_images
-from labkit.backends.docker_images import (
+from labkit.errors import ConfigError
+from labkit.lab import base_image
+from labkit.lab import images as docker_images
+from labkit.lab.base_image import OFFLINE_BASE, build_offline_base
+from labkit.lab.images import (
     IMAGE_NAMES,
     IMAGE_TAGS,
-    OFFLINE_BASE,
     SMOLLM2_REQUIREMENT,
     assemble_build_context,
     build_images,
-    build_offline_base,
     docker_dir,
     image_fingerprint,
     read_requirements,
 )
-from labkit.errors import ConfigError
 from tests.conftest import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -280,21 +280,21 @@ class EngineWithoutTheBase:
 
 def test_offline_base_without_debootstrap_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # Fake: debootstrap is installed on the machines that run these tests.
-    monkeypatch.setattr(docker_images.shutil, "which", lambda name: None)
+    monkeypatch.setattr(base_image.shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match=r"apt-get install debootstrap"):
         build_offline_base(EngineWithoutTheBase(), progress=lambda line: None)
 
 
 def test_offline_base_as_non_root_says_to_run_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(docker_images.shutil, "which", lambda name: "/usr/sbin/debootstrap")
-    monkeypatch.setattr(docker_images.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(base_image.shutil, "which", lambda name: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(base_image.os, "geteuid", lambda: 1000)
     with pytest.raises(ConfigError, match="must run as root"):
         build_offline_base(EngineWithoutTheBase(), progress=lambda line: None)
 
 
 def test_offline_base_with_an_unreachable_mirror_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(docker_images.shutil, "which", lambda name: "/usr/sbin/debootstrap")
-    monkeypatch.setattr(docker_images.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(base_image.shutil, "which", lambda name: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(base_image.os, "geteuid", lambda: 0)
     mirror = f"http://127.0.0.1:{free_port()}/debian"  # nothing listens there
     with pytest.raises(ConfigError, match=rf"mirror {re.escape(mirror)} is unreachable.*--mirror"):
         build_offline_base(EngineWithoutTheBase(), progress=lambda line: None, mirror=mirror)
@@ -327,7 +327,7 @@ def test_trimmed_rootfs_keeps_copyrights_and_stops_future_docs(tmp_path: Path) -
     (root / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True)
     (root / "usr/share/doc/python3").symlink_to("bash")  # the link goes; its target is not followed
 
-    docker_images._trim_rootfs(root)
+    base_image._trim_rootfs(root)
 
     assert all((root / name).exists() for name in keep)
     assert not any((root / name).exists() for name in drop)

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from labkit.exporter import LabCollector, ServiceSample
-from labkit.gpu import GpuReader
+from labkit.lab.gpu import GpuReader
+from labkit.lab.manager.exporter import LabCollector, ServiceSample
 from tests.conftest import promtool_check_metrics
 
 

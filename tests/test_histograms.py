@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from labkit.histograms import (
+from labkit.measure.histograms import (
     INTER_TOKEN_LATENCY_BUCKETS,
     REQUEST_DURATION_BUCKETS,
     TIME_TO_FIRST_TOKEN_BUCKETS,

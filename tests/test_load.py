@@ -1,4 +1,4 @@
-"""labkit.load without a lab: schedules, validation, and every failure kind recorded exactly once.
+"""labkit.measure.load without a lab: schedules, validation, and every failure kind recorded exactly once.
 
 The failures come from tiny raw HTTP servers on 127.0.0.1 started by each test (a refused port, a stall,
 a cut stream, a reset, 5xx, an error line): the wrapper cannot be made to produce each of them on demand,
@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import labkit.load
+import labkit.measure.load
 from labkit.cli import cli
 from labkit.errors import ConfigError
-from labkit.load import (
+from labkit.measure.load import (
     ERROR_KINDS,
     REQUEST_COLUMNS,
     LoadResult,
@@ -40,7 +40,7 @@ from labkit.load import (
     run_load_async,
     schedule,
 )
-from labkit.rundir import RunDirectory
+from labkit.rundir import RunDirectory, RunFile
 from tests.conftest import free_port, interruptible
 
 Handler = Callable[[socket.socket, "RawServer"], None]
@@ -486,10 +486,10 @@ def test_closed_loop_keeps_at_most_concurrency_requests_in_flight(tmp_path: Path
 def test_params_and_journal_are_written(tmp_path: Path) -> None:
     with raw_server(ok_stream) as server:
         result = _run(_spec(server.url), tmp_path)
-    params = result.run_dir.read_json(RunDirectory.PARAMS)["load"]
+    params = result.run_dir.read_json(RunFile.PARAMS)["load"]
     assert params["spec"]["rate"] == 20.0 and params["schedule"]["scheduled"] == 3
     assert params["columns"] == list(REQUEST_COLUMNS)
-    kinds = [e["kind"] for e in result.run_dir.read_jsonl(RunDirectory.EVENTS)]
+    kinds = [e["kind"] for e in result.run_dir.read_jsonl(RunFile.EVENTS)]
     assert kinds == ["load_started", "load_finished"]
     summary = result.summary()
     assert summary["requests"] == 3 and summary["ok"] == 3 and summary["error_kinds"] == {}
@@ -498,11 +498,11 @@ def test_params_and_journal_are_written(tmp_path: Path) -> None:
 
 def test_a_run_directory_holds_one_load_run(tmp_path: Path) -> None:
     run_dir = RunDirectory.create(tmp_path, "shared")
-    run_dir.write_json(RunDirectory.PARAMS, {"notebook": {"duration_s": 1}})
+    run_dir.write_json(RunFile.PARAMS, {"notebook": {"duration_s": 1}})
     with raw_server(ok_stream) as server:
         result = run_load(_spec(server.url), run_dir, progress=False)
         assert result.run_dir == run_dir
-        assert set(run_dir.read_json(RunDirectory.PARAMS)) == {"notebook", "load"}
+        assert set(run_dir.read_json(RunFile.PARAMS)) == {"notebook", "load"}
         with pytest.raises(ConfigError, match="one load run per run directory"):
             run_load(_spec(server.url), run_dir, progress=False)
 
@@ -523,7 +523,7 @@ def test_cancelling_a_run_records_what_was_in_flight(tmp_path: Path) -> None:
     assert 1 <= len(frame) < 20
     assert frame["request_id"].tolist() == list(range(len(frame)))
     assert (frame["error_kind"] == "cancelled").all()
-    finished = [e for e in run_dir.read_jsonl(RunDirectory.EVENTS) if e["kind"] == "load_finished"]
+    finished = [e for e in run_dir.read_jsonl(RunFile.EVENTS) if e["kind"] == "load_finished"]
     assert finished[0]["interrupted"] is True and finished[0]["requests"] == len(frame)
 
 
@@ -546,7 +546,7 @@ def test_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     with raw_server(ok_stream) as server:
         result = _run(_spec(server.url), tmp_path)
-    with open(result.run_dir.file(RunDirectory.REQUESTS), "a", encoding="utf-8") as fh:
+    with open(result.run_dir.file(RunFile.REQUESTS), "a", encoding="utf-8") as fh:
         fh.write('{"request_id": 3, "ok": tr')
     frame = load_requests_frame(result.run_dir.path)
     assert frame["request_id"].tolist() == [0, 1, 2]
@@ -558,13 +558,13 @@ def test_an_empty_frame_has_the_columns(tmp_path: Path) -> None:
 
 
 def test_public_surface_is_sorted_and_complete() -> None:
-    names = labkit.load.__all__
+    names = labkit.measure.load.__all__
     # The order ruff's RUF022 keeps: CONSTANTS, then Classes, then functions.
     assert names == sorted(names, key=lambda n: (0 if n.isupper() else 1 if n[:1].isupper() else 2, n))
     assert len(set(names)) == len(names)
     for name in names:
-        assert hasattr(labkit.load, name), name
-    public = {n for n in vars(labkit.load) if not n.startswith("_") and n != "annotations"}
+        assert hasattr(labkit.measure.load, name), name
+    public = {n for n in vars(labkit.measure.load) if not n.startswith("_") and n != "annotations"}
     assert public - set(names) == set()
 
 

@@ -1,4 +1,4 @@
-"""Tests of labkit.modelserver with the sim engine: every endpoint and error by status and body,
+"""Tests of labkit.services.modelserver with the sim engine: every endpoint and error by status and body,
 NDJSON framing, queueing, disconnects, keep_alive, metrics, the CLI and the engine pieces.
 """
 
@@ -24,10 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-import labkit.modelserver as modelserver
-import labkit.modelserver._cli as cli
+import labkit.services.modelserver as modelserver
+import labkit.services.modelserver._cli as cli
 from labkit.errors import ModelNotFoundError
-from labkit.modelserver import (
+from labkit.services.modelserver import (
     BackgroundModelServer,
     ChatMessage,
     Engine,
@@ -39,11 +39,11 @@ from labkit.modelserver import (
     TokenStream,
     parse_keep_alive,
 )
-from labkit.modelserver._gguf_metadata import read_gguf_metadata
-from labkit.modelserver._metrics import ModelServerMetrics
-from labkit.modelserver._model_card import normalize_model_name
-from labkit.modelserver._scheduler import SlotScheduler
-from labkit.modelserver._server import bind_socket
+from labkit.services.modelserver._gguf_metadata import read_gguf_metadata
+from labkit.services.modelserver._metrics import ModelServerMetrics
+from labkit.services.modelserver._model_card import normalize_model_name
+from labkit.services.modelserver._scheduler import SlotScheduler
+from labkit.services.modelserver._server import bind_socket
 from tests.conftest import promtool_check_metrics, wait_until_model_server_answers
 
 MODEL = "smollm2:135m"
@@ -503,8 +503,10 @@ def test_queue_full_answers_503(start_server: StartServer) -> None:
     results: list[int] = []
 
     def send() -> None:
-        with httpx.Client(base_url=server.url, timeout=10) as http:
-            results.append(generate(http, stream=False, options={"num_predict": 10}).status_code)
+        # ~3 s each: the one running and the one queued must still be there when the third request arrives,
+        # however slow the machine is between the test seeing the queue full and sending it (0.15 s was not).
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            results.append(generate(http, stream=False, options={"num_predict": 300}).status_code)
 
     with httpx.Client(base_url=server.url, timeout=10) as http:
         running = threading.Thread(target=send)
@@ -517,8 +519,8 @@ def test_queue_full_answers_503(start_server: StartServer) -> None:
         assert rejected.status_code == 503
         assert rejected.json() == {"error": QUEUE_FULL}
         assert rejected.json()["error"].count("  ") == 1
-        running.join(10)
-        waiting.join(10)
+        running.join(30)
+        waiting.join(30)
         assert results == [200, 200]
         assert metric(http, "model_rejected_requests_total", reason="queue_full") == 1
         assert metric(http, "model_requests_total", endpoint="/api/generate", status_code="503") == 1
@@ -785,7 +787,7 @@ def test_read_gguf_metadata_of_a_small_file(tmp_path: Path) -> None:
 
 def _run_cli(args: Sequence[str], timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "labkit.modelserver", *args],
+        [sys.executable, "-m", "labkit.services.modelserver", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -856,7 +858,7 @@ def test_cli_serves_and_exits_cleanly_on_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "labkit.modelserver",
+            "labkit.services.modelserver",
             "--engine",
             "sim",
             "--port",

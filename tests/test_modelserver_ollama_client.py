@@ -13,7 +13,7 @@ import httpx
 import ollama
 import pytest
 
-from labkit.modelserver import BackgroundModelServer, ModelServerSettings
+from labkit.services.modelserver import BackgroundModelServer, ModelServerSettings
 
 MODEL = "smollm2:135m"
 DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")

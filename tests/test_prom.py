@@ -1,4 +1,5 @@
-"""labkit.prom against a real Prometheus scraping a tiny exporter with known values, plus its pure parts.
+"""labkit.measure.prom against a real Prometheus scraping a tiny exporter with known values, plus its pure
+parts.
 
 The exporter stands in for the lab's wrapper and exporter: the values must be known exactly, and one
 "wrapper restart" (every counter back to 0) must happen at a known moment.
@@ -22,8 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import Metric
 
 from labkit.errors import LabkitError
-from labkit.histograms import REQUEST_DURATION_BUCKETS, bucket_quantile
-from labkit.prom import (
+from labkit.measure.collect import collect_series
+from labkit.measure.histograms import REQUEST_DURATION_BUCKETS, bucket_quantile
+from labkit.measure.prom import (
     QUANTILE_COLUMNS,
     PrometheusClient,
     PrometheusQueryError,
@@ -34,8 +36,8 @@ from labkit.prom import (
     to_unix,
     window_increase,
 )
-from labkit.slo.server import server_quantile, server_slis
-from labkit.slo.spec import load_slo_spec
+from labkit.measure.slo.server import server_quantile, server_slis
+from labkit.measure.slo.spec import load_slo_spec
 from tests.conftest import free_port, free_ports
 
 INF = math.inf
@@ -310,9 +312,10 @@ def test_bucket_quantile_agrees_with_prometheus_histogram_quantile(scenario: Sce
 
 def test_frames_have_the_documented_columns_and_stay_inside_the_window(scenario: Scenario) -> None:
     with PrometheusSeries(scenario.url, scenario.t0, scenario.t2, run_start=scenario.t0 - 100) as series:
-        frames = series.frames()
+        frames = collect_series(series, load_slo_spec())
         assert not series.gpu_available()
     labels = {
+        "faults_active": ["kind"],
         "request_rate": ["status_class"],
         "rejection_rate": ["reason"],
         "restarts": ["service"],

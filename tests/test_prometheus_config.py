@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from labkit.config import LabConfig
-from labkit.prometheus_config import render_prometheus_config
+from labkit.lab.prometheus_config import render_prometheus_config
 
 
 def _render(tmp_path: Path, **kw: object) -> str:

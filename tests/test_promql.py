@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.promql import counter_sum_selector, increase_query, metric_name, metric_names, promql_duration
+from labkit.measure.promql import (
+    counter_sum_selector,
+    increase_query,
+    metric_name,
+    metric_names,
+    promql_duration,
+)
 
 
 def test_counter_sum_selector_accepts_the_spec_shape_only() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from labkit.recovery import FaultWindow, fault_windows_from_journal, recovery_measures
+from labkit.measure.recovery import FaultWindow, fault_windows_from_journal, recovery_measures
 
 
 def _samples(rows: list[tuple[float, float, bool]]) -> pd.DataFrame:

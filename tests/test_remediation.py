@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from labkit.chaos import RemediationPolicy, Remediator, p95_latency_query
 from labkit.errors import ConfigError
-from labkit.remediation import RemediationPolicy, Remediator, p95_latency_query
 
 
 class RecordingBackend:

@@ -12,10 +12,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from labkit.prom import save_series
-from labkit.report import ReportError, RunData, newest_run, run_start_of
-from labkit.rundir import RunDirectory
-from labkit.slo import evaluate_client_slos, load_slo_spec
+from labkit.measure.prom import save_series
+from labkit.measure.slo import evaluate_client_slos, load_slo_spec
+from labkit.report import ReportError, RunData, newest_run
+from labkit.rundir import RunDirectory, RunFile
 
 T0 = 1_700_000_000.0  # the run's first journal event (experiment_started): t_s = 0
 KILL_AT = 20.0  # kill model (instantaneous); requests sent in [20, 23) fail after 0.05 s
@@ -90,7 +90,7 @@ def journal_events() -> list[dict[str, Any]]:
 
 
 def _frame(t: list[float], values: list[float], run_start: float, **labels: list[str]) -> pd.DataFrame:
-    """A tidy frame as labkit.prom makes them; `t_s` counted from `run_start` (which may differ from T0)."""
+    """A tidy frame as labkit.measure.prom makes them; `t_s` counted from `run_start` (may differ from T0)."""
     at = [T0 + x for x in t]
     frame = pd.DataFrame(
         {"timestamp": pd.to_datetime(at, unit="s", utc=True), "t_s": [a - run_start for a in at]}
@@ -138,14 +138,14 @@ def write_chaos_run(
     """A kill-and-recover run directory: params, requests, journal, slo.json, Prometheus CSVs."""
     run = RunDirectory.create(parent, "kill_and_recover", run_id=run_id)
     run.write_json(
-        RunDirectory.PARAMS,
+        RunFile.PARAMS,
         {"scenario": "kill_and_recover", "duration_s": 60, "remediation": {"threshold_s": 3.0}},
     )
-    with run.jsonl_writer(RunDirectory.REQUESTS) as write:
+    with run.jsonl_writer(RunFile.REQUESTS) as write:
         for row in request_rows():
             write(row)
     for event in journal_events():
-        run.append_jsonl(RunDirectory.EVENTS, event)
+        run.append_jsonl(RunFile.EVENTS, event)
     if slo:
         samples = pd.DataFrame(request_rows())
         evaluate_client_slos(samples, load_slo_spec(), duration_s=60.0).write(run.path)
@@ -229,9 +229,9 @@ def test_recovery_recorded_by_the_experiment_wins(tmp_path: Path) -> None:
 
 def test_a_partial_run_loads_what_it_has(tmp_path: Path) -> None:
     run_dir = RunDirectory.create(tmp_path, "baseline", run_id="partial")
-    run_dir.write_json(RunDirectory.PARAMS, {"duration_s": 10})
+    run_dir.write_json(RunFile.PARAMS, {"duration_s": 10})
     row = json.dumps(request_rows()[0])
-    run_dir.file(RunDirectory.REQUESTS).write_text(row + "\n" + row[:20])  # a crash mid-line
+    run_dir.file(RunFile.REQUESTS).write_text(row + "\n" + row[:20])  # a crash mid-line
     run = RunData.load(run_dir.path)
     assert len(run.samples) == 1
     assert run.start == T0 + 5.0 and run.end == pytest.approx(T0 + 5.5)
@@ -289,10 +289,3 @@ def test_newest_run_is_picked_by_its_stamp(tmp_path: Path) -> None:
     assert newest_run(tmp_path).name == "20240301T000000.00Z-b"
     with pytest.raises(ReportError, match="no run directories"):
         newest_run(tmp_path / "empty")
-
-
-def test_run_start_is_the_earliest_event_or_send() -> None:
-    samples = pd.DataFrame({"intended_send": [5.0, 3.0]})
-    assert run_start_of([{"wall_time": 4.0}, {"kind": "x"}], samples) == 3.0
-    assert run_start_of([{"wall_time": 2.0}], samples) == 2.0
-    assert run_start_of([], pd.DataFrame()) is None

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from labkit.prom import save_series
+from labkit.measure.prom import save_series
 from labkit.report import (
     X_LABEL,
     ReportFigure,

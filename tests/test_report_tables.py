@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labkit.histograms import bucket_quantile
+from labkit.measure.histograms import bucket_quantile
+from labkit.measure.slo import SERVER_SLI_COLUMNS, explain_client_server, load_slo_spec
 from labkit.report import (
     CLIENT_SERVER_COLUMNS,
     RECOVERY_TABLE_COLUMNS,
@@ -23,8 +24,7 @@ from labkit.report import (
     recovery_table,
     slo_table,
 )
-from labkit.rundir import RunDirectory
-from labkit.slo import SERVER_SLI_COLUMNS, explain_client_server, load_slo_spec
+from labkit.rundir import RunDirectory, RunFile
 from tests.test_report_data import KILL_AT, LATENCY, T0, request_rows, write_chaos_run
 
 
@@ -88,7 +88,7 @@ def test_a_fault_without_recovery_by_the_end(tmp_path: Path) -> None:
     (path / "requests.jsonl").unlink()
     run_dir = RunDirectory(path)
     for row in rows:
-        run_dir.append_jsonl(RunDirectory.REQUESTS, row)
+        run_dir.append_jsonl(RunFile.REQUESTS, row)
     table = recovery_table(RunData.load(path)).set_index("fault")
     assert table.loc["f3", "outcome"] == "not recovered by the end of the run"
     assert table.loc["f3", "requests lost"] == 4

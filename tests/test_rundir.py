@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from labkit.errors import LabkitError
-from labkit.rundir import RunDirectory, new_run_id
+from labkit.rundir import RunDirectory, RunFile, new_run_id, run_start_of
 
 
 def test_run_ids_sort_by_time_and_name_the_scenario() -> None:
@@ -33,12 +33,19 @@ def test_jsonl_is_appended_and_a_torn_last_line_is_skipped(tmp_path: Path) -> No
 def test_journal_has_wall_clock_and_monotonic_times(tmp_path: Path) -> None:
     run = RunDirectory.create(tmp_path, "t")
     run.journal("fault_start", target="model")
-    (event,) = run.read_jsonl(RunDirectory.EVENTS)
+    (event,) = run.read_jsonl(RunFile.EVENTS)
     assert event["kind"] == "fault_start" and event["target"] == "model"
     assert event["wall_time"] > 1.6e9 and event["monotonic"] > 0
 
 
 def test_json_files_are_written_whole(tmp_path: Path) -> None:
     run = RunDirectory.create(tmp_path, "t")
-    run.write_json(RunDirectory.PARAMS, {"rate": 2.0})
-    assert run.read_json(RunDirectory.PARAMS) == {"rate": 2.0}
+    run.write_json(RunFile.PARAMS, {"rate": 2.0})
+    assert run.read_json(RunFile.PARAMS) == {"rate": 2.0}
+
+
+def test_run_start_is_the_earliest_event_or_send() -> None:
+    requests = [{"intended_send": 5.0}, {"intended_send": 3.0}, {"intended_send": None}]
+    assert run_start_of([{"wall_time": 4.0}, {"kind": "x"}], requests) == 3.0
+    assert run_start_of([{"wall_time": 2.0}], requests) == 2.0
+    assert run_start_of([], []) is None

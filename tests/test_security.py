@@ -22,14 +22,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from labkit.backends.base import ServiceState, ServiceStatus
-from labkit.backends.control import ControlServer
-from labkit.backends.docker import CONTAINER_UID, DockerBackend
-from labkit.backends.docker_agent import LABEL_LAB, LABEL_SERVICE
-from labkit.backends.docker_images import _DOCKERFILES
-from labkit.backends.labdir import LabDir
-from labkit.backends.services import ServiceSpec, exposed_services, is_loopback_host, service_specs
 from labkit.config import LabConfig
+from labkit.lab.contract import LABEL_LAB, LABEL_SERVICE, ServiceState, ServiceStatus
+from labkit.lab.docker import CONTAINER_UID, DockerBackend
+from labkit.lab.images import _DOCKERFILES
+from labkit.lab.labdir import LabDir
+from labkit.lab.manager.control import ControlServer
+from labkit.lab.specs import ServiceSpec, exposed_services, is_loopback_host, service_specs
 from tests.conftest import sim_lab_config
 from tests.test_wrapper import serving
 
@@ -171,10 +170,10 @@ def test_no_shell_eval_unsafe_yaml_or_pickle_in_the_code() -> None:
 
 
 def test_every_service_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from labkit.backends.docker_agent import _parser as agent_parser
-    from labkit.modelserver._cli import build_parser as model_parser
-    from labkit.modelserver._cli import settings_from_args
-    from labkit.wrapper import WrapperSettings
+    from labkit.lab.manager.docker_agent import _parser as agent_parser
+    from labkit.services.modelserver._cli import build_parser as model_parser
+    from labkit.services.modelserver._cli import settings_from_args
+    from labkit.services.wrapper import WrapperSettings
 
     monkeypatch.delenv("LABKIT_HOST", raising=False)
     config = LabConfig(lab_dir=tmp_path / "lab")
@@ -407,7 +406,7 @@ def test_both_apis_compare_the_token_in_constant_time(
 ) -> None:
     """hmac.compare_digest is what decides, for the control API and the wrapper's fault API: a `==` would
     leak the token's prefix through the answer's timing."""
-    from labkit.wrapper import WrapperSettings, create_app
+    from labkit.services.wrapper import WrapperSettings, create_app
 
     client, _ = control
     assert client.get("/v1/status", headers={"Authorization": "Bearer guess"}).status_code == 401
@@ -432,7 +431,7 @@ def test_both_apis_compare_the_token_in_constant_time(
 def test_the_wrappers_api_key_is_compared_in_constant_time_refused_in_urls_and_never_logged(
     seen: list[tuple[bytes, bytes]], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from labkit.wrapper import WrapperSettings, create_app
+    from labkit.services.wrapper import WrapperSettings, create_app
 
     key = "api-key-for-the-security-tests"
     key_file = tmp_path / "api-key"
@@ -537,7 +536,7 @@ def test_every_image_runs_as_a_non_root_user() -> None:
 def test_containers_run_unprivileged(
     engine_socket: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, euid: int
 ) -> None:
-    monkeypatch.setattr("labkit.backends.docker.os.geteuid", lambda: euid)
+    monkeypatch.setattr("labkit.lab.docker.os.geteuid", lambda: euid)
     specs = DockerBackend(sim_lab_config(tmp_path), client=object())._container_specs("0123456789abcdef")
     assert list(specs) == ["model", "wrapper", "prometheus", "exporter"]
     for name, spec in specs.items():
@@ -595,7 +594,7 @@ def test_docker_down_selects_containers_by_the_labs_label_only(tmp_path: Path) -
     mine = [_Container("model"), _Container("exporter")]
     engine = _RecordingEngine(mine)
     backend = DockerBackend(sim_lab_config(tmp_path, backend="docker"), client=engine)
-    assert backend._remove_containers("lab-a") == 2
+    assert backend._teardown("lab-a") == 2
     assert engine.filters == [{"label": f"{LABEL_LAB}=lab-a"}] * 2  # the containers, then the networks
     assert all(c.actions == ["update", "kill SIGTERM", "remove"] for c in mine)
     assert backend.containers("lab-b") == mine and engine.filters[-1] == {"label": f"{LABEL_LAB}=lab-b"}

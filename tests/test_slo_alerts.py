@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from labkit.slo.alerts import (
+from labkit.measure.slo.alerts import (
     ALERT_WINDOWS,
     WORKBOOK_ALERTS,
     alert_threshold,
     evaluate_alerts,
     scale_alert_windows,
 )
-from labkit.slo.spec import Objective
+from labkit.measure.slo.spec import Objective
 
 
 def _ratios(**overrides: float) -> dict[str, float]:

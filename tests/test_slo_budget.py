@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from labkit.slo.alerts import WORKBOOK_ALERTS
-from labkit.slo.budget import (
+from labkit.measure.slo.alerts import WORKBOOK_ALERTS
+from labkit.measure.slo.budget import (
     SLO_WINDOW_30D_S,
     budget_consumed,
     burn_rate,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labkit.slo.budget import SLO_WINDOW_30D_S
-from labkit.slo.client import (
+from labkit.measure.slo.budget import SLO_WINDOW_30D_S
+from labkit.measure.slo.client import (
     SamplesError,
     count_events,
     objective_events,
@@ -19,8 +19,8 @@ from labkit.slo.client import (
     requests_meeting_every_slo,
     samples_frame,
 )
-from labkit.slo.spec import SloDefinition, load_slo_spec
-from labkit.slo.verdict import SloReport, check_run, evaluate_client_slos, format_report
+from labkit.measure.slo.spec import SloDefinition, load_slo_spec
+from labkit.measure.slo.verdict import SloReport, check_run, evaluate_client_slos, format_report
 
 NAN = math.nan
 T0 = 1000.0

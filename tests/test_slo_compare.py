@@ -1,4 +1,4 @@
-"""labkit.slo.compare on hand-made client samples and server SLIs: every difference gets its reason."""
+"""labkit.measure.slo.compare on hand-made client samples and server SLIs: each difference gets its reason."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labkit.histograms import REQUEST_DURATION_BUCKETS, BucketQuantile, bucket_quantile
-from labkit.slo.compare import COMPARISON_COLUMNS, exact_quantile, explain_client_server
-from labkit.slo.server import SERVER_SLI_COLUMNS
-from labkit.slo.spec import SloDefinition, load_slo_spec
+from labkit.measure.histograms import REQUEST_DURATION_BUCKETS, BucketQuantile, bucket_quantile
+from labkit.measure.slo.compare import COMPARISON_COLUMNS, exact_quantile, explain_client_server
+from labkit.measure.slo.server import SERVER_SLI_COLUMNS
+from labkit.measure.slo.spec import SloDefinition, load_slo_spec
 
 START, END = 1_000.0, 1_100.0
 

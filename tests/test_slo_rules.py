@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from labkit.slo.alerts import WORKBOOK_ALERTS, BurnRateAlert
-from labkit.slo.rules import (
+from labkit.measure.slo.alerts import WORKBOOK_ALERTS, BurnRateAlert
+from labkit.measure.slo.rules import (
     RULES_FILE_NAME,
     alert_annotations,
     alert_name,
@@ -25,7 +25,7 @@ from labkit.slo.rules import (
     rules_yaml,
     write_rules_file,
 )
-from labkit.slo.spec import SloDefinition, SloSpecError, load_slo_spec
+from labkit.measure.slo.spec import SloDefinition, SloSpecError, load_slo_spec
 
 AVAILABILITY_OBJECTIVE = "99% of valid requests succeed"
 GOOD = 'llm_requests_total{endpoint="/generate",status_code="200"}'

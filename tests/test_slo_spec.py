@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from labkit.config import stack_dir
-from labkit.histograms import (
+from labkit.measure.histograms import (
     INTER_TOKEN_LATENCY_BUCKETS,
     REQUEST_DURATION_BUCKETS,
     TIME_TO_FIRST_TOKEN_BUCKETS,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from labkit.config import stack_dir
-from labkit.slo.spec import SloSpecError, load_slo_spec
+from labkit.measure.slo.spec import SloSpecError, load_slo_spec
 
 SPEC = (stack_dir() / "slo.yaml").read_text()
 

@@ -5,8 +5,8 @@ import socket
 import pytest
 
 from labkit.errors import ConfigError, PortInUseError
+from labkit.services.wrapper._server import bind_socket as wrapper_socket
 from labkit.sockets import listen_tcp
-from labkit.wrapper._server import bind_socket as wrapper_socket
 
 
 def test_listening_socket_says_tcp_so_that_asyncio_disables_nagle() -> None:

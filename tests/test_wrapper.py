@@ -1,4 +1,4 @@
-"""Tests of labkit.wrapper: the public API, its error answers and its metrics, against a fake backend.
+"""Tests of labkit.services.wrapper: the public API, its error answers and metrics, against a fake backend.
 
 Every server here binds 127.0.0.1 on an ephemeral port and is stopped in a fixture's `finally`.
 """
@@ -28,10 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-import labkit.wrapper
+import labkit.services.wrapper
 from labkit.config import DEFAULT_MODEL_NAME
-from labkit.wrapper import WrapperSettings, create_app, main
-from labkit.wrapper._generation import _ndjson, _token_line
+from labkit.services.wrapper import WrapperSettings, create_app, main
+from labkit.services.wrapper._generation import _ndjson, _token_line
 from tests.conftest import free_port, promtool_check_metrics
 
 GEN = "/generate"
@@ -42,7 +42,7 @@ MODEL = "tiny"  # listed by the fake backend as "tiny:latest"
 # --------------------------------------------------------------------------------------------------
 # A fake Ollama backend. It stands in for failures that are hard to trigger on the real model server
 # (slow chunks, a full queue, a stream that dies or breaks midway, an HTTP 500); the real
-# labkit.modelserver is tested elsewhere. Behaviour is chosen per request, by the model name and by
+# labkit.services.modelserver is tested elsewhere. Behaviour is chosen per request, by the model name and by
 # `fake_*` keys in the options the wrapper passes through, so tests never share mutable switches.
 # --------------------------------------------------------------------------------------------------
 class FakeOllama:
@@ -195,10 +195,10 @@ def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
 
 
 def test_all_is_sorted_and_complete() -> None:
-    assert labkit.wrapper.__all__ == sorted(labkit.wrapper.__all__)
-    for name in labkit.wrapper.__all__:
-        assert getattr(labkit.wrapper, name) is not None
-    assert {"WrapperSettings", "create_app", "serve"} <= set(labkit.wrapper.__all__)
+    assert labkit.services.wrapper.__all__ == sorted(labkit.services.wrapper.__all__)
+    for name in labkit.services.wrapper.__all__:
+        assert getattr(labkit.services.wrapper, name) is not None
+    assert {"WrapperSettings", "create_app", "serve"} <= set(labkit.services.wrapper.__all__)
 
 
 def test_settings_defaults_are_keyword_only_and_validated() -> None:
@@ -536,7 +536,7 @@ def test_cli_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
 def test_cli_serves_and_exits_cleanly_on_sigterm(fake: Fake) -> None:
     port = closed_port()
     flags = ["--port", str(port), "--backend-url", fake[1], "--model", MODEL]
-    argv = [sys.executable, "-m", "labkit.wrapper", *flags]
+    argv = [sys.executable, "-m", "labkit.services.wrapper", *flags]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"

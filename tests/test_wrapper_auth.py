@@ -14,9 +14,9 @@ import pytest
 
 from labkit.config import DEFAULT_MODEL_NAME
 from labkit.errors import ConfigError
-from labkit.load import LoadSpec, run_load
-from labkit.modelserver import BackgroundModelServer, ModelServerSettings
-from labkit.wrapper import WrapperSettings, create_app, main
+from labkit.measure.load import LoadSpec, run_load
+from labkit.services.modelserver import BackgroundModelServer, ModelServerSettings
+from labkit.services.wrapper import WrapperSettings, create_app, main
 from tests.test_wrapper import metric, serving
 
 KEY = "s3cret-api-key-for-tests"

@@ -24,7 +24,7 @@ import pytest
 from fastapi import FastAPI
 
 from labkit.errors import ConfigError
-from labkit.wrapper import (
+from labkit.services.wrapper import (
     ErrorFault,
     ErrorParams,
     LatencyFault,
@@ -33,7 +33,7 @@ from labkit.wrapper import (
     create_app,
     main,
 )
-from labkit.wrapper._metrics import FAULT_KINDS
+from labkit.services.wrapper._metrics import FAULT_KINDS
 from tests.conftest import free_port, promtool_check_metrics
 from tests.test_wrapper import EP, GEN, MODEL, FakeOllama, metric, post, serving, wait_until
 
@@ -200,7 +200,9 @@ def test_cli_reads_the_token_file_and_logs_admin_actions(fake: Fake, token_file:
         str(token_file),
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "labkit.wrapper", *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "labkit.services.wrapper", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         url = f"http://127.0.0.1:{port}"

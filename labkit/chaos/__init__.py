@@ -1,24 +1,24 @@
 """labkit.chaos — chaos experiments on the lab: faults (kill, restart, pause, latency, error, stream_cut,
-cpu_stress, unload), explicit or seeded schedules, and experiments with a steady-state hypothesis.
+cpu_stress, unload), explicit or seeded schedules, experiments with a steady-state hypothesis, and automated
+remediation beside them.
 
 Every fault ends by itself: its TTL is held by the component that applies it (the supervisor, the wrapper,
-stress-ng), so a dead experiment process never leaves one behind; `halt_all` ends them all at once.
+stress-ng), so a dead experiment process never leaves one behind; `halt_all` ends them all at once. What a
+fault is (`Fault`, its kinds, targets and parameters) is `labkit.faults`, shared with the wrapper's fault API.
 """
 
 from __future__ import annotations
 
-from labkit.chaos._experiment import EXPERIMENT_FILE, ExperimentResult, Verdict, run_experiment
-from labkit.chaos._faults import (
-    DEFAULT_TARGETS,
-    FAULT_KINDS,
-    FAULT_TARGETS,
-    INSTANT_KINDS,
-    MAX_FAULT_DURATION_S,
-    Fault,
-    FaultKind,
-)
+from labkit.chaos._experiment import ExperimentResult, Verdict, run_experiment
 from labkit.chaos._files import EXAMPLE_EXPERIMENT, ExperimentFile, load_experiment_file
 from labkit.chaos._inject import ActiveFault, FaultInjector, HaltReport, RevertOutcome, halt_all
+from labkit.chaos._remediation import (
+    Decision,
+    RemediationPolicy,
+    Remediator,
+    p95_latency_query,
+    prometheus_signal,
+)
 from labkit.chaos._schedule import (
     DEFAULT_RANDOM_TARGETS,
     MAX_RUN_S,
@@ -28,24 +28,35 @@ from labkit.chaos._schedule import (
     plan_text,
     random_schedule,
 )
+from labkit.faults import (
+    DEFAULT_TARGETS,
+    FAULT_KINDS,
+    FAULT_TARGETS,
+    INSTANT_KINDS,
+    MAX_FAULT_DURATION_S,
+    Fault,
+    FaultKind,
+)
 
 __all__ = [
     "DEFAULT_RANDOM_TARGETS",
     "DEFAULT_TARGETS",
     "EXAMPLE_EXPERIMENT",
-    "EXPERIMENT_FILE",
     "FAULT_KINDS",
     "FAULT_TARGETS",
     "INSTANT_KINDS",
     "MAX_FAULT_DURATION_S",
     "MAX_RUN_S",
     "ActiveFault",
+    "Decision",
     "ExperimentFile",
     "ExperimentResult",
     "Fault",
     "FaultInjector",
     "FaultKind",
     "HaltReport",
+    "RemediationPolicy",
+    "Remediator",
     "RevertOutcome",
     "Schedule",
     "Verdict",
@@ -53,7 +64,9 @@ __all__ = [
     "check_schedule_fits",
     "halt_all",
     "load_experiment_file",
+    "p95_latency_query",
     "plan_text",
+    "prometheus_signal",
     "random_schedule",
     "run_experiment",
 ]

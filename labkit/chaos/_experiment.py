@@ -2,8 +2,9 @@
 before and after a method (load running while faults are applied on a timeline), and a verdict:
 `completed` (the hypothesis held after), `deviated` (it failed after), `aborted` (interrupted or error).
 
-Optionally an automated remediation loop (labkit.remediation) runs beside the method's load, and the
-result carries recovery measures per fault (labkit.recovery) computed from the journal and the samples.
+Optionally an automated remediation loop (labkit.chaos._remediation) runs beside the method's load, and the
+result carries recovery measures per fault (labkit.measure.recovery) computed from the journal and the
+samples.
 """
 
 from __future__ import annotations
@@ -22,23 +23,21 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from labkit.chaos._faults import Fault
 from labkit.chaos._inject import _WRAPPER_KINDS, ActiveFault, FaultInjector
+from labkit.chaos._remediation import RemediationPolicy, Remediator, p95_latency_query, prometheus_signal
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits, plan_text
 from labkit.errors import ConfigError, LabkitError
-from labkit.load import LoadResult, LoadSpec, run_load_async
-from labkit.recovery import default_slow_threshold_s, fault_windows_from_journal, recovery_measures
-from labkit.remediation import RemediationPolicy, Remediator, p95_latency_query, prometheus_signal
-from labkit.rundir import RunDirectory
-from labkit.slo import SloReport, evaluate_client_slos, load_slo_spec
+from labkit.faults import Fault
+from labkit.measure.load import LoadResult, LoadSpec, run_load_async
+from labkit.measure.recovery import default_slow_threshold_s, fault_windows_from_journal, recovery_measures
+from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
+from labkit.rundir import EventKind, RunDirectory, RunFile
 
-__all__ = ["EXPERIMENT_FILE", "ExperimentResult", "Verdict", "run_experiment"]
+__all__ = ["ExperimentResult", "Verdict", "run_experiment"]
 
 logger = logging.getLogger(__name__)
 
 Verdict = Literal["completed", "deviated", "aborted"]
-EXPERIMENT_FILE = "experiment.json"
-STEADY_STATE_DIR = "steady_state"
 # After the method, services that are restarting (a kill at the end) get this long to be ready again
 # before the steady-state check after it.
 DEFAULT_SETTLE_TIMEOUT_S = 30.0
@@ -62,7 +61,7 @@ class ExperimentResult:
     method_slo: SloReport | None = None
     load: LoadResult | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
-    # One row per fault (labkit.recovery.RECOVERY_COLUMNS); None when the method did not run.
+    # One row per fault (labkit.measure.recovery.RECOVERY_COLUMNS); None when the method did not run.
     recovery: pd.DataFrame | None = None
     # The remediation loop's actions (acted or dry-run) as journaled; empty without remediation.
     remediation_actions: list[dict[str, Any]] = field(default_factory=list)
@@ -92,7 +91,7 @@ class ExperimentResult:
                 f"  remediation: {what} {action['target']} at +{action.get('offset_s', 0):.1f}s "
                 f"(p95 {action['value_s']:.3f}s > {action['threshold_s']:g}s)"
             )
-        lines.append(f"  journal: {self.run_dir.file(RunDirectory.EVENTS)}")
+        lines.append(f"  journal: {self.run_dir.file(RunFile.EVENTS)}")
         return "\n".join(lines)
 
 
@@ -244,7 +243,7 @@ class _Experiment:
         )
 
     # ---- journal ------------------------------------------------------------------------------
-    def journal(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def journal(self, kind: EventKind, **fields: Any) -> dict[str, Any]:
         return self.run_dir.journal(kind, **fields)
 
     # ---- phases -------------------------------------------------------------------------------
@@ -256,15 +255,15 @@ class _Experiment:
 
     def steady_state(self, phase: Literal["before", "after"]) -> SloReport:
         assert self.steady_spec is not None
-        sub = RunDirectory.create(self.run_dir.path / STEADY_STATE_DIR, phase, run_id=phase)
-        self.journal("steady_state_started", phase=phase, duration_s=self.steady_spec.duration_s)
+        sub = self.run_dir.steady_state(phase)
+        self.journal(EventKind.STEADY_STATE_STARTED, phase=phase, duration_s=self.steady_spec.duration_s)
         self.say(f"steady-state check {phase} the method ({self.steady_spec.duration_s:g} s of load)...")
         result = self._load(self.steady_spec, sub)
         report = evaluate_client_slos(result.frame, self.slos, duration_s=self.steady_spec.duration_s)
         report.write(sub.path)
         violated = [f"{r.slo}: {r.objective}" for r in report.violated]
         self.journal(
-            "steady_state",
+            EventKind.STEADY_STATE,
             phase=phase,
             verdict=report.verdict,
             requests=report.requests,
@@ -284,10 +283,10 @@ class _Experiment:
         load = _BackgroundLoad(spec, self.run_dir).start()
         self.loads.append(load)
         t0 = self.t0 = time.monotonic()
-        self.journal("method_started", duration_s=spec.duration_s, t0_monotonic=t0)
+        self.journal(EventKind.METHOD_STARTED, duration_s=spec.duration_s, t0_monotonic=t0)
         with self._remediation_loop():
             result = self._timeline(load, t0)
-        self.journal("method_finished", requests=len(result.frame), ok=int(result.frame["ok"].sum()))
+        self.journal(EventKind.METHOD_FINISHED, requests=len(result.frame), ok=int(result.frame["ok"].sum()))
         return result
 
     def _timeline(self, load: _BackgroundLoad, t0: float) -> LoadResult:
@@ -322,7 +321,7 @@ class _Experiment:
             _RestartsUnderLock(self),
             journal=self._journal_remediation,
         )
-        self.journal("remediation_started", policy=policy.model_dump(mode="json"), query=query)
+        self.journal(EventKind.REMEDIATION_STARTED, policy=policy.model_dump(mode="json"), query=query)
         self.say(
             f"remediation: {'dry run, ' if policy.dry_run else ''}restart {policy.target} after "
             f"{policy.breaches_to_act} reading(s) of p95 > {policy.threshold_s:g}s"
@@ -340,18 +339,20 @@ class _Experiment:
             thread.join(policy.interval_s + 20)
             if thread.is_alive():
                 logger.warning("the remediation loop did not stop in time: a step is still running")
-                self.journal("remediation_error", error="the loop did not stop within its join timeout")
+                self.journal(
+                    EventKind.REMEDIATION_ERROR, error="the loop did not stop within its join timeout"
+                )
             decisions = self.remediator.decisions
             self.journal(
-                "remediation_stopped",
+                EventKind.REMEDIATION_STOPPED,
                 decisions=len(decisions),
                 actions=sum(d.outcome == "acted" for d in decisions),
                 dry_run_actions=sum(d.outcome == "dry_run" for d in decisions),
             )
 
-    def _journal_remediation(self, kind: str, **fields: Any) -> dict[str, Any]:
+    def _journal_remediation(self, kind: EventKind, **fields: Any) -> dict[str, Any]:
         event = self.journal(kind, **fields, offset_s=round(time.monotonic() - self.t0, 3))
-        if kind == "remediation_action":
+        if kind == EventKind.REMEDIATION_ACTION:
             self.result.remediation_actions.append(event)
             self.say(
                 f"  remediation: {'would restart' if fields.get('dry_run') else 'restarted'} "
@@ -376,7 +377,7 @@ class _Experiment:
                 self.injector.active.pop(active.id, None)
                 self.records[index]["end_outcome"] = "cleared"
                 self.journal(
-                    "fault_end",
+                    EventKind.FAULT_END,
                     **self._fault_fields(index, self.t0),
                     why="remediation",
                     outcome="cleared",
@@ -385,7 +386,7 @@ class _Experiment:
                 self.say(f"  {fault.kind} on {fault.target} cleared by the restart of {service}")
 
     def _fault_fields(self, index: int, t0: float) -> dict[str, Any]:
-        """What every fault event carries (flat, as labkit.recovery reads it): `fault_id` pairs a
+        """What every fault event carries (flat, as labkit.measure.recovery reads it): `fault_id` pairs a
         fault_start with its fault_end."""
         fault = self.schedule.faults[index]
         return {
@@ -413,16 +414,20 @@ class _Experiment:
             active = self.injector.apply(fault)
         except LabkitError as exc:
             record["start_outcome"] = "failed"
-            self.journal("fault_failed", **self._fault_fields(index, t0), error=str(exc))
+            self.journal(EventKind.FAULT_FAILED, **self._fault_fields(index, t0), error=str(exc))
             self.say(f"  {fault.describe()}: could not apply: {exc}")
             return
         self.applied[index] = active
         record["start_outcome"] = "applied"
-        self.journal("fault_start", **self._fault_fields(index, t0), outcome="applied", detail=active.detail)
+        self.journal(
+            EventKind.FAULT_START, **self._fault_fields(index, t0), outcome="applied", detail=active.detail
+        )
         self.say(f"  applied {fault.describe()}")
         if fault.instantaneous:
             record["end_outcome"] = "ended"
-            self.journal("fault_end", **self._fault_fields(index, t0), outcome="ended", instantaneous=True)
+            self.journal(
+                EventKind.FAULT_END, **self._fault_fields(index, t0), outcome="ended", instantaneous=True
+            )
 
     def end_fault(self, index: int, t0: float, *, why: str = "scheduled") -> None:
         """End fault `index` if it is applied (idempotent): revert it, or close an instantaneous fault's
@@ -441,15 +446,21 @@ class _Experiment:
         except LabkitError as exc:
             record["end_outcome"] = "failed"
             self.journal(
-                "fault_end", **self._fault_fields(index, t0), why=why, outcome="failed", error=str(exc)
+                EventKind.FAULT_END,
+                **self._fault_fields(index, t0),
+                why=why,
+                outcome="failed",
+                error=str(exc),
             )
             self.say(f"  {fault.describe()}: could not revert ({exc}); its TTL ends it")
             return
         if fault.instantaneous:
-            self.journal("fault_window_end", **self._fault_fields(index, t0), why=why, detail=detail)
+            self.journal(EventKind.FAULT_WINDOW_END, **self._fault_fields(index, t0), why=why, detail=detail)
             return
         record["end_outcome"] = outcome
-        self.journal("fault_end", **self._fault_fields(index, t0), why=why, outcome=outcome, detail=detail)
+        self.journal(
+            EventKind.FAULT_END, **self._fault_fields(index, t0), why=why, outcome=outcome, detail=detail
+        )
         self.say(f"  ended {fault.kind} on {fault.target} ({outcome})")
 
     def revert_everything(self, t0: float, why: str) -> None:
@@ -468,7 +479,7 @@ class _Experiment:
             ready = all(state in ("ready", "external") for state in states.values())
             waited = time.monotonic() - started
             if ready or waited >= self.settle_timeout_s:
-                self.journal("settled", ready=ready, waited_s=round(waited, 3), states=states)
+                self.journal(EventKind.SETTLED, ready=ready, waited_s=round(waited, 3), states=states)
                 return
             if self.stop.wait(0.25):
                 raise _Interrupted
@@ -477,23 +488,23 @@ class _Experiment:
         try:
             report = evaluate_client_slos(result.frame, self.slos, duration_s=self.method_spec.duration_s)
         except LabkitError as exc:
-            self.journal("method_slo", error=str(exc))
+            self.journal(EventKind.METHOD_SLO, error=str(exc))
             return None
         report.write(self.run_dir.path)
         self.journal(
-            "method_slo",
+            EventKind.METHOD_SLO,
             verdict=report.verdict,
             violated=[f"{r.slo}: {r.objective}" for r in report.violated],
         )
         return report
 
     def measure_recovery(self, load: LoadResult) -> pd.DataFrame:
-        """Per fault: time to detect, time to recover, requests lost (labkit.recovery), journaled."""
-        windows = fault_windows_from_journal(self.run_dir.read_jsonl(RunDirectory.EVENTS))
+        """Per fault: time to detect, time to recover, requests lost (labkit.measure.recovery), journaled."""
+        windows = fault_windows_from_journal(self.run_dir.events())
         frame = recovery_measures(windows, load.frame, slow_threshold_s=self.slow_threshold_s)
         for row in recovery_records(frame):
             row["fault_kind"] = row.pop("kind")  # `kind` is the event's own
-            self.journal("recovery", slow_threshold_s=self.slow_threshold_s, **row)
+            self.journal(EventKind.RECOVERY, slow_threshold_s=self.slow_threshold_s, **row)
         return frame
 
     # ---- the whole run ------------------------------------------------------------------------
@@ -542,15 +553,15 @@ class _Experiment:
         self.revert_everything(self.t0, "aborted")
         for load in self.loads:
             load.cancel()
-        self.journal("aborted", reason=reason, **fields)
+        self.journal(EventKind.ABORTED, reason=reason, **fields)
         return self.finish("aborted", reason)
 
     def finish(self, verdict: Verdict, reason: str) -> ExperimentResult:
         self.result.verdict, self.result.reason = verdict, reason
         self.result.faults = self.records
-        self.journal("experiment_finished", verdict=verdict, reason=reason)
+        self.journal(EventKind.EXPERIMENT_FINISHED, verdict=verdict, reason=reason)
         self.run_dir.write_json(
-            EXPERIMENT_FILE,
+            RunFile.EXPERIMENT,
             {
                 "verdict": verdict,
                 "reason": reason,
@@ -594,11 +605,7 @@ def _run_directory(
         raise ConfigError(
             f"run_dir {run_dir.path} does not exist; give an existing directory or leave it out"
         )
-    taken = [
-        n
-        for n in (RunDirectory.PARAMS, RunDirectory.EVENTS, RunDirectory.REQUESTS)
-        if run_dir.file(n).exists()
-    ]
+    taken = run_dir.holds_run()
     if taken:
         raise ConfigError(
             f"run_dir {run_dir.path} already holds a run ({', '.join(taken)}); give a new directory"
@@ -716,7 +723,7 @@ def run_experiment(
         plan = plan_text(schedule, duration_s=duration_s)
         run_dir = _run_directory(run_dir, out_dir, scenario)
         run_dir.write_json(
-            RunDirectory.PARAMS,
+            RunFile.PARAMS,
             {
                 "scenario": scenario,
                 "duration_s": duration_s,
@@ -739,13 +746,13 @@ def run_experiment(
             },
         )
         run_dir.journal(
-            "experiment_started",
+            EventKind.EXPERIMENT_STARTED,
             run_id=run_dir.run_id,
             duration_s=duration_s,
             lab_dir=str(Path(lab_dir).resolve()),
             steady_state=steady_state,
         )
-        run_dir.journal("schedule", seed=schedule.seed, faults=schedule.to_records(), plan=plan)
+        run_dir.journal(EventKind.SCHEDULE, seed=schedule.seed, faults=schedule.to_records(), plan=plan)
         say(plan)
         say(f"run directory: {run_dir.path}")
         experiment = _Experiment(

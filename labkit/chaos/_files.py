@@ -13,10 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from labkit.chaos._faults import Fault, InvalidFaultError, describe_error, format_problem
+from labkit.chaos._remediation import RemediationPolicy
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, random_schedule, schedule_problems
 from labkit.errors import ConfigError
-from labkit.remediation import RemediationPolicy
+from labkit.faults import Fault, InvalidFaultError, describe_error, format_problem
 from labkit.yaml_lines import YamlLines
 
 __all__ = ["EXAMPLE_EXPERIMENT", "ExperimentFile", "load_experiment_file"]

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import httpx
 
-from labkit.backends.lab import attach_backend
-from labkit.chaos._faults import Fault
 from labkit.errors import BackendError, ConfigError, LabkitError
+from labkit.faults import Fault
+from labkit.lab.registry import attach_backend
 
 __all__ = ["ActiveFault", "FaultInjector", "HaltReport", "RevertOutcome", "halt_all"]
 
@@ -116,11 +116,7 @@ class FaultInjector:
     # ---- URLs and calls -----------------------------------------------------------------------
     @property
     def wrapper_url(self) -> str:
-        return f"http://{self.config.host}:{self.config.wrapper_port}"
-
-    @property
-    def supervisor_url(self) -> str:
-        return f"http://{self.config.host}:{self.config.exporter_port}"
+        return self.config.wrapper_url
 
     def _call(
         self, method: str, url: str, what: str, *, ok: Iterable[int] = (), **kwargs: Any
@@ -205,10 +201,7 @@ class FaultInjector:
         }
 
     def _apply_stress(self, fault: Fault) -> dict[str, Any]:
-        body = {"workers": fault.params["workers"], "duration_s": fault.duration_s}
-        answer = self._call(
-            "POST", f"{self.supervisor_url}/v1/stress", "starting stress-ng", json=body
-        ).json()
+        answer = self.backend.start_stress(fault.params["workers"], fault.duration_s)
         return {
             "pid": answer.get("pid"),
             "workers": answer.get("workers"),
@@ -240,8 +233,7 @@ class FaultInjector:
             self.backend.unpause(fault.target)  # type: ignore[arg-type]
             return ("reverted" if before.get("state") == "paused" else "expired"), {"state_before": before}
         if fault.kind == "cpu_stress":
-            answer = self._call("DELETE", f"{self.supervisor_url}/v1/stress", "stopping stress-ng").json()
-            return ("reverted" if answer.get("stopped") else "expired"), {}
+            return ("reverted" if self.backend.stop_stress() else "expired"), {}
         fault_id = active.detail.get("wrapper_fault_id")
         if not fault_id:
             raise BackendError(
@@ -285,11 +277,7 @@ class FaultInjector:
                     errors.append(f"unpausing {status.name}: {exc}")
         stress_stopped = False
         try:
-            stress_stopped = bool(
-                self._call("DELETE", f"{self.supervisor_url}/v1/stress", "stopping stress-ng")
-                .json()
-                .get("stopped")
-            )
+            stress_stopped = self.backend.stop_stress()
         except LabkitError as exc:
             errors.append(str(exc))
         ended = 0

@@ -10,7 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from labkit.chaos._faults import (
+from labkit.errors import ConfigError
+from labkit.faults import (
     FAULT_KINDS,
     FAULT_TARGETS,
     INSTANT_KINDS,
@@ -22,7 +23,6 @@ from labkit.chaos._faults import (
     format_params,
     format_problem,
 )
-from labkit.errors import ConfigError
 
 __all__ = [
     "DEFAULT_RANDOM_TARGETS",

@@ -1,24 +1,17 @@
 """labkit.report — what a person reading a run's SLO report sees: the run directory loaded (`RunData`),
-Prometheus series saved while the lab is up, figures, tables, headline numbers and `reports/index.html`.
+figures, tables, headline numbers and `reports/index.html`.
 
 Notebooks (05_slo_report) call only these names: `run = RunData.load(run_dir)`, then figure and table
 functions that take the RunData and return matplotlib Figures and pandas DataFrames.
 """
 
-from labkit.prom import PrometheusUnreachableError
-from labkit.report.collect import SERIES, collect_series, save_prometheus_series
 from labkit.report.data import (
-    CLIENT_VS_SERVER_FILE,
     FAULT_COLUMNS,
     REMEDIATION_COLUMNS,
-    RUN_FILE,
-    SERVER_SLIS_FILE,
-    WINDOW_FILE,
     ReportError,
     RunData,
     newest_run,
     run_sort_key,
-    run_start_of,
 )
 from labkit.report.figures import (
     CLIENT_WINDOW_S,
@@ -41,9 +34,6 @@ from labkit.report.figures import (
     ttft_figure,
 )
 from labkit.report.index import (
-    INDEX_FILE,
-    REPORT_FILE,
-    RUNS_DIR,
     IndexEntry,
     compact_parameters,
     index_entry,
@@ -65,23 +55,14 @@ from labkit.report.tables import (
 
 __all__ = [
     "CLIENT_SERVER_COLUMNS",
-    "CLIENT_VS_SERVER_FILE",
     "CLIENT_WINDOW_S",
     "FAULT_COLUMNS",
     "HEADLINE_KEYS",
-    "INDEX_FILE",
     "RECOVERY_TABLE_COLUMNS",
     "REMEDIATION_COLUMNS",
-    "REPORT_FILE",
-    "RUNS_DIR",
-    "RUN_FILE",
-    "SERIES",
-    "SERVER_SLIS_FILE",
     "SLO_TABLE_COLUMNS",
-    "WINDOW_FILE",
     "X_LABEL",
     "IndexEntry",
-    "PrometheusUnreachableError",
     "ReportError",
     "ReportFigure",
     "RunData",
@@ -89,7 +70,6 @@ __all__ = [
     "client_rolling_availability",
     "client_rolling_quantile",
     "client_server_table",
-    "collect_series",
     "compact_parameters",
     "counter_growth",
     "error_rate_figure",
@@ -108,8 +88,6 @@ __all__ = [
     "resources_figure",
     "restarts_figure",
     "run_sort_key",
-    "run_start_of",
-    "save_prometheus_series",
     "service_up_figure",
     "slo_report",
     "slo_table",

@@ -1,5 +1,5 @@
 """Everything one run directory holds, loaded once for a report: parameters, run status, client samples,
-the journal, SLO results, the chaos experiment and the Prometheus series saved by `labkit.report.collect`.
+the journal, SLO results, the chaos experiment and the Prometheus series saved by `labkit.measure.collect`.
 
 Loading never fails on a partial run: a missing optional file leaves its field empty (`RunData.missing`
 says which, in words) and an unreadable one is named in `RunData.problems`; the report renders what is left.
@@ -8,11 +8,10 @@ All times are unix seconds; `t_s` is seconds since the run's start (`RunData.sta
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import Any, TypeGuard
 
 import pandas as pd
 
-from labkit.chaos import EXPERIMENT_FILE, INSTANT_KINDS
 from labkit.errors import LabkitError
-from labkit.load import requests_frame
-from labkit.recovery import (
+from labkit.faults import INSTANT_KINDS
+from labkit.measure.load import requests_frame
+from labkit.measure.recovery import (
     FALLBACK_SLOW_S,
     RECOVERY_COLUMNS,
     FaultWindow,
@@ -31,35 +30,24 @@ from labkit.recovery import (
     fault_windows_from_journal,
     recovery_measures,
 )
-from labkit.rundir import RunDirectory
-from labkit.slo import SamplesError, load_slo_spec, read_samples, samples_frame
-from labkit.slo.client import completion_times
+from labkit.measure.slo import SamplesError, load_slo_spec, read_samples, samples_frame
+from labkit.measure.slo.client import completion_times
+from labkit.rundir import EventKind, RunDirectory, RunDirectoryError, RunFile, RunFolder, run_start_of
 
 __all__ = [
-    "CLIENT_VS_SERVER_FILE",
     "FAULT_COLUMNS",
     "REMEDIATION_COLUMNS",
-    "RUN_FILE",
-    "SERVER_SLIS_FILE",
-    "WINDOW_FILE",
     "ReportError",
     "RunData",
     "newest_run",
     "run_sort_key",
-    "run_start_of",
 ]
 
 logger = logging.getLogger(__name__)
 
-RUN_FILE = "run.json"
-# Inside `prometheus/`, beside one CSV per series (labkit.report.collect writes them all).
-WINDOW_FILE = "window.json"
-SERVER_SLIS_FILE = "server_slis.json"
-CLIENT_VS_SERVER_FILE = "client_vs_server.csv"
-
 # Faults as the report draws them: one row per fault window of the journal.
 FAULT_COLUMNS = ("fault_id", "kind", "target", "start", "end", "start_t_s", "end_t_s", "instantaneous")
-# Remediation actions (acted or dry run) as journaled by labkit.remediation.
+# Remediation actions (acted or dry run) as journaled by labkit.chaos._remediation.
 REMEDIATION_COLUMNS = (
     "wall_time",
     "t_s",
@@ -76,17 +64,8 @@ REMEDIATION_COLUMNS = (
 _RUN_ID = re.compile(r"^(?P<stamp>\d{8}T\d{6})(?:\.\d+)?Z-(?P<scenario>.+)$")
 
 
-class ReportError(LabkitError):
+class ReportError(RunDirectoryError):
     """A run directory cannot be reported on (it does not exist, or there is none to pick)."""
-
-
-def run_start_of(events: Iterable[Mapping[str, Any]], samples: pd.DataFrame) -> float | None:
-    """The run's start, unix seconds: the earlier of its first journal event and its first request's
-    intended send time; None when it has neither. Every `t_s` of a report counts from here."""
-    times = [float(e["wall_time"]) for e in events if _is_number(e.get("wall_time"))]
-    if not samples.empty and "intended_send" in samples.columns:
-        times.extend(samples["intended_send"].dropna().astype(float).tolist())
-    return min(times) if times else None
 
 
 def _is_number(value: object) -> TypeGuard[int | float]:
@@ -118,7 +97,7 @@ def run_sort_key(path: Path) -> tuple[float, str]:
     """Newest last: run.json's `started_at`, else the run id's stamp, else the directory's mtime."""
     started: float | None = None
     try:
-        info = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
+        info = RunDirectory(path).read_json(RunFile.RUN)
         started = _parse_time(info.get("started_at")) if isinstance(info, dict) else None
     except (OSError, ValueError):
         started = None
@@ -148,51 +127,6 @@ def newest_run(runs_dir: Path | str) -> Path:
     return max(runs, key=run_sort_key)
 
 
-def _read_json(path: Path, problems: list[str]) -> Any | None:
-    """The JSON in `path`; None when absent; None and a problem when unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path.name}: unreadable ({exc})")
-        return None
-
-
-def _read_json_object(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    data = _read_json(path, problems)
-    if data is not None and not isinstance(data, dict):
-        problems.append(f"{path.name}: not a JSON object")
-        return None
-    return data
-
-
-def _read_events(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    """The journal's complete lines; a torn last line is dropped, a bad line is skipped and named."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        problems.append(f"{path.name}: unreadable ({exc})")
-        return []
-    lines = text.split("\n")[:-1]  # the part after the last newline is torn (or empty)
-    events: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            problems.append(f"{path.name}:{number}: not JSON; line skipped")
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-        else:
-            problems.append(f"{path.name}:{number}: not a JSON object; line skipped")
-    return events
-
-
 def _empty_samples() -> pd.DataFrame:
     return samples_frame(requests_frame([]))
 
@@ -211,7 +145,7 @@ def _read_csv(path: Path, problems: list[str]) -> pd.DataFrame | None:
     try:
         return pd.read_csv(path)
     except (OSError, ValueError) as exc:  # pandas' parser and empty-data errors are ValueErrors
-        problems.append(f"prometheus/{path.name}: unreadable ({exc})")
+        problems.append(f"{RunFolder.PROMETHEUS}/{path.name}: unreadable ({exc})")
         return None
 
 
@@ -234,7 +168,7 @@ def _read_series(directory: Path, start: float | None, problems: list[str]) -> d
         return {}
     series: dict[str, pd.DataFrame] = {}
     for path in sorted(directory.glob("*.csv")):
-        if path.name == CLIENT_VS_SERVER_FILE:
+        if path.name == Path(RunFile.CLIENT_VS_SERVER).name:
             continue
         frame = _read_csv(path, problems)
         if frame is None:
@@ -242,7 +176,7 @@ def _read_series(directory: Path, start: float | None, problems: list[str]) -> d
         try:
             series[path.stem] = _rebase(frame, start)
         except (ValueError, TypeError) as exc:  # a timestamp that is not ISO 8601
-            problems.append(f"prometheus/{path.name}: unreadable timestamps ({exc})")
+            problems.append(f"{RunFolder.PROMETHEUS}/{path.name}: unreadable timestamps ({exc})")
     return series
 
 
@@ -279,7 +213,7 @@ class RunData:
     info: dict[str, Any] = field(default_factory=dict)  # run.json (status, parameters, headline)
     samples: pd.DataFrame = field(default_factory=_empty_samples)  # requests.jsonl, one row per request
     events: list[dict[str, Any]] = field(default_factory=list)  # events.jsonl
-    slo: dict[str, Any] | None = None  # slo.json (a labkit.slo.SloReport)
+    slo: dict[str, Any] | None = None  # slo.json (a labkit.measure.slo.SloReport)
     experiment: dict[str, Any] | None = None  # experiment.json
     series: dict[str, pd.DataFrame] = field(default_factory=dict)  # prometheus/<name>.csv by name
     window: dict[str, Any] | None = None  # prometheus/window.json
@@ -298,12 +232,12 @@ class RunData:
                 f"run directory {directory} does not exist; pass a directory under reports/runs"
             )
         problems: list[str] = []
-        samples = _read_requests(directory / RunDirectory.REQUESTS, problems)
-        events = _read_events(directory / RunDirectory.EVENTS, problems)
-        prometheus = directory / RunDirectory.PROMETHEUS
-        window = _read_json_object(prometheus / WINDOW_FILE, problems)
-        info = _read_json_object(directory / RUN_FILE, problems) or {}
-        start = run_start_of(events, samples)
+        run = RunDirectory(directory)
+        samples = _read_requests(run.file(RunFile.REQUESTS), problems)
+        events = list(run.read_jsonl(RunFile.EVENTS, problems))
+        window = run.read_json_object(RunFile.WINDOW, problems)
+        info = run.read_json_object(RunFile.RUN, problems) or {}
+        start = run_start_of(events, ({"intended_send": t} for t in samples["intended_send"]))
         if start is None:
             start = _first_number(
                 _get(window, "run_start"), _get(window, "start"), _parse_time(info.get("started_at"))
@@ -311,18 +245,18 @@ class RunData:
         end = _run_end(events, samples)
         if end is None:
             end = _first_number(_get(window, "end"), _parse_time(info.get("finished_at")))
-        comparison_path = prometheus / CLIENT_VS_SERVER_FILE
+        comparison_path = run.file(RunFile.CLIENT_VS_SERVER)
         return cls(
             path=directory,
-            params=_read_json_object(directory / RunDirectory.PARAMS, problems) or {},
+            params=run.read_json_object(RunFile.PARAMS, problems) or {},
             info=info,
             samples=samples,
             events=events,
-            slo=_read_json_object(directory / RunDirectory.SLO, problems),
-            experiment=_read_json_object(directory / EXPERIMENT_FILE, problems),
-            series=_read_series(prometheus, start, problems),
+            slo=run.read_json_object(RunFile.SLO, problems),
+            experiment=run.read_json_object(RunFile.EXPERIMENT, problems),
+            series=_read_series(run.file(RunFolder.PROMETHEUS), start, problems),
             window=window,
-            server_slis=_read_json_object(prometheus / SERVER_SLIS_FILE, problems),
+            server_slis=run.read_json_object(RunFile.SERVER_SLIS, problems),
             client_vs_server=_read_csv(comparison_path, problems) if comparison_path.exists() else None,
             start=start,
             end=end,
@@ -375,7 +309,7 @@ class RunData:
             (
                 not self.series,
                 "no Prometheus series (prometheus/): the run ended without collecting them "
-                "(labkit.report.save_prometheus_series while the lab is up)",
+                "(labkit.measure.collect.save_prometheus_series while the lab is up)",
             ),
             (
                 self.client_vs_server is None,
@@ -406,7 +340,7 @@ class RunData:
     # ---- faults, remediation, recovery --------------------------------------------------------------
     @property
     def fault_windows(self) -> list[FaultWindow]:
-        """Fault windows of the journal (labkit.recovery.fault_windows_from_journal), in start order."""
+        """Fault windows of the journal (labkit.measure.recovery), in start order."""
         return fault_windows_from_journal(self.events)
 
     @property
@@ -432,7 +366,7 @@ class RunData:
     def remediation_actions(self) -> pd.DataFrame:
         """Remediation actions, acted or dry run (`REMEDIATION_COLUMNS`), from the journal's
         `remediation_action` events, else from experiment.json's `remediation.actions`."""
-        actions = [e for e in self.events if e.get("kind") == "remediation_action"]
+        actions = [e for e in self.events if e.get("kind") == EventKind.REMEDIATION_ACTION]
         if not actions:
             listed = _get(self.experiment, "remediation", "actions")
             actions = [a for a in listed if isinstance(a, dict)] if isinstance(listed, list) else []
@@ -473,15 +407,15 @@ class RunData:
 
     @property
     def recovery(self) -> pd.DataFrame:
-        """Recovery measures per fault (labkit.recovery.RECOVERY_COLUMNS): experiment.json's when it has
-        them, else computed from the journal's fault windows and the samples (`slow_threshold_s`)."""
+        """Recovery measures per fault (labkit.measure.recovery.RECOVERY_COLUMNS): experiment.json's when it
+        has them, else computed from the journal's fault windows and the samples (`slow_threshold_s`)."""
         recorded = _get(self.experiment, "recovery", "faults")
         if isinstance(recorded, list) and recorded:
             return pd.DataFrame([r for r in recorded if isinstance(r, dict)], columns=RECOVERY_COLUMNS)
         windows = self.fault_windows
         if not windows or self.samples.empty:
             return pd.DataFrame(columns=RECOVERY_COLUMNS)
-        # run_end: the run's end bounds the last fault's requests (see labkit.recovery).
+        # run_end: the run's end bounds the last fault's requests (see labkit.measure.recovery).
         return recovery_measures(
             windows, self.samples, slow_threshold_s=self.slow_threshold_s, run_end=self.end
         )

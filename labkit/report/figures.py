@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
+from labkit.measure.slo import valid_requests
+from labkit.measure.slo.client import completion_times
 from labkit.report.data import RunData
-from labkit.slo import valid_requests
-from labkit.slo.client import completion_times
 
 __all__ = [
     "CLIENT_WINDOW_S",

@@ -18,15 +18,13 @@ from urllib.parse import quote
 
 import jinja2
 
-from labkit.backends.labdir import write_atomically
+from labkit.atomic import write_atomically
 from labkit.errors import LabkitError
 from labkit.report.data import RunData, run_sort_key
 from labkit.report.tables import HEADLINE_KEYS, headline
+from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunFile
 
 __all__ = [
-    "INDEX_FILE",
-    "REPORT_FILE",
-    "RUNS_DIR",
     "IndexEntry",
     "compact_parameters",
     "index_entry",
@@ -36,9 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INDEX_FILE = "index.html"
-RUNS_DIR = "runs"
-REPORT_FILE = "report.html"
 _PARAMETERS_MAX = 400  # characters of the compact parameter list
 _VALUE_MAX = 60  # characters of one nested value in it
 _GOOD = frozenset({"completed", "met"})
@@ -117,9 +112,9 @@ def index_entry(run_dir: Path) -> IndexEntry:
         started=started,
         date=datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%d %H:%M:%S"),
     )
-    report = run_dir / REPORT_FILE
+    report = run_dir / RunFile.REPORT
     if report.is_file():
-        entry.report_href = f"{RUNS_DIR}/{quote(run_dir.name)}/{REPORT_FILE}"
+        entry.report_href = f"{RUNS_FOLDER}/{quote(run_dir.name)}/{RunFile.REPORT}"
     try:
         run = RunData.load(run_dir)
         numbers = _headline_of(run)
@@ -154,7 +149,7 @@ def _environment() -> jinja2.Environment:
 def render_index(reports_dir: Path | str) -> str:
     """The HTML of the index of `reports_dir` (its `runs/` subdirectories, newest first)."""
     reports = Path(reports_dir)
-    runs_dir = reports / RUNS_DIR
+    runs_dir = reports / RUNS_FOLDER
     directories = (
         [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
         if runs_dir.is_dir()

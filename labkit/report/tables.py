@@ -14,14 +14,14 @@ from typing import Any
 import pandas as pd
 
 from labkit.errors import LabkitError
-from labkit.report.data import RunData
-from labkit.slo import (
+from labkit.measure.slo import (
     SloReport,
     evaluate_client_slos,
     exact_quantile,
     load_slo_spec,
     valid_requests,
 )
+from labkit.report.data import RunData
 
 __all__ = [
     "CLIENT_SERVER_COLUMNS",
@@ -166,7 +166,7 @@ def _outcome(row: pd.Series) -> str:
 
 
 def recovery_table(run: RunData) -> pd.DataFrame:
-    """Per fault (labkit.recovery definitions): kind, target, start and end (s since the run's start),
+    """Per fault (labkit.measure.recovery definitions): kind, target, start and end (s since the run's start),
     time to detect and to recover (s), requests lost and slow, and the outcome: `not noticed` (no bad
     request, so no detection or recovery time), `recovered`, or `not recovered by the end of the run`."""
     measures = run.recovery

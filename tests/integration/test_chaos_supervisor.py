@@ -18,10 +18,10 @@ import httpx
 import psutil
 import pytest
 
-from labkit.backends.local import LocalBackend
-from labkit.backends.processes import find_lab_processes
 from labkit.chaos import Fault, FaultInjector, halt_all, run_experiment
-from labkit.rundir import RunDirectory
+from labkit.lab.local import LocalBackend
+from labkit.lab.processes import find_lab_processes
+from labkit.rundir import RunDirectory, RunFile
 from tests.conftest import lab_id_of, wait_for
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def spawn(procs: list[subprocess.Popen[str]], code: str, *args: str) -> subproce
 
 def journal(out: Path) -> list[dict[str, Any]]:
     runs = sorted(p for p in out.glob("*") if p.is_dir())
-    return list(RunDirectory(runs[0]).read_jsonl(RunDirectory.EVENTS)) if runs else []
+    return list(RunDirectory(runs[0]).read_jsonl(RunFile.EVENTS)) if runs else []
 
 
 def test_cpu_stress_ends_by_its_ttl_by_halt_and_with_the_lab(running_lab: LocalBackend) -> None:
@@ -222,7 +222,7 @@ def test_an_experiment_journals_every_fault_and_ends_with_a_verdict(
     assert result.before is not None and result.before.verdict == "met"
     assert result.after is not None and result.after.verdict == "met"
 
-    events = list(result.run_dir.read_jsonl(RunDirectory.EVENTS))
+    events = list(result.run_dir.read_jsonl(RunFile.EVENTS))
     kinds = [e["kind"] for e in events]
     assert kinds[:2] == ["experiment_started", "schedule"]
     assert kinds[-1] == "experiment_finished" and events[-1]["verdict"] == "completed"
@@ -251,7 +251,7 @@ def test_an_experiment_journals_every_fault_and_ends_with_a_verdict(
     assert httpx.get(f"{wrapper}/admin/faults", headers=token).json()["faults"] == []
     assert all(s.state != "paused" for s in running_lab.status())
     assert wrapper_faults(running_lab) == []
-    params = result.run_dir.read_json(RunDirectory.PARAMS)
+    params = result.run_dir.read_json(RunFile.PARAMS)
     assert params["chaos"]["plan"] == lines[0] and params["load"]["spec"]["duration_s"] == 6
-    assert result.run_dir.file(RunDirectory.REQUESTS).exists()
-    assert (result.run_dir.path / "steady_state" / "after" / RunDirectory.SLO).exists()
+    assert result.run_dir.file(RunFile.REQUESTS).exists()
+    assert (result.run_dir.path / "steady_state" / "after" / RunFile.SLO).exists()

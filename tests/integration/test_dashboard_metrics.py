@@ -1,6 +1,7 @@
 """Every metric the Grafana dashboard reads is one the lab exports: names parsed out of each panel's and
 annotation's PromQL, compared with what a running sim lab's services expose, what its Prometheus holds,
-the recording rules of labkit.slo.rules, and the GPU series of labkit.exporter (which appear only where
+the recording rules of labkit.measure.slo.rules, and the GPU series of labkit.lab.manager.exporter (which
+appear only where
 NVML reports a GPU, so they are taken from the exporter's own code, run on a stand-in NVML).
 """
 
@@ -12,13 +13,13 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from labkit.backends.local import LocalBackend
-from labkit.dashboard import build_dashboard, dashboard_queries
-from labkit.exporter import LabCollector
-from labkit.gpu import GpuReader
-from labkit.promql import metric_names
-from labkit.slo.rules import generate_rules
-from labkit.slo.spec import load_slo_spec
+from generators.dashboard import build_dashboard, dashboard_queries
+from labkit.lab.gpu import GpuReader
+from labkit.lab.local import LocalBackend
+from labkit.lab.manager.exporter import LabCollector
+from labkit.measure.promql import metric_names
+from labkit.measure.slo.rules import generate_rules
+from labkit.measure.slo.spec import load_slo_spec
 from tests.test_exporter import FakeNvml
 
 pytestmark = pytest.mark.integration

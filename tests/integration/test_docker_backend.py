@@ -17,12 +17,12 @@ import httpx
 import psutil
 import pytest
 
-from labkit.backends.docker import DockerBackend
-from labkit.backends.docker_agent import LABEL_LAB, LABEL_SERVICE
 from labkit.chaos import Fault, run_experiment
 from labkit.config import LabConfig
 from labkit.errors import BackendError
-from labkit.prom import PrometheusClient
+from labkit.lab.contract import LABEL_LAB, LABEL_SERVICE
+from labkit.lab.docker import DockerBackend
+from labkit.measure.prom import PrometheusClient
 from tests.conftest import sim_lab_config, wait_for
 
 pytestmark = pytest.mark.integration

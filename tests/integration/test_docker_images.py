@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 import labkit
-from labkit.backends.docker_images import BASE_LABEL, FINGERPRINT_LABEL, OFFLINE_BASE
 from labkit.config import DEFAULT_MODEL_NAME
+from labkit.lab.base_image import OFFLINE_BASE
+from labkit.lab.images import BASE_LABEL, FINGERPRINT_LABEL
 from tests.conftest import free_port, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -57,7 +58,7 @@ def test_service_image_imports_the_wrapper_as_10001_without_host_packages(
     lab_images: dict[str, str], start: Any
 ) -> None:
     script = (
-        "import os, shutil, importlib.util, labkit.wrapper, labkit.backends, labkit.config, docker;"
+        "import os, shutil, importlib.util, labkit.services.wrapper, labkit.lab, labkit.config, docker;"
         "print(os.getuid(), os.getgid(), os.getcwd(), bool(shutil.which('stress-ng')),"
         " [m for m in ('pandas', 'matplotlib', 'papermill', 'nbconvert') if importlib.util.find_spec(m)],"
         " (labkit.config.stack_dir() / 'secrets').exists())"
@@ -88,7 +89,7 @@ def test_model_image_serves_smollm2_and_turns_healthy(lab_images: dict[str, str]
         [
             "python",
             "-m",
-            "labkit.modelserver",
+            "labkit.services.modelserver",
             "--engine",
             "llama",
             "--host",

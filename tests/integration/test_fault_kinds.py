@@ -1,4 +1,4 @@
-"""Every chaos fault kind against a real lab, applied by `labkit.chaos.FaultInjector` while `labkit.load`
+"""Every chaos fault kind against a real lab, applied by `labkit.chaos.FaultInjector` while the load generator
 sends requests: its effect shows in the client's samples and in Prometheus, and once it ends the lab is
 healthy again with no fault active.
 
@@ -25,13 +25,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from labkit.backends.base import ServiceStatus
-from labkit.backends.local import LocalBackend
 from labkit.chaos import ActiveFault, Fault, FaultInjector, halt_all
 from labkit.config import embedded_model_path
 from labkit.errors import ModelNotFoundError
-from labkit.load import LoadResult, LoadSpec, load_requests_frame, run_load, run_load_async
-from labkit.rundir import RunDirectory
+from labkit.lab.contract import ServiceStatus
+from labkit.lab.local import LocalBackend
+from labkit.measure.load import LoadResult, LoadSpec, load_requests_frame, run_load, run_load_async
+from labkit.rundir import RunDirectory, RunFile
 from tests.conftest import sim_lab_config, wait_for
 
 pytestmark = pytest.mark.integration
@@ -170,7 +170,7 @@ def llama(llama_lab: LocalBackend) -> Iterator[Lab]:
 
 # ---- load in the background ----------------------------------------------------------------------------
 class BackgroundLoad:
-    """`labkit.load` sending requests from an event loop in a thread of its own while the test applies a
+    """The load generator sending requests from an event loop in a thread of its own while the test applies a
     fault. Its rows can be read as they complete (requests.jsonl); `stop()` ends the run once the test has
     seen enough, as Ctrl-C would (what is still in flight is recorded as cancelled), so that a test takes
     as long as the lab needs to show the effect and recover, and no longer."""
@@ -208,7 +208,7 @@ class BackgroundLoad:
 
     def rows(self) -> list[dict[str, Any]]:
         self._raise_if_failed()
-        return list(self.run_dir.read_jsonl(RunDirectory.REQUESTS))
+        return list(self.run_dir.read_jsonl(RunFile.REQUESTS))
 
     def wait_rows(self, count: int, what: str, match: Callable[[dict[str, Any]], bool]) -> None:
         wait_for(lambda: sum(1 for row in self.rows() if match(row)) >= count, 30, what)

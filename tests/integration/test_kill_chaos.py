@@ -25,11 +25,11 @@ import httpx
 import psutil
 import pytest
 
-from labkit.backends.local import LocalBackend
-from labkit.backends.processes import find_lab_processes
 from labkit.config import LabConfig
-from labkit.load import load_requests_frame
-from labkit.rundir import RunDirectory
+from labkit.lab.local import LocalBackend
+from labkit.lab.processes import find_lab_processes
+from labkit.measure.load import load_requests_frame
+from labkit.rundir import RunDirectory, RunFile
 from tests.conftest import interruptible, lab_id_of, sim_lab_config, wait_for
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def wait_for_load_start(out: Path, proc: subprocess.Popen[str]) -> tuple[RunDire
     def started() -> tuple[RunDirectory, float] | None:
         assert proc.poll() is None, f"the experiment ended early: {proc.communicate()}"
         for path in out.iterdir():
-            for event in RunDirectory(path).read_jsonl(RunDirectory.EVENTS):
+            for event in RunDirectory(path).read_jsonl(RunFile.EVENTS):
                 if event["kind"] == "load_started":
                     return RunDirectory(path), float(event["wall_time"])
         return None
@@ -162,7 +162,7 @@ def assert_run_directory_reads_back(run: RunDirectory, *, experiment_killed: boo
                     raise AssertionError(f"{path}:{number} is not JSON: {line[:200]!r}") from exc
         elif path.suffix == ".json":
             json.loads(path.read_text(encoding="utf-8"))
-    events = list(run.read_jsonl(RunDirectory.EVENTS))
+    events = list(run.read_jsonl(RunFile.EVENTS))
     scheduled = next(int(e["scheduled"]) for e in events if e["kind"] == "load_started")
     frame = load_requests_frame(run)
     ids = sorted(int(i) for i in frame.request_id)

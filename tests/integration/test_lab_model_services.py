@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labkit.backends.local import LocalBackend
 from labkit.config import LabConfig
 from labkit.errors import ConfigError, ModelNotFoundError
-from labkit.modelserver import BackgroundModelServer, ModelServerSettings
+from labkit.lab.local import LocalBackend
+from labkit.services.modelserver import BackgroundModelServer, ModelServerSettings
 from tests.conftest import promtool_check_metrics
 
 pytestmark = pytest.mark.integration
@@ -102,7 +102,7 @@ def test_ollama_binary_on_path_is_started_as_ollama_serve(
         "assert sys.argv[1:] == ['serve'], sys.argv\n"
         "host, port = os.environ['OLLAMA_HOST'].rsplit(':', 1)\n"
         "assert os.environ['OLLAMA_NUM_PARALLEL'] and os.environ['OLLAMA_MAX_QUEUE']\n"
-        "os.execv(sys.executable, [sys.executable, '-m', 'labkit.modelserver', '--engine', 'sim',\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'labkit.services.modelserver', '--engine', 'sim',\n"
         "         '--host', host, '--port', port, '--sim-ttft-s', '0.005', '--sim-itl-s', '0.001'])\n"
     )
     shim.chmod(0o755)

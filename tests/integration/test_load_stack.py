@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from labkit.backends.local import LocalBackend
-from labkit.load import LoadSpec, load_requests_frame, run_load, schedule
+from labkit.lab.local import LocalBackend
+from labkit.measure.load import LoadSpec, load_requests_frame, run_load, schedule
 
 pytestmark = pytest.mark.integration
 

@@ -15,10 +15,10 @@ import httpx
 import psutil
 import pytest
 
-from labkit.backends.local import LocalBackend
-from labkit.backends.processes import find_lab_processes
 from labkit.config import LabConfig
 from labkit.errors import ConfigError, LabAlreadyRunningError, PortInUseError
+from labkit.lab.local import LocalBackend
+from labkit.lab.processes import find_lab_processes
 from tests.conftest import lab_id_of, promtool_check_metrics, wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The real model: `python -m labkit.modelserver --engine llama` serving SmolLM2-135M, driven by
+"""The real model: `python -m labkit.services.modelserver --engine llama` serving SmolLM2-135M, driven by
 the official `ollama` client. Skipped where llama-cpp-python or the model file is missing.
 """
 
@@ -40,7 +40,7 @@ def llama_server() -> Iterator[tuple[str, subprocess.Popen[str]]]:
     _model_file()
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "labkit.modelserver", "--engine", "llama", "--port", str(port)],
+        [sys.executable, "-m", "labkit.services.modelserver", "--engine", "llama", "--port", str(port)],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

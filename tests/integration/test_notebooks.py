@@ -11,7 +11,7 @@ from typing import Any
 import papermill
 import pytest
 
-from labkit.backends.local import LocalBackend
+from labkit.lab.local import LocalBackend
 from labkit.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.integration

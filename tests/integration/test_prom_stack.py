@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labkit.backends.local import LocalBackend
 from labkit.config import LabConfig
-from labkit.prom import QUANTILE_COLUMNS, PrometheusClient, PrometheusSeries
-from labkit.slo.compare import compare_client_server, exact_quantile
-from labkit.slo.server import server_quantile, server_slis
-from labkit.slo.spec import load_slo_spec
+from labkit.lab.local import LocalBackend
+from labkit.measure.prom import QUANTILE_COLUMNS, PrometheusClient, PrometheusSeries
+from labkit.measure.slo.compare import compare_client_server, exact_quantile
+from labkit.measure.slo.server import server_quantile, server_slis
+from labkit.measure.slo.spec import load_slo_spec
 from tests.conftest import sim_lab_config
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.backends.local import LocalBackend
+from labkit.lab.local import LocalBackend
 
 pytestmark = pytest.mark.integration
 

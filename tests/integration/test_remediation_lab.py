@@ -11,10 +11,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labkit.backends.local import LocalBackend
-from labkit.chaos import EXPERIMENT_FILE, ExperimentResult, Fault, run_experiment
-from labkit.remediation import RemediationPolicy, Remediator, p95_latency_query, prometheus_signal
-from labkit.rundir import RunDirectory
+from labkit.chaos import (
+    ExperimentResult,
+    Fault,
+    RemediationPolicy,
+    Remediator,
+    p95_latency_query,
+    prometheus_signal,
+    run_experiment,
+)
+from labkit.lab.local import LocalBackend
+from labkit.rundir import RunDirectory, RunFile
 
 pytestmark = pytest.mark.integration
 
@@ -84,9 +91,9 @@ def test_latency_breach_is_remediated_by_a_counted_restart(running_lab: LocalBac
         'lab_remediation_actions_total{action="restart",reason="p95_above_0.3s",target="wrapper"} 1.0'
         in metrics
     )
-    kinds = [e["kind"] for e in run.read_jsonl(RunDirectory.EVENTS)]
+    kinds = [e["kind"] for e in run.read_jsonl(RunFile.EVENTS)]
     assert kinds.count("remediation_action") == 2  # the dry run's and the real one
-    actions = [e for e in run.read_jsonl(RunDirectory.EVENTS) if e["kind"] == "remediation_action"]
+    actions = [e for e in run.read_jsonl(RunFile.EVENTS) if e["kind"] == "remediation_action"]
     assert [a["dry_run"] for a in actions] == [True, False]
     assert all(a["value_s"] > 0.3 for a in actions)
 
@@ -118,7 +125,7 @@ def test_an_experiment_with_remediation_restarts_the_wrapper_and_shows_the_recov
 ) -> None:
     result = _latency_experiment(running_lab, tmp_path / "runs", dry_run=False)
     assert result.verdict == "completed", result.summary()
-    events = list(result.run_dir.read_jsonl(RunDirectory.EVENTS))
+    events = list(result.run_dir.read_jsonl(RunFile.EVENTS))
     (action,) = [e for e in events if e["kind"] == "remediation_action"]
     assert action["dry_run"] is False and action["target"] == "wrapper" and action["value_s"] > 0.3
     assert sum(e["kind"] == "remediation_decision" for e in events) >= 1  # the breach before it
@@ -135,7 +142,7 @@ def test_an_experiment_with_remediation_restarts_the_wrapper_and_shows_the_recov
     assert row["time_to_detect_s"] is not None and row["time_to_detect_s"] < 3
     assert row["recovered"] is not None and row["recovered"] < row["start"] + 14
     assert row["requests_slow"] > 0
-    saved = result.run_dir.read_json(EXPERIMENT_FILE)
+    saved = result.run_dir.read_json(RunFile.EXPERIMENT)
     assert saved["recovery"]["slow_threshold_s"] == 0.3
     assert saved["recovery"]["faults"][0]["recovered"] == row["recovered"]
     assert [a["target"] for a in saved["remediation"]["actions"]] == ["wrapper"]
@@ -151,7 +158,7 @@ def test_a_dry_run_journals_the_decision_and_restarts_nothing(
     running_lab: LocalBackend, tmp_path: Path
 ) -> None:
     result = _latency_experiment(running_lab, tmp_path / "runs", dry_run=True)
-    events = list(result.run_dir.read_jsonl(RunDirectory.EVENTS))
+    events = list(result.run_dir.read_jsonl(RunFile.EVENTS))
     actions = [e for e in events if e["kind"] == "remediation_action"]
     assert len(actions) == 1 and actions[0]["dry_run"] is True  # the cooldown holds back a second one
     assert actions[0]["value_s"] > 0.3

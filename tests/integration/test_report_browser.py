@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit.backends.local import LocalBackend
+from labkit.lab.local import LocalBackend
 from labkit.report import RunData, availability_figure, client_rolling_availability, restarts_figure
 
 pytestmark = pytest.mark.integration

@@ -22,8 +22,8 @@ from schemathesis.checks import (
 )
 
 from labkit.config import DEFAULT_MODEL_NAME
-from labkit.modelserver import BackgroundModelServer, ModelServerSettings
-from labkit.wrapper import WrapperSettings, create_app
+from labkit.services.modelserver import BackgroundModelServer, ModelServerSettings
+from labkit.services.wrapper import WrapperSettings, create_app
 from tests.test_wrapper import serving
 
 pytestmark = pytest.mark.integration

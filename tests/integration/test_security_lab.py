@@ -25,8 +25,8 @@ import httpx
 import psutil
 import pytest
 
-from labkit.backends.processes import LAB_ID_ENV, find_lab_processes
 from labkit.config import LabConfig
+from labkit.lab.processes import LAB_ID_ENV, find_lab_processes
 from tests.conftest import sim_lab_config, wait_for
 
 pytestmark = pytest.mark.integration

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit.backends.local import LocalBackend
 from labkit.errors import LabkitError
-from labkit.smoke import run_smoke
+from labkit.lab.local import LocalBackend
+from labkit.measure.smoke import run_smoke
 
 pytestmark = pytest.mark.integration
 

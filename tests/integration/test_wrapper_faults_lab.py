@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from labkit.backends.local import LocalBackend
+from labkit.lab.local import LocalBackend
 
 pytestmark = pytest.mark.integration
 

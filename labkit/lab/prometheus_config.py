@@ -1,0 +1,72 @@
+"""Renders the lab's Prometheus configuration from the `stack/prometheus` template.
+
+One scrape job per service that exposes `/metrics`; a real Ollama has none (ollama/ollama#3144).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from labkit.config import LabConfig, stack_dir
+
+__all__ = ["ScrapeJob", "render_prometheus_config", "render_scrape_config", "scrape_jobs"]
+
+
+@dataclass(frozen=True)
+class ScrapeJob:
+    name: str
+    target: str
+    path: str = "/metrics"
+
+
+def scrape_jobs(config: LabConfig) -> list[ScrapeJob]:
+    host = config.host
+    jobs = [
+        ScrapeJob("wrapper", f"{host}:{config.wrapper_port}"),
+        ScrapeJob("exporter", f"{host}:{config.exporter_port}"),
+        ScrapeJob("prometheus", f"{host}:{config.prometheus_port}"),
+    ]
+    if config.engine in ("llama", "sim"):
+        jobs.insert(0, ScrapeJob("model", f"{host}:{config.model_port}"))
+    return jobs
+
+
+def _duration(seconds: float) -> str:
+    millis = max(1, round(seconds * 1000))
+    return f"{millis}ms"
+
+
+def render_prometheus_config(config: LabConfig, *, lab_id: str, rules_dir: Path) -> str:
+    """The configuration of a lab's Prometheus: every service of `config` on its host and port."""
+    return render_scrape_config(
+        scrape_jobs(config),
+        scrape_interval_s=config.scrape_interval_s,
+        lab_id=lab_id,
+        rules_dir=str(rules_dir),
+    )
+
+
+def render_scrape_config(
+    jobs: Sequence[ScrapeJob], *, scrape_interval_s: float, lab_id: str, rules_dir: str
+) -> str:
+    """The template rendered for any set of targets, e.g. compose's service names (generators.compose)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(stack_dir() / "prometheus"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    template = env.get_template("prometheus.yml.j2")
+    interval = scrape_interval_s
+    return template.render(
+        scrape_interval=_duration(interval),
+        # Prometheus refuses a timeout longer than the interval.
+        scrape_timeout=_duration(min(interval, max(0.5, interval * 0.8))),
+        lab_id=lab_id,
+        rules_dir=rules_dir,
+        jobs=list(jobs),
+    )

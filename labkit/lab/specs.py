@@ -1,0 +1,123 @@
+"""What the local backend runs: the command line, environment and readiness probe of each service.
+
+Kept apart from the supervisor so that it can be read (and tested) without starting anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from labkit.config import LabConfig
+from labkit.lab.contract import ServiceName
+from labkit.lab.labdir import LabDir
+
+__all__ = ["ServiceSpec", "exposed_services", "is_loopback_host", "service_specs"]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One supervised service. `ready_path` answers 200 when it is ready to serve."""
+
+    name: ServiceName
+    argv: list[str]
+    url: str
+    ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    model_name: str | None = None  # when set, readiness also needs this model in /api/tags
+
+
+def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = False) -> list[ServiceSpec]:
+    """The supervised services in start order (the exporter lives in the supervisor itself).
+
+    `for_containers`: the Docker backend's command lines — the model image carries the embedded model
+    (`--model-path` only when one was given) and runs an Ollama from its own image, not from PATH."""
+    host = config.host
+    specs: list[ServiceSpec] = []
+    model_url = f"http://{host}:{config.model_port}"
+    if config.engine in ("llama", "sim"):
+        argv = [
+            sys.executable, "-m", "labkit.services.modelserver",
+            "--host", host, "--port", str(config.model_port),
+            "--engine", config.engine, "--model-name", config.model_name,
+            "--num-parallel", str(config.num_parallel), "--max-queue", str(config.max_queue),
+            "--keep-alive", config.keep_alive, "--seed", str(config.seed),
+            "--sim-ttft-s", str(config.sim_ttft_s), "--sim-itl-s", str(config.sim_itl_s),
+            "--sim-jitter", str(config.sim_jitter),
+        ]  # fmt: skip
+        if config.engine == "llama" and not (for_containers and config.model_path is None):
+            argv += ["--model-path", str(config.resolved_model_path())]
+        specs.append(ServiceSpec("model", argv, model_url, "/api/tags", model_name=config.model_name))
+    elif config.supervised_model and not for_containers:  # engine "ollama" with the binary on PATH
+        env = {
+            "OLLAMA_HOST": f"{host}:{config.model_port}",
+            "OLLAMA_NUM_PARALLEL": str(config.num_parallel),
+            "OLLAMA_MAX_QUEUE": str(config.max_queue),
+            "OLLAMA_KEEP_ALIVE": config.keep_alive,
+        }
+        specs.append(
+            ServiceSpec(
+                "model",
+                [config.ollama_binary(), "serve"],
+                model_url,
+                "/api/tags",
+                env,
+                model_name=config.model_name,
+            )
+        )
+    wrapper_argv = [
+        sys.executable, "-m", "labkit.services.wrapper",
+        "--host", host, "--port", str(config.wrapper_port),
+        "--backend-url", config.model_url, "--model", config.model_name,
+        "--max-in-flight", str(config.max_in_flight),
+        "--max-prompt-chars", str(config.max_prompt_chars),
+        "--backend-timeout-s", str(config.backend_timeout_s),
+        "--admin-token-file", str(lab.token_file),  # the fault API shares the lab's token
+    ]  # fmt: skip
+    if config.api_key_file is not None:
+        key_file = lab.api_key_copy if for_containers else config.api_key_file
+        wrapper_argv += ["--api-key-file", str(key_file)]
+    specs.append(ServiceSpec("wrapper", wrapper_argv, f"http://{host}:{config.wrapper_port}", "/ready"))
+    prometheus_argv = [
+        config.prometheus_bin,
+        f"--config.file={lab.prometheus_dir / 'prometheus.yml'}",
+        f"--storage.tsdb.path={lab.prometheus_dir / 'data'}",
+        f"--web.listen-address={host}:{config.prometheus_port}",
+        # No --web.enable-lifecycle: its /-/quit and /-/reload take no token, and the lab uses neither.
+        "--log.level=warn",
+    ]
+    specs.append(
+        ServiceSpec("prometheus", prometheus_argv, f"http://{host}:{config.prometheus_port}", "/-/ready")
+    )
+    return specs
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when every address `host` names is a loopback one (127.0.0.0/8, ::1): nothing bound there is
+    reachable from another machine. The wildcards 0.0.0.0 and :: are not loopback: they are every address."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        return False  # not resolvable: `up` refuses it anyway, and a warning too many is harmless
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)
+
+
+def exposed_services(config: LabConfig) -> list[str]:
+    """The services of `config` that other machines could reach, as `name (host:port)`; [] when they all
+    bind a loopback address. The exporter is listed with its control API (token-protected) and its open
+    /metrics; an Ollama the lab did not start is not the lab's to expose."""
+    if is_loopback_host(config.host):
+        return []
+    ports = {"wrapper": config.wrapper_port, "prometheus": config.prometheus_port}
+    if config.supervised_model:
+        ports = {"model": config.model_port, **ports}
+    ports["exporter"] = config.exporter_port
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return [f"{name} ({host}:{port})" for name, port in ports.items()]

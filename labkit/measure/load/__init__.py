@@ -1,0 +1,39 @@
+"""The lab's load generator: open loop (constant or Poisson arrivals, seeded) or closed loop, streaming-aware,
+every scheduled request one row in a DataFrame and in the run directory's requests.jsonl.
+
+Latency is timed from each request's *intended* send time (no coordinated omission); the client's own lag
+is the separate `queue_delay_s` column. See `REQUEST_COLUMNS` and `ERROR_KINDS` for what a row holds.
+"""
+
+from __future__ import annotations
+
+from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, load_requests_frame, requests_frame
+from labkit.measure.load._result import LoadResult, achieved_rate
+from labkit.measure.load._runner import run_load, run_load_async
+from labkit.measure.load._spec import (
+    DEFAULT_MAX_DURATION_S,
+    DEFAULT_MAX_REQUESTS,
+    DEFAULT_PROMPTS,
+    LoadSpec,
+    is_loopback_host,
+    prompt_choices,
+    schedule,
+)
+
+__all__ = [
+    "DEFAULT_MAX_DURATION_S",
+    "DEFAULT_MAX_REQUESTS",
+    "DEFAULT_PROMPTS",
+    "ERROR_KINDS",
+    "REQUEST_COLUMNS",
+    "LoadResult",
+    "LoadSpec",
+    "achieved_rate",
+    "is_loopback_host",
+    "load_requests_frame",
+    "prompt_choices",
+    "requests_frame",
+    "run_load",
+    "run_load_async",
+    "schedule",
+]

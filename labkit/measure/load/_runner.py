@@ -1,0 +1,327 @@
+"""Drives a load run: the open loop's schedule or the closed loop's workers, on one event loop and one
+shared HTTP client, recording every request exactly once as it completes, however the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+from tqdm import tqdm
+
+from labkit.errors import ConfigError
+from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, Attempt, ClockAnchor, requests_frame
+from labkit.measure.load._result import LoadResult, achieved_rate
+from labkit.measure.load._sender import RequestSender
+from labkit.measure.load._spec import LoadSpec, prompt_choices, schedule
+from labkit.rundir import EventKind, RunDirectory, RunFile
+from labkit.secret_files import read_token_file
+
+__all__ = ["run_load", "run_load_async"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# After a run's last request should have ended by its own deadline, this long more before it is cancelled.
+_DRAIN_GRACE_S = 1.0
+# Open loop: idle connections kept for reuse. httpcore 1.0 pays O(idle x all connections) on every request
+# start and end: measured here, 222 idle connections left by a burst cost 13 ms of CPU per request until
+# they expire, 32 cost 1.3 ms more, 4 none. Fewer would make every request past that many in flight open a
+# new connection (more work for the server under test); 32 is the wrapper's default in-flight bound.
+# A closed loop keeps one connection per worker: its connections are idle only between two requests.
+_OPEN_LOOP_KEEPALIVE = 32
+
+
+def _request_bodies(spec: LoadSpec) -> list[bytes]:
+    bodies = []
+    for prompt in spec.prompts:
+        body: dict[str, Any] = {"prompt": prompt, "stream": spec.stream}
+        if spec.max_tokens is not None:
+            body["max_tokens"] = spec.max_tokens
+        if spec.options is not None:
+            body["options"] = spec.options
+        bodies.append(json.dumps(body, separators=(",", ":")).encode())
+    return bodies
+
+
+def _schedule_summary(offsets: list[float] | None) -> dict[str, Any]:
+    if offsets is None:
+        return {"scheduled": None}
+    span = offsets[-1] - offsets[0] if len(offsets) > 1 else 0.0
+    return {
+        "scheduled": len(offsets),
+        "first_offset_s": offsets[0] if offsets else None,
+        "last_offset_s": offsets[-1] if offsets else None,
+        "schedule_rate": (len(offsets) - 1) / span if span > 0 else None,
+    }
+
+
+def _write_params(
+    run_dir: RunDirectory, spec: LoadSpec, offsets: list[float] | None, anchor: ClockAnchor
+) -> None:
+    """params.json's "load" key; other keys (a notebook's parameters, chaos) are kept."""
+    existing: Any = {}
+    if run_dir.file(RunFile.PARAMS).exists():
+        existing = run_dir.read_json(RunFile.PARAMS)
+    params = dict(existing) if isinstance(existing, dict) else {}
+    params["load"] = {
+        "spec": spec.model_dump(mode="json"),
+        "schedule": _schedule_summary(offsets),
+        "clock_anchor": {"wall": anchor.wall, "monotonic": anchor.monotonic},
+        "columns": list(REQUEST_COLUMNS),
+        "error_kinds": ERROR_KINDS,
+        "requests_file": RunFile.REQUESTS,
+    }
+    run_dir.write_json(RunFile.PARAMS, params)
+
+
+class _LoadRun:
+    """One run's state: the attempts not yet recorded, the tasks in flight, the row sink."""
+
+    def __init__(
+        self,
+        spec: LoadSpec,
+        sender: RequestSender,
+        write: Callable[[Mapping[str, Any]], None],
+        bar: tqdm[Any],
+        anchor: ClockAnchor,
+    ) -> None:
+        self.spec = spec
+        self.sender = sender
+        self.write = write
+        self.bar = bar
+        self.anchor = anchor
+        self.rows: list[dict[str, Any]] = []
+        self.pending: dict[int, Attempt] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.started: float | None = None
+
+    def record(self, attempt: Attempt) -> None:
+        """Write the attempt's row; exactly once, whichever path gets here first."""
+        if attempt.recorded:
+            return
+        attempt.recorded = True
+        self.pending.pop(attempt.request_id, None)
+        row = attempt.row(self.anchor)
+        self.rows.append(row)
+        self.write(row)
+        self.bar.update()
+
+    async def request(self, attempt: Attempt) -> None:
+        try:
+            await self.sender.send(attempt, attempt.intended + self.spec.timeout_s)
+        except asyncio.CancelledError:
+            attempt.fail("cancelled", "the run ended before the request finished")
+            raise
+        except Exception as exc:  # a bug here must cost one row, not the run
+            logger.exception("load generator failed on request %d", attempt.request_id)
+            attempt.fail("client", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.record(attempt)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def open_loop(self, offsets: list[float], prompts: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        clock = loop.time
+        t0 = self.started = clock()
+        pending = self.pending
+        for request_id, offset in enumerate(offsets):
+            intended = t0 + offset
+            delay = intended - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            attempt = pending[request_id] = Attempt(request_id, intended, prompts[request_id])
+            self._spawn(self.request(attempt))
+        last = t0 + offsets[-1] if offsets else t0
+        await self.drain(last + self.spec.timeout_s + _DRAIN_GRACE_S)
+
+    async def closed_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = loop.time
+        t0 = self.started = clock()
+        end = t0 + self.spec.duration_s
+        ids = itertools.count()
+        rng = random.Random(f"labkit.measure.load.prompts:{self.spec.seed}")
+        n_prompts, cap = len(self.spec.prompts), self.spec.max_requests
+
+        async def worker() -> None:
+            while clock() < end:
+                request_id = next(ids)
+                if request_id >= cap:
+                    return
+                now = clock()
+                attempt = self.pending[request_id] = Attempt(request_id, now, rng.randrange(n_prompts))
+                attempt.actual = now  # a closed loop sends when it means to: no queueing delay
+                await self.request(attempt)
+
+        for _ in range(self.spec.concurrency or 1):
+            self._spawn(worker())
+        await self.drain(end + self.spec.timeout_s + _DRAIN_GRACE_S)
+
+    async def drain(self, deadline: float) -> None:
+        """Wait for the tasks in flight until `deadline` (monotonic); cancel what is left."""
+        if self.tasks:
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+        await self.cancel_all()
+
+    async def cancel_all(self) -> None:
+        """Cancel every task; each records its request as cancelled. Then sweep attempts never started."""
+        tasks = set(self.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Record every attempt still unrecorded as cancelled (a task cancelled before its first step)."""
+        for attempt in list(self.pending.values()):
+            attempt.fail("cancelled", "the run ended before the request started")
+            self.record(attempt)
+
+
+def _new_run_dir(out: RunDirectory | Path | str) -> RunDirectory:
+    if isinstance(out, RunDirectory):
+        if out.file(RunFile.REQUESTS).exists():
+            raise ConfigError(
+                f"{out.file(RunFile.REQUESTS)} already exists: one load run per run directory; "
+                "pass the parent folder to get a new run directory"
+            )
+        return out
+    return RunDirectory.create(Path(out), "load")
+
+
+async def run_load_async(
+    spec: LoadSpec, out: RunDirectory | Path | str, *, progress: bool = True
+) -> LoadResult:
+    """`run_load` for code that already runs an event loop (`await run_load_async(...)` in a notebook)."""
+    # Validated again here, the edge: `model_copy(update=...)` and `model_construct` skip validation.
+    spec = LoadSpec(**spec.model_dump())
+    run_dir = _new_run_dir(out)
+    offsets = schedule(spec) if spec.mode == "open" else None
+    prompts = prompt_choices(spec, len(offsets)) if offsets is not None else []
+    anchor = ClockAnchor.now()
+    _write_params(run_dir, spec, offsets, anchor)
+    pool = spec.max_in_flight if spec.mode == "open" else (spec.concurrency or 1)
+    keepalive = min(pool, _OPEN_LOOP_KEEPALIVE) if spec.mode == "open" else pool
+    # trust_env=False: a proxy from the environment must never sit between the generator and its target.
+    headers = {"Content-Type": "application/json"}
+    if spec.api_key_file is not None:
+        # Read now, kept only in the client's headers: params.json records the file's path.
+        key = read_token_file(spec.api_key_file, what="API key", flag="api_key_file")
+        headers["Authorization"] = f"Bearer {key}"
+    client = httpx.AsyncClient(
+        timeout=httpx.Timeout(spec.timeout_s),
+        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=keepalive),
+        headers=headers,
+        trust_env=False,
+    )
+    slots = asyncio.Semaphore(pool) if spec.mode == "open" else None
+    sender = RequestSender(client, spec.target, _request_bodies(spec), stream=spec.stream, slots=slots)
+    run_dir.journal(EventKind.LOAD_STARTED, mode=spec.mode, target=spec.target, scheduled=len(offsets or ()))
+    bar = tqdm(
+        total=len(offsets) if offsets is not None else None,
+        desc=f"load {spec.mode}",
+        unit="req",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    # httpx loads anyio's asyncio backend on its first request; that import (~40 ms) would otherwise
+    # stall the event loop inside the schedule and show as the first requests' queueing delay.
+    await anyio.sleep(0)
+    interrupted = False
+    with bar, run_dir.jsonl_writer(RunFile.REQUESTS) as write:
+        run = _LoadRun(spec, sender, write, bar, anchor)
+        try:
+            async with client:
+                try:
+                    if offsets is not None:
+                        await run.open_loop(offsets, prompts)
+                    else:
+                        await run.closed_loop()
+                except BaseException as exc:  # Ctrl-C (cancellation) or a bug: nothing may run on
+                    interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+                    await run.cancel_all()
+                    raise
+        finally:
+            run.sweep()
+            finished = time.monotonic()
+            run_dir.journal(
+                EventKind.LOAD_FINISHED,
+                requests=len(run.rows),
+                ok=sum(1 for r in run.rows if r["ok"]),
+                interrupted=interrupted,
+            )
+    frame = requests_frame(run.rows)
+    started = run.started if run.started is not None else finished
+    return LoadResult(
+        spec=spec,
+        run_dir=run_dir,
+        frame=frame,
+        scheduled=len(offsets) if offsets is not None else len(frame),
+        achieved_rate=achieved_rate(frame),
+        elapsed_s=finished - started,
+    )
+
+
+def run_load(spec: LoadSpec, out: RunDirectory | Path | str, *, progress: bool = True) -> LoadResult:
+    """Send the load `spec` describes and return every request as a row; blocks until the run ends.
+
+    `out` is a folder (a new run directory `<timestamp>-load` is made in it) or a `RunDirectory` (shared
+    with the rest of a run; it must not hold a load run yet). `requests.jsonl` gets each row as its request
+    completes; `params.json` gets the spec under "load" before the first request. Ctrl-C cancels what is
+    in flight, records it as `cancelled`, and raises KeyboardInterrupt with the file complete.
+    Works inside a running event loop too (Jupyter): the run then gets a thread and a loop of its own.
+    """
+    coro = run_load_async(spec, out, progress=progress)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    return _run_in_own_thread(coro)
+
+
+def _run_in_own_thread(coro: Coroutine[Any, Any, T]) -> T:
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coro)
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = loop.run_until_complete(task)
+        except BaseException as exc:  # handed to the calling thread below
+            outcome["error"] = exc
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=target, name="labkit-load", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+    except KeyboardInterrupt:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]  # type: ignore[no-any-return]

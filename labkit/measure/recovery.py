@@ -1,0 +1,168 @@
+"""Recovery measures per fault — time to detect, time to recover, requests lost — computed from a run's
+fault windows (its journal) and its per-request samples (the load generator's rows).
+
+Definitions (all times unix seconds; a request's completion is `intended_send + e2e_s`):
+- a request is *bad* when it failed (`ok` false) or was slow (`e2e_s` above `slow_threshold_s`);
+- the requests a fault is answerable for are those completing after its start and sent before the
+  next fault starts (or the run ends);
+- *detected* at the completion of the first bad one: `time_to_detect_s = detected - start`;
+- *recovered* at the completion of the first good request sent after both the fault's end and the
+  last bad request: `time_to_recover_s = recovered - end` (after an instantaneous fault such as a kill,
+  end = start, so this is the outage as users saw it);
+- *requests lost*: failed requests (not merely slow) sent from the fault's start until recovery.
+A fault with no bad request has no detection and recovery time (None): users did not notice it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from labkit.rundir import EventKind
+
+__all__ = [
+    "FALLBACK_SLOW_S",
+    "RECOVERY_COLUMNS",
+    "FaultWindow",
+    "default_slow_threshold_s",
+    "fault_windows_from_journal",
+    "recovery_measures",
+]
+
+# A request slower than this is bad when nothing else says where "slow" starts (no remediation threshold
+# and no end-to-end latency objective in the SLO spec).
+FALLBACK_SLOW_S = 3.0
+
+RECOVERY_COLUMNS = [
+    "fault_id",
+    "kind",
+    "target",
+    "start",
+    "end",
+    "detected",
+    "recovered",
+    "time_to_detect_s",
+    "time_to_recover_s",
+    "requests_lost",
+    "requests_slow",
+    "requests_in_window",
+]
+
+
+def default_slow_threshold_s(slos: Iterable[Any]) -> float:
+    """The tightest end-to-end latency threshold of an SLO spec (labkit.measure.slo.load_slo_spec), seconds: a
+    request above it is slow; FALLBACK_SLOW_S when the spec has no such objective."""
+    values = [
+        o.value
+        for slo in slos
+        if slo.indicator == "threshold" and slo.metric == "llm_request_duration_seconds"
+        for o in slo.objectives
+        if o.value is not None
+    ]
+    return min(values) if values else FALLBACK_SLOW_S
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    fault_id: str
+    kind: str
+    target: str
+    start: float
+    end: float  # == start for instantaneous faults (kill, restart, unload)
+
+
+def fault_windows_from_journal(events: Iterable[Mapping[str, Any]]) -> list[FaultWindow]:
+    """Pair `fault_start` / `fault_end` events (matched by `fault_id`) into windows, in start order.
+
+    A fault whose end was never journaled (the experiment process died) ends at its planned
+    `start + duration_s` if the start event says so, else at its start."""
+    starts: dict[str, Mapping[str, Any]] = {}
+    ends: dict[str, float] = {}
+    for event in events:
+        fault_id = event.get("fault_id")
+        if fault_id is None:
+            continue
+        if event.get("kind") == EventKind.FAULT_START:
+            starts[str(fault_id)] = event
+        elif event.get("kind") == EventKind.FAULT_END:
+            ends[str(fault_id)] = float(event["wall_time"])
+    windows = []
+    for fault_id, event in starts.items():
+        start = float(event["wall_time"])
+        planned = start + float(event.get("duration_s") or 0.0)
+        windows.append(
+            FaultWindow(
+                fault_id=fault_id,
+                kind=str(event.get("fault_kind", event.get("fault", ""))),
+                target=str(event.get("target", "")),
+                start=start,
+                end=max(start, ends.get(fault_id, planned)),
+            )
+        )
+    return sorted(windows, key=lambda w: w.start)
+
+
+def recovery_measures(
+    windows: Sequence[FaultWindow],
+    samples: pd.DataFrame,
+    *,
+    slow_threshold_s: float = 3.0,
+    run_end: float | None = None,
+) -> pd.DataFrame:
+    """One row per fault with the measures defined in the module docstring (columns RECOVERY_COLUMNS)."""
+    if samples.empty or not windows:
+        return pd.DataFrame([_row(w, None, None, 0, 0, 0) for w in windows], columns=RECOVERY_COLUMNS).astype(
+            {"requests_lost": int, "requests_slow": int, "requests_in_window": int}
+        )
+    sent = samples["intended_send"].astype(float)
+    done = sent + samples["e2e_s"].astype(float)
+    ok = samples["ok"].astype(bool)
+    slow = samples["e2e_s"].astype(float) > slow_threshold_s
+    bad = ~ok | slow
+    # The last fault answers for every request sent before the run's end (all of them without run_end).
+    last_horizon = math.inf if run_end is None else run_end
+    rows = []
+    for index, window in enumerate(windows):
+        horizon = windows[index + 1].start if index + 1 < len(windows) else last_horizon
+        mine = (done >= window.start) & (sent < horizon)
+        bad_mine = mine & bad
+        if not bad_mine.any():
+            rows.append(_row(window, None, None, 0, 0, int(mine.sum())))
+            continue
+        detected = float(done[bad_mine].min())
+        last_bad_sent = float(sent[bad_mine].max())
+        after = mine & ~bad & (sent >= max(window.end, last_bad_sent))
+        recovered = float(done[after].min()) if after.any() else None
+        until = recovered if recovered is not None else float("inf")
+        lost = int((mine & ~ok & (sent < until)).sum())
+        slow_count = int((mine & ok & slow & (sent < until)).sum())
+        rows.append(_row(window, detected, recovered, lost, slow_count, int(mine.sum())))
+    return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
+
+
+def _row(
+    window: FaultWindow,
+    detected: float | None,
+    recovered: float | None,
+    lost: int,
+    slow: int,
+    in_window: int,
+) -> dict[str, Any]:
+    return {
+        "fault_id": window.fault_id,
+        "kind": window.kind,
+        "target": window.target,
+        "start": window.start,
+        "end": window.end,
+        "detected": detected,
+        "recovered": recovered,
+        "time_to_detect_s": None if detected is None else detected - window.start,
+        "time_to_recover_s": None if recovered is None else max(0.0, recovered - window.end),
+        "requests_lost": lost,
+        "requests_slow": slow,
+        "requests_in_window": in_window,
+    }

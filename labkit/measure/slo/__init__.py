@@ -1,0 +1,164 @@
+"""SLOs: the spec, SLIs from client samples and from Prometheus, budgets, burn rates, alert rules.
+
+The spec is an OpenSLO v1 subset (`stack/slo.yaml`); SLO.md explains it for people.
+"""
+
+import typing as _typing
+
+from labkit._lazy import lazy_exports as _lazy_exports
+
+# Lazy: `labkit.measure.slo.rules` (imported by every `labkit up`) must not pull pandas in with the client
+# SLIs.
+_EXPORTS = {
+    "BucketQuantile": "labkit.measure.histograms",
+    "bucket_quantile": "labkit.measure.histograms",
+    "cumulative_buckets": "labkit.measure.histograms",
+    "ALERT_WINDOWS": "labkit.measure.slo.alerts",
+    "WORKBOOK_ALERTS": "labkit.measure.slo.alerts",
+    "AlertState": "labkit.measure.slo.alerts",
+    "BurnRateAlert": "labkit.measure.slo.alerts",
+    "WindowScaling": "labkit.measure.slo.alerts",
+    "alert_threshold": "labkit.measure.slo.alerts",
+    "evaluate_alerts": "labkit.measure.slo.alerts",
+    "scale_alert_windows": "labkit.measure.slo.alerts",
+    "SLO_WINDOW_30D_S": "labkit.measure.slo.budget",
+    "budget_consumed": "labkit.measure.slo.budget",
+    "burn_rate": "labkit.measure.slo.budget",
+    "error_budget_remaining": "labkit.measure.slo.budget",
+    "error_ratio": "labkit.measure.slo.budget",
+    "goodput_rps": "labkit.measure.slo.budget",
+    "time_to_exhaustion_s": "labkit.measure.slo.budget",
+    "SamplesError": "labkit.measure.slo.client",
+    "objective_events": "labkit.measure.slo.client",
+    "read_samples": "labkit.measure.slo.client",
+    "requests_meeting_every_slo": "labkit.measure.slo.client",
+    "samples_frame": "labkit.measure.slo.client",
+    "valid_requests": "labkit.measure.slo.client",
+    "COMPARISON_COLUMNS": "labkit.measure.slo.compare",
+    "compare_client_server": "labkit.measure.slo.compare",
+    "exact_quantile": "labkit.measure.slo.compare",
+    "explain_client_server": "labkit.measure.slo.compare",
+    "generate_rules": "labkit.measure.slo.rules",
+    "rules_yaml": "labkit.measure.slo.rules",
+    "write_rules_file": "labkit.measure.slo.rules",
+    "SERVER_SLI_COLUMNS": "labkit.measure.slo.server",
+    "server_quantile": "labkit.measure.slo.server",
+    "server_slis": "labkit.measure.slo.server",
+    "HISTOGRAM_BUCKETS": "labkit.measure.slo.spec",
+    "Objective": "labkit.measure.slo.spec",
+    "SloDefinition": "labkit.measure.slo.spec",
+    "SloSpecError": "labkit.measure.slo.spec",
+    "default_spec_path": "labkit.measure.slo.spec",
+    "load_slo_spec": "labkit.measure.slo.spec",
+    "parse_duration_s": "labkit.measure.slo.spec",
+    "ObjectiveResult": "labkit.measure.slo.verdict",
+    "SloReport": "labkit.measure.slo.verdict",
+    "check_run": "labkit.measure.slo.verdict",
+    "evaluate_client_slos": "labkit.measure.slo.verdict",
+    "format_report": "labkit.measure.slo.verdict",
+}
+
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+
+if _typing.TYPE_CHECKING:
+    from labkit.measure.histograms import BucketQuantile, bucket_quantile, cumulative_buckets
+    from labkit.measure.slo.alerts import (
+        ALERT_WINDOWS,
+        WORKBOOK_ALERTS,
+        AlertState,
+        BurnRateAlert,
+        WindowScaling,
+        alert_threshold,
+        evaluate_alerts,
+        scale_alert_windows,
+    )
+    from labkit.measure.slo.budget import (
+        SLO_WINDOW_30D_S,
+        budget_consumed,
+        burn_rate,
+        error_budget_remaining,
+        error_ratio,
+        goodput_rps,
+        time_to_exhaustion_s,
+    )
+    from labkit.measure.slo.client import (
+        SamplesError,
+        objective_events,
+        read_samples,
+        requests_meeting_every_slo,
+        samples_frame,
+        valid_requests,
+    )
+    from labkit.measure.slo.compare import (
+        COMPARISON_COLUMNS,
+        compare_client_server,
+        exact_quantile,
+        explain_client_server,
+    )
+    from labkit.measure.slo.rules import generate_rules, rules_yaml, write_rules_file
+    from labkit.measure.slo.server import SERVER_SLI_COLUMNS, server_quantile, server_slis
+    from labkit.measure.slo.spec import (
+        HISTOGRAM_BUCKETS,
+        Objective,
+        SloDefinition,
+        SloSpecError,
+        default_spec_path,
+        load_slo_spec,
+        parse_duration_s,
+    )
+    from labkit.measure.slo.verdict import (
+        ObjectiveResult,
+        SloReport,
+        check_run,
+        evaluate_client_slos,
+        format_report,
+    )
+
+__all__ = [
+    "ALERT_WINDOWS",
+    "COMPARISON_COLUMNS",
+    "HISTOGRAM_BUCKETS",
+    "SERVER_SLI_COLUMNS",
+    "SLO_WINDOW_30D_S",
+    "WORKBOOK_ALERTS",
+    "AlertState",
+    "BucketQuantile",
+    "BurnRateAlert",
+    "Objective",
+    "ObjectiveResult",
+    "SamplesError",
+    "SloDefinition",
+    "SloReport",
+    "SloSpecError",
+    "WindowScaling",
+    "alert_threshold",
+    "bucket_quantile",
+    "budget_consumed",
+    "burn_rate",
+    "check_run",
+    "compare_client_server",
+    "cumulative_buckets",
+    "default_spec_path",
+    "error_budget_remaining",
+    "error_ratio",
+    "evaluate_alerts",
+    "evaluate_client_slos",
+    "exact_quantile",
+    "explain_client_server",
+    "format_report",
+    "generate_rules",
+    "goodput_rps",
+    "load_slo_spec",
+    "objective_events",
+    "parse_duration_s",
+    "read_samples",
+    "requests_meeting_every_slo",
+    "rules_yaml",
+    "samples_frame",
+    "scale_alert_windows",
+    "server_quantile",
+    "server_slis",
+    "time_to_exhaustion_s",
+    "valid_requests",
+    "write_rules_file",
+]

@@ -1,0 +1,189 @@
+"""Prometheus recording and alerting rules generated from the SLO spec: the error ratio of every objective
+over each alert window, and the Workbook's multi-window, multi-burn-rate alerts on them.
+
+`labkit up` loads them with `write_rules_file`; `labkit slo rules` prints them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labkit.atomic import write_atomically
+from labkit.measure.histograms import le_label
+from labkit.measure.promql import counter_sum_selector
+from labkit.measure.slo.alerts import ALERT_WINDOWS, WORKBOOK_ALERTS, BurnRateAlert, alert_threshold
+from labkit.measure.slo.budget import time_to_exhaustion_s
+from labkit.measure.slo.spec import Objective, SloDefinition, SloSpecError, load_slo_spec, parse_duration_s
+
+__all__ = [
+    "ERROR_RATIO_RECORD",
+    "RULES_FILE_NAME",
+    "alert_annotations",
+    "alert_name",
+    "counter_selectors",
+    "error_ratio_record",
+    "generate_rules",
+    "objective_error_ratio_expr",
+    "rules_yaml",
+    "write_rules_file",
+]
+
+ERROR_RATIO_RECORD = "slo:sli_error:ratio_rate{window}"  # e.g. slo:sli_error:ratio_rate5m
+RULES_FILE_NAME = "slo.yml"
+
+
+def error_ratio_record(window: str) -> str:
+    """The recorded series of the error ratio over `window`: `slo:sli_error:ratio_rate5m`."""
+    return ERROR_RATIO_RECORD.format(window=window)
+
+
+def alert_name(alert: BurnRateAlert) -> str:
+    """`SloErrorBudgetBurnPage` or `SloErrorBudgetBurnTicket`; the pair is in the window labels."""
+    return f"SloErrorBudgetBurn{alert.severity.capitalize()}"
+
+
+def counter_selectors(slo: SloDefinition) -> tuple[str, str]:
+    """(good, valid) counter selectors of a ratio SLO, from its queries, which must have the form
+    `sum(<metric>{<matchers>})` (a sum of counters; the rules wrap the selector in increase()).
+    """
+    selectors = []
+    for which, query in (("good", slo.good_query), ("total", slo.total_query)):
+        try:
+            selectors.append(counter_sum_selector(query or ""))
+        except ValueError as error:
+            raise SloSpecError(
+                f"SLO {slo.name!r} (spec line {slo.line}): the {which} query {query!r} must have the form "
+                "sum(<metric>{<label matchers>}) over a counter, so that rules can take increase() of it"
+            ) from error
+    return selectors[0], selectors[1]
+
+
+def _error_ratio_expr(good: str, total: str, window: str) -> str:
+    # Sum the increases, subtract, then divide once (never average ratios: sloth#241). (total - good) / total
+    # keeps integer counts exact (72 / 500 is the double nearest 0.144; 1 - 428 / 500 is not).
+    # A missing good series counts as 0 (`or vector(0)`), so that 100 % failure is a ratio of 1 and not
+    # no data; no valid events in the window (`> 0` filters the divisor) records no sample: no traffic,
+    # no burn, no alert.
+    inc_total = f"sum(increase({total}[{window}]))"
+    inc_good = f"sum(increase({good}[{window}]))"
+    return f"({inc_total} - ({inc_good} or vector(0))) / ({inc_total} > 0)"
+
+
+def _objective_selectors(slo: SloDefinition, objective: Objective) -> tuple[str, str]:
+    if slo.indicator == "ratio":
+        return counter_selectors(slo)
+    assert slo.metric is not None and objective.value is not None  # validated by SloDefinition
+    return f'{slo.metric}_bucket{{le="{le_label(objective.value)}"}}', f"{slo.metric}_count"
+
+
+def objective_error_ratio_expr(slo: SloDefinition, objective: Objective, window: str) -> str:
+    """The error ratio of one objective over `window`, exactly as the recording rules compute it, for a
+    window they do not record: a Grafana range such as `$__range` (the dashboard's error budget)."""
+    good, total = _objective_selectors(slo, objective)
+    return _error_ratio_expr(good, total, window)
+
+
+def _promql_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _matchers(slo: SloDefinition, objective: Objective) -> str:
+    return f"{{slo={_promql_string(slo.name)},objective={_promql_string(objective.display_name)}}}"
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86400:.3g} days"
+
+
+def alert_annotations(slo: SloDefinition, objective: Objective, alert: BurnRateAlert) -> dict[str, str]:
+    """The summary and description of one alert pair (static text: no templates to render)."""
+    threshold = alert_threshold(alert.factor, objective.target)
+    lasts = time_to_exhaustion_s(alert.factor, window_s=slo.window_s)
+    return {
+        "summary": (
+            f"{slo.display_name}: {objective.display_name} — error budget burning at "
+            f">= {alert.factor:g}x over {alert.long_window} and {alert.short_window}"
+        ),
+        "description": (
+            f"The error ratio of SLO {slo.name} ({objective.display_name}, target {objective.target:g}) "
+            f"is at least {threshold:g} = {alert.factor:g} x its error budget {objective.error_budget:.3g} "
+            f"over both the last {alert.long_window} and the last {alert.short_window}. "
+            f"At {alert.factor:g}x the {slo.window_s / 86400:g}-day budget lasts {_days(lasts)}; "
+            f"{alert.budget_consumed:.0%} of it is spent in {alert.long_window}."
+        ),
+    }
+
+
+def generate_rules(
+    slos: Sequence[SloDefinition], *, alerts: Sequence[BurnRateAlert] = WORKBOOK_ALERTS
+) -> dict[str, Any]:
+    """The rules as a Prometheus rule-file mapping: one group per SLO with a recording rule per objective and
+    window, then the alerting rules (in one group, so each evaluation alerts on freshly recorded ratios)."""
+    windows = sorted(
+        {*ALERT_WINDOWS, *(w for a in alerts for w in (a.long_window, a.short_window))}, key=parse_duration_s
+    )
+    groups = []
+    for slo in slos:
+        rules: list[dict[str, Any]] = []
+        for objective in slo.objectives:
+            good, total = _objective_selectors(slo, objective)
+            labels = {"slo": slo.name, "objective": objective.display_name}
+            rules.extend(
+                {
+                    "record": error_ratio_record(w),
+                    "expr": _error_ratio_expr(good, total, w),
+                    "labels": dict(labels),
+                }
+                for w in windows
+            )
+        for objective in slo.objectives:
+            matchers = _matchers(slo, objective)
+            for alert in alerts:
+                threshold = alert_threshold(alert.factor, objective.target)
+                rules.append(
+                    {
+                        "alert": alert_name(alert),
+                        "expr": (
+                            f"{error_ratio_record(alert.long_window)}{matchers} >= {threshold!r} and "
+                            f"{error_ratio_record(alert.short_window)}{matchers} >= {threshold!r}"
+                        ),
+                        "labels": {
+                            "severity": alert.severity,
+                            "slo": slo.name,
+                            "objective": objective.display_name,
+                            "long_window": alert.long_window,
+                            "short_window": alert.short_window,
+                            "burn_factor": f"{alert.factor:g}",
+                        },
+                        "annotations": alert_annotations(slo, objective, alert),
+                    }
+                )
+        groups.append({"name": f"slo-{slo.name}", "rules": rules})
+    return {"groups": groups}
+
+
+def rules_yaml(slos: Sequence[SloDefinition] | None = None, *, spec_path: Path | None = None) -> str:
+    """The rule file's text for `slos` (default: the spec at `spec_path`, default stack/slo.yaml)."""
+    if slos is None:
+        slos = load_slo_spec(spec_path)
+    header = (
+        "# Generated by labkit from the SLO spec (labkit slo rules); edit the spec, not this file.\n"
+        "# slo:sli_error:ratio_rate<w> = error ratio over <w>; alerts: the SRE Workbook's multi-window\n"
+        "# multi-burn-rate pairs for a 30-day SLO.\n"
+    )
+    body = yaml.safe_dump(generate_rules(slos), sort_keys=False, allow_unicode=True, width=1_000_000)
+    return header + body
+
+
+def write_rules_file(rules_dir: Path, spec_path: Path | None = None) -> Path:
+    """Write `<rules_dir>/slo.yml` (atomically) from the spec for Prometheus' `rule_files`; return it."""
+    text = rules_yaml(spec_path=spec_path)
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    path = rules_dir / RULES_FILE_NAME
+    write_atomically(path, text)
+    return path

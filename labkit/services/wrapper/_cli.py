@@ -1,0 +1,85 @@
+"""The wrapper's command line: `python -m labkit.services.wrapper --port 8000 --backend-url URL ...`.
+
+Flags map one to one onto WrapperSettings; a bad flag gives one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from labkit.errors import LabkitError
+from labkit.services.wrapper._server import serve
+from labkit.services.wrapper._settings import WrapperSettings
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger(__name__)
+
+PROG = "python -m labkit.services.wrapper"
+_ADMIN_LOGGERS = ("labkit.services.wrapper._admin", "labkit.services.wrapper._faults")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fields = WrapperSettings.model_fields
+    parser = _OneLineParser(prog=PROG, description="The lab's LLM API in front of an Ollama-API server.")
+
+    def add(flag: str, field: str, kind: type) -> None:
+        info = fields[field]
+        parser.add_argument(
+            flag, dest=field, type=kind, default=None, help=f"{info.description} [default {info.default}]"
+        )
+
+    add("--host", "host", str)
+    add("--port", "port", int)
+    add("--backend-url", "backend_url", str)
+    add("--model", "model", str)
+    add("--max-in-flight", "max_in_flight", int)
+    add("--max-prompt-chars", "max_prompt_chars", int)
+    add("--max-tokens-limit", "max_tokens_limit", int)
+    add("--backend-timeout-s", "backend_timeout_s", float)
+    add("--connect-timeout-s", "connect_timeout_s", float)
+    add("--ready-timeout-s", "ready_timeout_s", float)
+    add("--retry-after-s", "retry_after_s", int)
+    add("--admin-token-file", "admin_token_file", Path)
+    add("--api-key-file", "api_key_file", Path)
+    return parser
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, serve until SIGTERM/SIGINT; 0 after a clean stop, 1 on a lab error, 2 on bad flags."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        settings = WrapperSettings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_flag(str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
+        parser.error(problems)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every admin action (fault injected, ended, refused) belongs in the service log.
+    for name in _ADMIN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        serve(settings)
+    except LabkitError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,119 @@
+"""The wrapper's Prometheus metrics, each app with its own registry.
+
+Names, labels and buckets are part of the lab's contract with dashboards, SLO rules and reports.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from labkit.measure.histograms import (
+    INTER_TOKEN_LATENCY_BUCKETS,
+    REQUEST_DURATION_BUCKETS,
+    TIME_TO_FIRST_TOKEN_BUCKETS,
+)
+
+__all__ = [
+    "BACKEND_ERROR_KINDS",
+    "FAULT_KINDS",
+    "GENERATE_ENDPOINT",
+    "GENERATE_STATUS_CODES",
+    "REJECTION_REASONS",
+    "WrapperMetrics",
+]
+
+GENERATE_ENDPOINT = "/generate"
+# Every status the wrapper itself can give a /generate request; pre-created so ratios never divide by
+# a missing series. 499 is nginx's "client closed request", used for clients that leave early.
+GENERATE_STATUS_CODES = ("200", "400", "401", "404", "405", "422", "499", "500", "502", "503", "504")
+# unauthorized: refused by the API key check (401, or 400 for a key sent in the URL).
+REJECTION_REASONS = ("in_flight_limit", "backend_busy", "unauthorized")
+BACKEND_ERROR_KINDS = (
+    "connect", "timeout", "busy", "model_not_found", "bad_request", "http_4xx", "http_5xx", "stream",
+)  # fmt: skip
+FAULT_KINDS = ("latency", "error", "stream_cut")
+
+
+class WrapperMetrics:
+    """The metric objects of one wrapper app, registered in `self.registry` (never the global one)."""
+
+    def __init__(self, *, model: str, version: str) -> None:
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter(
+            "llm_requests_total",
+            "Requests to the public API by outcome; status_code 499 means the client left early.",
+            ["endpoint", "status_code"],
+            registry=reg,
+        )
+        self.request_duration = Histogram(
+            "llm_request_duration_seconds",
+            "End-to-end duration of successful requests, from arrival to the final token.",
+            ["endpoint"],
+            buckets=REQUEST_DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.time_to_first_token = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Time from a request's arrival to the first non-empty token chunk from the backend.",
+            buckets=TIME_TO_FIRST_TOKEN_BUCKETS,
+            registry=reg,
+        )
+        self.inter_token_latency = Histogram(
+            "llm_inter_token_latency_seconds",
+            "Gap between consecutive token chunks of one request, after the first.",
+            buckets=INTER_TOKEN_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.output_tokens = Counter(
+            "llm_output_tokens_total",
+            "Tokens generated, from the backend's final chunk (eval_count).",
+            registry=reg,
+        )
+        self.prompt_tokens = Counter(
+            "llm_prompt_tokens_total",
+            "Prompt tokens evaluated, from the backend's final chunk (prompt_eval_count).",
+            registry=reg,
+        )
+        self.in_flight = Gauge(
+            "llm_requests_in_flight",
+            "Admitted /generate requests not yet finished (streams until their last line).",
+            registry=reg,
+        )
+        self.rejected = Counter(
+            "llm_requests_rejected_total",
+            "Requests turned away before generating, by reason (503 when full, 401/400 when unauthorized).",
+            ["reason"],
+            registry=reg,
+        )
+        self.backend_errors = Counter(
+            "llm_backend_errors_total",
+            "Failed calls to the model backend, by kind.",
+            ["kind"],
+            registry=reg,
+        )
+        self.faults_active = Gauge(
+            "llm_faults_active",
+            "Faults the wrapper is applying now, by kind (1 active, 0 not); each ends at its TTL.",
+            ["kind"],
+            registry=reg,
+        )
+        self.faults_injected = Counter(
+            "llm_faults_injected",
+            "Requests an injected fault affected (delayed, answered with an error, or cut), by kind.",
+            ["kind"],
+            registry=reg,
+        )
+        self.info = Info("llm_wrapper", "The wrapper's version and default model.", registry=reg)
+        self.info.info({"version": version, "model": model})
+
+        for code in GENERATE_STATUS_CODES:
+            self.requests.labels(GENERATE_ENDPOINT, code)
+        self.request_duration.labels(GENERATE_ENDPOINT)
+        for reason in REJECTION_REASONS:
+            self.rejected.labels(reason)
+        for kind in BACKEND_ERROR_KINDS:
+            self.backend_errors.labels(kind)
+        for kind in FAULT_KINDS:
+            self.faults_active.labels(kind).set(0)
+            self.faults_injected.labels(kind)
