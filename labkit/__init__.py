@@ -1,6 +1,8 @@
 """labkit — the LLM Reliability Lab: start an LLM serving stack, drive load, break it, heal it, measure it.
 
-The public surface is re-exported here; notebooks and the CLI use nothing else.
+This is the public API: what notebooks, scripts and the README import, one list (`__all__`, tested against
+what the README and the notebooks use). The names load lazily, on first use (labkit._lazy), so that a service
+process importing `labkit.services...` pays for none of them. docs/architecture.md maps the rest.
 """
 
 import typing as _typing
@@ -8,30 +10,18 @@ import typing as _typing
 from labkit._lazy import lazy_exports as _lazy_exports
 from labkit._version import __version__
 
-_EXPORTS = {
-    "SERVICE_NAMES": "labkit.lab.contract",
-    "Backend": "labkit.lab.backend",
-    "ServiceStatus": "labkit.lab.contract",
-    "LocalBackend": "labkit.lab.local",
-    "DEFAULT_MODEL_NAME": "labkit.config",
-    "LabConfig": "labkit.config",
-    "load_config": "labkit.config",
-    "BackendError": "labkit.errors",
-    "ConfigError": "labkit.errors",
-    "LabAlreadyRunningError": "labkit.errors",
-    "LabkitError": "labkit.errors",
-    "LabNotRunningError": "labkit.errors",
-    "ModelNotFoundError": "labkit.errors",
-    "PortInUseError": "labkit.errors",
-    "ServiceStartError": "labkit.errors",
-    "INTER_TOKEN_LATENCY_BUCKETS": "labkit.measure.histograms",
-    "REQUEST_DURATION_BUCKETS": "labkit.measure.histograms",
-    "TIME_TO_FIRST_TOKEN_BUCKETS": "labkit.measure.histograms",
-}
-
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
-
 if _typing.TYPE_CHECKING:
+    from labkit import chaos, report, scenarios
+    from labkit.chaos import (
+        ExperimentResult,
+        ExperimentSpec,
+        Fault,
+        RemediationPolicy,
+        Schedule,
+        halt_all,
+        random_schedule,
+        run_experiment,
+    )
     from labkit.config import DEFAULT_MODEL_NAME, LabConfig, load_config
     from labkit.errors import (
         BackendError,
@@ -45,12 +35,23 @@ if _typing.TYPE_CHECKING:
     )
     from labkit.lab.backend import Backend
     from labkit.lab.contract import SERVICE_NAMES, ServiceStatus
+    from labkit.lab.docker import DockerBackend
     from labkit.lab.local import LocalBackend
+    from labkit.lab.registry import attach_backend, backend_for
+    from labkit.measure.collect import save_prometheus_series
     from labkit.measure.histograms import (
         INTER_TOKEN_LATENCY_BUCKETS,
         REQUEST_DURATION_BUCKETS,
         TIME_TO_FIRST_TOKEN_BUCKETS,
     )
+    from labkit.measure.load import LoadResult, LoadSpec, run_load
+    from labkit.measure.prom import PrometheusSeries
+    from labkit.measure.slo import SloReport, compare_client_server, evaluate_client_slos, load_slo_spec
+    from labkit.report import RunData
+    from labkit.rundir import EventKind, RunDirectory, RunFile
+    from labkit.scenarios import LabSession, open_lab
+
+__getattr__, __dir__ = _lazy_exports(__name__)
 
 __all__ = [
     "DEFAULT_MODEL_NAME",
@@ -61,15 +62,44 @@ __all__ = [
     "Backend",
     "BackendError",
     "ConfigError",
+    "DockerBackend",
+    "EventKind",
+    "ExperimentResult",
+    "ExperimentSpec",
+    "Fault",
     "LabAlreadyRunningError",
     "LabConfig",
     "LabNotRunningError",
+    "LabSession",
     "LabkitError",
+    "LoadResult",
+    "LoadSpec",
     "LocalBackend",
     "ModelNotFoundError",
     "PortInUseError",
+    "PrometheusSeries",
+    "RemediationPolicy",
+    "RunData",
+    "RunDirectory",
+    "RunFile",
+    "Schedule",
     "ServiceStartError",
     "ServiceStatus",
+    "SloReport",
     "__version__",
+    "attach_backend",
+    "backend_for",
+    "chaos",
+    "compare_client_server",
+    "evaluate_client_slos",
+    "halt_all",
     "load_config",
+    "load_slo_spec",
+    "open_lab",
+    "random_schedule",
+    "report",
+    "run_experiment",
+    "run_load",
+    "save_prometheus_series",
+    "scenarios",
 ]

@@ -1,32 +1,61 @@
-"""What a fault is: `{kind, target, params, start_s, duration_s}`, validated once at the edge.
+"""The fault contract, declared once for every side: what a fault is (`Fault`: `{kind, target, params,
+start_s, duration_s}`), the targets and parameters of each kind with their bounds and defaults, and the body
+of the wrapper's fault API (`WrapperFaultRequest`), which the chaos side sends and the wrapper parses.
 
 Each kind has the targets it can act on and its own parameters; a bad value is one `ConfigError` naming
-the field (`params.delay_s: ...`), so a notebook, a file and the CLI all get the same message.
+the field (`params.delay_s: ...`), so a notebook, a file and the CLI all get the same message. Nothing here
+needs pandas: the wrapper imports it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
-from labkit.errors import ConfigError
+from labkit.errors import ConfigError, FieldError
 from labkit.yaml_lines import format_loc
 
 __all__ = [
     "DEFAULT_TARGETS",
+    "ERROR_STATUSES",
     "FAULT_KINDS",
+    "FAULT_PARAMS",
     "FAULT_TARGETS",
     "INSTANT_KINDS",
+    "MAX_DELAY_S",
     "MAX_FAULT_DURATION_S",
+    "WRAPPER_FAULTS_ROUTE",
+    "WRAPPER_FAULT_KINDS",
+    "CpuStressParams",
+    "ErrorFault",
+    "ErrorParams",
     "Fault",
     "FaultKind",
+    "FaultParams",
     "InvalidFaultError",
+    "JsonInt",
+    "LatencyFault",
+    "LatencyParams",
+    "StreamCutFault",
+    "StreamCutParams",
+    "WrapperFault",
+    "WrapperFaultRequest",
     "describe_error",
     "describe_validation_error",
     "format_params",
     "format_problem",
+    "json_integer",
+    "parse_wrapper_fault",
 ]
 
 FaultKind = Literal["kill", "restart", "pause", "latency", "error", "stream_cut", "cpu_stress", "unload"]
@@ -49,44 +78,73 @@ FAULT_TARGETS: dict[FaultKind, tuple[str, ...]] = {
 DEFAULT_TARGETS: dict[FaultKind, str] = {kind: targets[0] for kind, targets in FAULT_TARGETS.items()}
 # Happen at once; their duration_s is the window in which the run observes the effect (recovery).
 INSTANT_KINDS: frozenset[FaultKind] = frozenset({"kill", "restart", "unload"})
-# The supervisor's cap on a pause; every other TTL is held to the same bound.
+# Applied by the wrapper to its calls to the model, through its fault API (the rest: by the lab's manager).
+WRAPPER_FAULT_KINDS: tuple[FaultKind, ...] = ("latency", "error", "stream_cut")
+WRAPPER_FAULTS_ROUTE = "/admin/faults"
+# The longest fault: the manager's cap on a pause, and every TTL (wrapper, stress-ng) is held to it.
 MAX_FAULT_DURATION_S = 3600.0
+MAX_DELAY_S = 60.0
+ERROR_STATUSES = (500, 502, 503, 504)
 
 
 def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-class _Params(BaseModel):
-    # Strict, as the wrapper's API: "5" is not 5 and true is not 1; a fault's parameters are never guessed.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+def json_integer(value: Any) -> Any:
+    """`value` as an int when it is a float with an integral value; anything else unchanged."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
-class _NoParams(_Params):
-    pass
+# JSON Schema counts 21.0 as an integer, and so do JSON clients that have only one number type; strict
+# pydantic would refuse it. `JsonInt` takes an integral float as its int, still refusing "21", true and 21.5.
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
 
 
-# The same bounds as the wrapper's /admin/faults (labkit.services.wrapper._faults), checked here before
-# anything is injected.
-class _LatencyParams(_Params):
-    delay_s: float = Field(0.5, gt=0, le=60, allow_inf_nan=False, description="added before each model call")
-    jitter_s: float = Field(0.0, ge=0, le=60, allow_inf_nan=False, description="plus uniform [0, jitter_s]")
+class FaultParams(BaseModel):
+    """A kind's parameters. Strict: "5" is not 5 and true is not 1; a fault's parameters are never guessed
+    from the wrong type. Infinity and nan are refused (a delay of nan passes every bound)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-class _ErrorParams(_Params):
-    probability: float = Field(0.5, gt=0, le=1, allow_inf_nan=False, description="share of requests failed")
-    status: Literal[500, 502, 503, 504] = Field(503, description="the 5xx status the wrapper answers")
-    seed: int | None = Field(
-        default=None, description="seeds the wrapper's draws, for a reproducible sequence"
+class NoParams(FaultParams):
+    """kill, restart, pause and unload take no parameters."""
+
+
+class LatencyParams(FaultParams):
+    """Delay every request of the wrapper before its call to the model, so its TTFT and duration grow."""
+
+    delay_s: float = Field(
+        default=0.5, gt=0, le=MAX_DELAY_S, description="seconds added before the model call"
+    )
+    jitter_s: float = Field(
+        default=0.0, ge=0, le=MAX_DELAY_S, description="plus a uniform random extra in [0, jitter_s]"
     )
 
 
-class _StreamCutParams(_Params):
-    after_tokens: int = Field(4, ge=1, le=100_000, description="token chunks streamed before the cut")
+class ErrorParams(FaultParams):
+    """Answer a 5xx without calling the model, with a probability per request."""
+
+    probability: float = Field(default=0.5, gt=0, le=1, description="chance that a request gets the error")
+    status: Literal[500, 502, 503, 504] = Field(default=503, description="the HTTP status answered")
+    seed: JsonInt | None = Field(default=None, description="seeds the draws, for a reproducible sequence")
 
 
-class _CpuStressParams(_Params):
-    workers: int = Field(default_factory=_cpu_count, ge=1, description="stress-ng CPU workers, 1..CPUs")
+class StreamCutParams(FaultParams):
+    """Abort answers after this many token chunks (the model's stream is closed)."""
+
+    after_tokens: JsonInt = Field(
+        default=4, ge=1, le=100_000, description="token chunks that pass before the cut"
+    )
+
+
+class CpuStressParams(FaultParams):
+    """Load every CPU (or `workers` of them) with stress-ng."""
+
+    workers: JsonInt = Field(default_factory=_cpu_count, ge=1, description="stress-ng CPU workers, 1..CPUs")
 
     @field_validator("workers")
     @classmethod
@@ -96,15 +154,15 @@ class _CpuStressParams(_Params):
         return value
 
 
-_PARAMS: dict[FaultKind, type[_Params]] = {
-    "kill": _NoParams,
-    "restart": _NoParams,
-    "pause": _NoParams,
-    "latency": _LatencyParams,
-    "error": _ErrorParams,
-    "stream_cut": _StreamCutParams,
-    "cpu_stress": _CpuStressParams,
-    "unload": _NoParams,
+FAULT_PARAMS: dict[FaultKind, type[FaultParams]] = {
+    "kill": NoParams,
+    "restart": NoParams,
+    "pause": NoParams,
+    "latency": LatencyParams,
+    "error": ErrorParams,
+    "stream_cut": StreamCutParams,
+    "cpu_stress": CpuStressParams,
+    "unload": NoParams,
 }
 
 
@@ -117,15 +175,6 @@ class InvalidFaultError(ConfigError):
         super().__init__(
             "invalid fault: " + "; ".join(format_problem(loc, msg, prefix) for loc, msg in problems)
         )
-
-
-class _FieldError(ValueError):
-    """A nested field's error, carrying its own location so messages read `params.delay_s: ...`."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
 
 
 class Fault(BaseModel):
@@ -180,7 +229,7 @@ class Fault(BaseModel):
             raise ValueError(f"must be a mapping of parameter names to values, got {type(value).__name__}")
         if kind is None:
             return value
-        model = _PARAMS[kind]
+        model = FAULT_PARAMS[kind]
         try:
             return model(**value).model_dump(exclude_none=True)
         except ValidationError as exc:
@@ -195,7 +244,7 @@ class Fault(BaseModel):
                 )
             else:
                 message = _message(err)
-            raise _FieldError(sub, message) from None
+            raise FieldError(sub, message) from None
 
     @property
     def end_s(self) -> float:
@@ -243,7 +292,7 @@ def describe_error(err: Any) -> tuple[tuple[str | int, ...], str]:
     """One pydantic error as (its location, its message without the location)."""
     loc = tuple(err["loc"])
     cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, _FieldError):
+    if isinstance(cause, FieldError):
         return loc + cause.loc, cause.message
     return loc, _message(err)
 
@@ -257,3 +306,39 @@ def format_problem(loc: tuple[str | int, ...], message: str, prefix: str = "") -
 def describe_validation_error(exc: ValidationError) -> str:
     """Every problem as `field.path: message`, joined by `; `."""
     return "; ".join(format_problem(*describe_error(err)) for err in exc.errors())
+
+
+# ---- the wrapper's fault API: POST /admin/faults ----------------------------------------------------------
+
+
+class WrapperFault(FaultParams):
+    """The body of POST /admin/faults: a kind, its parameters, and how long the wrapper holds it (its TTL)."""
+
+    duration_s: float = Field(
+        gt=0, le=MAX_FAULT_DURATION_S, description="seconds until the wrapper ends the fault itself"
+    )
+
+
+class LatencyFault(WrapperFault):
+    kind: Literal["latency"] = "latency"
+    params: LatencyParams
+
+
+class ErrorFault(WrapperFault):
+    kind: Literal["error"] = "error"
+    params: ErrorParams
+
+
+class StreamCutFault(WrapperFault):
+    kind: Literal["stream_cut"] = "stream_cut"
+    params: StreamCutParams
+
+
+# `kind` picks the variant, and with it the allowed params.
+WrapperFaultRequest = Annotated[LatencyFault | ErrorFault | StreamCutFault, Field(discriminator="kind")]
+_WRAPPER_FAULT: TypeAdapter[LatencyFault | ErrorFault | StreamCutFault] = TypeAdapter(WrapperFaultRequest)
+
+
+def parse_wrapper_fault(data: Any) -> LatencyFault | ErrorFault | StreamCutFault:
+    """Validate a POST /admin/faults body; raises pydantic.ValidationError."""
+    return _WRAPPER_FAULT.validate_python(data)

@@ -27,7 +27,7 @@ def test_plan_needs_a_seed_or_a_file() -> None:
 
 
 def test_run_without_a_lab_injects_nothing_and_says_so(tmp_path: Path) -> None:
-    result = _labkit("--lab-dir", str(tmp_path / "none"), "chaos", "run", "--seed", "1", "--duration", "10")
+    result = _labkit("--lab-dir", str(tmp_path / "none"), "chaos", "run", "--seed", "1", "--duration-s", "10")
     assert result.returncode == 1 and "labkit up" in result.stderr
 
 
@@ -37,10 +37,10 @@ def test_halt_without_a_lab_is_a_no_op(tmp_path: Path) -> None:
 
 
 def test_remediation_options_are_checked_before_the_lab(tmp_path: Path) -> None:
-    lab = ["--lab-dir", str(tmp_path / "none"), "chaos", "run", "--seed", "1", "--duration", "10"]
+    lab = ["--lab-dir", str(tmp_path / "none"), "chaos", "run", "--seed", "1", "--duration-s", "10"]
     alone = _labkit(*lab, "--remediation-dry-run")
     assert alone.returncode == 1 and "need --remediate SERVICE" in alone.stderr
-    bad = _labkit(*lab, "--remediate", "wrapper", "--remediation-threshold", "-2")
+    bad = _labkit(*lab, "--remediate", "wrapper", "--remediation-threshold-s", "-2")
     assert bad.returncode == 1 and "threshold_s: Input should be greater than 0" in bad.stderr
     unknown = _labkit(*lab, "--remediate", "database")
     assert unknown.returncode == 2 and "'database' is not one of" in unknown.stderr

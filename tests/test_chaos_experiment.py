@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 import labkit.chaos
-from labkit.chaos import Fault, FaultInjector, halt_all, run_experiment
-from labkit.chaos._experiment import recovery_records
+from labkit.chaos import ExperimentSpec, Fault, FaultInjector, halt_all, run_experiment
+from labkit.chaos._result import recovery_records
 from labkit.errors import ConfigError, LabNotRunningError
 from labkit.measure.recovery import default_slow_threshold_s
 from labkit.measure.slo import load_slo_spec
@@ -31,51 +31,55 @@ def test_public_surface_is_sorted_and_complete() -> None:
 
 def test_a_lab_that_is_not_up_is_refused_before_anything(tmp_path: Path) -> None:
     out = tmp_path / "runs"
+    spec = ExperimentSpec(schedule=[Fault(kind="pause", duration_s=2)], duration_s=10)
     with pytest.raises(LabNotRunningError, match="no lab is running"):
-        run_experiment(
-            tmp_path / "lab", [Fault(kind="pause", duration_s=2)], duration_s=10, out_dir=out, say=None
-        )
+        run_experiment(tmp_path / "lab", spec, out_dir=out, say=None)
     assert not out.exists()  # no run directory, no journal: nothing happened
     with pytest.raises(LabNotRunningError):
         FaultInjector(tmp_path / "lab")
 
 
-def test_a_schedule_longer_than_the_run_is_refused_first(tmp_path: Path) -> None:
-    out = tmp_path / "runs"
-    with pytest.raises(
-        ConfigError, match=r"does not fit the run: faults\[0\]: pause .* after the run's 10 s"
-    ):
-        run_experiment(
-            tmp_path / "lab",
-            [Fault(kind="pause", start_s=5, duration_s=6)],
-            duration_s=10,
-            out_dir=out,
-            say=None,
-        )
-    assert not out.exists()
+def test_run_experiment_takes_one_spec(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="takes an ExperimentSpec, not a list"):
+        run_experiment(tmp_path / "lab", [Fault(kind="pause", duration_s=2)], say=None)  # type: ignore[arg-type]
+
+
+def test_a_schedule_longer_than_the_run_is_refused_first() -> None:
+    fits = r"does not fit the run: faults\[0\]: pause .* after the run's 10 s"
+    with pytest.raises(ConfigError, match=fits):
+        ExperimentSpec(schedule=[Fault(kind="pause", start_s=5, duration_s=6)], duration_s=10)
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("fields", "message"),
     [
-        ({"duration_s": 0}, r"^duration_s: must be a number of seconds"),
-        ({"duration_s": 10, "steady_state_s": -1}, r"^steady_state_s: must be"),
-        ({"duration_s": 10, "settle_timeout_s": 0}, r"^settle_timeout_s: must be"),
-        ({"duration_s": 10, "slow_threshold_s": True}, r"^slow_threshold_s: must be"),
-        ({"duration_s": 10, "remediation": {"target": "db"}}, r"^invalid remediation policy: target"),
-        ({"duration_s": 10, "remediation": {"cooldown_s": -1}}, r"cooldown_s: Input should be greater"),
+        ({"duration_s": 0}, r"^invalid experiment: duration_s: Input should be greater than 0"),
+        ({"duration_s": 10, "steady_state": {"duration_s": -1}}, r"steady_state.duration_s: Input should be"),
+        ({"duration_s": 10, "settle_timeout_s": 0}, r"settle_timeout_s: Input should be greater"),
+        ({"duration_s": 10, "slow_threshold_s": float("nan")}, r"slow_threshold_s: Input should be a finite"),
+        ({"duration_s": 10, "remediation": {"target": "db"}}, r"remediation.target: Input should be"),
+        ({"duration_s": 10, "remediation": {"cooldown_s": -1}}, r"remediation.cooldown_s: Input should be"),
+        ({"duration_s": 10, "load": {"rate": 0}}, r"load.rate: Input should be greater than 0"),
+        ({"duration_s": 10, "load": {"rates": 1}}, r"load.rates: unknown field"),
     ],
 )
-def test_bad_run_arguments_are_config_errors(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
+def test_a_bad_spec_is_one_config_error_naming_the_field(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        run_experiment(tmp_path / "lab", [], out_dir=tmp_path / "runs", say=None, **kwargs)  # type: ignore[arg-type]
+        ExperimentSpec(schedule=[], **fields)  # type: ignore[arg-type]
 
 
-def test_bad_faults_given_as_mappings_are_config_errors(tmp_path: Path) -> None:
+def test_bad_faults_given_as_mappings_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"faults\[0\]\.target: 'database' is not a target"):
-        run_experiment(
-            tmp_path / "lab", [{"kind": "kill", "target": "database", "duration_s": 1}], duration_s=5
-        )
+        ExperimentSpec(schedule=[{"kind": "kill", "target": "database", "duration_s": 1}], duration_s=5)
+
+
+def test_a_spec_is_changed_only_into_another_valid_one() -> None:
+    spec = ExperimentSpec(schedule=[Fault(kind="pause", start_s=1, duration_s=2)], duration_s=10)
+    longer = spec.replace(load={"rate": 0.5}, steady_state={"enabled": False})
+    assert (longer.load.rate, longer.load.max_tokens, longer.steady_state.enabled) == (0.5, 32, False)
+    assert longer.schedule == spec.schedule
+    with pytest.raises(ConfigError, match="after the run's 2 s"):
+        spec.replace(duration_s=2)
 
 
 def test_halt_without_a_lab_has_nothing_to_end(tmp_path: Path) -> None:

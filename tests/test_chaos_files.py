@@ -9,7 +9,9 @@ import pytest
 
 from labkit.chaos import (
     EXAMPLE_EXPERIMENT,
+    ExperimentLoad,
     RemediationPolicy,
+    SteadyState,
     load_experiment_file,
     plan_text,
     random_schedule,
@@ -27,14 +29,11 @@ def test_the_example_file_parses(tmp_path: Path) -> None:
     experiment = load_experiment_file(write(tmp_path, "exp.yaml", EXAMPLE_EXPERIMENT))
     assert [f.kind for f in experiment.schedule.faults] == ["latency", "kill"]
     assert experiment.title == "latency then a killed model"
-    assert experiment.run_kwargs() == {
-        "duration_s": 60.0,
-        "rate": 2.0,
-        "stream": True,
-        "max_tokens": 32,
-        "steady_state": True,
-        "steady_state_s": 5.0,
-    }
+    spec = experiment.spec()
+    assert spec.duration_s == 60.0 and spec.title == experiment.title
+    assert spec.load == ExperimentLoad(rate=2.0, stream=True, max_tokens=32)
+    assert spec.steady_state == SteadyState(enabled=True, duration_s=5.0)
+    assert spec.remediation is None and spec.schedule == experiment.schedule
 
 
 def test_a_json_file_gives_the_same_schedule(tmp_path: Path) -> None:
@@ -46,7 +45,19 @@ def test_a_json_file_gives_the_same_schedule(tmp_path: Path) -> None:
     experiment = load_experiment_file(write(tmp_path, "exp.json", json.dumps(doc, indent=2)))
     (fault,) = experiment.schedule.faults
     assert (fault.kind, fault.target, fault.start_s, fault.duration_s) == ("pause", "wrapper", 2, 3)
-    assert experiment.run_kwargs() == {"duration_s": 30.0, "rate": 1.0, "load_seed": 4}
+    spec = experiment.spec()
+    assert (spec.duration_s, spec.load.rate, spec.load.seed) == (30.0, 1.0, 4)
+    assert spec.load.max_tokens == ExperimentLoad().max_tokens  # what the file leaves out has the default
+
+
+def test_a_duration_given_with_the_file_wins_and_must_fit_its_schedule(tmp_path: Path) -> None:
+    doc = {"faults": [{"kind": "pause", "target": "wrapper", "start_s": 2, "duration_s": 3}]}
+    experiment = load_experiment_file(write(tmp_path, "exp.yaml", json.dumps(doc)))
+    with pytest.raises(ConfigError, match="has no duration_s; pass --duration-s"):
+        experiment.spec()
+    assert experiment.spec(10).duration_s == 10
+    with pytest.raises(ConfigError, match=r"exp.yaml with duration_s 4: .*faults\[0\].*ends at 5 s"):
+        experiment.spec(4)
 
 
 def test_a_random_section_draws_the_seeded_schedule(tmp_path: Path) -> None:
@@ -66,7 +77,7 @@ def test_a_remediation_section_becomes_the_policy(tmp_path: Path) -> None:
         "exp.yaml",
         "duration_s: 30\nfaults: []\nremediation: {target: wrapper, threshold_s: 0.5, dry_run: true}\n",
     )
-    policy = load_experiment_file(path).run_kwargs()["remediation"]
+    policy = load_experiment_file(path).spec().remediation
     assert policy == RemediationPolicy(target="wrapper", threshold_s=0.5, dry_run=True)
 
 

@@ -21,8 +21,15 @@ import labkit.measure.load
 import labkit.runner
 import labkit.scenarios
 from labkit.cli import cli
+from labkit.errors import ConfigError
 from labkit.runner import ParameterError, ScenarioRunner, notebook_parameters, notebooks_dir
-from labkit.scenarios import PARAMETER_BOUNDS, SCENARIOS
+from labkit.scenarios import (
+    SCENARIOS,
+    Baseline,
+    KillAndRecover,
+    LatencyAndRemediation,
+    RandomChaos,
+)
 
 STARTED: list[str] = []
 
@@ -124,46 +131,50 @@ BAD_FLAGS: list[tuple[list[str], int, list[str]]] = [
     (["run", "nope"], 1, ["unknown scenario 'nope'"]),
     # labkit load
     *[
-        (["load", "--url", "http://127.0.0.1:9", "--duration", "1", "--rate", value], 1, ["--rate"])
+        (["load", "--url", "http://127.0.0.1:9", "--duration-s", "1", "--rate", value], 1, ["--rate"])
         for value in ("0", "-2", "nan", "inf")
     ],
     *[
-        (["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration", value], 1, ["--duration"])
+        (["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration-s", value], 1, ["--duration-s"])
         for value in ("0", "-5", "nan", "inf", "4000")
     ],
-    (["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration", "5x"], 2, ["--duration"]),
-    (["load", "--url", "http://127.0.0.1:9", "--rate", "1"], 2, ["--duration"]),
-    (["load", "--url", "http://127.0.0.1:9", "--duration", "1", "--concurrency", "0"], 1, ["--concurrency"]),
+    (["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration-s", "5x"], 2, ["--duration-s"]),
+    (["load", "--url", "http://127.0.0.1:9", "--rate", "1"], 2, ["--duration-s"]),
     (
-        ["load", "--url", "http://127.0.0.1:9", "--duration", "1", "--concurrency", "two"],
+        ["load", "--url", "http://127.0.0.1:9", "--duration-s", "1", "--concurrency", "0"],
+        1,
+        ["--concurrency"],
+    ),
+    (
+        ["load", "--url", "http://127.0.0.1:9", "--duration-s", "1", "--concurrency", "two"],
         2,
         ["--concurrency"],
     ),
     (
-        ["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration", "1", "--timeout", "0"],
+        ["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration-s", "1", "--timeout-s", "0"],
         1,
-        ["--timeout"],
+        ["--timeout-s"],
     ),
     (
-        ["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration", "1", "--timeout", "nan"],
+        ["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration-s", "1", "--timeout-s", "nan"],
         1,
-        ["--timeout"],
+        ["--timeout-s"],
     ),
     (
-        ["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration", "1", "--max-tokens", "0"],
+        ["load", "--url", "http://127.0.0.1:9", "--rate", "1", "--duration-s", "1", "--max-tokens", "0"],
         1,
         ["--max-tokens"],
     ),
-    (["load", "--url", "ftp://127.0.0.1:9", "--rate", "1", "--duration", "1"], 1, ["--url"]),
-    (["load", "--url", "http://10.1.2.3:8000", "--rate", "1", "--duration", "1"], 1, ["--url"]),
-    (["load", "--url", "http://127.0.0.1:9", "--rate", "1000", "--duration", "3600"], 1, ["--rate"]),
+    (["load", "--url", "ftp://127.0.0.1:9", "--rate", "1", "--duration-s", "1"], 1, ["--url"]),
+    (["load", "--url", "http://10.1.2.3:8000", "--rate", "1", "--duration-s", "1"], 1, ["--url"]),
+    (["load", "--url", "http://127.0.0.1:9", "--rate", "1000", "--duration-s", "3600"], 1, ["--rate"]),
     # labkit chaos plan / run: durations (0 once silently meant the default 120 s), rates, choices
     *[
-        (["chaos", "plan", "--seed", "1", "--duration", value], 1, ["--duration"])
+        (["chaos", "plan", "--seed", "1", "--duration-s", value], 1, ["--duration-s"])
         for value in ("0", "-5", "nan", "inf", "3601")
     ],
     *[
-        (["chaos", "run", "--seed", "1", "--duration", value], 1, ["--duration"])
+        (["chaos", "run", "--seed", "1", "--duration-s", value], 1, ["--duration-s"])
         for value in ("0", "-5", "nan", "inf")
     ],
     *[
@@ -178,13 +189,13 @@ BAD_FLAGS: list[tuple[list[str], int, list[str]]] = [
     ),
     *[
         (
-            ["chaos", "run", "--seed", "1", "--remediate", "wrapper", "--remediation-threshold", value],
+            ["chaos", "run", "--seed", "1", "--remediate", "wrapper", "--remediation-threshold-s", value],
             1,
             ["threshold_s"],
         )
         for value in ("0", "-1", "nan", "inf")
     ],
-    (["chaos", "run", "--seed", "1", "--remediation-threshold", "1"], 1, ["--remediate SERVICE"]),
+    (["chaos", "run", "--seed", "1", "--remediation-threshold-s", "1"], 1, ["--remediate SERVICE"]),
     (["chaos", "run", "--file", "no-such-file.yaml"], 2, ["--file", "does not exist"]),
     # the others
     (["smoke", "--requests", "0"], 2, ["--requests", "1<=x<=100"]),
@@ -207,8 +218,8 @@ def test_a_bad_flag_is_one_line_and_starts_nothing(
 def test_a_chaos_duration_given_with_a_file_must_fit_its_faults(tmp_path: Path) -> None:
     experiment = tmp_path / "exp.yaml"
     experiment.write_text("duration_s: 60\nfaults:\n  - {kind: pause, start_s: 30, duration_s: 10}\n")
-    result, out = _invoke(tmp_path, ["chaos", "run", "--file", str(experiment), "--duration", "20"])
-    _assert_refused(tmp_path, result, out, 1, ["--duration 20", "ends at 40 s"])
+    result, out = _invoke(tmp_path, ["chaos", "run", "--file", str(experiment), "--duration-s", "20"])
+    _assert_refused(tmp_path, result, out, 1, ["with duration_s 20", "ends at 40 s"])
 
 
 def test_usage_errors_name_the_command_to_ask_for_help(tmp_path: Path) -> None:
@@ -331,38 +342,40 @@ def test_a_range_error_says_what_to_do() -> None:
     )
 
 
-# ---- the bounds themselves: one table for the runner and the scenario functions --------------------
+# ---- the specs themselves: one declaration for the runner and the notebooks ------------------------
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_the_catalog_its_notebooks_and_the_bounds_agree(name: str) -> None:
+def test_the_catalog_its_notebooks_and_the_specs_agree(name: str) -> None:
     scenario = SCENARIOS[name]
     declared = notebook_parameters(notebooks_dir() / scenario.notebook)
-    assert set(PARAMETER_BOUNDS[name]) <= set(declared), "a bound names a parameter the notebook lacks"
-    defaults = {k: labkit.runner._default_value(p) for k, p in declared.items()}
-    scenario.check_parameters({k: v for k, v in defaults.items() if v is not None})  # the defaults are valid
-    # the quick parameters (what CI runs) are valid, on their own and over the notebook's defaults
+    assert set(declared) == set(scenario.params.model_fields), (
+        "the notebook and its spec name other parameters"
+    )
+    scenario.params()  # the defaults are valid
+    # the quick parameters (what CI runs) are valid, and are what --quick plans
     plan = ScenarioRunner(out=Path("unused")).plan(name, quick=True)
     assert dict(plan.parameters) == scenario.quick
-    scenario.check_parameters({**defaults, **scenario.quick})
+    scenario.check_parameters(scenario.quick)
 
 
-def test_the_scenario_functions_check_the_same_bounds_before_they_touch_the_lab() -> None:
-    """What papermill running a notebook on its own meets: the scenario's call refuses the values
-    before it uses the lab (here none: `session` is never touched) or makes a run directory."""
-    session: Any = None
-    with pytest.raises(labkit.scenarios.ConfigError, match="parameter duration_s of scenario baseline"):
-        labkit.scenarios.baseline(session, duration_s=float("nan"))
-    with pytest.raises(labkit.scenarios.ConfigError, match=r"\[0, duration_s = 60\)"):
-        labkit.scenarios.kill_and_recover(session, kill_at_s=100)
-    with pytest.raises(labkit.scenarios.ConfigError, match="parameter target"):
-        labkit.scenarios.kill_and_recover(session, target="exporter")
-    with pytest.raises(labkit.scenarios.ConfigError, match=r"\[0, duration_s - 1 = 59\)"):
-        labkit.scenarios.latency_and_remediation(session, latency_at_s=59.5)
-    with pytest.raises(labkit.scenarios.ConfigError, match="parameter kinds"):
-        labkit.scenarios.random_chaos(session, kinds=["pause", "explode"])
-    with pytest.raises(labkit.scenarios.ConfigError, match="parameter rate"):
-        labkit.scenarios.random_chaos(session, rate=0)
+def test_a_notebook_checks_its_parameters_before_it_touches_the_lab() -> None:
+    """What papermill running a notebook on its own meets: its first cell builds its spec from the parameters
+    cell (`from_notebook(globals())`), which refuses the values before the lab is opened."""
+    with pytest.raises(ConfigError, match="parameter duration_s of scenario baseline"):
+        Baseline.from_notebook({"duration_s": float("nan")})
+    with pytest.raises(ConfigError, match=r"\[0, duration_s = 60\)"):
+        KillAndRecover.from_notebook({"kill_at_s": 100, "other": "ignored"})
+    with pytest.raises(ConfigError, match="parameter target"):
+        KillAndRecover(target="exporter")
+    with pytest.raises(ConfigError, match=r"\[0, duration_s - 1 = 59\)"):
+        LatencyAndRemediation(latency_at_s=59.5)
+    with pytest.raises(ConfigError, match="parameter kinds"):
+        RandomChaos(kinds="pause, explode")
+    with pytest.raises(ConfigError, match="parameter rate"):
+        RandomChaos(rate=0)
+    with pytest.raises(ConfigError, match="parameter max_tokens of scenario baseline is 'many'"):
+        Baseline(max_tokens="many")
 
 
 def test_counts() -> None:

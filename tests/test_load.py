@@ -289,8 +289,8 @@ def test_a_closed_loop_has_no_schedule() -> None:
         ({"rate": -5}, r"rate \(--rate\)"),
         ({"rate": float("nan")}, r"rate \(--rate\)"),
         ({"rate": None}, r"rate \(--rate\): an open loop needs a rate"),
-        ({"duration_s": 0}, r"duration_s \(--duration\)"),
-        ({"duration_s": 7200}, r"duration_s \(--duration\): 7200 s is over the cap of 3600 s"),
+        ({"duration_s": 0}, r"duration_s \(--duration-s\)"),
+        ({"duration_s": 7200}, r"duration_s \(--duration-s\): 7200 s is over the cap of 3600 s"),
         ({"duration_s": 11, "max_duration_s": 10}, r"over the cap of 10 s"),
         ({"rate": 1000, "duration_s": 200}, r"200000 requests, over the cap max_requests = 100000"),
         ({"concurrency": 4}, r"concurrency \(--concurrency\) drives a closed loop"),
@@ -302,7 +302,7 @@ def test_a_closed_loop_has_no_schedule() -> None:
         ({"prompts": []}, r"prompts: .*at least one non-empty prompt"),
         ({"prompts": ["ok", " "]}, r"prompts: every prompt must be a non-empty string"),
         ({"max_tokens": 0}, r"max_tokens \(--max-tokens\)"),
-        ({"timeout_s": 0}, r"timeout_s \(--timeout\)"),
+        ({"timeout_s": 0}, r"timeout_s \(--timeout-s\)"),
         ({"unknown": 1}, r"unknown: Extra inputs are not permitted"),
     ],
 )
@@ -577,7 +577,7 @@ def test_cli_load_prints_a_summary_and_the_run_directory(tmp_path: Path) -> None
                 "load",
                 "--rate",
                 "20",
-                "--duration",
+                "--duration-s",
                 "0.15",
                 "--stream",
                 "--url",
@@ -597,7 +597,7 @@ def test_cli_load_prints_a_summary_and_the_run_directory(tmp_path: Path) -> None
 def test_cli_load_refuses_a_bad_rate_before_sending(tmp_path: Path) -> None:
     with raw_server(ok_stream) as server:
         result = CliRunner().invoke(
-            cli, ["load", "--rate", "0", "--duration", "1", "--url", server.url, "--out", str(tmp_path)]
+            cli, ["load", "--rate", "0", "--duration-s", "1", "--url", server.url, "--out", str(tmp_path)]
         )
         assert server.requests == 0
     assert result.exit_code == 1
@@ -614,7 +614,7 @@ def test_cli_load_without_a_lab_or_url_says_what_to_do(tmp_path: Path) -> None:
             "load",
             "--rate",
             "1",
-            "--duration",
+            "--duration-s",
             "1",
             "--out",
             str(tmp_path),
@@ -626,7 +626,7 @@ def test_cli_load_without_a_lab_or_url_says_what_to_do(tmp_path: Path) -> None:
 
 def test_ctrl_c_on_the_cli_keeps_every_request_sent_so_far(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "from labkit.cli import main; main()", "load", "--rate", "10"]
-    command += ["--duration", "5", "--timeout", "30", "--no-progress", "--out", str(tmp_path)]
+    command += ["--duration-s", "5", "--timeout-s", "30", "--no-progress", "--out", str(tmp_path)]
     with raw_server(stall) as server:
         proc = subprocess.Popen(
             [*command, "--url", server.url], stderr=subprocess.PIPE, text=True, preexec_fn=interruptible

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,19 @@ PNG = base64.b64decode(
 
 @dataclass(frozen=True)
 class FakeScenario:
-    """A catalog entry shaped like labkit.scenarios.Scenario, pointing at a test notebook."""
+    """A catalog entry shaped like labkit.scenarios.Scenario (labkit.runner.Scenario), pointing at a test
+    notebook, with no spec: any value of a parameter's type is in range."""
 
     name: str
     notebook: str
     title: str
     quick: dict[str, Any] = field(default_factory=dict)
+
+    def check_parameters(self, values: Mapping[str, Any]) -> None:
+        pass
+
+    def bound(self, name: str) -> str | None:
+        return None
 
 
 CATALOG = {
@@ -245,7 +253,7 @@ def test_help_params_lists_types_defaults_help_reserved_and_quick(tmp_path: Path
 @pytest.fixture
 def cli_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
     """`labkit run` on the test notebooks (the real catalog needs a lab)."""
-    monkeypatch.setattr(labkit.runner, "load_catalog", lambda: CATALOG)
+    monkeypatch.setattr(labkit.runner.runs, "load_catalog", lambda: CATALOG)
     monkeypatch.setenv("LABKIT_NOTEBOOKS_DIR", str(NOTEBOOKS))
 
 

@@ -98,11 +98,13 @@ def all_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AllRun]:
     REPORT_CALLS.clear()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(
-            labkit.runner, "load_catalog", lambda: {"broken": CATALOG["broken"], "typed": CATALOG["typed"]}
+            labkit.runner.runs,
+            "load_catalog",
+            lambda: {"broken": CATALOG["broken"], "typed": CATALOG["typed"]},
         )
         mp.setitem(sys.modules, "labkit.report", _fake_report_module())
         mp.setenv("LABKIT_NOTEBOOKS_DIR", str(NOTEBOOKS))
-        mp.setattr(labkit.cli, "_lab_for_runs", _no_lab)
+        mp.setattr(labkit.cli.runs, "_lab_for_runs", _no_lab)
         LAB_CALLS.clear()
         result = CliRunner().invoke(
             cli,
@@ -224,10 +226,10 @@ def test_the_index_is_updated_after_every_run_and_headlines_read_each(all_run: A
 def test_a_single_run_applies_quick_parameters_and_its_report_can_be_rendered_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(labkit.runner, "load_catalog", lambda: CATALOG)
+    monkeypatch.setattr(labkit.runner.runs, "load_catalog", lambda: CATALOG)
     monkeypatch.setitem(sys.modules, "labkit.report", _fake_report_module())
     monkeypatch.setenv("LABKIT_NOTEBOOKS_DIR", str(NOTEBOOKS))
-    monkeypatch.setattr(labkit.cli, "_lab_for_runs", _no_lab)
+    monkeypatch.setattr(labkit.cli.runs, "_lab_for_runs", _no_lab)
     out = tmp_path / "reports" / "runs"
     result = CliRunner().invoke(
         cli, ["run", "typed", "--quick", "-p", "requests", "5", "--out", str(out), "--no-progress"]
@@ -277,7 +279,7 @@ import labkit.runner
 from labkit.cli import main
 from tests.test_runner import FakeScenario
 labkit.cli._lab_for_runs = lambda ctx, engine, backend: contextlib.nullcontext()
-labkit.runner.load_catalog = lambda: {"slow": FakeScenario("slow", "slow.ipynb", "Slow")}
+labkit.runner.runs.load_catalog = lambda: {"slow": FakeScenario("slow", "slow.ipynb", "Slow")}
 sys.argv = ["labkit", "run", "slow", "--out", sys.argv[1], "--no-progress"]
 main()
 """
@@ -344,7 +346,7 @@ def test_a_lab_that_cannot_start_is_reported_before_any_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The wrapper's port is taken: `labkit run` says so and what to do; no run directory, no kernel."""
-    monkeypatch.setattr(labkit.runner, "load_catalog", lambda: CATALOG)
+    monkeypatch.setattr(labkit.runner.runs, "load_catalog", lambda: CATALOG)
     monkeypatch.setenv("LABKIT_NOTEBOOKS_DIR", str(NOTEBOOKS))
     out = tmp_path / "reports" / "runs"
     with socket.socket() as taken:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
-from typing import Any
 
+import nbformat
 import pytest
 
+import labkit.scenarios.setup_check
+from generators.notebooks import parameters_cell_source
 from labkit import scenarios
 from labkit.errors import ConfigError
+from labkit.params import Params
+from labkit.runner import notebook_parameters
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -36,17 +41,49 @@ def test_out_dir_is_the_given_one_else_the_environment_s_else_reports_runs(
 
 
 @pytest.mark.parametrize(
-    ("call", "kwargs", "message"),
+    ("spec", "values", "message"),
     [
-        (scenarios.kill_and_recover, {"duration_s": 10, "kill_at_s": 20}, r"kill_at_s must be in \[0, "),
-        (scenarios.latency_and_remediation, {"duration_s": 10, "latency_at_s": 9.5}, r"latency_at_s must be"),
+        (scenarios.KillAndRecover, {"duration_s": 10, "kill_at_s": 20}, r"kill_at_s must be in \[0, "),
+        (scenarios.LatencyAndRemediation, {"duration_s": 10, "latency_at_s": 9.5}, r"latency_at_s must be"),
     ],
 )
 def test_timeline_values_outside_the_run_are_refused_before_the_lab_is_touched(
-    call: Any, kwargs: dict[str, float], message: str
+    spec: type[Params], values: dict[str, float], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        call(None, **kwargs)  # no lab: the check comes first
+        spec(**values)  # a notebook builds its spec before it opens the lab
+
+
+@pytest.mark.parametrize("notebook", list(scenarios.NOTEBOOK_PARAMS))
+def test_every_notebook_s_parameters_cell_is_its_spec_s(notebook: str) -> None:
+    spec = scenarios.NOTEBOOK_PARAMS[notebook]
+    assert parameters_cell_source(NOTEBOOKS / notebook) == spec.parameters_cell(), (
+        f"{notebook}'s parameters cell is not what {spec.__name__} declares; regenerate it with "
+        "`python -m generators.notebooks` (or change the spec, in labkit/scenarios/specs.py)"
+    )
+    # what papermill reads of the cell: every name, with the spec's type and default
+    declared = notebook_parameters(NOTEBOOKS / notebook)
+    assert list(declared) == sorted(spec.model_fields, key=lambda name: name in spec.set_by_runner())
+    for name, parameter in declared.items():
+        assert parameter.type_name == spec.type_name(name), name
+        assert ast.literal_eval(parameter.default) == spec.model_fields[name].default, name
+
+
+def test_every_notebook_has_a_spec_and_checks_its_parameters_first() -> None:
+    on_disk = {p.relative_to(NOTEBOOKS).as_posix() for p in NOTEBOOKS.rglob("*.ipynb")}
+    assert on_disk == set(scenarios.NOTEBOOK_PARAMS)
+    for notebook, spec in scenarios.NOTEBOOK_PARAMS.items():
+        code = [
+            c.source for c in nbformat.read(NOTEBOOKS / notebook, as_version=4).cells if c.cell_type == "code"
+        ]
+        assert f"params = scenarios.{spec.__name__}.from_notebook(globals())" in code[1], notebook
+
+
+def test_a_spec_reads_its_parameters_from_a_notebook_s_namespace() -> None:
+    namespace = {"duration_s": 30, "kill_at_s": 5, "target": "wrapper", "unrelated": object(), "lab_dir": "x"}
+    params = scenarios.KillAndRecover.from_notebook(namespace)
+    assert (params.duration_s, params.kill_at_s, params.target, params.lab_dir) == (30.0, 5.0, "wrapper", "x")
+    assert params.rate == 1.0  # not in the namespace: the spec's default
 
 
 def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
@@ -62,7 +99,7 @@ def test_check_setup_says_what_the_machine_has(monkeypatch: pytest.MonkeyPatch) 
         checks.index
     )
     # Optional parts that are absent are None (not a failure), with what to do.
-    monkeypatch.setattr(scenarios.shutil, "which", lambda name: None)
+    monkeypatch.setattr(labkit.scenarios.setup_check.shutil, "which", lambda name: None)
     absent = scenarios.check_setup().set_index("check")
     assert absent.loc["prometheus", "ok"] is False and absent.loc["stress-ng", "ok"] is None
     assert "cpu_stress" in absent.loc["stress-ng", "found"]

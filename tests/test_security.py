@@ -28,7 +28,8 @@ from labkit.lab.docker import CONTAINER_UID, DockerBackend
 from labkit.lab.images import _DOCKERFILES
 from labkit.lab.labdir import LabDir
 from labkit.lab.manager.control import ControlServer
-from labkit.lab.specs import ServiceSpec, exposed_services, is_loopback_host, service_specs
+from labkit.lab.specs import ServiceSpec, exposed_services, service_specs
+from labkit.sockets import is_loopback_address
 from tests.conftest import sim_lab_config
 from tests.test_wrapper import serving
 
@@ -217,7 +218,7 @@ def test_another_host_reaches_every_command_line(tmp_path: Path) -> None:
     ],
 )
 def test_loopback_is_decided_by_the_address(host: str, loopback: bool) -> None:
-    assert is_loopback_host(host) is loopback
+    assert is_loopback_address(host, resolve=True) is loopback
 
 
 def test_an_exposed_lab_names_every_service_it_exposes(tmp_path: Path) -> None:

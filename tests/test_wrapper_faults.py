@@ -24,16 +24,9 @@ import pytest
 from fastapi import FastAPI
 
 from labkit.errors import ConfigError
-from labkit.services.wrapper import (
-    ErrorFault,
-    ErrorParams,
-    LatencyFault,
-    LatencyParams,
-    WrapperSettings,
-    create_app,
-    main,
-)
-from labkit.services.wrapper._metrics import FAULT_KINDS
+from labkit.faults import WRAPPER_FAULT_KINDS as FAULT_KINDS
+from labkit.faults import ErrorFault, ErrorParams, Fault, LatencyFault, LatencyParams
+from labkit.services.wrapper import WrapperSettings, create_app, main
 from tests.conftest import free_port, promtool_check_metrics
 from tests.test_wrapper import EP, GEN, MODEL, FakeOllama, metric, post, serving, wait_until
 
@@ -260,7 +253,6 @@ def test_cli_reads_the_token_file_and_logs_admin_actions(fake: Fake, token_file:
         ),
         ({"kind": "latency", "duration_s": 1}, "params: Field required"),
         ({"kind": "latency", "duration_s": 1, "params": {"delay_s": 1}, "x": 1}, "x: Extra inputs"),
-        ({"kind": "latency", "duration_s": 1, "params": {}}, "params.delay_s: Field required"),
         (
             {"kind": "latency", "duration_s": 1, "params": {"delay_s": 0}},
             "params.delay_s: Input should be greater",
@@ -294,7 +286,12 @@ def test_cli_reads_the_token_file_and_logs_admin_actions(fake: Fake, token_file:
         ),
         (
             {"kind": "stream_cut", "duration_s": 1, "params": {"after": 2}},
-            "params.after_tokens: Field required",
+            "params.after: Extra inputs",
+        ),
+        (
+            # the bound of the lab's fault contract (labkit.faults): the same as a chaos schedule's
+            {"kind": "stream_cut", "duration_s": 1, "params": {"after_tokens": 100_001}},
+            "params.after_tokens: Input should be less than or equal to 100000",
         ),
         (["latency"], "body: must be a JSON object"),
     ],
@@ -320,6 +317,17 @@ def test_fault_models_match_the_metric_kinds() -> None:
     body = LatencyFault(duration_s=5, params=LatencyParams(delay_s=0.2)).model_dump()
     assert body == {"duration_s": 5.0, "kind": "latency", "params": {"delay_s": 0.2, "jitter_s": 0.0}}
     assert ErrorFault(duration_s=1, params=ErrorParams(probability=0.5)).params.status == 503
+
+
+def test_parameters_left_out_get_the_contract_s_defaults_as_in_a_chaos_schedule(
+    start_wrapper: Starter,
+) -> None:
+    w = start_wrapper()
+    r = w.admin("POST", json={"kind": "latency", "duration_s": 5, "params": {}})
+    assert r.status_code == 201, r.text
+    assert (
+        r.json()["params"] == Fault(kind="latency", duration_s=5).params == {"delay_s": 0.5, "jitter_s": 0.0}
+    )
 
 
 # ---------------------------------------------------------------------------- lifecycle

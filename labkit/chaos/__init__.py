@@ -9,7 +9,8 @@ fault is (`Fault`, its kinds, targets and parameters) is `labkit.faults`, shared
 
 from __future__ import annotations
 
-from labkit.chaos._experiment import ExperimentResult, Verdict, run_experiment
+from labkit.chaos._background import ExperimentInterrupted
+from labkit.chaos._experiment import run_experiment
 from labkit.chaos._files import EXAMPLE_EXPERIMENT, ExperimentFile, load_experiment_file
 from labkit.chaos._inject import ActiveFault, FaultInjector, HaltReport, RevertOutcome, halt_all
 from labkit.chaos._remediation import (
@@ -19,6 +20,7 @@ from labkit.chaos._remediation import (
     p95_latency_query,
     prometheus_signal,
 )
+from labkit.chaos._result import ExperimentResult, Verdict
 from labkit.chaos._schedule import (
     DEFAULT_RANDOM_TARGETS,
     MAX_RUN_S,
@@ -28,6 +30,7 @@ from labkit.chaos._schedule import (
     plan_text,
     random_schedule,
 )
+from labkit.chaos._spec import ExperimentLoad, ExperimentSpec, SteadyState
 from labkit.faults import (
     DEFAULT_TARGETS,
     FAULT_KINDS,
@@ -50,7 +53,10 @@ __all__ = [
     "ActiveFault",
     "Decision",
     "ExperimentFile",
+    "ExperimentInterrupted",
+    "ExperimentLoad",
     "ExperimentResult",
+    "ExperimentSpec",
     "Fault",
     "FaultInjector",
     "FaultKind",
@@ -59,6 +65,7 @@ __all__ = [
     "Remediator",
     "RevertOutcome",
     "Schedule",
+    "SteadyState",
     "Verdict",
     "as_schedule",
     "check_schedule_fits",

@@ -9,185 +9,37 @@ samples.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any, Literal
 
 import pandas as pd
 
-from labkit.chaos._inject import _WRAPPER_KINDS, ActiveFault, FaultInjector
-from labkit.chaos._remediation import RemediationPolicy, Remediator, p95_latency_query, prometheus_signal
-from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits, plan_text
+from labkit.chaos._background import BackgroundLoad, ExperimentInterrupted, signals_stop
+from labkit.chaos._inject import ActiveFault, FaultInjector
+from labkit.chaos._remediation import Remediator, p95_latency_query, prometheus_signal
+from labkit.chaos._result import ExperimentResult, Verdict, recovery_records
+from labkit.chaos._schedule import plan_text
+from labkit.chaos._spec import ExperimentSpec
 from labkit.errors import ConfigError, LabkitError
-from labkit.faults import Fault
-from labkit.measure.load import LoadResult, LoadSpec, run_load_async
+from labkit.faults import WRAPPER_FAULT_KINDS
+from labkit.measure.load import LoadResult, LoadSpec
 from labkit.measure.recovery import default_slow_threshold_s, fault_windows_from_journal, recovery_measures
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
 from labkit.rundir import EventKind, RunDirectory, RunFile
 
-__all__ = ["ExperimentResult", "Verdict", "run_experiment"]
+__all__ = ["run_experiment"]
 
 logger = logging.getLogger(__name__)
-
-Verdict = Literal["completed", "deviated", "aborted"]
-# After the method, services that are restarting (a kill at the end) get this long to be ready again
-# before the steady-state check after it.
-DEFAULT_SETTLE_TIMEOUT_S = 30.0
-_LOAD_JOIN_TIMEOUT_S = 15.0
-
-
-class _Interrupted(Exception):
-    """A signal asked the experiment to stop."""
-
-
-@dataclass
-class ExperimentResult:
-    """How an experiment ended. `faults`: one record per scheduled fault (start and end outcomes)."""
-
-    run_dir: RunDirectory
-    verdict: Verdict
-    reason: str
-    schedule: Schedule
-    before: SloReport | None = None
-    after: SloReport | None = None
-    method_slo: SloReport | None = None
-    load: LoadResult | None = None
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    # One row per fault (labkit.measure.recovery.RECOVERY_COLUMNS); None when the method did not run.
-    recovery: pd.DataFrame | None = None
-    # The remediation loop's actions (acted or dry-run) as journaled; empty without remediation.
-    remediation_actions: list[dict[str, Any]] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """A few lines for a terminal or a notebook."""
-        lines = [f"experiment {self.run_dir.run_id}: {self.verdict} - {self.reason}"]
-        for phase, report in (("before", self.before), ("after", self.after)):
-            if report is not None:
-                lines.append(f"  steady state {phase}: SLOs {report.verdict} ({report.requests} requests)")
-        if self.method_slo is not None:
-            lines.append(
-                f"  during the method: SLOs {self.method_slo.verdict} ({self.method_slo.requests} requests)"
-            )
-        measures = {r["fault_id"]: r for r in recovery_records(self.recovery)}
-        for record in self.faults:
-            lines.append(
-                f"  fault {record['index'] + 1}: {record['describe']}: "
-                f"{record.get('start_outcome', 'not started')}"
-                + (f", then {record['end_outcome']}" if record.get("end_outcome") else "")
-            )
-            if record["fault_id"] in measures:
-                lines.append(f"    {_recovery_text(measures[record['fault_id']])}")
-        for action in self.remediation_actions:
-            what = "would restart" if action.get("dry_run") else "restarted"
-            lines.append(
-                f"  remediation: {what} {action['target']} at +{action.get('offset_s', 0):.1f}s "
-                f"(p95 {action['value_s']:.3f}s > {action['threshold_s']:g}s)"
-            )
-        lines.append(f"  journal: {self.run_dir.file(RunFile.EVENTS)}")
-        return "\n".join(lines)
-
-
-class _BackgroundLoad:
-    """A load run on an event loop of its own in a thread, so that the timeline (and signal handling)
-    stays in the calling thread; `cancel` ends it with every request recorded."""
-
-    def __init__(self, spec: LoadSpec, run_dir: RunDirectory) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.task = self.loop.create_task(run_load_async(spec, run_dir, progress=False))
-        self.result: LoadResult | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="labkit-chaos-load", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.result = self.loop.run_until_complete(self.task)
-        except BaseException as exc:  # handed to the caller through .error
-            self.error = exc
-        finally:
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
-
-    def start(self) -> _BackgroundLoad:
-        self.thread.start()
-        return self
-
-    def wait(self, stop: threading.Event) -> None:
-        """Until the load ends; raises _Interrupted when `stop` is set first."""
-        while self.thread.is_alive():
-            if stop.is_set():
-                raise _Interrupted
-            self.thread.join(0.1)
-
-    def cancel(self) -> None:
-        if self.thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # the loop closed in between: it has ended anyway
-                self.loop.call_soon_threadsafe(self.task.cancel)
-            self.thread.join(_LOAD_JOIN_TIMEOUT_S)
-
-    def outcome(self) -> LoadResult:
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
-@contextlib.contextmanager
-def _signals_stop(stop: threading.Event, caught: list[int]) -> Iterator[None]:
-    """SIGINT/SIGTERM set `stop` instead of unwinding mid-call; only the main thread can install handlers
-    (elsewhere, e.g. a notebook's worker thread, the defaults stay)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _recovery_text(row: dict[str, Any]) -> str:
-    """One line of recovery measures for a terminal."""
-    if row.get("time_to_detect_s") is None or pd.isna(row["time_to_detect_s"]):
-        return f"users did not notice it ({row['requests_in_window']} requests in its window)"
-    recover = row.get("time_to_recover_s")
-    recovered = (
-        "not recovered by the end of the method"
-        if recover is None or pd.isna(recover)
-        else f"recovered {recover:.2f}s after it ended"
-    )
-    return (
-        f"detected after {row['time_to_detect_s']:.2f}s, {recovered}; "
-        f"{row['requests_lost']} requests lost, {row['requests_slow']} slow"
-    )
 
 
 def _violated(report: SloReport) -> str:
     return "; ".join(f"{r.slo}: {r.objective}" for r in report.violated) or "no objective had data"
-
-
-def _check_seconds(name: str, value: object, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
-        raise ConfigError(f"{name}: must be a number of seconds in (0, {high:g}], got {value!r}")
-
-
-def _check_run_args(duration_s: float, steady_state_s: float, settle_timeout_s: float) -> None:
-    _check_seconds("duration_s", duration_s, MAX_RUN_S)
-    _check_seconds("steady_state_s", steady_state_s, 600.0)
-    _check_seconds("settle_timeout_s", settle_timeout_s, 600.0)
 
 
 class _Experiment:
@@ -195,26 +47,33 @@ class _Experiment:
 
     def __init__(
         self,
+        spec: ExperimentSpec,
         *,
         injector: FaultInjector,
-        schedule: Schedule,
         run_dir: RunDirectory,
-        method_spec: LoadSpec,
-        steady_spec: LoadSpec | None,
-        settle_timeout_s: float,
-        slo_spec: Path | None,
         say: Callable[[str], None],
-        remediation: RemediationPolicy | None = None,
-        slow_threshold_s: float | None = None,
     ) -> None:
+        self.spec = spec
         self.injector = injector
-        self.remediation = remediation
-        self.schedule = schedule
+        remediation = self.remediation = spec.remediation
+        schedule = self.schedule = spec.schedule
         self.run_dir = run_dir
-        self.method_spec = method_spec
-        self.steady_spec = steady_spec
-        self.settle_timeout_s = settle_timeout_s
-        self.slos = load_slo_spec(slo_spec)
+        load = {
+            "url": injector.wrapper_url,
+            "rate": spec.load.rate,
+            "stream": spec.load.stream,
+            "max_tokens": spec.load.max_tokens,
+            "arrival": spec.load.arrival,
+            "seed": spec.load.seed,
+            "timeout_s": spec.load.timeout_s,
+            "api_key_file": injector.config.api_key_file,
+        }
+        self.method_spec = LoadSpec(**load, duration_s=spec.duration_s)
+        steady = spec.steady_state
+        self.steady_spec = LoadSpec(**load, duration_s=steady.duration_s) if steady.enabled else None
+        self.settle_timeout_s = spec.settle_timeout_s
+        self.slos = load_slo_spec(spec.slo_spec)
+        slow_threshold_s = spec.slow_threshold_s
         if slow_threshold_s is None:
             slow_threshold_s = (
                 remediation.threshold_s if remediation is not None else default_slow_threshold_s(self.slos)
@@ -237,7 +96,7 @@ class _Experiment:
         ]
         self.applied: dict[int, ActiveFault] = {}
         self.t0 = time.monotonic()  # the method's start once it starts: fault offsets count from it
-        self.loads: list[_BackgroundLoad] = []
+        self.loads: list[BackgroundLoad] = []
         self.result = ExperimentResult(
             run_dir=run_dir, verdict="aborted", reason="not started", schedule=schedule
         )
@@ -248,7 +107,7 @@ class _Experiment:
 
     # ---- phases -------------------------------------------------------------------------------
     def _load(self, spec: LoadSpec, run_dir: RunDirectory) -> LoadResult:
-        load = _BackgroundLoad(spec, run_dir).start()
+        load = BackgroundLoad(spec, run_dir).start()
         self.loads.append(load)
         load.wait(self.stop)
         return load.outcome()
@@ -280,7 +139,7 @@ class _Experiment:
         self.say(
             f"method: {spec.duration_s:g} s of load at {spec.rate:g} req/s with {len(self.schedule)} fault(s)"
         )
-        load = _BackgroundLoad(spec, self.run_dir).start()
+        load = BackgroundLoad(spec, self.run_dir).start()
         self.loads.append(load)
         t0 = self.t0 = time.monotonic()
         self.journal(EventKind.METHOD_STARTED, duration_s=spec.duration_s, t0_monotonic=t0)
@@ -289,7 +148,7 @@ class _Experiment:
         self.journal(EventKind.METHOD_FINISHED, requests=len(result.frame), ok=int(result.frame["ok"].sum()))
         return result
 
-    def _timeline(self, load: _BackgroundLoad, t0: float) -> LoadResult:
+    def _timeline(self, load: BackgroundLoad, t0: float) -> LoadResult:
         # Ends before starts at the same instant: a fault may begin where another of its kind ended.
         timeline = sorted(
             [(f.start_s, 1, i) for i, f in enumerate(self.schedule.faults)]
@@ -297,7 +156,7 @@ class _Experiment:
         )
         for at, is_start, index in timeline:
             if self.stop.wait(max(0.0, t0 + at - time.monotonic())):
-                raise _Interrupted
+                raise ExperimentInterrupted
             if is_start:
                 self.start_fault(index, t0)
             else:
@@ -317,7 +176,7 @@ class _Experiment:
         query = p95_latency_query(policy.window_s)
         self.remediator = Remediator(
             policy,
-            prometheus_signal(f"http://{cfg.host}:{cfg.prometheus_port}", query),
+            prometheus_signal(cfg.prometheus_url, query),
             _RestartsUnderLock(self),
             journal=self._journal_remediation,
         )
@@ -368,7 +227,7 @@ class _Experiment:
             for index in sorted(self.applied):
                 fault = self.schedule.faults[index]
                 # The wrapper's faults live in its memory: a restart of the wrapper drops them.
-                held = (service == "wrapper" and fault.kind in _WRAPPER_KINDS) or (
+                held = (service == "wrapper" and fault.kind in WRAPPER_FAULT_KINDS) or (
                     fault.kind == "pause" and fault.target == service
                 )
                 if not held or fault.instantaneous:
@@ -482,7 +341,7 @@ class _Experiment:
                 self.journal(EventKind.SETTLED, ready=ready, waited_s=round(waited, 3), states=states)
                 return
             if self.stop.wait(0.25):
-                raise _Interrupted
+                raise ExperimentInterrupted
 
     def method_slos(self, result: LoadResult) -> SloReport | None:
         try:
@@ -510,7 +369,7 @@ class _Experiment:
     # ---- the whole run ------------------------------------------------------------------------
     def run(self) -> ExperimentResult:
         result = self.result
-        with _signals_stop(self.stop, self.caught):
+        with signals_stop(self.stop, self.caught):
             try:
                 if self.steady_spec is not None:
                     result.before = self.steady_state("before")
@@ -532,7 +391,7 @@ class _Experiment:
                 return self.finish(
                     "deviated", f"the steady-state hypothesis failed after the method ({violated})"
                 )
-            except _Interrupted:
+            except ExperimentInterrupted:
                 name = signal.Signals(self.caught[-1]).name if self.caught else "stop"
                 return self.abort(f"interrupted by {name}", signal=name)
             except KeyboardInterrupt:
@@ -628,145 +487,73 @@ class _RestartsUnderLock:
             experiment.cleared_by_restart(str(service))
 
 
-def recovery_records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
-    """Recovery rows as plain dicts, NaN as None (JSON has no NaN)."""
-    if frame is None:
-        return []
-    return [
-        {str(k): (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
-        for row in frame.to_dict("records")
-    ]
-
-
 def run_experiment(
     lab_dir: Path | str,
-    schedule: Schedule | Iterable[Fault | dict[str, Any]],
+    spec: ExperimentSpec,
     *,
-    duration_s: float,
-    rate: float = 2.0,
-    stream: bool = True,
-    max_tokens: int | None = 32,
-    arrival: Literal["constant", "poisson"] = "constant",
-    load_seed: int = 0,
-    request_timeout_s: float = 30.0,
-    out_dir: Path | str = Path("reports/runs"),
     run_dir: RunDirectory | Path | str | None = None,
-    scenario: str = "chaos",
-    steady_state: bool = True,
-    steady_state_s: float = 5.0,
-    settle_timeout_s: float = DEFAULT_SETTLE_TIMEOUT_S,
-    slo_spec: Path | None = None,
-    remediation: RemediationPolicy | Mapping[str, Any] | None = None,
-    slow_threshold_s: float | None = None,
+    out_dir: Path | str = Path("reports/runs"),
     say: Callable[[str], None] | None = print,
 ) -> ExperimentResult:
-    """Run a chaos experiment against the local lab in `lab_dir`; returns its result and verdict.
+    """Run the chaos experiment `spec` against the lab in `lab_dir`; returns its result and verdict.
 
-    1. Checks everything first: the schedule fits `duration_s` (ConfigError), the lab is up
-       (LabNotRunningError), each fault can be applied here (ConfigError): nothing is injected before.
-       Then waits (bounded) until Prometheus has scraped every service (BackendError if it does not).
+    1. Checks everything first: the lab is up (LabNotRunningError), each fault can be applied here
+       (ConfigError): nothing is injected before. Then waits (bounded) until Prometheus has scraped every
+       service (BackendError if it does not).
     2. Creates a run directory in `out_dir`, or uses `run_dir` (an existing directory that holds no run
        yet, e.g. one `labkit run` made for a notebook) (params.json, events.jsonl, requests.jsonl, slo.json,
        experiment.json, steady_state/{before,after}/), and prints and journals the plan.
-    3. Steady state before (`steady_state_s` of load at `rate`, judged against the SLO spec): when it does
-       not hold, nothing is injected and the verdict is `aborted`.
-    4. The method: `duration_s` of open-loop load while the faults start and end on the timeline
+    3. Steady state before (`spec.steady_state.duration_s` of the spec's load, judged against the SLO spec):
+       when it does not hold, nothing is injected and the verdict is `aborted`.
+    4. The method: `spec.duration_s` of open-loop load while the faults start and end on the timeline
        (journal `fault_start`/`fault_end` with their outcome). Each fault also ends by itself (its TTL in
        the supervisor or the wrapper), even if this process is SIGKILLed.
-    5. Waits up to `settle_timeout_s` for every service to be ready, then the steady state after:
+    5. Waits up to `spec.settle_timeout_s` for every service to be ready, then the steady state after:
        `completed` when it holds, `deviated` when it does not.
     SIGINT/SIGTERM (or an error) end every applied fault, journal `aborted` and give the verdict `aborted`.
 
-    `remediation` (a RemediationPolicy or its fields as a dict): a remediation loop runs beside the
-    method's load, reading p95 latency from the lab's Prometheus and restarting `policy.target` after
-    `breaches_to_act` breaches (cooldown, cap, dry-run as the policy says); every decision is journaled,
-    and a restart that clears a fault (a wrapper restart drops the wrapper's faults) journals its end.
-    Recovery measures per fault (time to detect, time to recover, requests lost) are computed after the
-    method from the journal and the samples, counting a request slower than `slow_threshold_s` as bad
-    (default: the remediation threshold, else the SLO spec's tightest end-to-end latency threshold);
-    they are in the result, in `experiment.json` and journaled as `recovery` events.
-    `say` gets progress lines (None: silent).
+    With `spec.remediation`, a remediation loop runs beside the method's load, reading p95 latency from the
+    lab's Prometheus and restarting the policy's target after `breaches_to_act` breaches (cooldown, cap,
+    dry-run as the policy says); every decision is journaled, and a restart that clears a fault (a wrapper
+    restart drops the wrapper's faults) journals its end. Recovery measures per fault (time to detect, time
+    to recover, requests lost) are computed after the method from the journal and the samples; they are in
+    the result, in `experiment.json` and journaled as `recovery` events. `say` gets progress lines (None:
+    silent).
     """
     say = say or (lambda _line: None)
-    schedule = as_schedule(schedule)
-    _check_run_args(duration_s, steady_state_s, settle_timeout_s)
-    if remediation is not None and not isinstance(remediation, RemediationPolicy):
-        remediation = RemediationPolicy.from_options(**remediation)
-    if slow_threshold_s is not None:
-        _check_seconds("slow_threshold_s", slow_threshold_s, 600.0)
-    check_schedule_fits(schedule, duration_s)
+    if not isinstance(spec, ExperimentSpec):
+        raise ConfigError(
+            f"run_experiment takes an ExperimentSpec, not a {type(spec).__name__}; build one with "
+            "labkit.chaos.ExperimentSpec(schedule=[...], duration_s=...)"
+        )
     injector = FaultInjector(lab_dir)  # LabNotRunningError when the lab is not up
     try:
-        injector.preflight(schedule.faults)
+        injector.preflight(spec.schedule.faults)
         # Right after `labkit up`, Prometheus may not have scraped yet: a fault before its first scrape
         # (a kill) would be missing from the run's series and invisible to increase().
         injector.backend.wait_scraped(say=say)
-        if remediation is not None and remediation.target == "model" and not injector.config.supervised_model:
+        remediates_model = spec.remediation is not None and spec.remediation.target == "model"
+        if remediates_model and not injector.config.supervised_model:
             raise ConfigError(
                 "remediation cannot restart the model: it is an Ollama the lab does not run "
                 f"({injector.config.model_url}); target the wrapper instead"
             )
-        url = injector.wrapper_url
-        load_fields: dict[str, Any] = {
-            "url": url,
-            "rate": rate,
-            "stream": stream,
-            "max_tokens": max_tokens,
-            "arrival": arrival,
-            "seed": load_seed,
-            "timeout_s": request_timeout_s,
-            "api_key_file": injector.config.api_key_file,
-        }
-        method_spec = LoadSpec(**load_fields, duration_s=duration_s)
-        steady_spec = LoadSpec(**load_fields, duration_s=steady_state_s) if steady_state else None
-        load_slo_spec(slo_spec)  # a broken SLO spec is a ConfigError now, not after the method
-        plan = plan_text(schedule, duration_s=duration_s)
-        run_dir = _run_directory(run_dir, out_dir, scenario)
-        run_dir.write_json(
-            RunFile.PARAMS,
-            {
-                "scenario": scenario,
-                "duration_s": duration_s,
-                "lab_dir": str(Path(lab_dir).resolve()),
-                "experiment": {
-                    "rate": rate,
-                    "stream": stream,
-                    "max_tokens": max_tokens,
-                    "arrival": arrival,
-                    "load_seed": load_seed,
-                    "request_timeout_s": request_timeout_s,
-                    "steady_state": steady_state,
-                    "steady_state_s": steady_state_s,
-                    "settle_timeout_s": settle_timeout_s,
-                    "slo_spec": str(slo_spec) if slo_spec else None,
-                    "slow_threshold_s": slow_threshold_s,
-                },
-                "remediation": None if remediation is None else remediation.model_dump(mode="json"),
-                "chaos": {"seed": schedule.seed, "faults": schedule.to_records(), "plan": plan},
-            },
-        )
+        load_slo_spec(spec.slo_spec)  # a broken SLO spec is a ConfigError now, not after the method
+        plan = plan_text(spec.schedule, duration_s=spec.duration_s)
+        run_dir = _run_directory(run_dir, out_dir, spec.scenario)
+        resolved_lab = Path(lab_dir).resolve()
+        run_dir.write_json(RunFile.PARAMS, spec.params_record(resolved_lab, plan))
         run_dir.journal(
             EventKind.EXPERIMENT_STARTED,
             run_id=run_dir.run_id,
-            duration_s=duration_s,
-            lab_dir=str(Path(lab_dir).resolve()),
-            steady_state=steady_state,
+            duration_s=spec.duration_s,
+            lab_dir=str(resolved_lab),
+            steady_state=spec.steady_state.enabled,
         )
+        schedule = spec.schedule
         run_dir.journal(EventKind.SCHEDULE, seed=schedule.seed, faults=schedule.to_records(), plan=plan)
         say(plan)
         say(f"run directory: {run_dir.path}")
-        experiment = _Experiment(
-            injector=injector,
-            schedule=schedule,
-            run_dir=run_dir,
-            method_spec=method_spec,
-            steady_spec=steady_spec,
-            settle_timeout_s=settle_timeout_s,
-            slo_spec=slo_spec,
-            say=say,
-            remediation=remediation,
-            slow_threshold_s=slow_threshold_s,
-        )
-        return experiment.run()
+        return _Experiment(spec, injector=injector, run_dir=run_dir, say=say).run()
     finally:
         injector.close()

@@ -1,5 +1,5 @@
-"""Experiment files (YAML or JSON): a schedule (explicit `faults:` or a seeded `random:`) with the run's
-duration, load, steady-state and remediation settings.
+"""Experiment files (YAML or JSON): an ExperimentSpec written down — a schedule (explicit `faults:` or a
+seeded `random:`) with the run's duration, load, steady-state and remediation settings.
 Every error names the file and line: `exp.yaml:12: ...`.
 """
 
@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labkit.chaos._remediation import RemediationPolicy
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, random_schedule, schedule_problems
+from labkit.chaos._spec import ExperimentLoad, ExperimentSpec, SteadyState
 from labkit.errors import ConfigError
 from labkit.faults import Fault, InvalidFaultError, describe_error, format_problem
 from labkit.yaml_lines import YamlLines
@@ -35,23 +36,6 @@ faults:
 """
 
 
-class _Load(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    stream: bool | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    arrival: Literal["constant", "poisson"] | None = None
-    seed: int | None = None
-
-
-class _SteadyState(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool | None = None
-    duration_s: float | None = Field(default=None, gt=0, le=600, allow_inf_nan=False)
-
-
 class _Random(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -68,8 +52,8 @@ class _Document(BaseModel):
     title: str | None = None
     description: str | None = None
     duration_s: float | None = Field(default=None, gt=0, le=MAX_RUN_S, allow_inf_nan=False)
-    load: _Load = _Load()
-    steady_state: _SteadyState = _SteadyState()
+    load: ExperimentLoad = ExperimentLoad()
+    steady_state: SteadyState = SteadyState()
     faults: list[dict[str, Any]] | None = None
     random: _Random | None = None
     remediation: RemediationPolicy | None = None
@@ -77,31 +61,35 @@ class _Document(BaseModel):
 
 @dataclass(frozen=True)
 class ExperimentFile:
-    """A parsed, validated experiment file. `run_kwargs()` gives the keyword arguments of
-    `run_experiment` that the file sets (a caller's own values, e.g. CLI flags, go on top)."""
+    """A parsed, validated experiment file; `spec()` is the experiment it describes."""
 
     path: Path
     schedule: Schedule
     title: str | None = None
     description: str | None = None
     duration_s: float | None = None
-    load: dict[str, Any] = field(default_factory=dict)
-    steady_state: dict[str, Any] = field(default_factory=dict)
+    load: ExperimentLoad = field(default_factory=lambda: ExperimentLoad())
+    steady_state: SteadyState = field(default_factory=lambda: SteadyState())
     remediation: RemediationPolicy | None = None
 
-    def run_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
-        if self.duration_s is not None:
-            kwargs["duration_s"] = self.duration_s
-        names = {"seed": "load_seed"}
-        kwargs.update({names.get(k, k): v for k, v in self.load.items()})
-        if "enabled" in self.steady_state:
-            kwargs["steady_state"] = self.steady_state["enabled"]
-        if "duration_s" in self.steady_state:
-            kwargs["steady_state_s"] = self.steady_state["duration_s"]
-        if self.remediation is not None:
-            kwargs["remediation"] = self.remediation
-        return kwargs
+    def spec(self, duration_s: float | None = None) -> ExperimentSpec:
+        """The ExperimentSpec of this file; `duration_s` (e.g. a command line's) wins over the file's own,
+        and the schedule must fit it (a ConfigError naming the file)."""
+        total = duration_s if duration_s is not None else self.duration_s
+        if total is None:
+            raise ConfigError(f"{self.path} has no duration_s; pass --duration-s S")
+        try:
+            return ExperimentSpec(
+                schedule=self.schedule,
+                duration_s=total,
+                load=self.load,
+                steady_state=self.steady_state,
+                remediation=self.remediation,
+                title=self.title,
+                description=self.description,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{self.path} with duration_s {total:g}: {exc}") from None
 
 
 def _parse(path: Path, text: str) -> tuple[Any, YamlLines]:
@@ -173,8 +161,8 @@ def load_experiment_file(path: Path | str) -> ExperimentFile:
         title=doc.title,
         description=doc.description,
         duration_s=doc.duration_s,
-        load=doc.load.model_dump(exclude_none=True),
-        steady_state=doc.steady_state.model_dump(exclude_none=True),
+        load=doc.load,
+        steady_state=doc.steady_state,
         remediation=doc.remediation,
     )
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import httpx
 
 from labkit.errors import BackendError, ConfigError, LabkitError
-from labkit.faults import Fault
+from labkit.faults import WRAPPER_FAULT_KINDS, WRAPPER_FAULTS_ROUTE, Fault
 from labkit.lab.registry import attach_backend
 
 __all__ = ["ActiveFault", "FaultInjector", "HaltReport", "RevertOutcome", "halt_all"]
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 # Short: a paused service does not answer at all, and the timeline must not stall behind it.
 DEFAULT_HTTP_TIMEOUT_S = 5.0
-_WRAPPER_KINDS = frozenset({"latency", "error", "stream_cut"})
 _BACKEND_KINDS = frozenset({"kill", "restart", "pause"})
 
 # reverted: ended by us; expired: its TTL had already ended it; ended: instantaneous, nothing to undo.
@@ -156,7 +155,7 @@ class FaultInjector:
         wall, mono = time.time(), time.monotonic()
         if fault.kind in _BACKEND_KINDS:
             detail = self._apply_backend(fault)
-        elif fault.kind in _WRAPPER_KINDS:
+        elif fault.kind in WRAPPER_FAULT_KINDS:
             detail = self._apply_wrapper(fault)
         elif fault.kind == "cpu_stress":
             detail = self._apply_stress(fault)
@@ -190,7 +189,7 @@ class FaultInjector:
     def _apply_wrapper(self, fault: Fault) -> dict[str, Any]:
         body = {"kind": fault.kind, "duration_s": fault.duration_s, "params": fault.params}
         response = self._call(
-            "POST", f"{self.wrapper_url}/admin/faults", f"injecting {fault.kind}", json=body
+            "POST", f"{self.wrapper_url}{WRAPPER_FAULTS_ROUTE}", f"injecting {fault.kind}", json=body
         )
         answer = response.json()
         return {
@@ -240,7 +239,10 @@ class FaultInjector:
                 f"the wrapper gave no id for {fault.describe()}; end it with `labkit chaos halt`"
             )
         response = self._call(
-            "DELETE", f"{self.wrapper_url}/admin/faults/{fault_id}", f"ending {fault.kind}", ok=(404,)
+            "DELETE",
+            f"{self.wrapper_url}{WRAPPER_FAULTS_ROUTE}/{fault_id}",
+            f"ending {fault.kind}",
+            ok=(404,),
         )
         return ("expired" if response.status_code == 404 else "reverted"), {}
 
@@ -283,7 +285,7 @@ class FaultInjector:
         ended = 0
         try:
             answer = self._call(
-                "DELETE", f"{self.wrapper_url}/admin/faults", "ending the wrapper's faults"
+                "DELETE", f"{self.wrapper_url}{WRAPPER_FAULTS_ROUTE}", "ending the wrapper's faults"
             ).json()
             ended = int(answer.get("ended", 0)) if isinstance(answer, dict) else 0
         except LabkitError as exc:

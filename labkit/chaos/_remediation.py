@@ -41,13 +41,13 @@ class RemediationPolicy(BaseModel):
 
     target: Literal["model", "wrapper", "prometheus"] = "wrapper"
     action: Literal["restart"] = "restart"
-    threshold_s: float = Field(3.0, gt=0, description="p95 latency above this is a breach")
-    window_s: float = Field(15.0, ge=2, le=3600, description="rate window of the p95 query")
-    interval_s: float = Field(5.0, gt=0, le=600, description="how often the signal is read")
-    breaches_to_act: int = Field(3, ge=1, le=100, description="consecutive breaches before acting")
-    cooldown_s: float = Field(30.0, ge=0, le=86400, description="no action this long after one")
-    max_actions: int = Field(3, ge=1, le=1000, description="at most this many actions per cap window")
-    cap_window_s: float = Field(600.0, gt=0, le=86400)
+    threshold_s: float = Field(default=3.0, gt=0, description="p95 latency above this is a breach")
+    window_s: float = Field(default=15.0, ge=2, le=3600, description="rate window of the p95 query")
+    interval_s: float = Field(default=5.0, gt=0, le=600, description="how often the signal is read")
+    breaches_to_act: int = Field(default=3, ge=1, le=100, description="consecutive breaches before acting")
+    cooldown_s: float = Field(default=30.0, ge=0, le=86400, description="no action this long after one")
+    max_actions: int = Field(default=3, ge=1, le=1000, description="at most this many actions per cap window")
+    cap_window_s: float = Field(default=600.0, gt=0, le=86400)
     dry_run: bool = False
 
     @classmethod

@@ -5,16 +5,15 @@ Kept apart from the supervisor so that it can be read (and tested) without start
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import sys
 from dataclasses import dataclass, field
 
 from labkit.config import LabConfig
 from labkit.lab.contract import ServiceName
 from labkit.lab.labdir import LabDir
+from labkit.sockets import is_loopback_address
 
-__all__ = ["ServiceSpec", "exposed_services", "is_loopback_host", "service_specs"]
+__all__ = ["ServiceSpec", "exposed_services", "service_specs"]
 
 
 @dataclass(frozen=True)
@@ -94,30 +93,15 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
     return specs
 
 
-def is_loopback_host(host: str) -> bool:
-    """True when every address `host` names is a loopback one (127.0.0.0/8, ::1): nothing bound there is
-    reachable from another machine. The wildcards 0.0.0.0 and :: are not loopback: they are every address."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        return False  # not resolvable: `up` refuses it anyway, and a warning too many is harmless
-    addresses = {info[4][0] for info in infos}
-    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addresses)
-
-
 def exposed_services(config: LabConfig) -> list[str]:
     """The services of `config` that other machines could reach, as `name (host:port)`; [] when they all
     bind a loopback address. The exporter is listed with its control API (token-protected) and its open
     /metrics; an Ollama the lab did not start is not the lab's to expose."""
-    if is_loopback_host(config.host):
+    if is_loopback_address(config.host, resolve=True):
         return []
     ports = {"wrapper": config.wrapper_port, "prometheus": config.prometheus_port}
     if config.supervised_model:
         ports = {"model": config.model_port, **ports}
     ports["exporter"] = config.exporter_port
-    host = f"[{config.host}]" if ":" in config.host else config.host
+    host = f"[{config.host}]" if ":" in config.host else config.host  # the address bound, not a client's
     return [f"{name} ({host}:{port})" for name, port in ports.items()]

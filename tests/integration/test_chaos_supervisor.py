@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from labkit.chaos import Fault, FaultInjector, halt_all, run_experiment
+from labkit.chaos import ExperimentSpec, Fault, FaultInjector, halt_all, run_experiment
 from labkit.lab.local import LocalBackend
 from labkit.lab.processes import find_lab_processes
 from labkit.rundir import RunDirectory, RunFile
@@ -136,15 +136,15 @@ def test_faults_end_by_their_ttl_after_the_experiment_process_is_sigkilled(
         spawned,
         """
         import sys
-        from labkit.chaos import Fault, run_experiment
-        run_experiment(
-            sys.argv[1],
-            [
+        from labkit.chaos import ExperimentSpec, Fault, run_experiment
+        spec = ExperimentSpec(
+            schedule=[
                 Fault(kind="latency", start_s=0, duration_s=4, params={"delay_s": 0.3}),
                 Fault(kind="pause", target="wrapper", start_s=0.5, duration_s=3),
             ],
-            duration_s=30, rate=2, steady_state=False, out_dir=sys.argv[2], say=None,
+            duration_s=30, load={"rate": 2}, steady_state={"enabled": False},
         )
+        run_experiment(sys.argv[1], spec, out_dir=sys.argv[2], say=None)
         """,
         str(running_lab.lab.root),
         str(out),
@@ -174,11 +174,12 @@ def test_sigterm_aborts_an_experiment_and_reverts_its_faults_at_once(
         spawned,
         """
         import sys
-        from labkit.chaos import Fault, run_experiment
-        result = run_experiment(
-            sys.argv[1], [Fault(kind="pause", target="model", start_s=0.5, duration_s=60)],
-            duration_s=90, rate=1, steady_state=False, out_dir=sys.argv[2], say=None,
+        from labkit.chaos import ExperimentSpec, Fault, run_experiment
+        spec = ExperimentSpec(
+            schedule=[Fault(kind="pause", target="model", start_s=0.5, duration_s=60)],
+            duration_s=90, load={"rate": 1}, steady_state={"enabled": False},
         )
+        result = run_experiment(sys.argv[1], spec, out_dir=sys.argv[2], say=None)
         print("verdict", result.verdict)
         """,
         str(running_lab.lab.root),
@@ -204,19 +205,17 @@ def test_an_experiment_journals_every_fault_and_ends_with_a_verdict(
     running_lab: LocalBackend, tmp_path: Path
 ) -> None:
     lines: list[str] = []
-    result = run_experiment(
-        running_lab.lab.root,
-        [
+    spec = ExperimentSpec(
+        schedule=[
             Fault(kind="pause", target="wrapper", start_s=0.5, duration_s=1),
             Fault(kind="latency", start_s=2, duration_s=1.5, params={"delay_s": 0.2}),
             Fault(kind="kill", target="model", start_s=4, duration_s=2),
         ],
         duration_s=6,
-        rate=2,
-        steady_state_s=2,
-        out_dir=tmp_path / "runs",
-        say=lines.append,
+        load={"rate": 2},
+        steady_state={"duration_s": 2},
     )
+    result = run_experiment(running_lab.lab.root, spec, out_dir=tmp_path / "runs", say=lines.append)
     assert result.verdict == "completed", result.summary()
     assert lines[0].startswith("chaos schedule (explicit, run 6 s): 3 faults")
     assert result.before is not None and result.before.verdict == "met"

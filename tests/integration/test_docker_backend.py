@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from labkit.chaos import Fault, run_experiment
+from labkit.chaos import ExperimentSpec, Fault, run_experiment
 from labkit.config import LabConfig
 from labkit.errors import BackendError
 from labkit.lab.contract import LABEL_LAB, LABEL_SERVICE
@@ -186,10 +186,10 @@ def test_chaos_faults_work_through_the_agent(docker_lab: DockerBackend, tmp_path
         Fault(kind="stream_cut", start_s=15, duration_s=1, params={"after_tokens": 2}),
         Fault(kind="unload", start_s=16.5, duration_s=1),
     ]
-    result = run_experiment(
-        docker_lab.lab.root, schedule, duration_s=18, rate=4, max_tokens=4, steady_state=False,
-        run_dir=tmp_path, say=None,
-    )  # fmt: skip
+    spec = ExperimentSpec(
+        schedule=schedule, duration_s=18, load={"rate": 4, "max_tokens": 4}, steady_state={"enabled": False}
+    )
+    result = run_experiment(docker_lab.lab.root, spec, run_dir=tmp_path, say=None)
     assert result.verdict == "completed", result.summary()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     started = [(e["fault_kind"], e["outcome"]) for e in events if e["kind"] == "fault_start"]

@@ -265,20 +265,18 @@ def test_cli_up_wait_scraped_returns_with_every_target_scraped(lab_config: LabCo
 def test_a_kill_right_after_cli_up_is_seen_by_prometheus(lab_config: LabConfig, tmp_path: Path) -> None:
     """`labkit up`, then a chaos run at once: the experiment waits for Prometheus' first scrape, so the
     restart counter has a sample from before the kill (increase() needs one) and the run loses nothing."""
-    from labkit.chaos import Fault, run_experiment
+    from labkit.chaos import ExperimentSpec, Fault, run_experiment
 
     try:
         up = _cli(lab_config, "up", "--engine", "sim", *_port_flags(lab_config))
         assert up.returncode == 0, up.stderr
-        result = run_experiment(
-            lab_config.lab_dir,
-            [Fault(kind="kill", target="model", start_s=0, duration_s=2)],
+        spec = ExperimentSpec(
+            schedule=[Fault(kind="kill", target="model", start_s=0, duration_s=2)],
             duration_s=2,
-            rate=2,
-            steady_state=False,
-            out_dir=tmp_path / "runs",
-            say=None,
+            load={"rate": 2},
+            steady_state={"enabled": False},
         )
+        result = run_experiment(lab_config.lab_dir, spec, out_dir=tmp_path / "runs", say=None)
         assert result.verdict == "completed", result.summary()
         restarts = 'lab_service_restarts_total{service="model"}'
         wait_for(lambda: prometheus_value(lab_config, restarts) == 1, what="Prometheus sees the restart")

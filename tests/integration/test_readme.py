@@ -89,5 +89,5 @@ def test_readme_experiment_file_is_valid(tmp_path: Path) -> None:
     (block,) = [b for b in _blocks("yaml") if "remediation:" in b]
     path = tmp_path / "latency.yaml"
     path.write_text(block)
-    settings = load_experiment_file(path).run_kwargs()
-    assert settings["remediation"].target == "wrapper" and settings["duration_s"] == 30
+    spec = load_experiment_file(path).spec()
+    assert spec.remediation is not None and spec.remediation.target == "wrapper" and spec.duration_s == 30

@@ -13,6 +13,7 @@ import pytest
 
 from labkit.chaos import (
     ExperimentResult,
+    ExperimentSpec,
     Fault,
     RemediationPolicy,
     Remediator,
@@ -99,13 +100,11 @@ def test_latency_breach_is_remediated_by_a_counted_restart(running_lab: LocalBac
 
 
 def _latency_experiment(lab: LocalBackend, out: Path, *, dry_run: bool) -> ExperimentResult:
-    return run_experiment(
-        lab.lab.root,
-        [Fault(kind="latency", start_s=1, duration_s=14, params={"delay_s": 0.6})],
+    spec = ExperimentSpec(
+        schedule=[Fault(kind="latency", start_s=1, duration_s=14, params={"delay_s": 0.6})],
         duration_s=16,
-        rate=4,
-        max_tokens=8,
-        steady_state_s=2,
+        load={"rate": 4, "max_tokens": 8},
+        steady_state={"duration_s": 2},
         remediation={
             "target": "wrapper",
             "threshold_s": 0.3,
@@ -115,9 +114,8 @@ def _latency_experiment(lab: LocalBackend, out: Path, *, dry_run: bool) -> Exper
             "cooldown_s": 60,
             "dry_run": dry_run,
         },
-        out_dir=out,
-        say=None,
     )
+    return run_experiment(lab.lab.root, spec, out_dir=out, say=None)
 
 
 def test_an_experiment_with_remediation_restarts_the_wrapper_and_shows_the_recovery(

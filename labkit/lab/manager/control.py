@@ -32,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from labkit.errors import BackendError
+from labkit.faults import MAX_FAULT_DURATION_S
 from labkit.lab.contract import (
     SHUTDOWN_ROUTE,
     STATUS_ROUTE,
@@ -58,7 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 0.25
-MAX_PAUSE_S = 3600.0
+
 PROBE_TIMEOUT_S = 3.0
 # A stress-ng run ends by its own --timeout; this long after that the supervisor SIGKILLs what is left.
 STRESS_GRACE_S = 5.0
@@ -168,7 +170,7 @@ class ProbedState:
             self._set_state("starting", why)
 
 
-class StressUnavailableError(Exception):
+class StressUnavailableError(BackendError):
     """stress-ng cannot be started (not installed, or a run is already going)."""
 
 
@@ -443,9 +445,9 @@ class ControlServer:
                 if (
                     isinstance(duration, bool)
                     or not isinstance(duration, int | float)
-                    or not 0 < duration <= MAX_PAUSE_S
+                    or not 0 < duration <= MAX_FAULT_DURATION_S
                 ):
-                    return _error(422, f"duration_s must be a number in (0, {MAX_PAUSE_S:g}]")
+                    return _error(422, f"duration_s must be a number in (0, {MAX_FAULT_DURATION_S:g}]")
                 await _maybe_await(svc.pause(float(duration)))
             elif action == "unpause":
                 await _maybe_await(svc.unpause())
@@ -480,9 +482,9 @@ class ControlServer:
         if (
             isinstance(duration, bool)
             or not isinstance(duration, int | float)
-            or not 0 < duration <= MAX_PAUSE_S
+            or not 0 < duration <= MAX_FAULT_DURATION_S
         ):
-            return _error(422, f"duration_s must be a number in (0, {MAX_PAUSE_S:g}]")
+            return _error(422, f"duration_s must be a number in (0, {MAX_FAULT_DURATION_S:g}]")
         try:
             started = await self.stress.start(workers, float(duration))
         except StressUnavailableError as exc:

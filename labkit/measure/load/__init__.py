@@ -15,7 +15,6 @@ from labkit.measure.load._spec import (
     DEFAULT_MAX_REQUESTS,
     DEFAULT_PROMPTS,
     LoadSpec,
-    is_loopback_host,
     prompt_choices,
     schedule,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "LoadResult",
     "LoadSpec",
     "achieved_rate",
-    "is_loopback_host",
     "load_requests_frame",
     "prompt_choices",
     "requests_frame",

@@ -5,7 +5,6 @@ Everything here is checked before the first request; a bad spec is one `ConfigEr
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import random
 from pathlib import Path
@@ -15,13 +14,13 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from labkit.errors import ConfigError
+from labkit.sockets import is_loopback_address
 
 __all__ = [
     "DEFAULT_MAX_DURATION_S",
     "DEFAULT_MAX_REQUESTS",
     "DEFAULT_PROMPTS",
     "LoadSpec",
-    "is_loopback_host",
     "prompt_choices",
     "schedule",
 ]
@@ -36,17 +35,27 @@ DEFAULT_PROMPTS: tuple[str, ...] = (
 DEFAULT_MAX_DURATION_S = 3600.0
 DEFAULT_MAX_REQUESTS = 100_000
 
-# The CLI flag of each field, so that one message serves notebook and command-line users alike.
-_FLAGS = {
-    "url": "--url",
-    "rate": "--rate",
-    "concurrency": "--concurrency",
-    "duration_s": "--duration",
-    "max_tokens": "--max-tokens",
-    "seed": "--seed",
-    "timeout_s": "--timeout",
-    "allow_non_loopback": "--allow-non-loopback",
-}
+# The fields `labkit load` has a flag for; a flag is its field's name (`--duration-s`), so that one message
+# serves notebook and command-line users alike.
+_CLI_FIELDS = frozenset(
+    {
+        "url",
+        "rate",
+        "concurrency",
+        "duration_s",
+        "arrival",
+        "max_tokens",
+        "seed",
+        "timeout_s",
+        "allow_non_loopback",
+    }
+)
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
 _HINTS = {
     "url": "pass the wrapper's base URL, e.g. http://127.0.0.1:8000",
     "rate": "pass a rate above 0 requests per second",
@@ -61,18 +70,6 @@ _HINTS = {
     "mode": "use 'open' (a schedule of send times) or 'closed' (fixed concurrency)",
     "arrival": "use 'constant' or 'poisson'",
 }
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for `localhost` and literal addresses in 127.0.0.0/8 or ::1. Other names are not resolved:
-    a name that resolves to loopback today may not tomorrow."""
-    host = host.strip("[]").lower()
-    if host in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _expected_requests(rate: float, duration_s: float) -> int:
@@ -165,7 +162,7 @@ class LoadSpec(BaseModel):
                 raise ValueError("arrival='poisson' applies to an open loop only; drop it for mode='closed'")
         if self.duration_s > self.max_duration_s:
             raise ValueError(
-                f"duration_s (--duration): {self.duration_s:g} s is over the cap of "
+                f"duration_s (--duration-s): {self.duration_s:g} s is over the cap of "
                 f"{self.max_duration_s:g} s; shorten the run or raise max_duration_s"
             )
         if self.rate is not None:
@@ -173,10 +170,10 @@ class LoadSpec(BaseModel):
             if expected > self.max_requests:
                 raise ValueError(
                     f"rate x duration_s = {expected} requests, over the cap max_requests = "
-                    f"{self.max_requests}; lower --rate or --duration, or raise max_requests"
+                    f"{self.max_requests}; lower --rate or --duration-s, or raise max_requests"
                 )
         host = httpx.URL(self.url).host
-        if not self.allow_non_loopback and not is_loopback_host(host):
+        if not self.allow_non_loopback and not is_loopback_address(host, resolve=False):
             raise ValueError(
                 f"url (--url): {host!r} is not a loopback address; the lab only sends load to this "
                 "machine (127.0.0.0/8, ::1, localhost) unless you pass allow_non_loopback=True "
@@ -196,7 +193,7 @@ def _describe(exc: ValidationError) -> str:
         message = str(err["msg"]).removeprefix("Value error, ")
         field = str(err["loc"][0]) if err["loc"] else ""
         if field and not message.startswith(field):
-            flag = f" ({_FLAGS[field]})" if field in _FLAGS else ""
+            flag = f" ({_flag(field)})" if field in _CLI_FIELDS else ""
             hint = f"; {_HINTS[field]}" if field in _HINTS else ""
             message = f"{field}{flag}: {message}{hint}"
         problems.append(message)

@@ -8,57 +8,9 @@ import typing as _typing
 from labkit._lazy import lazy_exports as _lazy_exports
 
 # Lazy: `labkit.measure.slo.rules` (imported by every `labkit up`) must not pull pandas in with the client
-# SLIs.
-_EXPORTS = {
-    "BucketQuantile": "labkit.measure.histograms",
-    "bucket_quantile": "labkit.measure.histograms",
-    "cumulative_buckets": "labkit.measure.histograms",
-    "ALERT_WINDOWS": "labkit.measure.slo.alerts",
-    "WORKBOOK_ALERTS": "labkit.measure.slo.alerts",
-    "AlertState": "labkit.measure.slo.alerts",
-    "BurnRateAlert": "labkit.measure.slo.alerts",
-    "WindowScaling": "labkit.measure.slo.alerts",
-    "alert_threshold": "labkit.measure.slo.alerts",
-    "evaluate_alerts": "labkit.measure.slo.alerts",
-    "scale_alert_windows": "labkit.measure.slo.alerts",
-    "SLO_WINDOW_30D_S": "labkit.measure.slo.budget",
-    "budget_consumed": "labkit.measure.slo.budget",
-    "burn_rate": "labkit.measure.slo.budget",
-    "error_budget_remaining": "labkit.measure.slo.budget",
-    "error_ratio": "labkit.measure.slo.budget",
-    "goodput_rps": "labkit.measure.slo.budget",
-    "time_to_exhaustion_s": "labkit.measure.slo.budget",
-    "SamplesError": "labkit.measure.slo.client",
-    "objective_events": "labkit.measure.slo.client",
-    "read_samples": "labkit.measure.slo.client",
-    "requests_meeting_every_slo": "labkit.measure.slo.client",
-    "samples_frame": "labkit.measure.slo.client",
-    "valid_requests": "labkit.measure.slo.client",
-    "COMPARISON_COLUMNS": "labkit.measure.slo.compare",
-    "compare_client_server": "labkit.measure.slo.compare",
-    "exact_quantile": "labkit.measure.slo.compare",
-    "explain_client_server": "labkit.measure.slo.compare",
-    "generate_rules": "labkit.measure.slo.rules",
-    "rules_yaml": "labkit.measure.slo.rules",
-    "write_rules_file": "labkit.measure.slo.rules",
-    "SERVER_SLI_COLUMNS": "labkit.measure.slo.server",
-    "server_quantile": "labkit.measure.slo.server",
-    "server_slis": "labkit.measure.slo.server",
-    "HISTOGRAM_BUCKETS": "labkit.measure.slo.spec",
-    "Objective": "labkit.measure.slo.spec",
-    "SloDefinition": "labkit.measure.slo.spec",
-    "SloSpecError": "labkit.measure.slo.spec",
-    "default_spec_path": "labkit.measure.slo.spec",
-    "load_slo_spec": "labkit.measure.slo.spec",
-    "parse_duration_s": "labkit.measure.slo.spec",
-    "ObjectiveResult": "labkit.measure.slo.verdict",
-    "SloReport": "labkit.measure.slo.verdict",
-    "check_run": "labkit.measure.slo.verdict",
-    "evaluate_client_slos": "labkit.measure.slo.verdict",
-    "format_report": "labkit.measure.slo.verdict",
-}
+# SLIs; the names below load on first use.
 
-__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__ = _lazy_exports(__name__)
 
 if _typing.TYPE_CHECKING:
     from labkit.measure.histograms import BucketQuantile, bucket_quantile, cumulative_buckets

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from labkit.config import stack_dir
-from labkit.errors import ConfigError
+from labkit.errors import ConfigError, FieldError
 from labkit.measure.histograms import (
     INTER_TOKEN_LATENCY_BUCKETS,
     REQUEST_DURATION_BUCKETS,
@@ -170,14 +170,6 @@ _SOURCE: dict[str, tuple[str | int, ...]] = {
 }
 
 
-class _FieldError(ValueError):
-    """A problem with the field at `loc` (a path in the document)."""
-
-    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.loc = loc
-
-
 def _unknown_key(data: Any, keys: Any, loc: tuple[str | int, ...] = ()) -> tuple[str | int, ...] | None:
     """The path of the first key the document has that labkit does not read, or None."""
     if isinstance(keys, dict) and isinstance(data, dict):
@@ -196,55 +188,55 @@ def _unknown_key(data: Any, keys: Any, loc: tuple[str | int, ...] = ()) -> tuple
 
 
 def _at(doc: dict[str, Any], loc: tuple[str | int, ...], *, required: bool = True) -> Any:
-    """The value at `loc` in the document; a _FieldError naming the first part that is missing or is
+    """The value at `loc` in the document; a FieldError naming the first part that is missing or is
     not a mapping (or a list, for an index)."""
     value: Any = doc
     for depth, part in enumerate(loc):
         here = loc[:depth]
         if isinstance(part, int):
             if not isinstance(value, list):
-                raise _FieldError(here, "must be a list")
+                raise FieldError(here, "must be a list")
             if part >= len(value):
-                raise _FieldError(here, f"needs at least {part + 1} item(s)")
+                raise FieldError(here, f"needs at least {part + 1} item(s)")
             value = value[part]
             continue
         if not isinstance(value, dict):
-            raise _FieldError(here, "must be a mapping")
+            raise FieldError(here, "must be a mapping")
         if part not in value or value[part] is None:
             if not required:
                 return None
-            raise _FieldError((*here, part), "missing")
+            raise FieldError((*here, part), "missing")
         value = value[part]
     return value
 
 
 def _flatten(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
-        raise _FieldError((), "each document must be a mapping with apiVersion, kind, metadata and spec")
+        raise FieldError((), "each document must be a mapping with apiVersion, kind, metadata and spec")
     unknown = _unknown_key(doc, _KEYS)
     if unknown is not None:
-        raise _FieldError(unknown, "unknown field; check its spelling (labkit reads a subset of OpenSLO v1)")
+        raise FieldError(unknown, "unknown field; check its spelling (labkit reads a subset of OpenSLO v1)")
     if doc.get("apiVersion") != "openslo/v1":
-        raise _FieldError(("apiVersion",), f"must be openslo/v1, got {doc.get('apiVersion')!r}")
+        raise FieldError(("apiVersion",), f"must be openslo/v1, got {doc.get('apiVersion')!r}")
     if doc.get("kind") != "SLO":
-        raise _FieldError(("kind",), f"must be SLO, got {doc.get('kind')!r}")
+        raise FieldError(("kind",), f"must be SLO, got {doc.get('kind')!r}")
     method = _at(doc, ("spec", "budgetingMethod"))
     if method != "Occurrences":
-        raise _FieldError(
+        raise FieldError(
             ("spec", "budgetingMethod"),
             f"must be Occurrences (the only method labkit implements), got {method!r}",
         )
     windows = _at(doc, ("spec", "timeWindow"))
     if not isinstance(windows, list) or len(windows) != 1:
-        raise _FieldError(("spec", "timeWindow"), "must be a list with one {duration: ...} entry")
+        raise FieldError(("spec", "timeWindow"), "must be a list with one {duration: ...} entry")
     duration = _at(doc, _SOURCE["window_s"])
     try:
         window_s = parse_duration_s(str(duration))
     except ValueError as exc:
-        raise _FieldError(_SOURCE["window_s"], str(exc)) from None
+        raise FieldError(_SOURCE["window_s"], str(exc)) from None
     indicator = _at(doc, _SOURCE["indicator"])
     if not isinstance(indicator, dict):
-        raise _FieldError(_SOURCE["indicator"], "must be a mapping with ratioMetric or thresholdMetric")
+        raise FieldError(_SOURCE["indicator"], "must be a mapping with ratioMetric or thresholdMetric")
     flat: dict[str, Any] = {
         "name": _at(doc, _SOURCE["name"]),
         "display_name": _at(doc, _SOURCE["display_name"], required=False) or _at(doc, _SOURCE["name"]),
@@ -261,16 +253,16 @@ def _flatten(doc: Any) -> dict[str, Any]:
         flat["indicator"] = "threshold"
         flat["metric"] = _at(doc, _SOURCE["metric"])
     else:
-        raise _FieldError(
+        raise FieldError(
             _SOURCE["indicator"], f"unknown indicator {sorted(indicator)}; use ratioMetric or thresholdMetric"
         )
     if not isinstance(flat["objectives"], list) or not flat["objectives"]:
-        raise _FieldError(_SOURCE["objectives"], "must list at least one objective")
+        raise FieldError(_SOURCE["objectives"], "must list at least one objective")
     return flat
 
 
 def _validate(doc: Any) -> SloDefinition:
-    """One document as an SloDefinition; every problem a _FieldError with its path in the document."""
+    """One document as an SloDefinition; every problem a FieldError with its path in the document."""
     flat = _flatten(doc)
     try:
         return SloDefinition(**flat)
@@ -285,8 +277,8 @@ def _validate(doc: Any) -> SloDefinition:
             objectives = tuple(Objective(**o) for o in flat["objectives"])
             for index, problem in _threshold_problems(flat["metric"], objectives):
                 where = _SOURCE["metric"] if index is None else (*_SOURCE["objectives"], index, "value")
-                raise _FieldError(where, problem) from None
-        raise _FieldError((*source, *loc[1:]), message.removeprefix("Value error, ")) from None
+                raise FieldError(where, problem) from None
+        raise FieldError((*source, *loc[1:]), message.removeprefix("Value error, ")) from None
 
 
 def load_slo_spec(path: Path | None = None) -> list[SloDefinition]:
@@ -320,7 +312,7 @@ def load_slo_spec(path: Path | None = None) -> list[SloDefinition]:
             raise SloSpecError(f"{path}:{line}: {what}: {format_loc(loc)}: given twice; keep one")
         try:
             slo = _validate(doc)
-        except _FieldError as exc:
+        except FieldError as exc:
             field = format_loc(exc.loc)
             raise SloSpecError(
                 f"{path}:{lines.of(exc.loc)}: {what}: {field + ': ' if field else ''}{exc}"

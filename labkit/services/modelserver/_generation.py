@@ -16,11 +16,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from labkit.errors import ClientGoneError
 from labkit.services.modelserver._api_errors import ModelServerAPIError
 from labkit.services.modelserver._api_requests import ChatRequest, GenerateRequest, KeepAlive
 from labkit.services.modelserver._engine import ChatMessage, Engine, GenerationResult, TokenStream
 from labkit.services.modelserver._http_streaming import (
-    ClientGoneError,
     DisconnectWatcher,
     NDJSONStreamingResponse,
     ndjson_line,

@@ -16,8 +16,9 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from labkit.errors import ClientGoneError
+
 __all__ = [
-    "ClientGoneError",
     "DisconnectWatcher",
     "NDJSONStreamingResponse",
     "ndjson_line",
@@ -64,10 +65,6 @@ class NDJSONStreamingResponse(StreamingResponse):
             if aclose is not None:
                 await aclose()
             await self._on_close()
-
-
-class ClientGoneError(Exception):
-    """The client disconnected before its answer was ready (recorded as status 499)."""
 
 
 class DisconnectWatcher:

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
-from labkit.services.wrapper._faults import FaultTable, parse_fault_spec
+from labkit.faults import WRAPPER_FAULTS_ROUTE, parse_wrapper_fault
+from labkit.services.wrapper._faults import FaultTable
 from labkit.services.wrapper._openapi import (
     EndedFaults,
     FaultList,
@@ -31,7 +32,7 @@ __all__ = ["ADMIN_PREFIX", "admin_router", "read_admin_token"]
 
 logger = logging.getLogger(__name__)
 
-ADMIN_PREFIX = "/admin"
+ADMIN_PREFIX, _FAULTS = WRAPPER_FAULTS_ROUTE.rsplit("/", 1)  # "/admin", "faults"
 _USE_THE_HEADER = "send it as the header Authorization: Bearer <token>"
 # Declared so that the OpenAPI document names the scheme; require_admin reads the header itself.
 _ADMIN_BEARER = HTTPBearer(
@@ -86,7 +87,7 @@ def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
     )
 
     @router.post(
-        "/faults",
+        f"/{_FAULTS}",
         status_code=201,
         response_model=InjectedFault,
         responses=error_responses(422),
@@ -108,19 +109,19 @@ def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
                 {"loc": ["body"], "msg": "the body is not UTF-8 text", "type": "json_invalid"},
             ]) from exc  # fmt: skip
         try:
-            spec = parse_fault_spec(data)
+            spec = parse_wrapper_fault(data)
         except ValidationError as exc:
             raise RequestValidationError(_spec_problems(exc)) from exc
         fault, replaced = faults.inject(spec)
         return {**fault.describe(fault.started_mono), "replaced": replaced.id if replaced else None}
 
-    @router.get("/faults", response_model=FaultList)
+    @router.get(f"/{_FAULTS}", response_model=FaultList)
     async def list_faults() -> dict[str, Any]:
         """The faults in force now, oldest first, with their remaining seconds."""
         now = time.monotonic()
         return {"faults": [f.describe(now) for f in faults.active()]}
 
-    @router.delete("/faults/{fault_id}", response_model=EndedFaults, responses=error_responses(404))
+    @router.delete(f"/{_FAULTS}/{{fault_id}}", response_model=EndedFaults, responses=error_responses(404))
     async def end_fault(fault_id: str) -> dict[str, Any] | JSONResponse:
         """End one active fault now; 404 when no active fault has this id (it may have expired)."""
         fault = faults.end(fault_id, "deleted")
@@ -131,7 +132,7 @@ def admin_router(faults: FaultTable, token: str | None) -> APIRouter:
             )
         return {"ended": 1, "ids": [fault.id]}
 
-    @router.delete("/faults", response_model=EndedFaults)
+    @router.delete(f"/{_FAULTS}", response_model=EndedFaults)
     async def end_all_faults() -> dict[str, Any]:
         """End every active fault at once; idempotent (ends 0 when none is active)."""
         ended = faults.end_all("deleted_all")

@@ -20,18 +20,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labkit.errors import ClientGoneError
+from labkit.faults import JsonInt, json_integer
 from labkit.services.wrapper._admin import admin_router, read_admin_token
 from labkit.services.wrapper._backend import UpstreamError, backend_session, missing_model_reason
 from labkit.services.wrapper._faults import InjectedFaultError
 from labkit.services.wrapper._generation import (
-    ClientGoneError,
     Generation,
     MeteredStreamingResponse,
     WrapperState,
     collect_generation,
     run_until_client_leaves,
 )
-from labkit.services.wrapper._json_types import JsonInt, json_integer
 from labkit.services.wrapper._metrics import GENERATE_ENDPOINT, WrapperMetrics
 from labkit.services.wrapper._openapi import (
     HealthAnswer,

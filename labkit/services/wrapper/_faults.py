@@ -1,4 +1,5 @@
 """HTTP faults the wrapper injects into its /generate requests (latency, error, stream_cut), each with a TTL.
+What a fault may be is the lab's fault contract (labkit.faults); this is how the wrapper holds and applies it.
 
 The TTL is held here, in the process that applies the fault, so a fault ends even when whoever injected it
 is gone; faults live only in memory, so a restarted wrapper has none.
@@ -12,97 +13,21 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
-from labkit.services.wrapper._json_types import JsonInt
+from labkit.errors import LabkitError
+from labkit.faults import ErrorFault, LatencyFault, StreamCutFault
 from labkit.services.wrapper._metrics import WrapperMetrics
 
-__all__ = [
-    "MAX_DELAY_S",
-    "MAX_FAULT_DURATION_S",
-    "ActiveFault",
-    "AnyFault",
-    "ErrorFault",
-    "ErrorParams",
-    "FaultSpec",
-    "FaultTable",
-    "InjectedFaultError",
-    "LatencyFault",
-    "LatencyParams",
-    "StreamCutFault",
-    "StreamCutParams",
-    "parse_fault_spec",
-]
+__all__ = ["ActiveFault", "AnyFault", "FaultTable", "InjectedFaultError"]
+
+# A fault the wrapper holds: the body of POST /admin/faults (labkit.faults.WrapperFaultRequest), validated.
+AnyFault = LatencyFault | ErrorFault | StreamCutFault
 
 logger = logging.getLogger(__name__)
 
-MAX_FAULT_DURATION_S = 3600.0
-MAX_DELAY_S = 60.0
 
-
-class _Strict(BaseModel):
-    # Strict: "5" is not 5 and true is not 1; a fault's parameters are never guessed.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-
-class LatencyParams(_Strict):
-    """Delay every /generate request before its backend call, so its TTFT and duration grow."""
-
-    delay_s: float = Field(gt=0, le=MAX_DELAY_S, description="seconds added before the backend call")
-    jitter_s: float = Field(
-        default=0.0, ge=0, le=MAX_DELAY_S, description="plus a uniform random extra in [0, jitter_s]"
-    )
-
-
-class ErrorParams(_Strict):
-    """Answer a 5xx without calling the backend, with a probability per request."""
-
-    probability: float = Field(gt=0, le=1, description="chance that a request gets the error")
-    status: Literal[500, 502, 503, 504] = Field(default=503, description="the HTTP status answered")
-    seed: JsonInt | None = Field(default=None, description="seeds the draws, for a reproducible sequence")
-
-
-class StreamCutParams(_Strict):
-    """Abort responses after this many token chunks (the backend stream is closed)."""
-
-    after_tokens: JsonInt = Field(ge=1, description="token chunks that pass before the cut")
-
-
-class _FaultBase(_Strict):
-    duration_s: float = Field(
-        gt=0, le=MAX_FAULT_DURATION_S, description="seconds until the wrapper ends the fault itself"
-    )
-
-
-class LatencyFault(_FaultBase):
-    kind: Literal["latency"] = "latency"
-    params: LatencyParams
-
-
-class ErrorFault(_FaultBase):
-    kind: Literal["error"] = "error"
-    params: ErrorParams
-
-
-class StreamCutFault(_FaultBase):
-    kind: Literal["stream_cut"] = "stream_cut"
-    params: StreamCutParams
-
-
-AnyFault = LatencyFault | ErrorFault | StreamCutFault
-# The body of POST /admin/faults: `kind` picks the variant, and with it the allowed params.
-FaultSpec = Annotated[AnyFault, Field(discriminator="kind")]
-_FAULT_SPEC: TypeAdapter[AnyFault] = TypeAdapter(FaultSpec)
-
-
-def parse_fault_spec(data: Any) -> AnyFault:
-    """Validate a POST /admin/faults body; raises pydantic.ValidationError."""
-    return _FAULT_SPEC.validate_python(data)
-
-
-class InjectedFaultError(Exception):
+class InjectedFaultError(LabkitError):
     """A fault decided this request's outcome: answer `status_code` and `message`, not the backend's."""
 
     def __init__(self, message: str, *, status_code: int, kind: str) -> None:

@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from labkit.errors import ClientGoneError
 from labkit.services.wrapper._backend import UpstreamError, open_generate_stream, read_chunks
 from labkit.services.wrapper._faults import FaultTable, InjectedFaultError
 from labkit.services.wrapper._metrics import GENERATE_ENDPOINT, WrapperMetrics
 from labkit.services.wrapper._settings import WrapperSettings
 
 __all__ = [
-    "ClientGoneError",
     "Generation",
     "MeteredStreamingResponse",
     "WrapperState",
@@ -75,10 +75,6 @@ class WrapperState:
         if self.client is None:
             raise RuntimeError("the wrapper's backend client is not open; run the app under its lifespan")
         return self.client
-
-
-class ClientGoneError(Exception):
-    """The client closed its connection before the answer was ready."""
 
 
 def _count(chunk: dict[str, Any], key: str, default: int) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from labkit.faults import WRAPPER_FAULT_KINDS
 from labkit.measure.histograms import (
     INTER_TOKEN_LATENCY_BUCKETS,
     REQUEST_DURATION_BUCKETS,
@@ -15,7 +16,6 @@ from labkit.measure.histograms import (
 
 __all__ = [
     "BACKEND_ERROR_KINDS",
-    "FAULT_KINDS",
     "GENERATE_ENDPOINT",
     "GENERATE_STATUS_CODES",
     "REJECTION_REASONS",
@@ -31,7 +31,6 @@ REJECTION_REASONS = ("in_flight_limit", "backend_busy", "unauthorized")
 BACKEND_ERROR_KINDS = (
     "connect", "timeout", "busy", "model_not_found", "bad_request", "http_4xx", "http_5xx", "stream",
 )  # fmt: skip
-FAULT_KINDS = ("latency", "error", "stream_cut")
 
 
 class WrapperMetrics:
@@ -114,6 +113,6 @@ class WrapperMetrics:
             self.rejected.labels(reason)
         for kind in BACKEND_ERROR_KINDS:
             self.backend_errors.labels(kind)
-        for kind in FAULT_KINDS:
+        for kind in WRAPPER_FAULT_KINDS:
             self.faults_active.labels(kind).set(0)
             self.faults_injected.labels(kind)

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from labkit.services.wrapper._faults import FaultSpec
+from labkit.faults import WrapperFaultRequest
 from labkit.services.wrapper._settings import WrapperSettings
 
 __all__ = [
@@ -203,7 +203,7 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 def fault_spec_request_body() -> dict[str, Any]:
     """`openapi_extra` for POST /admin/faults, whose body the route parses itself (after the token check)."""
-    schema = TypeAdapter(FaultSpec).json_schema()
+    schema = TypeAdapter(WrapperFaultRequest).json_schema()
     inlined = _inline_refs(schema, schema.get("$defs", {}))
     for variant in inlined["oneOf"]:
         # `kind` has a default in Python, but the discriminated union needs it in every body.

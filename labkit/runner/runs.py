@@ -2,83 +2,43 @@
 notebook into a new run directory, then the SLO report notebook is executed and rendered as one
 self-contained HTML file, and `reports/index.html` is brought up to date.
 
-Parameters are checked against the notebook's `parameters` cell before anything runs (papermill itself
-only warns about unknown ones), and the notebooks run on a kernelspec named `labkit` that starts this
-very interpreter (papermill#251, #761: the wrong interpreter or `NoSuchKernel` inside virtualenvs).
+Parameters are checked against the notebook's `parameters` cell and the scenario's spec before anything runs
+(papermill itself only warns about unknown ones).
 """
 
 from __future__ import annotations
 
-import ast
-import importlib
-import json
+import dataclasses
 import logging
-import os
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
-from typing import IO, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from labkit._version import __version__
-from labkit.atomic import write_atomically
 from labkit.errors import ConfigError, LabkitError
+from labkit.params import ParameterError
 from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunDirectory, RunFile
+from labkit.runner.cells import cell_rows, describe_failure, failure_message
+from labkit.runner.html import export_html
+from labkit.runner.kernel import KERNEL_NAME, ensure_kernelspec, kernel_manager_logging_to
+from labkit.runner.notebooks import NotebookError, NotebookParameter, notebook_parameters, notebooks_dir
+from labkit.scenarios.specs import REPORT_NOTEBOOK, RESERVED_PARAMETERS
 
 __all__ = [
-    "KERNEL_NAME",
-    "REPORT_NOTEBOOK",
-    "RESERVED_PARAMETERS",
-    "KernelSpecError",
-    "NotebookError",
-    "NotebookParameter",
-    "ParameterError",
     "ReportRenderError",
     "RunFailedError",
     "RunInterruptedError",
+    "RunPlan",
     "RunResult",
     "Scenario",
     "ScenarioRunner",
-    "convert_parameter",
-    "ensure_kernelspec",
-    "export_html",
     "load_catalog",
-    "notebook_parameters",
-    "notebooks_dir",
     "render_report",
 ]
 
 logger = logging.getLogger(__name__)
-
-KERNEL_NAME = "labkit"
-REPORT_NOTEBOOK = "05_slo_report.ipynb"
-
-# Parameters the runner sets itself, and what a person passes instead of `-p NAME VALUE`.
-RESERVED_PARAMETERS: dict[str, str] = {
-    "run_dir": "labkit run makes a new run directory for every run (under --out)",
-    "out_dir": "use --out DIR",
-    "lab_dir": "use the global option: labkit --lab-dir DIR run ...",
-    "engine": "use --engine llama|sim|ollama",
-    "backend": "use --backend local|docker",
-}
-
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
-_SCALARS: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}
-
-
-class NotebookError(LabkitError):
-    """A notebook is missing or cannot be run as a scenario (e.g. its parameters cell is unreadable)."""
-
-
-class ParameterError(ConfigError):
-    """A parameter is unknown, reserved, or its value does not convert to the declared type."""
-
-
-class KernelSpecError(LabkitError):
-    """The `labkit` kernelspec cannot be made to start this interpreter."""
 
 
 class ReportRenderError(LabkitError):
@@ -112,6 +72,12 @@ class Scenario(Protocol):
     @property
     def quick(self) -> Mapping[str, Any]: ...
 
+    def check_parameters(self, values: Mapping[str, Any]) -> None:
+        """ParameterError (a ConfigError) when `values` (over the defaults) are not the scenario's."""
+
+    def bound(self, name: str) -> str | None:
+        """What values parameter `name` may take, in words (`in (0, 3600] s`); None: any of its type."""
+
 
 Summarizer = Callable[[Path], Mapping[str, Any] | None]
 IndexWriter = Callable[[Path], object]
@@ -122,282 +88,6 @@ def load_catalog() -> Mapping[str, Scenario]:
     from labkit.scenarios import SCENARIOS
 
     return SCENARIOS
-
-
-# ---- notebooks and their parameters -------------------------------------------------------------
-
-
-def notebooks_dir() -> Path:
-    """The scenario notebooks: LABKIT_NOTEBOOKS_DIR, else `notebooks/` next to the package (a checkout)."""
-    override = os.environ.get("LABKIT_NOTEBOOKS_DIR")
-    if override:
-        if not Path(override).is_dir():
-            raise ConfigError(f"LABKIT_NOTEBOOKS_DIR={override} is not a directory; unset it or fix it")
-        return Path(override).resolve()
-    candidate = Path(__file__).resolve().parent.parent / "notebooks"
-    if candidate.is_dir():
-        return candidate
-    raise ConfigError(
-        f"labkit's notebooks are not at {candidate} (an installed wheel has none); "
-        "run labkit from a checkout of the repository or set LABKIT_NOTEBOOKS_DIR"
-    )
-
-
-@dataclass(frozen=True)
-class NotebookParameter:
-    """One line of a notebook's `parameters` cell, as papermill reads it."""
-
-    name: str
-    type_name: str  # the annotation ("float", "int", ...) or, without one, the type of the default
-    default: str  # the default as written in the notebook
-    help: str
-
-    def convert(self, value: object) -> Any:
-        """`value` (a command-line string, or an already typed value) as this parameter's type."""
-        return convert_parameter(self, value)
-
-
-def convert_parameter(param: NotebookParameter, value: object) -> Any:
-    """Convert `value` to `param`'s declared type; a ParameterError says what was expected.
-
-    Strings convert as on a command line: float accepts "1" and "2.5", int "3", bool
-    true/false/1/0/yes/no. A parameter of another declared type takes a Python literal
-    ("[1, 2]"), or the text itself when it is not one."""
-    kind = _SCALARS.get(param.type_name)
-
-    def refuse(why: str = "") -> ParameterError:
-        expected = {"bool": "true or false (also 1/0, yes/no)", "int": "an integer", "float": "a number"}
-        return ParameterError(
-            f"parameter {param.name} expects {param.type_name} ({expected.get(param.type_name, 'text')}), "
-            f"got {value!r}{why}"
-        )
-
-    if not isinstance(value, str):
-        if kind is None or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))):
-            return value
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        raise refuse()
-    text = value.strip()
-    if kind is str:
-        return value
-    if kind is bool:
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise refuse()
-    if kind is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise refuse() from None
-    if kind is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise refuse() from None
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return value
-
-
-def _type_of_default(default: str) -> str:
-    """The scalar type name of a default written without an annotation, else "None" (unknown)."""
-    try:
-        value = ast.literal_eval(default)
-    except (ValueError, SyntaxError):
-        return "None"
-    for name in ("bool", "int", "float", "str"):
-        if type(value) is _SCALARS[name]:
-            return name
-    return "None"
-
-
-def notebook_parameters(notebook: Path) -> dict[str, NotebookParameter]:
-    """The parameters a notebook declares in its cell tagged `parameters`, in order.
-
-    Papermill silently skips a line it cannot read (one with a second '=', as in `x: int = 1  # a = b`);
-    such a line is an error here, because the runner would refuse a parameter the notebook has."""
-    import nbformat
-    import papermill
-
-    if not notebook.is_file():
-        raise NotebookError(f"notebook {notebook} does not exist")
-    try:
-        inspected = papermill.inspect_notebook(str(notebook))
-    except ValueError as exc:  # no kernelspec in the notebook's metadata
-        raise NotebookError(
-            f"{notebook} cannot be inspected ({exc}); give it the kernelspec "
-            f"{{name: {KERNEL_NAME}, language: python}} in its metadata"
-        ) from exc
-    params: dict[str, NotebookParameter] = {}
-    for name, info in inspected.items():
-        type_name = str(info["inferred_type_name"])
-        if type_name == "None":
-            type_name = _type_of_default(str(info["default"]))
-        params[name] = NotebookParameter(name, type_name, str(info["default"]), str(info["help"]))
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        raise NotebookError(
-            f"{notebook} has no cell tagged `parameters`; tag its first code cell `parameters` "
-            "(one `name: type = default  # help` per line)"
-        )
-    for name, line in _assigned_names(cells[0].source):
-        if name not in params:
-            raise NotebookError(
-                f"papermill cannot read parameter {name!r} in the parameters cell of {notebook.name} "
-                f"(line {line}); write it as `name: type = default  # help`, with no '=' in the help"
-            )
-    return params
-
-
-def _assigned_names(source: str) -> list[tuple[str, int]]:
-    """(name, line) of every top-level assignment in a parameters cell; none if it is not plain Python."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    found: list[tuple[str, int]] = []
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            found += [(t.id, node.lineno) for t in node.targets if isinstance(t, ast.Name)]
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            found.append((node.target.id, node.lineno))
-    return found
-
-
-# ---- the kernel -----------------------------------------------------------------------------------
-
-
-def ensure_kernelspec(name: str = KERNEL_NAME, *, prefix: Path | None = None) -> Path:
-    """Make sure the kernelspec `name` starts this interpreter, creating or repairing it; its directory.
-
-    Without `prefix`: the spec Jupyter resolves `name` to is used when it starts this interpreter, else one
-    is written in this environment (sys.prefix) and resolved again, so that a spec of the same name
-    earlier on the Jupyter path (JUPYTER_PATH, the user's) cannot silently win. With `prefix`: the spec in
-    `prefix`/share/jupyter/kernels is created or repaired, and nothing is resolved."""
-    if prefix is not None:
-        kernel_dir = prefix / "share" / "jupyter" / "kernels" / name
-        if not _starts_this_interpreter(kernel_dir / "kernel.json"):
-            _install_kernelspec(name, prefix)
-        return kernel_dir
-    found = _resolve_kernelspec(name)
-    if found is not None and _starts_this_interpreter(found / "kernel.json"):
-        return found
-    _install_kernelspec(name, Path(sys.prefix))
-    found = _resolve_kernelspec(name)
-    if found is None or not _starts_this_interpreter(found / "kernel.json"):
-        raise KernelSpecError(
-            f"Jupyter finds the {name!r} kernel at {found}, which does not start {sys.executable}; "
-            f"remove it (`jupyter kernelspec remove {name}`) or unset JUPYTER_PATH, then run again"
-        )
-    return found
-
-
-def _resolve_kernelspec(name: str) -> Path | None:
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    found = KernelSpecManager().find_kernel_specs().get(name)
-    return None if found is None else Path(found)
-
-
-def _install_kernelspec(name: str, prefix: Path) -> None:
-    from ipykernel.kernelspec import install
-
-    kernel_dir = prefix / "share" / "jupyter" / "kernels" / name
-    logger.info("installing the %s kernelspec in %s for %s", name, kernel_dir, sys.executable)
-    try:
-        install(kernel_name=name, display_name=f"Python ({name})", prefix=str(prefix))
-    except OSError as exc:
-        raise KernelSpecError(
-            f"cannot write the {name!r} kernelspec in {kernel_dir} ({exc}); run labkit from a virtual "
-            f"environment you own (`make setup`), or register this interpreter once with "
-            f"`{sys.executable} -m ipykernel install --user --name {name}`"
-        ) from exc
-    if not _starts_this_interpreter(kernel_dir / "kernel.json"):
-        raise KernelSpecError(f"the {name!r} kernelspec in {kernel_dir} does not start {sys.executable}")
-
-
-def _kernel_manager_logging_to(log: IO[bytes]) -> type:
-    """A kernel manager whose kernel writes its stderr to `log`: ipykernel logs a warning for every kernel
-    on loopback TCP, and a KeyboardInterrupt when papermill shuts it down, which do not belong on the
-    terminal of a batch run, but do belong in the run directory."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class _LoggedKernelManager(AsyncKernelManager):  # type: ignore[misc]
-        async def start_kernel(self, **kw: Any) -> None:  # type: ignore[override]
-            kw.setdefault("stderr", log)
-            await super().start_kernel(**kw)
-
-    return _LoggedKernelManager
-
-
-def _starts_this_interpreter(kernel_json: Path) -> bool:
-    try:
-        spec = json.loads(kernel_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    argv = spec.get("argv") if isinstance(spec, dict) else None
-    return (
-        isinstance(argv, list)
-        and argv[:1] == [sys.executable]
-        and "ipykernel_launcher" in argv
-        and "{connection_file}" in argv
-    )
-
-
-# ---- HTML -------------------------------------------------------------------------------------------
-
-# JupyterLab's template loads require.js and MathJax from a CDN (and mermaid and the widget manager when
-# needed); a report must open offline, so those blocks are emptied. Math in markdown shows as TeX source.
-_OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{%- block html_head_js -%}{%- endblock html_head_js -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-"""
-
-
-class _NbconvertLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """nbconvert's log under labkit's logger, with its notice about images without alternative text (every
-    matplotlib figure has none; nbconvert adds a generic one) at debug level instead of warning."""
-
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if isinstance(msg, str) and msg.startswith("Alternative text is missing"):
-            level = logging.DEBUG
-        super().log(level, msg, *args, **kwargs)
-
-
-def export_html(notebook: Path, html: Path, *, title: str | None = None) -> Path:
-    """Render an executed notebook as one self-contained HTML file: code hidden, outputs only, images
-    inline (outputs are base64 already; markdown images are embedded), no script or style from the web."""
-    import nbformat
-    from jinja2 import DictLoader
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    if title:
-        nb.metadata["title"] = title
-    exporter = HTMLExporter(
-        template_name="lab",
-        extra_loaders=[DictLoader({"labkit_offline.html.j2": _OFFLINE_TEMPLATE})],
-        template_file="labkit_offline.html.j2",
-        exclude_input=True,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
-        embed_images=True,
-        log=_NbconvertLog(logger, {}),
-    )
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"path": str(notebook.parent)}})
-    write_atomically(html, body)
-    return html
-
-
-# ---- runs -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -434,36 +124,6 @@ class RunResult:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _first_line(source: str, width: int = 80) -> str:
-    line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
-    return line if len(line) <= width else line[: width - 1] + "…"
-
-
-def _default_value(param: NotebookParameter) -> Any:
-    """A parameter's default as the notebook would see it, or None when it is not a plain literal."""
-    try:
-        return param.convert(ast.literal_eval(param.default))
-    except (ValueError, SyntaxError, ConfigError):
-        return None
-
-
-def _check_ranges(
-    scenario: Scenario, declared: Mapping[str, NotebookParameter], values: Mapping[str, Any], *, quick: bool
-) -> None:
-    """ParameterError when a value is out of the scenario's range (a catalog entry with a
-    `check_parameters(values)` method, as labkit.scenarios.Scenario has), judged together with the
-    notebook's defaults of the parameters not given (`kill_at_s` must stay below `duration_s`)."""
-    check = getattr(scenario, "check_parameters", None)
-    if check is None:
-        return
-    defaults = {name: _default_value(p) for name, p in declared.items() if name not in RESERVED_PARAMETERS}
-    try:
-        check({**{k: v for k, v in defaults.items() if v is not None}, **values})
-    except ConfigError as exc:
-        given = " (with --quick)" if quick else ""
-        raise ParameterError(f"{exc}{given}") from exc
 
 
 class ScenarioRunner:
@@ -560,7 +220,8 @@ class ScenarioRunner:
         for p in own:
             type_name = "unknown type" if p.type_name == "None" else p.type_name
             definition = f"  {p.name}: {type_name} (default {p.default})"
-            lines.append(f"{definition:<46} {p.help}".rstrip())
+            bound = scenario.bound(p.name)
+            lines.append(f"{definition:<46} {p.help}{f'; {bound}' if bound else ''}".rstrip())
         if not own:
             lines.append("  (none)")
         reserved = [n for n in RESERVED_PARAMETERS if n in params]
@@ -610,7 +271,10 @@ class ScenarioRunner:
                 values[pname] = declared[pname].convert(value)
         for pname, value in user.items():
             values[pname] = declared[pname].convert(value)
-        _check_ranges(scenario, declared, values, quick=quick)
+        try:  # judged with the spec's defaults of the parameters not given (kill_at_s < duration_s)
+            scenario.check_parameters(values)
+        except ConfigError as exc:
+            raise ParameterError(f"{exc}{' (with --quick)' if quick else ''}") from exc
         return RunPlan(name, scenario.title, notebook, declared, values, quick)
 
     def plan_all(
@@ -742,7 +406,7 @@ class ScenarioRunner:
                 plan.notebook, output, parameters, kernel_log=run_dir.file(RunFile.KERNEL_LOG)
             )
         except KeyboardInterrupt:
-            rows = _cell_rows(output, interrupted=True)
+            rows = cell_rows(output, interrupted=True)
             cell = next((r for r in rows if r["status"] == "interrupted"), None)
             result.status = "failed"
             result.error = {
@@ -757,12 +421,12 @@ class ScenarioRunner:
                 f"(`labkit report {run_dir.path}` renders its report)"
             )
         except Exception as exc:  # every failure is recorded in run.json, then reported
-            rows = _cell_rows(output)
+            rows = cell_rows(output)
             result.status = "failed"
-            result.error = _describe_failure(exc, output)
-            result.message = _failure_message(plan, result.error, run_dir.path)
+            result.error = describe_failure(exc, output)
+            result.message = failure_message(plan.scenario, plan.notebook.name, result.error, run_dir.path)
         else:
-            rows = _cell_rows(output)
+            rows = cell_rows(output)
         # Papermill keeps the same timings in notebook.ipynb's metadata; this is for people who do not
         # open notebooks.
         run_dir.write_json(RunFile.CELLS, {"notebook": plan.notebook.name, "cells": rows})
@@ -800,14 +464,12 @@ class ScenarioRunner:
                 progress_bar=self.progress,
                 log_output=False,
                 cwd=str(self.cwd),
-                kernel_manager_class=_kernel_manager_logging_to(log),
+                kernel_manager_class=kernel_manager_logging_to(log),
             )
 
     def _summarize_into(self, result: RunResult) -> None:
         """The run's verdict and headline SLIs, when the report library can read them."""
-        summarize = self._summarize or _default_summarizer()
-        if summarize is None:
-            return
+        summarize = self._summarize or _summarize
         try:
             summary = summarize(result.run_dir)
         except Exception as exc:  # a headline is optional; the run itself stands
@@ -824,9 +486,7 @@ class ScenarioRunner:
     def update_index(self, problems: list[str] | None = None) -> Path | None:
         """Rewrite reports/index.html (labkit.report.write_index); its path, or None without labkit.report.
         A failure is appended to `problems` when given, else raised as ReportRenderError."""
-        write_index = self._write_index or _default_index_writer()
-        if write_index is None:
-            return None
+        write_index = self._write_index or _write_index
         if self.out.name != RUNS_FOLDER:
             # The index lists <reports>/runs/*: runs kept elsewhere (--out /tmp/x) are not part of one.
             logger.info("no index: %s is not a reports/runs folder", self.out)
@@ -868,7 +528,7 @@ class ScenarioRunner:
                 kernel_log=run_dir / RunFile.KERNEL_LOG,
             )
         except Exception as exc:  # the partial report is rendered, then the error raised
-            error = _describe_failure(exc, output)
+            error = describe_failure(exc, output)
             failure = (
                 f"the report notebook {notebook.name} failed in cell {error.get('cell')} "
                 f"({error.get('source', '')}): {error['ename']}: {error['evalue']}"
@@ -895,125 +555,21 @@ def render_report(run_dir: Path, **options: Any) -> Path:
     return ScenarioRunner(out=Path(run_dir).resolve().parent, **options).render_report(Path(run_dir))
 
 
-# ---- failures and cells ---------------------------------------------------------------------------
+def _summarize(run_dir: Path) -> Mapping[str, Any] | None:
+    """The run's verdict and headline SLIs (labkit.report, imported when a run ends: pandas, matplotlib)."""
+    from labkit.report import RunData, headline
+
+    return _as_mapping(headline(RunData.load(run_dir)))
 
 
-def _source_numbers(cells: Sequence[Any]) -> list[int | None]:
-    """For each cell of an executed notebook (papermill's error markers removed): its 1-based number in
-    the notebook as written, or None for the cell papermill injected."""
-    numbers: list[int | None] = []
-    n = 0
-    for cell in cells:
-        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
-            numbers.append(None)
-        else:
-            n += 1
-            numbers.append(n)
-    return numbers
+def _write_index(reports_dir: Path) -> Path:
+    from labkit.report import write_index
 
-
-def _executed_cells(output: Path) -> list[Any]:
-    import nbformat
-
-    try:
-        nb = nbformat.read(str(output), as_version=4)
-    except (OSError, ValueError):
-        return []
-    return [c for c in nb.cells if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
-
-
-def _describe_failure(exc: Exception, output: Path) -> dict[str, Any]:
-    """run.json's `error`: which cell (numbered as in the notebook as written), its first line, the error."""
-    from papermill.exceptions import PapermillExecutionError
-
-    if not isinstance(exc, PapermillExecutionError):
-        return {"cell": None, "ename": type(exc).__name__, "evalue": str(exc)}
-    numbers = _source_numbers(_executed_cells(output))
-    index = int(exc.cell_index)
-    return {
-        "cell": numbers[index] if index < len(numbers) else index + 1,
-        "execution_count": exc.exec_count,
-        "source": _first_line(str(exc.source)),
-        "ename": str(exc.ename),
-        "evalue": str(exc.evalue),
-    }
-
-
-def _failure_message(plan: RunPlan, error: Mapping[str, Any], run_dir: Path) -> str:
-    if error.get("cell") is None:
-        what = f"could not run {plan.notebook.name}: {error['ename']}: {error['evalue']}"
-    else:
-        what = (
-            f"failed in cell {error['cell']} of {plan.notebook.name} ({error.get('source', '')}): "
-            f"{error['ename']}: {error['evalue']}"
-        )
-    return f"scenario {plan.scenario} {what}; the traceback is in {run_dir / 'notebook.ipynb'}"
-
-
-def _cell_rows(output: Path, *, interrupted: bool = False) -> list[dict[str, Any]]:
-    """One row per code cell of an executed notebook: number as written, first line, status, duration.
-
-    When a run stops early papermill marks the cells that never started "completed"; here a cell without
-    a start time is "pending", and after Ctrl-C the last cell that started is "interrupted"."""
-    cells = _executed_cells(output)
-    rows: list[dict[str, Any]] = []
-    for number, cell in zip(_source_numbers(cells), cells, strict=True):
-        if cell.get("cell_type") != "code":
-            continue
-        meta = cell.get("metadata", {}).get("papermill", {})
-        started = meta.get("start_time")
-        rows.append(
-            {
-                "cell": number,
-                "execution_count": cell.get("execution_count"),
-                "source": _first_line(cell.source),
-                "tags": list(cell.get("metadata", {}).get("tags", [])),
-                "status": meta.get("status", "pending") if started else "pending",
-                "start_time": started,
-                "duration_s": meta.get("duration"),
-            }
-        )
-    if interrupted:
-        ran = [row for row in rows if row["start_time"]]
-        if ran and ran[-1]["status"] != "failed":
-            ran[-1]["status"] = "interrupted"
-    return rows
-
-
-# ---- labkit.report, when present -------------------------------------------------------------------
-
-
-def _report_module() -> ModuleType | None:
-    try:
-        return importlib.import_module("labkit.report")
-    except ModuleNotFoundError as exc:
-        if exc.name != "labkit.report":
-            raise
-        logger.warning("labkit.report is not installed: no headline and no reports/index.html")
-        return None
-
-
-def _default_summarizer() -> Summarizer | None:
-    module = _report_module()
-    if module is None:
-        return None
-
-    def summarize(run_dir: Path) -> Mapping[str, Any] | None:
-        value = module.headline(module.RunData.load(run_dir))
-        return _as_mapping(value)
-
-    return summarize
-
-
-def _default_index_writer() -> IndexWriter | None:
-    module = _report_module()
-    return None if module is None else module.write_index
+    return write_index(reports_dir)
 
 
 def _as_mapping(value: object) -> Mapping[str, Any] | None:
     """A headline as a dict, whether it is one, a pydantic model or a dataclass."""
-    import dataclasses
-
     if value is None or isinstance(value, Mapping):
         return value
     if hasattr(value, "model_dump"):

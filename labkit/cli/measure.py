@@ -1,0 +1,160 @@
+"""`labkit load` and `labkit slo`: send load and record every request; judge a run against the SLOs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from labkit.cli._base import attached, cli, out_option, renamed_option, run_action
+from labkit.errors import LabNotRunningError
+from labkit.rundir import RunFile
+
+__all__ = ["load", "slo"]
+
+
+_SPEC_OPTION = click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SLO spec, an OpenSLO v1 subset [default: the lab's stack/slo.yaml].",
+)
+
+
+@cli.group()
+def slo() -> None:
+    """SLOs: Prometheus rules generated from the spec, and the verdict of a run."""
+
+
+@slo.command("rules")
+@_SPEC_OPTION
+def slo_rules(spec_path: Path | None) -> None:
+    """Print Prometheus recording and alerting rules (multi-window burn rates) for the SLO spec."""
+
+    def action() -> None:
+        # Imported here: pandas comes with labkit.measure.slo, and every other command would pay for it.
+        from labkit.measure.slo.rules import rules_yaml
+
+        click.echo(rules_yaml(spec_path=spec_path), nl=False)
+
+    run_action(action)
+
+
+@slo.command("check")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@_SPEC_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the report (slo.json) instead of a table.")
+def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
+    """Judge RUN_DIR's requests.jsonl against every SLO; write RUN_DIR/slo.json; exit 1 if any is violated."""
+    verdicts: list[str] = []
+
+    def action() -> None:
+        from labkit.measure.slo.verdict import check_run, format_report
+
+        report = check_run(run_dir, spec_path=spec_path)
+        if as_json:
+            click.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        else:
+            click.echo(format_report(report))
+            click.echo(f"report: {run_dir / RunFile.SLO}")
+        verdicts.append(report.verdict)
+
+    run_action(action)
+    if verdicts != ["met"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--rate", type=float, default=None, help="Open loop: requests per second.")
+@renamed_option(
+    "--duration-s",
+    "--duration",
+    "duration_s",
+    type=float,
+    required=True,
+    help="Seconds to send requests for.",
+)
+@click.option(
+    "--concurrency", type=int, default=None, help="Closed loop instead: N workers sending back to back."
+)
+@renamed_option(
+    "--arrival",
+    "--poisson",
+    "arrival",
+    old_flag_value="poisson",
+    type=click.Choice(["constant", "poisson"]),
+    default="constant",
+    show_default=True,
+    help="Open loop: constant spacing, or seeded Poisson arrivals.",
+)
+@click.option("--stream", is_flag=True, help="Ask for NDJSON streams (gives client-side TTFT and ITL).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds arrivals and prompt choice.")
+@click.option("--max-tokens", type=int, default=32, show_default=True, help="Tokens per answer.")
+@renamed_option(
+    "--timeout-s",
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds a request may take, from its intended send.",
+)
+@click.option("--url", default=None, help="Wrapper base URL [default: the running lab's wrapper].")
+@click.option("--allow-non-loopback", is_flag=True, help="Permit a target that is not this machine.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
+@out_option
+@click.pass_context
+def load(
+    ctx: click.Context,
+    url: str | None,
+    no_progress: bool,
+    out: Path,
+    **options: Any,
+) -> None:
+    """Send open-loop (--rate) or closed-loop (--concurrency) load and record every request."""
+
+    def action() -> None:
+        from labkit.measure.load import LoadSpec, run_load
+        from labkit.rundir import RunDirectory
+
+        target = url
+        api_key_file = None
+        if target is None:
+            try:
+                saved = attached(ctx).saved_config()
+            except LabNotRunningError as exc:
+                raise LabNotRunningError(f"{exc}, or pass --url URL of a wrapper") from exc
+            target = saved.wrapper_url
+            api_key_file = saved.api_key_file
+        spec = LoadSpec(
+            url=target,
+            api_key_file=api_key_file,
+            mode="open" if options["concurrency"] is None else "closed",
+            **options,
+        )
+        run_dir = RunDirectory.create(out, "load")
+        try:
+            result = run_load(spec, run_dir, progress=not no_progress)
+        except KeyboardInterrupt:
+            click.echo(f"load interrupted; the requests so far are in {run_dir.path}", err=True)
+            raise
+        s = result.summary()
+        rate = "-" if s["achieved_rate"] is None else f"{s['achieved_rate']:.2f}/s"
+        target_rate = "" if spec.rate is None else f" (target {spec.rate:g}/s)"
+        availability = "-" if s["availability"] is None else f"{s['availability']:.2%}"
+        click.echo(
+            f"requests {s['requests']}  ok {s['ok']}  availability {availability}  rate {rate}{target_rate}"
+        )
+        for name in ("ttft_s", "e2e_s", "queue_delay_s"):
+            q = s[name]
+            cells = "  ".join(f"{p} {'-' if v is None else f'{v * 1000:.1f} ms'}" for p, v in q.items())
+            click.echo(f"{name.removesuffix('_s'):<12}{cells}")
+        kinds = ", ".join(f"{k} {n}" for k, n in s["error_kinds"].items()) or "none"
+        click.echo(f"errors      {kinds}")
+        click.echo(f"run directory: {result.run_dir.path}")
+
+    run_action(action)

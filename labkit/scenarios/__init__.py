@@ -1,0 +1,63 @@
+"""The lab's scenarios, as the notebooks run them: one call each, so that a notebook only narrates.
+
+`SCENARIOS` is the catalog `labkit run` reads (name -> notebook, title, parameter spec). A notebook checks its
+parameters first (`KillAndRecover.from_notebook(globals())`), then `open_lab` attaches to a running lab or
+brings one up (and takes down only a lab it started), then one scenario call writes one run directory.
+"""
+
+from __future__ import annotations
+
+from labkit.scenarios.catalog import NOTEBOOK_PARAMS, SCENARIOS, Scenario
+from labkit.scenarios.runs import (
+    ScenarioRun,
+    baseline,
+    kill_and_recover,
+    latency_and_remediation,
+    random_chaos,
+)
+from labkit.scenarios.session import LabSession, open_lab, resolve_out_dir, warm_up
+from labkit.scenarios.setup_check import check_setup
+from labkit.scenarios.specs import (
+    REPORT_NOTEBOOK,
+    RESERVED_PARAMETERS,
+    Baseline,
+    CheckSetup,
+    ExperimentParams,
+    KillAndRecover,
+    LabParams,
+    LatencyAndRemediation,
+    LoadParams,
+    RandomChaos,
+    SloReport,
+    WorkshopExperiment,
+    WorkshopPredictP95,
+)
+
+__all__ = [
+    "NOTEBOOK_PARAMS",
+    "REPORT_NOTEBOOK",
+    "RESERVED_PARAMETERS",
+    "SCENARIOS",
+    "Baseline",
+    "CheckSetup",
+    "ExperimentParams",
+    "KillAndRecover",
+    "LabParams",
+    "LabSession",
+    "LatencyAndRemediation",
+    "LoadParams",
+    "RandomChaos",
+    "Scenario",
+    "ScenarioRun",
+    "SloReport",
+    "WorkshopExperiment",
+    "WorkshopPredictP95",
+    "baseline",
+    "check_setup",
+    "kill_and_recover",
+    "latency_and_remediation",
+    "open_lab",
+    "random_chaos",
+    "resolve_out_dir",
+    "warm_up",
+]

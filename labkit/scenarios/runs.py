@@ -1,0 +1,199 @@
+"""The scenarios a notebook runs, one call each (the notebook only narrates): a baseline under load, a kill
+and its recovery, latency healed by remediation, a seeded random schedule. Each writes one run directory
+and, while Prometheus is reachable, saves the run's series into it, so that the report renders from files
+after the lab is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from labkit.chaos import (
+    FAULT_KINDS,
+    ExperimentResult,
+    ExperimentSpec,
+    Fault,
+    RemediationPolicy,
+    Schedule,
+    random_schedule,
+    run_experiment,
+)
+from labkit.measure.load import LoadResult, LoadSpec, run_load
+from labkit.measure.prom import PrometheusError
+from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
+from labkit.rundir import RunDirectory
+from labkit.scenarios.session import LabSession, resolve_out_dir
+from labkit.scenarios.specs import (
+    ExperimentParams,
+    KillAndRecover,
+    LatencyAndRemediation,
+    LoadParams,
+    RandomChaos,
+)
+
+__all__ = ["ScenarioRun", "baseline", "kill_and_recover", "latency_and_remediation", "random_chaos"]
+
+logger = logging.getLogger(__name__)
+
+# Prometheus scrapes every second: this long after a run's last request its series hold every request.
+_FINAL_SCRAPE_WAIT_S = 2.5
+
+
+@dataclass
+class ScenarioRun:
+    """What a scenario produced: its run directory, and the result of its load or experiment."""
+
+    run_dir: RunDirectory
+    load: LoadResult | None = None
+    experiment: ExperimentResult | None = None
+    slo: SloReport | None = None
+    series_files: list[Path] = field(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir.path
+
+    def summary(self) -> str:
+        if self.experiment is not None:
+            return self.experiment.summary()
+        lines = [f"run {self.run_dir.run_id}"]
+        if self.slo is not None:
+            lines.append(f"  SLOs {self.slo.verdict} ({self.slo.requests} requests)")
+        return "\n".join(lines)
+
+
+def _run_dir(run_dir: str | Path | None, out_dir: str | Path | None, scenario: str) -> RunDirectory:
+    if run_dir:
+        return RunDirectory.adopt(Path(run_dir), scenario)
+    return RunDirectory.create(resolve_out_dir(out_dir), scenario)
+
+
+def _save_series(session: LabSession, run_dir: RunDirectory, start: float, end: float) -> list[Path]:
+    """Wait for Prometheus' last scrapes of the run, then keep its series in the run directory. A run
+    whose Prometheus is unreachable or refuses the queries keeps its samples and journal; its report
+    says the series are missing (nothing is invented)."""
+    from labkit.measure.collect import save_prometheus_series
+
+    time.sleep(_FINAL_SCRAPE_WAIT_S)
+    try:
+        return save_prometheus_series(run_dir.path, session.prometheus_url, start, end + _FINAL_SCRAPE_WAIT_S)
+    except PrometheusError as exc:
+        logger.warning("the run's Prometheus series were not saved: %s", exc)
+        return []
+
+
+def _load_span(frame: pd.DataFrame, fallback_start: float) -> tuple[float, float]:
+    if frame.empty:
+        return fallback_start, time.time()
+    start = float(frame["intended_send"].min())
+    end = float((frame["intended_send"] + frame["e2e_s"].fillna(0)).max())
+    return start - 1.0, max(end, start) + 1.0
+
+
+def baseline(
+    session: LabSession,
+    params: LoadParams,
+    *,
+    scenario: str | None = None,
+    progress: bool = True,
+) -> ScenarioRun:
+    """Open-loop load with nothing broken (`params`: its duration, rate, max_tokens and seed); the SLOs judged
+    on the client's samples. `scenario` names the run directory when `params.run_dir` is not given (default:
+    the spec's scenario)."""
+    spec = LoadSpec(
+        url=session.wrapper_url,
+        rate=params.rate,
+        duration_s=params.duration_s,
+        max_tokens=params.max_tokens,
+        stream=True,
+        seed=params.seed,
+        api_key_file=session.config.api_key_file,
+    )
+    out = _run_dir(params.run_dir, params.out_dir, scenario or params.scenario)
+    began = time.time()
+    result = run_load(spec, out, progress=progress)
+    report = evaluate_client_slos(result.frame, load_slo_spec(), duration_s=params.duration_s)
+    report.write(out.path)
+    start, end = _load_span(result.frame, began)
+    files = _save_series(session, out, start, end)
+    return ScenarioRun(out, load=result, slo=report, series_files=files)
+
+
+def _experiment(
+    session: LabSession,
+    params: ExperimentParams,
+    faults: list[Fault] | Schedule,
+    *,
+    say: Callable[[str], None] | None,
+    remediation: RemediationPolicy | None = None,
+) -> ScenarioRun:
+    """Run the experiment of a scenario's parameters (its load, its steady-state checks) with `faults`."""
+    spec = ExperimentSpec(
+        schedule=faults,
+        duration_s=params.duration_s,
+        load={"rate": params.rate, "max_tokens": params.max_tokens},
+        steady_state={"duration_s": params.steady_state_s},
+        remediation=remediation,
+        scenario=params.scenario,
+    )
+    out = _run_dir(params.run_dir, params.out_dir, params.scenario)
+    began = time.time()
+    result = run_experiment(session.lab_dir, spec, run_dir=out, say=say)
+    frame = result.load.frame if result.load is not None else pd.DataFrame()
+    start, end = _load_span(frame, began)
+    # The steady-state checks are part of the story: the series span the whole experiment.
+    files = _save_series(session, out, min(start, began), max(end, time.time()))
+    return ScenarioRun(out, load=result.load, experiment=result, slo=result.method_slo, series_files=files)
+
+
+def kill_and_recover(
+    session: LabSession, params: KillAndRecover, *, say: Callable[[str], None] | None = print
+) -> ScenarioRun:
+    """SIGKILL one service `kill_at_s` into `duration_s` of load; the supervisor's restart policy brings
+    it back. The window after the kill, to the end of the run, is the fault's observation window."""
+    fault = Fault(
+        kind="kill",
+        target=params.target,
+        start_s=params.kill_at_s,
+        duration_s=params.duration_s - params.kill_at_s,
+    )
+    return _experiment(session, params, [fault], say=say)
+
+
+def latency_and_remediation(
+    session: LabSession, params: LatencyAndRemediation, *, say: Callable[[str], None] | None = print
+) -> ScenarioRun:
+    """Latency injected in front of the model from `latency_at_s` to the end of the run; a remediation
+    loop reads p95 from Prometheus and restarts the wrapper (which drops the fault) after
+    `breaches_to_act` readings above `threshold_s`. With `dry_run` it only journals its decisions."""
+    fault = Fault(
+        kind="latency",
+        start_s=params.latency_at_s,
+        duration_s=params.duration_s - params.latency_at_s - 1,
+        params={"delay_s": params.delay_s},
+    )
+    policy = RemediationPolicy(
+        target="wrapper",
+        threshold_s=params.threshold_s,
+        window_s=5,
+        interval_s=1,
+        breaches_to_act=params.breaches_to_act,
+        cooldown_s=params.duration_s,
+        dry_run=params.dry_run,
+    )
+    return _experiment(session, params, [fault], say=say, remediation=policy)
+
+
+def random_chaos(
+    session: LabSession, params: RandomChaos, *, say: Callable[[str], None] | None = print
+) -> ScenarioRun:
+    """A random schedule drawn from `seed` (same seed, same schedule; printed before it runs)."""
+    kinds = params.kind_list
+    schedule = random_schedule(params.seed, params.duration_s, kinds=FAULT_KINDS if kinds is None else kinds)
+    return _experiment(session, params, schedule, say=say)
