@@ -134,7 +134,12 @@ class ErrorParams(FaultParams):
 
 
 class StreamCutParams(FaultParams):
-    """Abort answers after this many token chunks (the model's stream is closed)."""
+    """Abort answers after this many token chunks (the model's stream is closed).
+
+    Checked before each next chunk is read from the model, the final done line included: an answer that
+    reaches `after_tokens` token chunks while the fault is on never gets its final line, even when every
+    token of it has been sent (a client cannot tell that from any other cut: no done, no usage).
+    """
 
     after_tokens: JsonInt = Field(
         default=4, ge=1, le=100_000, description="token chunks that pass before the cut"

@@ -156,10 +156,16 @@ class ProbedState:
         raise NotImplementedError
 
     async def probe(self, client: httpx.AsyncClient) -> None:
-        """One readiness check; updates the state."""
-        if self.state not in ("starting", "ready", "unready") or self.pid is None:
+        """One readiness check; updates the state, unless the state changed while the check ran."""
+        state, pid = self.state, self.pid
+        if state not in ("starting", "ready", "unready") or pid is None:
             return
         ok, why = await check_ready(client, self.spec)
+        if (self.state, self.pid) != (state, pid):
+            # A pause, kill or restart was handled while the answer was on its way (the service may have
+            # answered just before it was stopped): the answer is about a state that is gone, and must not
+            # overwrite the new one ("ready" for a paused service, or for a successor not yet listening).
+            return
         if ok:
             self.ever_ready = True
             self.start_failures = 0
