@@ -111,7 +111,7 @@ $(VENV)/.notebook: $(VENV)/.installed
 
 # A kernel starts in its notebook's folder: LABKIT_OUT_DIR keeps every run in this project's reports/runs.
 lab: setup $(VENV)/.notebook
-	$(BIN)/python -c "from labkit.runner import ensure_kernelspec; print('kernel:', ensure_kernelspec())"
+	$(BIN)/python -c "from labkit.runner.kernel import ensure_kernelspec; print('kernel:', ensure_kernelspec())"
 	LABKIT_OUT_DIR=$(CURDIR)/reports/runs $(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
 
 lab-up: setup

@@ -1,7 +1,7 @@
 """Measures the numbers SLO.md's initial objectives rest on: TTFT, end-to-end latency and token gaps
 of the running lab under a light open-loop load. Not a test; run it by hand against `labkit up`:
 
-    .venv/bin/python bench/slo_baseline.py --url http://127.0.0.1:8000 --rate 1 --duration 60
+    .venv/bin/python bench/slo_baseline.py --url http://127.0.0.1:8000 --rate 1 --duration-s 60
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", default="http://127.0.0.1:8000")
     ap.add_argument("--rate", type=float, default=1.0)
-    ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("--duration-s", dest="duration", type=float, default=60)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()

@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 
 from labkit.params import Params
-from labkit.runner import notebooks_dir
+from labkit.runner.notebooks import notebooks_dir
 from labkit.scenarios import NOTEBOOK_PARAMS
 
 __all__ = ["main", "parameters_cell_source", "stale_notebooks", "write_parameters_cells"]

@@ -23,7 +23,8 @@ from pydantic import (
 )
 
 from labkit.errors import ConfigError, FieldError
-from labkit.yaml_lines import format_loc
+from labkit.lab.contract import MANAGED_SERVICES
+from labkit.validation import describe_error, error_message, format_problem
 
 __all__ = [
     "DEFAULT_TARGETS",
@@ -50,10 +51,7 @@ __all__ = [
     "StreamCutParams",
     "WrapperFault",
     "WrapperFaultRequest",
-    "describe_error",
-    "describe_validation_error",
     "format_params",
-    "format_problem",
     "json_integer",
     "parse_wrapper_fault",
 ]
@@ -66,9 +64,9 @@ FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 # cpu_stress loads the whole machine; "exporter" is never a target: it is the supervisor that applies
 # faults and holds their TTLs.
 FAULT_TARGETS: dict[FaultKind, tuple[str, ...]] = {
-    "kill": ("model", "wrapper", "prometheus"),
-    "restart": ("model", "wrapper", "prometheus"),
-    "pause": ("model", "wrapper", "prometheus"),
+    "kill": MANAGED_SERVICES,
+    "restart": MANAGED_SERVICES,
+    "pause": MANAGED_SERVICES,
     "latency": ("model",),
     "error": ("model",),
     "stream_cut": ("model",),
@@ -248,7 +246,7 @@ class Fault(BaseModel):
                     else f"a {kind} fault takes no parameters"
                 )
             else:
-                message = _message(err)
+                message = error_message(err)
             raise FieldError(sub, message) from None
 
     @property
@@ -282,35 +280,6 @@ def _format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
-
-
-def _message(err: Any) -> str:
-    if err["type"] == "extra_forbidden":
-        return "unknown field; check its spelling"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] in ("literal_error", "enum"):
-        message += f", got {err['input']!r}"
-    return message
-
-
-def describe_error(err: Any) -> tuple[tuple[str | int, ...], str]:
-    """One pydantic error as (its location, its message without the location)."""
-    loc = tuple(err["loc"])
-    cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, FieldError):
-        return loc + cause.loc, cause.message
-    return loc, _message(err)
-
-
-def format_problem(loc: tuple[str | int, ...], message: str, prefix: str = "") -> str:
-    """`faults[2].params.delay_s: message` from a location and an optional prefix (`faults[2]`)."""
-    where = prefix + format_loc(loc, leading_dot=bool(prefix))
-    return f"{where}: {message}" if where else message
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """Every problem as `field.path: message`, joined by `; `."""
-    return "; ".join(format_problem(*describe_error(err)) for err in exc.errors())
 
 
 # ---- the wrapper's fault API: POST /admin/faults ----------------------------------------------------------

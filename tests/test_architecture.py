@@ -143,3 +143,54 @@ def test_the_error_tree_is_drawn_whole_in_one_docstring() -> None:
     assert missing == [], f"draw these in labkit/errors.py's docstring: {missing}"
     names = [cls.__name__ for cls in classes.values()]
     assert len(names) == len(set(names)), "two exception classes share a name"
+
+
+# The layers of docs/architecture.md, top-down; a module imports only from its own layer and those below.
+LAYERS = {
+    "labkit.cli": 7,
+    "labkit.runner": 6,
+    "labkit.scenarios": 6,
+    "labkit.report": 6,
+    "labkit.chaos": 5,
+    "labkit.measure": 4,
+    "labkit.lab": 3,
+    "labkit.services": 2,
+}
+# Contracts every layer may use (leaves), and the one use of a higher layer: `up` loads the SLO rules.
+ANY_LAYER_MAY_IMPORT = {"labkit.lab.contract", "labkit.measure.histograms"}
+ALLOWED_UPWARD = {("labkit.lab.backend", "labkit.measure.slo.rules")}
+
+
+def layer_of(module: str) -> int:
+    """The layer of `module`: its package's; the public API (`labkit`) on top; 1 for the foundation."""
+    if module == "labkit":
+        return max(LAYERS.values())
+    owners = [prefix for prefix in LAYERS if module == prefix or module.startswith(prefix + ".")]
+    return LAYERS[owners[0]] if owners else 1
+
+
+def test_folders_follow_the_layers() -> None:
+    upward = sorted(
+        (module, target)
+        for module, targets in import_graph().items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+        and target not in ANY_LAYER_MAY_IMPORT
+        and (module, target) not in ALLOWED_UPWARD
+    )
+    assert upward == [], f"these imports go up a layer (docs/architecture.md): {upward}"
+
+
+def test_the_contracts_are_leaves() -> None:
+    graph = import_graph()
+    for contract in ANY_LAYER_MAY_IMPORT:
+        assert all(layer_of(target) == 1 for target in graph[contract]), contract
+
+
+def test_the_host_side_and_the_lab_s_manager_import_nothing_of_each_other() -> None:
+    """They meet in labkit/lab/contract.py (and the lab directory), not in each other's code."""
+    graph = import_graph()
+    host = {"labkit.lab.backend", "labkit.lab.local", "labkit.lab.docker", "labkit.lab.registry"}
+    manager = {m for m in graph if m.startswith("labkit.lab.manager")}
+    assert all(not (graph[m] & manager) for m in host)
+    assert all(not (graph[m] & host) for m in manager)

@@ -1,4 +1,4 @@
-"""labkit.chaos faults: each bad input is one ConfigError naming the field; defaults per kind."""
+"""The fault contract (labkit.faults): each bad input is one ConfigError naming the field; defaults."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from labkit.chaos import FAULT_KINDS, FAULT_TARGETS, INSTANT_KINDS, Fault
 from labkit.errors import ConfigError
+from labkit.faults import FAULT_KINDS, FAULT_TARGETS, INSTANT_KINDS, Fault
 
 
 @pytest.mark.parametrize(

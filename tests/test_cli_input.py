@@ -22,7 +22,9 @@ import labkit.runner
 import labkit.scenarios
 from labkit.cli import cli
 from labkit.errors import ConfigError
-from labkit.runner import ParameterError, ScenarioRunner, notebook_parameters, notebooks_dir
+from labkit.params import ParameterError
+from labkit.runner.notebooks import notebook_parameters, notebooks_dir
+from labkit.runner.runs import ScenarioRunner
 from labkit.scenarios import (
     SCENARIOS,
     Baseline,

@@ -30,7 +30,7 @@ from click.testing import CliRunner, Result
 import labkit.cli
 import labkit.runner
 from labkit.cli import cli
-from labkit.runner import ReportRenderError, ScenarioRunner
+from labkit.runner.runs import ReportRenderError, ScenarioRunner
 from tests.conftest import interruptible
 from tests.test_runner import CATALOG, NOTEBOOKS
 
@@ -274,11 +274,11 @@ _INTERRUPTED_RUN = """
 import sys
 from pathlib import Path
 import contextlib
-import labkit.cli
-import labkit.runner
+import labkit.cli.runs
+import labkit.runner.runs
 from labkit.cli import main
 from tests.test_runner import FakeScenario
-labkit.cli._lab_for_runs = lambda ctx, engine, backend: contextlib.nullcontext()
+labkit.cli.runs._lab_for_runs = lambda ctx, engine, backend: contextlib.nullcontext()
 labkit.runner.runs.load_catalog = lambda: {"slow": FakeScenario("slow", "slow.ipynb", "Slow")}
 sys.argv = ["labkit", "run", "slow", "--out", sys.argv[1], "--no-progress"]
 main()

@@ -13,7 +13,7 @@ from generators.notebooks import parameters_cell_source
 from labkit import scenarios
 from labkit.errors import ConfigError
 from labkit.params import Params
-from labkit.runner import notebook_parameters
+from labkit.runner.notebooks import notebook_parameters
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

@@ -31,24 +31,12 @@ from labkit.chaos._schedule import (
     random_schedule,
 )
 from labkit.chaos._spec import ExperimentLoad, ExperimentSpec, SteadyState
-from labkit.faults import (
-    DEFAULT_TARGETS,
-    FAULT_KINDS,
-    FAULT_TARGETS,
-    INSTANT_KINDS,
-    MAX_FAULT_DURATION_S,
-    Fault,
-    FaultKind,
-)
+from labkit.faults import FAULT_KINDS, Fault
 
 __all__ = [
     "DEFAULT_RANDOM_TARGETS",
-    "DEFAULT_TARGETS",
     "EXAMPLE_EXPERIMENT",
     "FAULT_KINDS",
-    "FAULT_TARGETS",
-    "INSTANT_KINDS",
-    "MAX_FAULT_DURATION_S",
     "MAX_RUN_S",
     "ActiveFault",
     "Decision",
@@ -59,7 +47,6 @@ __all__ = [
     "ExperimentSpec",
     "Fault",
     "FaultInjector",
-    "FaultKind",
     "HaltReport",
     "RemediationPolicy",
     "Remediator",

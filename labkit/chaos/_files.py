@@ -6,7 +6,7 @@ Every error names the file and line: `exp.yaml:12: ...`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,8 @@ from labkit.chaos._remediation import RemediationPolicy
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, random_schedule, schedule_problems
 from labkit.chaos._spec import ExperimentLoad, ExperimentSpec, SteadyState
 from labkit.errors import ConfigError
-from labkit.faults import Fault, InvalidFaultError, describe_error, format_problem
+from labkit.faults import Fault, InvalidFaultError
+from labkit.validation import describe_error, format_problem
 from labkit.yaml_lines import YamlLines
 
 __all__ = ["EXAMPLE_EXPERIMENT", "ExperimentFile", "load_experiment_file"]
@@ -61,33 +62,27 @@ class _Document(BaseModel):
 
 @dataclass(frozen=True)
 class ExperimentFile:
-    """A parsed, validated experiment file; `spec()` is the experiment it describes."""
+    """A parsed, validated experiment file: its schedule, and `spec()`, the experiment it describes."""
 
     path: Path
     schedule: Schedule
-    title: str | None = None
-    description: str | None = None
-    duration_s: float | None = None
-    load: ExperimentLoad = field(default_factory=lambda: ExperimentLoad())
-    steady_state: SteadyState = field(default_factory=lambda: SteadyState())
-    remediation: RemediationPolicy | None = None
+    document: _Document  # the file's settings, validated
+
+    @property
+    def title(self) -> str | None:
+        return self.document.title
 
     def spec(self, duration_s: float | None = None) -> ExperimentSpec:
         """The ExperimentSpec of this file; `duration_s` (e.g. a command line's) wins over the file's own,
         and the schedule must fit it (a ConfigError naming the file)."""
-        total = duration_s if duration_s is not None else self.duration_s
+        total = duration_s if duration_s is not None else self.document.duration_s
         if total is None:
             raise ConfigError(f"{self.path} has no duration_s; pass --duration-s S")
+        settings = self.document.model_dump(
+            include={"load", "steady_state", "remediation", "title", "description"}
+        )
         try:
-            return ExperimentSpec(
-                schedule=self.schedule,
-                duration_s=total,
-                load=self.load,
-                steady_state=self.steady_state,
-                remediation=self.remediation,
-                title=self.title,
-                description=self.description,
-            )
+            return ExperimentSpec(schedule=self.schedule, duration_s=total, **settings)
         except ConfigError as exc:
             raise ConfigError(f"{self.path} with duration_s {total:g}: {exc}") from None
 
@@ -155,16 +150,7 @@ def load_experiment_file(path: Path | str) -> ExperimentFile:
         schedule = _random_from(path, lines, doc)
     else:
         schedule = _explicit_from(path, lines, doc.faults or [], doc.duration_s)
-    return ExperimentFile(
-        path=path,
-        schedule=schedule,
-        title=doc.title,
-        description=doc.description,
-        duration_s=doc.duration_s,
-        load=doc.load,
-        steady_state=doc.steady_state,
-        remediation=doc.remediation,
-    )
+    return ExperimentFile(path=path, schedule=schedule, document=doc)
 
 
 def _explicit_from(

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labkit.errors import ConfigError
+from labkit.lab.contract import ManagedServiceName
 from labkit.rundir import EventKind
 
 __all__ = [
@@ -39,7 +40,7 @@ class RemediationPolicy(BaseModel):
     # nan would pass no comparison and inf every one: a threshold of either never (or always) acts
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    target: Literal["model", "wrapper", "prometheus"] = "wrapper"
+    target: ManagedServiceName = "wrapper"
     action: Literal["restart"] = "restart"
     threshold_s: float = Field(default=3.0, gt=0, description="p95 latency above this is a breach")
     window_s: float = Field(default=15.0, ge=2, le=3600, description="rate window of the p95 query")

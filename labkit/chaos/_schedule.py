@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from labkit.errors import ConfigError
 from labkit.faults import (
@@ -19,10 +19,9 @@ from labkit.faults import (
     Fault,
     FaultKind,
     InvalidFaultError,
-    describe_validation_error,
     format_params,
-    format_problem,
 )
+from labkit.validation import CheckedModel, format_problem
 
 __all__ = [
     "DEFAULT_RANDOM_TARGETS",
@@ -71,7 +70,7 @@ def schedule_problems(faults: Sequence[Fault], duration_s: float | None) -> list
     return problems
 
 
-class Schedule(BaseModel):
+class Schedule(CheckedModel):
     """Faults in start order (ties keep their given order). Frozen; invalid input is one ConfigError.
 
     - `faults`: Fault objects or mappings with the same fields.
@@ -85,11 +84,7 @@ class Schedule(BaseModel):
     duration_s: float | None = Field(default=None, gt=0, le=MAX_RUN_S, allow_inf_nan=False)
     faults: tuple[Fault, ...] = ()
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError("invalid schedule: " + describe_validation_error(exc)) from None
+    invalid_what = "schedule"
 
     # Errors are raised as ConfigError directly (pydantic passes them through), so that they keep the
     # index of the fault they are about.
@@ -144,7 +139,7 @@ def as_schedule(schedule: Schedule | Iterable[Fault | dict[str, Any]]) -> Schedu
     """A Schedule as is; a list of faults (or fault mappings) as an explicit schedule."""
     if isinstance(schedule, Schedule):
         return schedule
-    return Schedule(faults=tuple(schedule))
+    return Schedule(faults=tuple(schedule))  # type: ignore[arg-type]  # mappings are validated into Faults
 
 
 def check_schedule_fits(schedule: Schedule, duration_s: float) -> None:

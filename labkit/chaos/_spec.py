@@ -8,12 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labkit.chaos._remediation import RemediationPolicy
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits
-from labkit.errors import ConfigError
-from labkit.faults import describe_validation_error
+from labkit.validation import CheckedModel
 
 __all__ = ["DEFAULT_SETTLE_TIMEOUT_S", "ExperimentLoad", "ExperimentSpec", "SteadyState"]
 
@@ -49,7 +48,7 @@ class SteadyState(_Settings):
     duration_s: float = Field(default=5.0, gt=0, le=600, description="seconds of load in each check")
 
 
-class ExperimentSpec(_Settings):
+class ExperimentSpec(CheckedModel, _Settings):
     """One experiment, keyword-only and frozen; invalid input is one ConfigError naming each field.
 
     - `schedule`: the faults on the method's timeline (a Schedule, or a list of Faults or their mappings).
@@ -73,11 +72,7 @@ class ExperimentSpec(_Settings):
     title: str | None = None
     description: str | None = None
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError("invalid experiment: " + describe_validation_error(exc)) from None
+    invalid_what = "experiment"
 
     @field_validator("schedule", mode="before")
     @classmethod

@@ -8,17 +8,17 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 
 from labkit._version import __version__
-from labkit.config import resolve_lab_dir
+from labkit.config import BackendName, Engine, resolve_lab_dir
 from labkit.errors import LabkitError
 from labkit.lab.backend import Backend
 from labkit.lab.registry import attach_backend
 
-__all__ = ["attached", "cli", "out_option", "renamed_option", "run_action"]
+__all__ = ["attached", "backend_option", "cli", "engine_option", "out_option", "renamed_option", "run_action"]
 
 
 def run_action(action: Callable[[], None]) -> None:
@@ -95,6 +95,16 @@ out_option = click.option(
     show_default=True,
     help="Folder the run directory is written under.",
 )
+
+
+def engine_option(help: str) -> Callable[[Any], Any]:
+    """--engine, one of the lab's engines (labkit.config.Engine)."""
+    return click.option("--engine", type=click.Choice(get_args(Engine)), default=None, help=help)
+
+
+def backend_option(help: str) -> Callable[[Any], Any]:
+    """--backend, one of the lab's backends (labkit.config.BackendName)."""
+    return click.option("--backend", type=click.Choice(get_args(BackendName)), default=None, help=help)
 
 
 def renamed_option(

@@ -11,6 +11,7 @@ import click
 from labkit.cli._base import attached, cli, out_option, renamed_option, run_action
 from labkit.config import resolve_lab_dir
 from labkit.errors import ConfigError, LabkitError
+from labkit.lab.contract import MANAGED_SERVICES
 
 if TYPE_CHECKING:
     from labkit.chaos import ExperimentSpec, RemediationPolicy
@@ -80,7 +81,7 @@ def chaos_plan(seed: int | None, experiment: Path | None, duration_s: float | No
 @click.option("--no-steady-state", is_flag=True, help="Skip the steady-state checks before and after.")
 @click.option(
     "--remediate",
-    type=click.Choice(["model", "wrapper", "prometheus"]),
+    type=click.Choice(MANAGED_SERVICES),
     default=None,
     help="Run automated remediation beside the load: restart this service when p95 latency breaches.",
 )

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from labkit.cli._base import attached, cli, out_option, run_action
+from labkit.cli._base import attached, backend_option, cli, engine_option, out_option, run_action
 from labkit.config import load_config
 from labkit.errors import LabkitError, LabNotRunningError
 from labkit.lab.backend import Backend, describe_unscraped
@@ -32,12 +32,7 @@ def _print_table(services: list[ServiceStatus]) -> None:
 
 
 @cli.command()
-@click.option(
-    "--engine",
-    type=click.Choice(["llama", "sim", "ollama"]),
-    default=None,
-    help="Model service: embedded SmolLM2 (llama, default), simulated tokens (sim), or Ollama.",
-)
+@engine_option("Model service: embedded SmolLM2 (llama, default), simulated tokens (sim), or Ollama.")
 @click.option(
     "--ollama-url", default=None, help="Use an Ollama that is already running (implies --engine ollama)."
 )
@@ -76,12 +71,7 @@ def _print_table(services: list[ServiceStatus]) -> None:
 @click.option("--scrape-interval-s", type=float, default=None, help="[default 1.0]")
 @click.option("--seed", type=int, default=None, help="Seed of the sim engine [default 0].")
 @click.option("--ready-timeout-s", type=float, default=None, help="[default 60]")
-@click.option(
-    "--backend",
-    type=click.Choice(["local", "docker"]),
-    default=None,
-    help="Run the services as local processes (default) or as Docker containers.",
-)
+@backend_option("Run the services as local processes (default) or as Docker containers.")
 @click.option("--model-image", default=None, help="docker: model image [labkit/model, or ollama/ollama].")
 @click.option("--service-image", default=None, help="docker: wrapper and exporter image [labkit/service].")
 @click.option("--prometheus-image", default=None, help="docker: Prometheus image [labkit/prometheus].")

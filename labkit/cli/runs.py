@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from labkit.cli._base import cli, out_option, run_action
+from labkit.cli._base import backend_option, cli, engine_option, out_option, run_action
 from labkit.errors import ConfigError, LabkitError
 from labkit.rundir import INDEX_FILE
 
 if TYPE_CHECKING:
-    from labkit.runner import RunResult
+    from labkit.runner.runs import RunResult
 
 __all__ = ["report_command", "run_command"]
 
@@ -58,18 +58,8 @@ def _print_summary(results: list[RunResult]) -> None:
 )
 @click.option("--all", "run_all", is_flag=True, help="Run every scenario in order, going on after a failure.")
 @click.option("--quick", is_flag=True, help="Each scenario's small CI parameters (a -p still wins).")
-@click.option(
-    "--engine",
-    type=click.Choice(["llama", "sim", "ollama"]),
-    default=None,
-    help="Model engine of a lab the notebook starts [default: the notebook's, llama].",
-)
-@click.option(
-    "--backend",
-    type=click.Choice(["local", "docker"]),
-    default=None,
-    help="Where a lab the notebook starts runs: local processes (default) or Docker containers.",
-)
+@engine_option("Model engine of a lab the notebook starts [default: the notebook's, llama].")
+@backend_option("Where a lab the notebook starts runs: local processes (default) or Docker containers.")
 @out_option
 @click.option("--help-params", is_flag=True, help="List SCENARIO's parameters, then exit.")
 @click.option("--list", "list_scenarios", is_flag=True, help="List the scenarios, then exit.")
@@ -102,7 +92,7 @@ def run_command(
     """
 
     def action() -> None:
-        from labkit.runner import RunFailedError, ScenarioRunner
+        from labkit.runner.runs import RunFailedError, ScenarioRunner
 
         runner = ScenarioRunner(
             out=out,
@@ -198,7 +188,7 @@ def report_command(run_dir: Path, no_progress: bool) -> None:
     """Render RUN_DIR's report again (report.ipynb, report.html) and update the index next to its folder."""
 
     def action() -> None:
-        from labkit.runner import ScenarioRunner
+        from labkit.runner.runs import ScenarioRunner
 
         runner = ScenarioRunner(out=run_dir.resolve().parent, progress=not no_progress)
         click.echo(f"report: {runner.render_report(run_dir)}")

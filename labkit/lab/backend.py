@@ -452,7 +452,7 @@ class Backend(ABC):
         """One `up` or `down` at a time per lab directory (a second one would sweep the first's lab)."""
         try:
             self.lab.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.lab.root / ".lock", "w")  # noqa: SIM115 - held for the whole action
+            handle = open(self.lab.lock_file, "w")  # noqa: SIM115 - held for the whole action
         except OSError as exc:
             raise BackendError(
                 f"cannot use the lab directory {self.lab.root} ({exc.strerror}); "

@@ -6,7 +6,7 @@ The host side calls the control API (`labkit.lab.backend`); the manager serves i
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -16,11 +16,13 @@ __all__ = [
     "LABEL_READY",
     "LABEL_SERVICE",
     "LABEL_URL",
+    "MANAGED_SERVICES",
     "SERVICE_ACTIONS",
     "SERVICE_NAMES",
     "SHUTDOWN_ROUTE",
     "STATUS_ROUTE",
     "STRESS_ROUTE",
+    "ManagedServiceName",
     "ServiceAction",
     "ServiceName",
     "ServiceState",
@@ -29,7 +31,10 @@ __all__ = [
 ]
 
 ServiceName = Literal["model", "wrapper", "prometheus", "exporter"]
-SERVICE_NAMES: tuple[ServiceName, ...] = ("model", "wrapper", "prometheus", "exporter")
+SERVICE_NAMES: tuple[ServiceName, ...] = get_args(ServiceName)
+# The services the manager runs, restarts, pauses and kills (the exporter is the manager itself).
+ManagedServiceName = Literal["model", "wrapper", "prometheus"]
+MANAGED_SERVICES: tuple[ManagedServiceName, ...] = get_args(ManagedServiceName)
 
 ServiceState = Literal[
     "starting",  # launched, not yet answering its readiness check

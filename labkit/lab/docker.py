@@ -170,16 +170,12 @@ class DockerBackend(Backend):
         if cfg.model_path is not None:
             cfg.resolved_model_path()
 
-    _LAB_DIR_ENTRIES = frozenset(
-        {".lock", "config.json", "state.json", "token", "api_key", "logs", "prometheus", "ollama"}
-    )
-
     def _check_lab_dir_is_the_labs(self) -> None:
         """As root, `up` hands the lab directory to the containers' user: only a directory that holds
         nothing but a lab's files (or does not exist yet) may be handed over."""
         if os.geteuid() != 0 or not self.lab.root.exists():
             return
-        foreign = sorted(p.name for p in self.lab.root.iterdir() if p.name not in self._LAB_DIR_ENTRIES)
+        foreign = sorted(p.name for p in self.lab.root.iterdir() if p.name not in LabDir.entries())
         if foreign:
             raise ConfigError(
                 f"{self.lab.root} holds files that are not a lab's ({', '.join(foreign[:5])}); the Docker "
@@ -273,9 +269,9 @@ class DockerBackend(Backend):
                 DeviceRequest(count=-1 if ids is None else None, device_ids=ids, capabilities=[["gpu"]])
             ]
         if cfg.engine == "ollama" and cfg.supervised_model:
-            (self.lab.root / "ollama").mkdir(exist_ok=True)
+            self.lab.ollama_dir.mkdir(exist_ok=True)
             if os.geteuid() == 0:
-                os.chown(self.lab.root / "ollama", CONTAINER_UID, CONTAINER_UID)
+                os.chown(self.lab.ollama_dir, CONTAINER_UID, CONTAINER_UID)
         if cfg.engine in ("llama", "sim"):
             argv = _in_container(by_name["model"].argv)
             volumes = {}
@@ -301,7 +297,7 @@ class DockerBackend(Backend):
                 },
                 # Its models and keys live in the lab directory, which survives labs (pull with
                 # `docker exec <container> ollama pull MODEL`).
-                volumes={str(self.lab.root / "ollama"): {"bind": "/home/labkit/.ollama", "mode": "rw"}},
+                volumes={str(self.lab.ollama_dir): {"bind": "/home/labkit/.ollama", "mode": "rw"}},
                 **gpu,
             )  # fmt: skip
         wrapper_volumes = {str(self.lab.token_file): {"bind": str(inside.token_file), "mode": "ro"}}

@@ -16,40 +16,36 @@ from labkit.atomic import write_atomically
 __all__ = ["LabDir"]
 
 
+class _InLab:
+    """A path inside the lab directory, read as an attribute of a LabDir (`lab.config_file`)."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, lab: LabDir, owner: type[LabDir] | None = None) -> Path:
+        return lab.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class LabDir:
-    """Paths inside one lab directory."""
+    """Paths inside one lab directory, each declared once."""
 
     root: Path
 
-    @property
-    def config_file(self) -> Path:
-        return self.root / "config.json"
+    config_file = _InLab("config.json")  # lab id, backend, the settings it was started with
+    state_file = _InLab("state.json")  # what the lab's manager writes: running, services, their states
+    token_file = _InLab("token")  # the control and fault APIs' token (0600)
+    api_key_copy = _InLab("api_key")  # docker: the wrapper's API key (a host path is not visible inside)
+    lock_file = _InLab(".lock")  # held by `up` and `down`
+    logs = _InLab("logs")
+    prometheus_dir = _InLab("prometheus")  # prometheus.yml and the TSDB (data/)
+    rules_dir = _InLab("prometheus", "rules")
+    ollama_dir = _InLab("ollama")  # docker, engine ollama: the Ollama container's models
 
-    @property
-    def state_file(self) -> Path:
-        return self.root / "state.json"
-
-    @property
-    def token_file(self) -> Path:
-        return self.root / "token"
-
-    @property
-    def api_key_copy(self) -> Path:
-        """The Docker backend's copy of the wrapper's API key (a host path is not visible in a container)."""
-        return self.root / "api_key"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def prometheus_dir(self) -> Path:
-        return self.root / "prometheus"
-
-    @property
-    def rules_dir(self) -> Path:
-        return self.prometheus_dir / "rules"
+    @classmethod
+    def entries(cls) -> frozenset[str]:
+        """The names a lab directory holds at its top (and nothing else)."""
+        return frozenset(d.parts[0] for d in vars(cls).values() if isinstance(d, _InLab))
 
     def log_file(self, name: str) -> Path:
         return self.logs / f"{name}.log"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from labkit.config import LabConfig
 from labkit.lab.contract import ServiceName
 from labkit.lab.labdir import LabDir
-from labkit.sockets import is_loopback_address
+from labkit.sockets import http_url, is_loopback_address
 
 __all__ = ["ServiceSpec", "exposed_services", "service_specs"]
 
@@ -35,7 +35,7 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
     (`--model-path` only when one was given) and runs an Ollama from its own image, not from PATH."""
     host = config.host
     specs: list[ServiceSpec] = []
-    model_url = f"http://{host}:{config.model_port}"
+    model_url = http_url(host, config.model_port)  # the lab's own model server (not an --ollama-url)
     if config.engine in ("llama", "sim"):
         argv = [
             sys.executable, "-m", "labkit.services.modelserver",
@@ -78,7 +78,7 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
     if config.api_key_file is not None:
         key_file = lab.api_key_copy if for_containers else config.api_key_file
         wrapper_argv += ["--api-key-file", str(key_file)]
-    specs.append(ServiceSpec("wrapper", wrapper_argv, f"http://{host}:{config.wrapper_port}", "/ready"))
+    specs.append(ServiceSpec("wrapper", wrapper_argv, config.wrapper_url, "/ready"))
     prometheus_argv = [
         config.prometheus_bin,
         f"--config.file={lab.prometheus_dir / 'prometheus.yml'}",
@@ -87,9 +87,7 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
         # No --web.enable-lifecycle: its /-/quit and /-/reload take no token, and the lab uses neither.
         "--log.level=warn",
     ]
-    specs.append(
-        ServiceSpec("prometheus", prometheus_argv, f"http://{host}:{config.prometheus_port}", "/-/ready")
-    )
+    specs.append(ServiceSpec("prometheus", prometheus_argv, config.prometheus_url, "/-/ready"))
     return specs
 
 

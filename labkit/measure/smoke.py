@@ -135,8 +135,7 @@ def run_smoke(config: LabConfig, *, out_dir: Path, requests: int = 5, max_tokens
         raise LabkitError(f"requests must be between 1 and 100, got {requests}")
     run = RunDirectory.create(out_dir, "smoke")
     run_id, directory = run.run_id, run.path
-    wrapper = f"http://{config.host}:{config.wrapper_port}"
-    prom = f"http://{config.host}:{config.prometheus_port}"
+    wrapper, prom = config.wrapper_url, config.prometheus_url
     query_total = 'sum(llm_requests_total{endpoint="/generate"})'
     results: list[SmokeRequest] = []
     timeout = httpx.Timeout(config.backend_timeout_s + 5, connect=2.0)

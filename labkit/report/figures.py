@@ -17,6 +17,7 @@ sentence to print instead. Figures are built without pyplot (no global state, sa
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -116,9 +117,24 @@ def _note_missing(ax: Axes, sentence: str) -> None:
     )
 
 
+def _mark_text(ax: Axes, at: float, text: str, colour: str, *, at_top: bool) -> None:
+    """A mark's label, written upwards beside its line at time `at`: at the top of the axes (faults) or at
+    the bottom (remediation), so that a fault and the action that answered it do not overlap."""
+    ax.text(
+        at,
+        0.98 if at_top else 0.02,
+        f" {text}",
+        transform=blended_transform_factory(ax.transData, ax.transAxes),
+        rotation=90,
+        va="top" if at_top else "bottom",
+        ha="right",
+        fontsize=8,
+        color=colour,
+    )
+
+
 def _mark_faults(ax: Axes, run: RunData) -> None:
     """Each fault as a span (or a line when instantaneous) labelled with its kind and target."""
-    top = blended_transform_factory(ax.transData, ax.transAxes)
     seen: set[str] = set()
     for fault in run.faults.to_dict("records"):
         start, end, kind = float(fault["start_t_s"]), float(fault["end_t_s"]), str(fault["kind"])
@@ -130,22 +146,11 @@ def _mark_faults(ax: Axes, run: RunData) -> None:
             ax.axvline(start, color=colour, linewidth=1.5, label=label, gid=gid)
         else:
             ax.axvspan(start, end, color=colour, alpha=0.15, label=label, gid=gid)
-        ax.text(
-            start,
-            0.98,
-            f" {kind} {fault['target']}",
-            transform=top,
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize=8,
-            color=colour,
-        )
+        _mark_text(ax, start, f"{kind} {fault['target']}", colour, at_top=True)
 
 
 def _mark_remediation(ax: Axes, run: RunData) -> None:
     """Each remediation action as a vertical line: dashed when acted, dotted for a dry run."""
-    top = blended_transform_factory(ax.transData, ax.transAxes)
     seen: set[bool] = set()
     for action in run.remediation_actions.to_dict("records"):
         at, dry = float(action["t_s"]), bool(action["dry_run"])
@@ -160,17 +165,7 @@ def _mark_remediation(ax: Axes, run: RunData) -> None:
         )
         seen.add(dry)
         verb = "would restart" if dry else "restart"
-        ax.text(
-            at,
-            0.02,
-            f" {verb} {action['target']}",
-            transform=top,
-            rotation=90,
-            va="bottom",
-            ha="right",
-            fontsize=8,
-            color=_REMEDIATION_COLOUR,
-        )
+        _mark_text(ax, at, f"{verb} {action['target']}", _REMEDIATION_COLOUR, at_top=False)
 
 
 def _finish(fig: Figure, run: RunData) -> Figure:
@@ -364,13 +359,26 @@ def availability_figure(run: RunData) -> Figure:
     return _finish(fig, run)
 
 
+def _one_series_figure(run: RunData, title: str, ylabel: str, name: str, **plot: Any) -> tuple[Figure, Axes]:
+    """A figure of the one series `name` of the run (or the note that it is missing), from 0 up."""
+    fig, (ax,) = _figure(title, [ylabel])
+    frame = _series_or_note(ax, run, name)
+    if frame is not None:
+        ax.plot(frame["t_s"], frame["value"], **plot)
+    ax.set_ylim(bottom=0)
+    return fig, ax
+
+
 def in_flight_figure(run: RunData) -> Figure:
     """Requests admitted by the wrapper and not yet finished (streams until their last line)."""
-    fig, (ax,) = _figure("Requests in flight", ["requests in flight"])
-    frame = _series_or_note(ax, run, "in_flight")
-    if frame is not None:
-        ax.plot(frame["t_s"], frame["value"], drawstyle="steps-post", label="in flight")
-    ax.set_ylim(bottom=0)
+    fig, ax = _one_series_figure(
+        run,
+        "Requests in flight",
+        "requests in flight",
+        "in_flight",
+        drawstyle="steps-post",
+        label="in flight",
+    )
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _finish(fig, run)
 
@@ -428,11 +436,14 @@ def resources_figure(run: RunData) -> Figure:
 
 def output_tokens_figure(run: RunData) -> Figure:
     """Output tokens generated per second (rate of llm_output_tokens_total), all requests together."""
-    fig, (ax,) = _figure("Output tokens per second", ["output tokens/s"])
-    frame = _series_or_note(ax, run, "output_tokens_rate")
-    if frame is not None:
-        ax.plot(frame["t_s"], frame["value"], color="tab:blue", label="server")
-    ax.set_ylim(bottom=0)
+    fig, _ = _one_series_figure(
+        run,
+        "Output tokens per second",
+        "output tokens/s",
+        "output_tokens_rate",
+        color="tab:blue",
+        label="server",
+    )
     return _finish(fig, run)
 
 

@@ -16,11 +16,14 @@ import pandas as pd
 
 from labkit.chaos import (
     FAULT_KINDS,
+    ExperimentLoad,
     ExperimentResult,
     ExperimentSpec,
     Fault,
     RemediationPolicy,
     Schedule,
+    SteadyState,
+    as_schedule,
     random_schedule,
     run_experiment,
 )
@@ -135,10 +138,10 @@ def _experiment(
 ) -> ScenarioRun:
     """Run the experiment of a scenario's parameters (its load, its steady-state checks) with `faults`."""
     spec = ExperimentSpec(
-        schedule=faults,
+        schedule=as_schedule(faults),
         duration_s=params.duration_s,
-        load={"rate": params.rate, "max_tokens": params.max_tokens},
-        steady_state={"duration_s": params.steady_state_s},
+        load=ExperimentLoad(rate=params.rate, max_tokens=params.max_tokens),
+        steady_state=SteadyState(duration_s=params.steady_state_s),
         remediation=remediation,
         scenario=params.scenario,
     )

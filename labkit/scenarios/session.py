@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pandas as pd
 
-from labkit.config import LabConfig, load_config, resolve_lab_dir
+from labkit.config import BackendName, LabConfig, load_config, resolve_lab_dir
 from labkit.errors import ConfigError, LabkitError
 from labkit.lab.backend import Backend
 from labkit.lab.registry import attach_backend, backend_for
@@ -96,7 +96,7 @@ def open_lab(
     if isinstance(lab_dir, LabParams):
         params = lab_dir
         lab_dir, engine, backend = params.lab_dir, params.engine, params.backend
-    if backend not in ("local", "docker"):
+    if backend not in get_args(BackendName):
         raise ConfigError(f"backend must be 'local' or 'docker', not {backend!r}")
     say = say or (lambda _line: None)
     root = resolve_lab_dir(Path(lab_dir) if lab_dir else None)

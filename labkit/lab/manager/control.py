@@ -20,6 +20,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -66,6 +67,8 @@ PROBE_TIMEOUT_S = 3.0
 STRESS_GRACE_S = 5.0
 STRESS_STOP_WAIT_S = 3.0
 _USE_THE_HEADER = "send it as the header Authorization: Bearer <token> (the lab directory's token file)"
+# The actions that read a JSON object from the body, with an example body for the error message.
+_BODY_EXAMPLES = {"restart": '{"remediation_reason": "p95 above 3 s"}', "pause": '{"duration_s": 10}'}
 
 
 class ManagedService(Protocol):
@@ -285,6 +288,7 @@ class CpuStress:
         return True
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class ControlServer:
     """The exporter and control API of a lab, over services that each backend manages its own way
     (child processes for the local supervisor, containers for the Docker agent).
@@ -292,12 +296,13 @@ class ControlServer:
     Subclasses fill `self.services` (name -> ManagedService) and may override `on_tick` (called every
     health interval) and `extra_statuses` (services shown but not managed, like an external Ollama)."""
 
-    def __init__(self, *, lab_id: str, token: str, host: str, port: int, lab: LabDir) -> None:
-        self.lab = lab
-        self.lab_id = lab_id
-        self.token = token
-        self.host = host
-        self.port = port
+    lab_id: str
+    token: str
+    host: str
+    port: int
+    lab: LabDir
+
+    def __post_init__(self) -> None:
         self.started_at = time.time()
         self.stop_event = asyncio.Event()
         self.exporter_state: ServiceState = "starting"
@@ -306,7 +311,7 @@ class ControlServer:
         # supervisor is never restarted: it is the lab).
         self.own_restarts = 0
         self.own_container: str | None = None
-        self.stress = CpuStress(lab, self.lab_id)
+        self.stress = CpuStress(self.lab, self.lab_id)
         self.gpus = GpuReader()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(LabCollector(self.samples, self.gpus))
@@ -428,26 +433,25 @@ class ControlServer:
         svc = self.services.get(name)
         if svc is None:
             return _error(404, f"no managed service {name!r}; choose one of {sorted(self.services)}")
+        body: dict[str, Any] = {}
+        if action in _BODY_EXAMPLES:
+            try:
+                parsed = json.loads(await request.body() or b"{}")
+            except ValueError:
+                return _error(422, f"the body must be JSON like {_BODY_EXAMPLES[action]}")
+            body = parsed if isinstance(parsed, dict) else {}
         try:
             if action == "kill":
                 await _maybe_await(svc.kill())
             elif action == "restart":
-                try:
-                    body = json.loads(await request.body() or b"{}")
-                except ValueError:
-                    return _error(422, 'the body must be JSON like {"remediation_reason": "p95 above 3 s"}')
-                reason = body.get("remediation_reason") if isinstance(body, dict) else None
+                reason = body.get("remediation_reason")
                 if reason is not None and (not isinstance(reason, str) or not 0 < len(reason) <= 64):
                     return _error(422, "remediation_reason must be a short string (1-64 characters)")
                 await _maybe_await(svc.restart())
                 if reason is not None:
                     self.remediation_actions.labels(action="restart", target=name, reason=reason).inc()
             elif action == "pause":
-                try:
-                    body = json.loads(await request.body() or b"{}")
-                except ValueError:
-                    return _error(422, 'the body must be JSON like {"duration_s": 10}')
-                duration = body.get("duration_s") if isinstance(body, dict) else None
+                duration = body.get("duration_s")
                 if (
                     isinstance(duration, bool)
                     or not isinstance(duration, int | float)

@@ -44,6 +44,7 @@ from labkit.lab.contract import (
     LABEL_READY,
     LABEL_SERVICE,
     LABEL_URL,
+    MANAGED_SERVICES,
     ServiceState,
     ServiceStatus,
 )
@@ -61,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 # The services the agent manages; the exporter is the agent itself, grafana (compose) is only watched by
 # Grafana's own healthcheck.
-MANAGED_SERVICES = ("model", "wrapper", "prometheus")
 MAX_START_FAILURES = 3
 # Docker's event stream says at once when a container dies, restarts or is paused; a full inspection of
 # every container this often is the backstop (a missed event; the stream resubscribes after an engine

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,26 +88,19 @@ def _write_params(
     run_dir.write_json(RunFile.PARAMS, params)
 
 
+@dataclass(eq=False, repr=False)
 class _LoadRun:
     """One run's state: the attempts not yet recorded, the tasks in flight, the row sink."""
 
-    def __init__(
-        self,
-        spec: LoadSpec,
-        sender: RequestSender,
-        write: Callable[[Mapping[str, Any]], None],
-        bar: tqdm[Any],
-        anchor: ClockAnchor,
-    ) -> None:
-        self.spec = spec
-        self.sender = sender
-        self.write = write
-        self.bar = bar
-        self.anchor = anchor
-        self.rows: list[dict[str, Any]] = []
-        self.pending: dict[int, Attempt] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.started: float | None = None
+    spec: LoadSpec
+    sender: RequestSender
+    write: Callable[[Mapping[str, Any]], None]
+    bar: tqdm[Any]
+    anchor: ClockAnchor
+    rows: list[dict[str, Any]] = field(init=False, default_factory=list)
+    pending: dict[int, Attempt] = field(init=False, default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    started: float | None = field(init=False, default=None)
 
     def record(self, attempt: Attempt) -> None:
         """Write the attempt's row; exactly once, whichever path gets here first."""

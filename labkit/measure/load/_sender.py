@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import httpx
@@ -48,33 +49,26 @@ def _error_message(status: int, body: bytes) -> str:
     return f"HTTP {status}: {text}" if text else f"HTTP {status}"
 
 
+@dataclass(eq=False, repr=False)
 class RequestSender:
     """Sends attempts on one shared `httpx.AsyncClient`; never raises for a failed request (only
     `CancelledError` passes through): every outcome lands in the attempt."""
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        target: str,
-        bodies: list[bytes],
-        *,
-        stream: bool,
-        slots: asyncio.Semaphore | None,
-    ) -> None:
-        self._client = client
-        self._target = target
-        self._bodies = bodies
-        self._stream = stream
-        self._slots = slots
+    client: httpx.AsyncClient
+    target: str
+    bodies: list[bytes]
+    _: KW_ONLY
+    stream: bool
+    slots: asyncio.Semaphore | None
 
     async def send(self, attempt: Attempt, deadline: float) -> None:
         """Run `attempt` until it ends or until `deadline` (monotonic) passes."""
         try:
             async with asyncio.timeout_at(deadline):
-                if self._slots is None:
+                if self.slots is None:
                     await self._exchange(attempt)
                 else:
-                    async with self._slots:
+                    async with self.slots:
                         await self._exchange(attempt)
         except (TimeoutError, httpx.TimeoutException) as exc:
             where = "waiting for a connection slot" if attempt.actual is None else "in flight"
@@ -98,11 +92,11 @@ class RequestSender:
     async def _exchange(self, a: Attempt) -> None:
         if a.actual is None:
             a.actual = time.monotonic()
-        async with self._client.stream("POST", self._target, content=self._bodies[a.prompt_index]) as resp:
+        async with self.client.stream("POST", self.target, content=self.bodies[a.prompt_index]) as resp:
             a.status = status = resp.status_code
             if status != 200:
                 await self._read_error(a, resp)
-            elif self._stream:
+            elif self.stream:
                 await self._read_stream(a, resp)
             else:
                 await self._read_answer(a, resp)

@@ -71,6 +71,17 @@ _HINTS = {
     "arrival": "use 'constant' or 'poisson'",
 }
 
+# What each mode needs (rate or concurrency), and what it says when given the other mode's setting.
+_MODE_NEEDS = {
+    "open": "rate (--rate): an open loop needs a rate in requests per second",
+    "closed": "concurrency (--concurrency): a closed loop needs a number of workers",
+}
+_MODE_REFUSES = {
+    "open": "concurrency (--concurrency) drives a closed loop; drop it, or use mode='closed' without a rate",
+    "closed": "rate (--rate) drives an open loop; a closed loop sends as fast as its workers get answers: "
+    "drop the rate or the concurrency",
+}
+
 
 def _expected_requests(rate: float, duration_s: float) -> int:
     """Requests a constant-rate schedule holds: offsets i/rate < duration_s (rounded against float noise)."""
@@ -142,24 +153,14 @@ class LoadSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> LoadSpec:
-        if self.mode == "open":
-            if self.rate is None:
-                raise ValueError("rate (--rate): an open loop needs a rate in requests per second")
-            if self.concurrency is not None:
-                raise ValueError(
-                    "concurrency (--concurrency) drives a closed loop; drop it, or use mode='closed' "
-                    "without a rate"
-                )
-        else:
-            if self.concurrency is None:
-                raise ValueError("concurrency (--concurrency): a closed loop needs a number of workers")
-            if self.rate is not None:
-                raise ValueError(
-                    "rate (--rate) drives an open loop; a closed loop sends as fast as its "
-                    "workers get answers: drop the rate or the concurrency"
-                )
-            if self.arrival != "constant":
-                raise ValueError("arrival='poisson' applies to an open loop only; drop it for mode='closed'")
+        open_loop = self.mode == "open"
+        needed, refused = (self.rate, self.concurrency) if open_loop else (self.concurrency, self.rate)
+        if needed is None:
+            raise ValueError(_MODE_NEEDS[self.mode])
+        if refused is not None:
+            raise ValueError(_MODE_REFUSES[self.mode])
+        if not open_loop and self.arrival != "constant":
+            raise ValueError("arrival='poisson' applies to an open loop only; drop it for mode='closed'")
         if self.duration_s > self.max_duration_s:
             raise ValueError(
                 f"duration_s (--duration-s): {self.duration_s:g} s is over the cap of "

@@ -13,15 +13,8 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+import labkit.measure.slo.budget as budget
 from labkit.measure.slo.alerts import AlertState, WindowScaling, evaluate_alerts, scale_alert_windows
-from labkit.measure.slo.budget import (
-    budget_consumed,
-    burn_rate,
-    error_budget_remaining,
-    error_ratio,
-    goodput_rps,
-    time_to_exhaustion_s,
-)
 from labkit.measure.slo.client import (
     SamplesError,
     count_events,
@@ -129,9 +122,9 @@ def evaluate_client_slos(
         for objective in slo.objectives:
             events = objective_events(frame, slo, objective)
             good, valid = count_events(events)
-            ratio = error_ratio(good, valid)
-            burn = burn_rate(ratio, objective.target)
-            lasts = time_to_exhaustion_s(burn, window_s=slo.window_s)
+            ratio = budget.error_ratio(good, valid)
+            burn = budget.burn_rate(ratio, objective.target)
+            lasts = budget.time_to_exhaustion_s(burn, window_s=slo.window_s)
             results.append(
                 ObjectiveResult(
                     slo=slo.name,
@@ -147,8 +140,8 @@ def evaluate_client_slos(
                     met=None if valid == 0 else good / valid >= objective.target,
                     error_ratio=ratio,
                     burn_rate=burn,
-                    budget_remaining=error_budget_remaining(good, valid, objective.target),
-                    budget_consumed=budget_consumed(
+                    budget_remaining=budget.error_budget_remaining(good, valid, objective.target),
+                    budget_consumed=budget.budget_consumed(
                         valid - good,
                         valid,
                         objective.target,
@@ -185,7 +178,7 @@ def evaluate_client_slos(
         good_requests=good_requests,
         duration_s=duration_s,
         duration_source=duration_source,
-        goodput_rps=goodput_rps(good_requests, duration_s),
+        goodput_rps=budget.goodput_rps(good_requests, duration_s),
         goodput_ratio=good_requests / valid_count if valid_count else None,
         window_scaling=_scaling_record(scaling),
         assumptions=assumptions,

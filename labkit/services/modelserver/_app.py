@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.types import DecoratedCallable
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -217,24 +218,23 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
             return JSONResponse({"status": "success"})
         return Response(ndjson_line({"status": "success"}), media_type="application/x-ndjson")
 
-    generation_errors = error_responses(400, 404, 500, 503)
+    def generation_route(
+        path: str, final: dict[str, Any], description: str, schema: dict[str, Any]
+    ) -> Callable[[DecoratedCallable], DecoratedCallable]:
+        """The POST route of a generation: NDJSON or one JSON object, and the errors one can end in."""
+        return app.post(
+            path,
+            response_class=Response,
+            responses={**generation_ok_response(final, description), **error_responses(400, 404, 500, 503)},
+            openapi_extra=request_body(schema),
+        )
 
-    @app.post(
-        "/api/generate",
-        response_class=Response,
-        responses={**generation_ok_response(_GENERATE_FINAL, "the completion"), **generation_errors},
-        openapi_extra=request_body(GENERATE_REQUEST),
-    )
+    @generation_route("/api/generate", _GENERATE_FINAL, "the completion", GENERATE_REQUEST)
     async def generate(request: Request) -> Response:
         body, _ = await served_model(request)
         return await service.generate(parse_generate_request(body), request)
 
-    @app.post(
-        "/api/chat",
-        response_class=Response,
-        responses={**generation_ok_response(_CHAT_FINAL, "the chat reply"), **generation_errors},
-        openapi_extra=request_body(CHAT_REQUEST),
-    )
+    @generation_route("/api/chat", _CHAT_FINAL, "the chat reply", CHAT_REQUEST)
     async def chat(request: Request) -> Response:
         body, _ = await served_model(request)
         return await service.chat(parse_chat_request(body), request)

@@ -76,24 +76,16 @@ class _Job:
         return body
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class GenerationService:
     """Runs generations on `engine` within the scheduler's slots and the lifecycle's loads."""
 
-    def __init__(
-        self,
-        *,
-        engine: Engine,
-        lifecycle: ModelLifecycle,
-        scheduler: SlotScheduler,
-        metrics: ModelServerMetrics,
-        executor: Executor,
-    ) -> None:
-        self._engine = engine
-        self._lifecycle = lifecycle
-        self._scheduler = scheduler
-        self._metrics = metrics
-        self._executor = executor
-        self._running: set[threading.Event] = set()
+    engine: Engine
+    lifecycle: ModelLifecycle
+    scheduler: SlotScheduler
+    metrics: ModelServerMetrics
+    executor: Executor
+    _running: set[threading.Event] = field(init=False, default_factory=set)
 
     def cancel_all(self) -> None:
         """Shutdown: ask every running generation to stop before its next token."""
@@ -104,7 +96,7 @@ class GenerationService:
         keep_alive = self._keep_alive(request.keep_alive)
         if not request.prompt:
             return await self._load_or_unload("/api/generate", request.model, request.keep_alive, keep_alive)
-        engine, options = self._engine, request.options
+        engine, options = self.engine, request.options
         if request.raw:
             prompt = request.prompt
 
@@ -126,7 +118,7 @@ class GenerationService:
         keep_alive = self._keep_alive(request.keep_alive)
         if not request.messages:
             return await self._load_or_unload("/api/chat", request.model, request.keep_alive, keep_alive)
-        engine, options, messages = self._engine, request.options, request.messages
+        engine, options, messages = self.engine, request.options, request.messages
 
         def make_stream(cancel: threading.Event) -> TokenStream:
             return engine.chat(messages, options, cancel)
@@ -135,7 +127,7 @@ class GenerationService:
         return await self._run(job, http)
 
     def _keep_alive(self, requested: KeepAlive | None) -> float | None:
-        return self._lifecycle.default_keep_alive if requested is None else requested.seconds
+        return self.lifecycle.default_keep_alive if requested is None else requested.seconds
 
     async def _load_or_unload(
         self, endpoint: str, model: str, requested: KeepAlive | None, keep_alive: float | None
@@ -144,11 +136,11 @@ class GenerationService:
         arrived = time.perf_counter_ns()
         load_ns = 0
         if requested is not None and requested.seconds == 0:
-            await self._lifecycle.unload_when_idle()
+            await self.lifecycle.unload_when_idle()
             reason = "unload"
         else:
             try:
-                load_ns = await self._lifecycle.load_only(keep_alive)
+                load_ns = await self.lifecycle.load_only(keep_alive)
             except Exception as exc:  # the client gets the reason; the log gets the traceback
                 logger.exception("loading the model failed")
                 return JSONResponse({"error": f"failed to load model: {exc}"}, status_code=500)
@@ -162,7 +154,7 @@ class GenerationService:
     async def _run(self, job: _Job, http: Request) -> Response:
         watcher = DisconnectWatcher(http.receive)
         try:
-            await watcher.race(self._scheduler.acquire())
+            await watcher.race(self.scheduler.acquire())
         except ModelServerAPIError as exc:  # queue full
             watcher.stop()
             return error_response(exc)
@@ -172,14 +164,14 @@ class GenerationService:
             self._observe_duration(job)
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         try:
-            job.load_ns = await self._lifecycle.acquire(job.keep_alive)
+            job.load_ns = await self.lifecycle.acquire(job.keep_alive)
         except Exception as exc:  # the client gets the reason; the log gets the traceback
             watcher.stop()
-            self._scheduler.release()
+            self.scheduler.release()
             logger.exception("loading the model failed")
             return JSONResponse({"error": f"failed to load model: {exc}"}, status_code=500)
         job.started_ns = time.perf_counter_ns()
-        pump = TokenPump(job.make_stream, self._executor)
+        pump = TokenPump(job.make_stream, self.executor)
         self._running.add(pump.cancel)
         pump.start()
 
@@ -188,10 +180,10 @@ class GenerationService:
             await pump.wait()
             self._running.discard(pump.cancel)
             if pump.result is not None:  # tokens count even when the client left half-way
-                self._metrics.prompt_tokens.inc(pump.result.prompt_tokens)
-                self._metrics.output_tokens.inc(pump.result.output_tokens)
-            self._scheduler.release()
-            await self._lifecycle.release()
+                self.metrics.prompt_tokens.inc(pump.result.prompt_tokens)
+                self.metrics.output_tokens.inc(pump.result.output_tokens)
+            self.scheduler.release()
+            await self.lifecycle.release()
             if job.outcome is None:  # the stream ended without its final line: the client left
                 job.outcome = CLIENT_CLOSED_REQUEST
             record_outcome(http.scope, job.outcome)
@@ -240,11 +232,11 @@ class GenerationService:
         if job.first_token_ns is None:
             job.first_token_ns = piece.at_ns
             ttft = (piece.at_ns - job.arrived_ns) / 1e9
-            self._metrics.time_to_first_token.labels(endpoint=job.endpoint).observe(max(0.0, ttft))
+            self.metrics.time_to_first_token.labels(endpoint=job.endpoint).observe(max(0.0, ttft))
 
     def _observe_duration(self, job: _Job) -> None:
         elapsed = (time.perf_counter_ns() - job.arrived_ns) / 1e9
-        self._metrics.request_duration.labels(endpoint=job.endpoint).observe(elapsed)
+        self.metrics.request_duration.labels(endpoint=job.endpoint).observe(elapsed)
 
 
 def _describe(event: Failed) -> str:

@@ -9,6 +9,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -70,6 +71,7 @@ class _TokenCounter:
         return 0 if self._first is None else self._last - self._first + 1
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class LlamaEngine:
     """llama-cpp-python behind the `Engine` protocol.
 
@@ -79,36 +81,23 @@ class LlamaEngine:
     the chat handler drops caller stopping criteria, which carry cancellation and token counts.
     """
 
-    def __init__(
-        self,
-        *,
-        model_path: Path,
-        n_ctx: int = 2048,
-        n_threads: int = 2,
-        parallel: int = 1,
-        seed: int = 0,
-    ) -> None:
-        self._model_path = model_path
-        self._n_ctx = n_ctx
-        self._n_threads = n_threads
-        self._parallel = parallel
-        self._seed = seed
-        self._contexts: list[Llama] = []
-        self._free: queue.SimpleQueue[Llama] = queue.SimpleQueue()
-        self._metadata: dict[str, Any] | None = None
-        self._eos_text = ""
-        self._bos_text = ""
-        self._eos_id = -1
-        self._formatter: Jinja2ChatFormatter | None = None
-        self._lock = threading.Lock()
+    model_path: Path
+    n_ctx: int = 2048
+    n_threads: int = 2
+    parallel: int = 1
+    seed: int = 0
+    _contexts: list[Llama] = field(init=False, default_factory=list)
+    _free: queue.SimpleQueue[Llama] = field(init=False, default_factory=queue.SimpleQueue)
+    _metadata: dict[str, Any] | None = field(init=False, default=None)
+    _eos_text: str = field(init=False, default="")
+    _bos_text: str = field(init=False, default="")
+    _eos_id: int = field(init=False, default=-1)
+    _formatter: Jinja2ChatFormatter | None = field(init=False, default=None)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     @property
     def loaded(self) -> bool:
         return bool(self._contexts)
-
-    @property
-    def model_path(self) -> Path:
-        return self._model_path
 
     def load(self) -> None:
         from llama_cpp import Llama
@@ -118,14 +107,14 @@ class LlamaEngine:
                 return
             contexts = [
                 Llama(
-                    model_path=str(self._model_path),
-                    n_ctx=self._n_ctx,
-                    n_threads=self._n_threads,
-                    n_threads_batch=self._n_threads,
-                    seed=self._seed,
+                    model_path=str(self.model_path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    seed=self.seed,
                     verbose=False,
                 )
-                for _ in range(self._parallel)
+                for _ in range(self.parallel)
             ]
             first = contexts[0]
             self._eos_id = first.token_eos()
@@ -136,7 +125,7 @@ class LlamaEngine:
             for context in contexts:
                 self._free.put(context)
             self._contexts = contexts
-            logger.info("loaded %s (%d contexts)", self._model_path, len(contexts))
+            logger.info("loaded %s (%d contexts)", self.model_path, len(contexts))
 
     def unload(self) -> None:
         with self._lock:
@@ -146,7 +135,7 @@ class LlamaEngine:
             for context in contexts:
                 context.close()
             if contexts:
-                logger.info("unloaded %s", self._model_path)
+                logger.info("unloaded %s", self.model_path)
 
     def tokenize_count(self, text: str) -> int:
         context = self._borrow()
@@ -159,7 +148,7 @@ class LlamaEngine:
         """The GGUF metadata of the model file, read once (without loading weights)."""
         with self._lock:
             if self._metadata is None:
-                self._metadata = read_gguf_metadata(self._model_path)
+                self._metadata = read_gguf_metadata(self.model_path)
             return self._metadata
 
     def template(self) -> str:
@@ -239,7 +228,7 @@ class LlamaEngine:
             return self._free.get_nowait()
         except queue.Empty:
             raise RuntimeError(
-                f"more concurrent generations than the {self._parallel} parallel slots this engine has"
+                f"more concurrent generations than the {self.parallel} parallel slots this engine has"
             ) from None
 
 

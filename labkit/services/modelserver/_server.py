@@ -16,7 +16,7 @@ import uvicorn
 from labkit.services.modelserver._app import create_app
 from labkit.services.modelserver._engine import Engine
 from labkit.services.modelserver._settings import ModelServerSettings
-from labkit.sockets import listen_tcp
+from labkit.sockets import http_url, listen_tcp
 
 __all__ = ["GRACEFUL_SHUTDOWN_S", "BackgroundModelServer", "bind_socket", "serve"]
 
@@ -84,8 +84,7 @@ class BackgroundModelServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return http_url(self.host, self.port)
 
     def start(self, timeout_s: float = 10.0) -> BackgroundModelServer:
         self._thread.start()

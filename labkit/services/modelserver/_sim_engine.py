@@ -12,6 +12,7 @@ import random
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from labkit.services.modelserver._engine import ChatMessage, GenerationOptions, GenerationResult, TokenStream
@@ -41,6 +42,7 @@ def render_sim_chat(messages: Sequence[ChatMessage]) -> str:
     return "".join(f"{message.role}: {message.content}\n" for message in messages)
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class SimEngine:
     """Simulated tokens for fast tests, capacity work and teaching; implements `Engine`.
 
@@ -50,23 +52,14 @@ class SimEngine:
     (0 jitter = exact). `temperature`, `top_p` and `top_k` do not change the simulated text.
     """
 
-    def __init__(
-        self,
-        *,
-        seed: int = 0,
-        ttft_s: float = 0.04,
-        itl_s: float = 0.009,
-        jitter: float = 0.1,
-        n_ctx: int = 2048,
-    ) -> None:
-        self._seed = seed
-        self._n_ctx = n_ctx
-        self._ttft_s = ttft_s
-        self._itl_s = itl_s
-        self._jitter = jitter
-        self._loaded = False
-        self._request_numbers = itertools.count()
-        self._lock = threading.Lock()
+    seed: int = 0
+    ttft_s: float = 0.04
+    itl_s: float = 0.009
+    jitter: float = 0.1
+    n_ctx: int = 2048
+    _loaded: bool = field(init=False, default=False)
+    _request_numbers: Iterator[int] = field(init=False, default_factory=itertools.count)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     @property
     def loaded(self) -> bool:
@@ -99,21 +92,21 @@ class SimEngine:
     def _delays(self) -> Iterator[float]:
         with self._lock:
             number = next(self._request_numbers)
-        rng = random.Random(f"{self._seed}\x1fdelays\x1f{number}")
-        yield self._draw(rng, self._ttft_s)
+        rng = random.Random(f"{self.seed}\x1fdelays\x1f{number}")
+        yield self._draw(rng, self.ttft_s)
         while True:
-            yield self._draw(rng, self._itl_s)
+            yield self._draw(rng, self.itl_s)
 
     def _draw(self, rng: random.Random, mean: float) -> float:
         if mean <= 0:
             return 0.0
-        if self._jitter <= 0:
+        if self.jitter <= 0:
             return mean
-        sigma = self._jitter
+        sigma = self.jitter
         return rng.lognormvariate(math.log(mean) - sigma * sigma / 2, sigma)
 
     def _stream(self, prompt: str, options: GenerationOptions, cancel: threading.Event) -> TokenStream:
-        seed = self._seed if options.seed is None else options.seed
+        seed = self.seed if options.seed is None else options.seed
         words = random.Random(f"{seed}\x1f{prompt}")
         natural_length = words.randint(SIM_MIN_TOKENS, SIM_MAX_TOKENS)
         limit = options.token_limit
@@ -121,7 +114,7 @@ class SimEngine:
         if limit is not None:
             # Like the llama engine, stop where the context is full: a num_predict of 10**9 would
             # otherwise hold a slot for hours.
-            limit = min(limit, max(0, self._n_ctx - prompt_tokens))
+            limit = min(limit, max(0, self.n_ctx - prompt_tokens))
         length = natural_length if limit is None else limit
         stops = tuple(stop for stop in options.stop if stop)
         text, emitted, produced = "", 0, 0

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -32,28 +32,17 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    fields = WrapperSettings.model_fields
+    """One flag per setting (`--backend-timeout-s` for backend_timeout_s) with its help and default."""
     parser = _OneLineParser(prog=PROG, description="The lab's LLM API in front of an Ollama-API server.")
-
-    def add(flag: str, field: str, kind: type) -> None:
-        info = fields[field]
+    for field, info in WrapperSettings.model_fields.items():
+        kind: Any = Path if info.annotation == Path | None else info.annotation
         parser.add_argument(
-            flag, dest=field, type=kind, default=None, help=f"{info.description} [default {info.default}]"
+            _flag(field),
+            dest=field,
+            type=kind,
+            default=None,
+            help=f"{info.description} [default {info.default}]",
         )
-
-    add("--host", "host", str)
-    add("--port", "port", int)
-    add("--backend-url", "backend_url", str)
-    add("--model", "model", str)
-    add("--max-in-flight", "max_in_flight", int)
-    add("--max-prompt-chars", "max_prompt_chars", int)
-    add("--max-tokens-limit", "max_tokens_limit", int)
-    add("--backend-timeout-s", "backend_timeout_s", float)
-    add("--connect-timeout-s", "connect_timeout_s", float)
-    add("--ready-timeout-s", "ready_timeout_s", float)
-    add("--retry-after-s", "retry_after_s", int)
-    add("--admin-token-file", "admin_token_file", Path)
-    add("--api-key-file", "api_key_file", Path)
     return parser
 
 

@@ -5,6 +5,8 @@ Names, labels and buckets are part of the lab's contract with dashboards, SLO ru
 
 from __future__ import annotations
 
+from functools import partial
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from labkit.faults import WRAPPER_FAULT_KINDS
@@ -38,72 +40,60 @@ class WrapperMetrics:
 
     def __init__(self, *, model: str, version: str) -> None:
         self.registry = CollectorRegistry()
-        reg = self.registry
-        self.requests = Counter(
+        counter = partial(Counter, registry=self.registry)
+        gauge = partial(Gauge, registry=self.registry)
+        histogram = partial(Histogram, registry=self.registry)
+        self.requests = counter(
             "llm_requests_total",
             "Requests to the public API by outcome; status_code 499 means the client left early.",
             ["endpoint", "status_code"],
-            registry=reg,
         )
-        self.request_duration = Histogram(
+        self.request_duration = histogram(
             "llm_request_duration_seconds",
             "End-to-end duration of successful requests, from arrival to the final token.",
             ["endpoint"],
             buckets=REQUEST_DURATION_BUCKETS,
-            registry=reg,
         )
-        self.time_to_first_token = Histogram(
+        self.time_to_first_token = histogram(
             "llm_time_to_first_token_seconds",
             "Time from a request's arrival to the first non-empty token chunk from the backend.",
             buckets=TIME_TO_FIRST_TOKEN_BUCKETS,
-            registry=reg,
         )
-        self.inter_token_latency = Histogram(
+        self.inter_token_latency = histogram(
             "llm_inter_token_latency_seconds",
             "Gap between consecutive token chunks of one request, after the first.",
             buckets=INTER_TOKEN_LATENCY_BUCKETS,
-            registry=reg,
         )
-        self.output_tokens = Counter(
-            "llm_output_tokens_total",
-            "Tokens generated, from the backend's final chunk (eval_count).",
-            registry=reg,
+        self.output_tokens = counter(
+            "llm_output_tokens_total", "Tokens generated, from the backend's final chunk (eval_count)."
         )
-        self.prompt_tokens = Counter(
+        self.prompt_tokens = counter(
             "llm_prompt_tokens_total",
             "Prompt tokens evaluated, from the backend's final chunk (prompt_eval_count).",
-            registry=reg,
         )
-        self.in_flight = Gauge(
+        self.in_flight = gauge(
             "llm_requests_in_flight",
             "Admitted /generate requests not yet finished (streams until their last line).",
-            registry=reg,
         )
-        self.rejected = Counter(
+        self.rejected = counter(
             "llm_requests_rejected_total",
             "Requests turned away before generating, by reason (503 when full, 401/400 when unauthorized).",
             ["reason"],
-            registry=reg,
         )
-        self.backend_errors = Counter(
-            "llm_backend_errors_total",
-            "Failed calls to the model backend, by kind.",
-            ["kind"],
-            registry=reg,
+        self.backend_errors = counter(
+            "llm_backend_errors_total", "Failed calls to the model backend, by kind.", ["kind"]
         )
-        self.faults_active = Gauge(
+        self.faults_active = gauge(
             "llm_faults_active",
             "Faults the wrapper is applying now, by kind (1 active, 0 not); each ends at its TTL.",
             ["kind"],
-            registry=reg,
         )
-        self.faults_injected = Counter(
+        self.faults_injected = counter(
             "llm_faults_injected",
             "Requests an injected fault affected (delayed, answered with an error, or cut), by kind.",
             ["kind"],
-            registry=reg,
         )
-        self.info = Info("llm_wrapper", "The wrapper's version and default model.", registry=reg)
+        self.info = Info("llm_wrapper", "The wrapper's version and default model.", registry=self.registry)
         self.info.info({"version": version, "model": model})
 
         for code in GENERATE_STATUS_CODES:
