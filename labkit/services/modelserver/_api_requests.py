@@ -89,12 +89,18 @@ def _replace_lone_surrogates(value: Any) -> Any:
     return value
 
 
+# What a blank model name is made of: the whitespace JSON Schema's `\s` means too (our OpenAPI document asks
+# for a `\S`), not all of Python's str.isspace(), which counts the control characters \x1c-\x1f as well.
+# A name of those is a name like any other, answered 404 when no model has it.
+_BLANK = " \t\n\r\f\v"
+
+
 def parse_model_name(body: Mapping[str, Any]) -> str:
     """The `model` field (older clients send `name`); 400 `model is required` when it is absent or blank."""
     model = body.get("model")
     if model is None or model == "":
         model = body.get("name")
-    if model is None or (isinstance(model, str) and not model.strip()):
+    if model is None or (isinstance(model, str) and not model.strip(_BLANK)):
         raise BadRequestError("model is required")
     if not isinstance(model, str):
         raise BadRequestError(f'"model" must be a string, got {_json_type(model)}')
