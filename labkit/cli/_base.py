@@ -119,9 +119,12 @@ def renamed_option(
     def remember_old(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         if old_flag_value is not None:
             value = old_flag_value if value else None
-        if value is not None:
-            click.echo(f"warning: {old} is deprecated; use {instead}", err=True)
-            ctx.meta.setdefault(_RENAMED, {})[dest] = value
+        if value is None:
+            return
+        if ctx.get_parameter_source(dest) is click.core.ParameterSource.COMMANDLINE:  # the new one came first
+            raise click.UsageError(f"give {instead} or {old}, not both", ctx=ctx)
+        click.echo(f"warning: {old} is deprecated; use {instead}", err=True)
+        ctx.meta.setdefault(_RENAMED, {})[dest] = value
 
     def take_old(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         former = ctx.meta.get(_RENAMED, {}).pop(dest, None)
