@@ -102,7 +102,9 @@ def test_every_series_is_written_and_read_back(tmp_path: Path, prometheus: tuple
     assert (directory / "latency_quantiles.csv").read_text().strip() == ",".join(QUANTILE_COLUMNS)
 
     window = json.loads((directory / "window.json").read_text())
-    assert window["start"] == T0 - 2 and window["end"] == T0 + 70 and window["run_start"] == T0
+    # run_start: the journal's first event (experiment_started, 5 s before the method)
+    assert window["start"] == T0 - 2 and window["end"] == T0 + 70 and window["run_start"] == T0 - 5
+    assert window["rate_window_s"] == 4.0  # max(4 scrapes, step + scrape) at 1 s
     assert window["gpu_available"] is False and window["prometheus_url"] == url
     slis = json.loads((directory / "server_slis.json").read_text())
     availability = next(row for row in slis["slis"] if row["slo"] == "availability")

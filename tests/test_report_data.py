@@ -17,7 +17,7 @@ from labkit.measure.slo import evaluate_client_slos, load_slo_spec
 from labkit.report import ReportError, RunData, newest_run
 from labkit.rundir import RunDirectory, RunFile
 
-T0 = 1_700_000_000.0  # the run's first journal event (experiment_started): t_s = 0
+T0 = 1_700_000_000.0  # the method's start (method_started): t_s = 0; the experiment started 5 s before
 KILL_AT = 20.0  # kill model (instantaneous); requests sent in [20, 23) fail after 0.05 s
 LATENCY = (40.0, 50.0)  # latency on the wrapper; requests sent in it take 4 s (slow, > 3 s)
 PAUSE = (55.0, 58.0)  # pause prometheus: users do not notice
@@ -67,8 +67,8 @@ def journal_events() -> list[dict[str, Any]]:
         return event(kind, t, fault_id=fault_id, fault_kind=fault_kind, target=target, **f)
 
     return [
-        event("experiment_started", 0.0),
-        event("method_started", 5.0),
+        event("experiment_started", -5.0),
+        event("method_started", 0.0),
         fault("fault_start", KILL_AT, "f1", "kill", "model", duration_s=10),
         fault("fault_end", KILL_AT, "f1", "kill", "model", instantaneous=True),
         fault("fault_window_end", KILL_AT + 10, "f1", "kill", "model"),
@@ -172,7 +172,8 @@ def test_a_whole_run_loads_with_one_time_axis(chaos_run: Path) -> None:
     run = RunData.load(chaos_run)
     assert run.problems == ()
     assert run.run_id == RUN_ID and run.scenario == "kill_and_recover"
-    assert run.start == T0  # experiment_started, before the first request (t=5)
+    assert run.start == T0 - 5  # experiment_started, before the first request (t=5)
+    assert run.origin == T0 and run.has_method  # every t_s counts from the method's start
     assert run.end == pytest.approx(T0 + 66.0)  # experiment_finished, after the last completion (65)
     assert len(run.samples) == 120 and len(run.events) == len(journal_events())
     # The CSVs counted t_s from T0 - 100; loading recounts from the run's start.
@@ -180,8 +181,10 @@ def test_a_whole_run_loads_with_one_time_axis(chaos_run: Path) -> None:
     assert availability["t_s"].iloc[0] == pytest.approx(0.0)
     assert availability.loc[availability["value"] == 0, "t_s"].min() == pytest.approx(KILL_AT)
     assert run.series["output_tokens_rate"].empty
-    assert run.verdict == "violated"  # slo.json: 6 of 120 failed is below 99 %
-    assert run.t_range == pytest.approx((-2.0, 70.0))  # the Prometheus window is wider than the run
+    assert run.slo_verdict == "violated"  # slo.json: 6 of 120 failed is below 99 %
+    # The journal's experiment_finished says "completed", labkit 0.1's word for a hypothesis that held.
+    assert run.experiment_verdict == "held" and run.verdict == "held"
+    assert run.t_range == pytest.approx((-5.0, 70.0))  # the Prometheus window is wider than the run
 
 
 def test_faults_and_remediation_are_on_the_run_axis(chaos_run: Path) -> None:

@@ -5,6 +5,8 @@ data shows."""
 from __future__ import annotations
 
 import io
+import json
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +19,27 @@ from matplotlib.patches import Rectangle
 
 from labkit.measure.prom import save_series
 from labkit.report import (
-    X_LABEL,
+    EVENT_ROWS,
     ReportFigure,
     RunData,
     availability_figure,
+    client_in_flight,
     counter_growth,
     error_rate_figure,
+    events_figure,
     gpu_figure,
     gpu_note,
     in_flight_figure,
+    latency_distribution_figure,
     latency_figure,
     output_tokens_figure,
     report_figures,
+    resources_figure,
     restarts_figure,
     ttft_figure,
 )
 from labkit.rundir import RunDirectory
-from tests.test_report_data import KILL_AT, LATENCY, PAUSE, REMEDIATION_AT, T0, write_chaos_run
+from tests.test_report_data import KILL_AT, LATENCY, PAUSE, REMEDIATION_AT, T0, request_rows, write_chaos_run
 
 
 @pytest.fixture
@@ -74,8 +80,8 @@ def _check_marks(ax: Axes) -> None:
     texts = {t.get_text().strip() for t in ax.texts}
     assert {"kill model", "latency wrapper", "pause prometheus"} <= texts
     assert {"restart wrapper", "would restart wrapper"} <= texts
-    assert ax.get_xlabel() == X_LABEL
-    assert ax.get_xlim() == pytest.approx((-2.0, 70.0))  # every timeline shares the run's range
+    assert ax.get_xlabel() == "seconds since the method's start"
+    assert ax.get_xlim() == pytest.approx((-5.0, 70.0))  # every timeline shares the run's range
 
 
 def test_latency_has_server_quantiles_and_the_client_p95(run: RunData) -> None:
@@ -95,17 +101,20 @@ def test_latency_has_server_quantiles_and_the_client_p95(run: RunData) -> None:
     _check_marks(ax)
     legend = ax.get_legend()
     assert legend is not None
-    assert {t.get_text() for t in legend.get_texts()} >= {"fault: kill", "remediation (dry run)"}
+    assert {t.get_text() for t in legend.get_texts()} >= {"fault: kill", "remediation: restart (dry run)"}
 
 
 def test_the_availability_dip_of_the_kill_is_visible(run: RunData) -> None:
     (ax,) = availability_figure(run).axes
     x, server = _line(ax, "server")
     assert server[(x >= KILL_AT) & (x < KILL_AT + 4)] == pytest.approx(0.0)  # percent
-    x, client = _line(ax, "client (10 s)")
-    assert client.min() < 80 and client[x < KILL_AT].min() == 100.0
+    x, client = _line(ax, "client availability (5 s bins)")
+    assert np.nanmin(client) < 80 and np.nanmin(client[x < KILL_AT]) == 100.0
+    assert np.isnan(client[x < 5]).all()  # no request ended before t=5: a gap, not 0 % or 100 %
     bottom, top = ax.get_ylim()
-    assert bottom <= client.min() and top >= 100  # the dip is inside the axes
+    assert bottom <= np.nanmin(client) and top >= 100  # the dip is inside the axes
+    # The bin of the kill says how many of its requests failed.
+    assert "6 of 10" in {t.get_text() for t in ax.texts}
     assert any(line.get_label() == "SLO target 99%" for line in ax.lines)
     assert ax.get_ylabel() == "availability (%)"
     _check_marks(ax)
@@ -115,8 +124,8 @@ def test_errors_show_the_server_5xx_and_client_failures(run: RunData) -> None:
     (ax,) = error_rate_figure(run).axes
     x, server = _line(ax, "server 5xx")
     assert server.max() == 100.0 and server[x < KILL_AT].max() == 0.0
-    _, client = _line(ax, "client failures (10 s)")
-    assert client.max() > 20  # 6 failed of the ~20 requests ending in the 10 s after the kill
+    _, client = _line(ax, "client failures (5 s bins)")
+    assert np.nanmax(client) == pytest.approx(60.0)  # 6 failed of the 10 requests ending in [20, 25)
     _check_marks(ax)
 
 
@@ -146,10 +155,13 @@ def test_missing_series_say_so_and_still_mark_faults(run: RunData) -> None:
 
 def test_a_run_without_prometheus_names_what_to_collect(tmp_path: Path) -> None:
     run = RunData.load(write_chaos_run(tmp_path, prometheus=False))
-    (ax,) = in_flight_figure(run).axes
-    (note,) = _notes(ax)
-    assert "not collected (no prometheus/in_flight.csv" in note
-    assert not any(line.get_label() == "in flight" for line in ax.lines)
+    cpu_ax, _ = resources_figure(run).axes
+    (note,) = _notes(cpu_ax)
+    assert "not collected (no prometheus/service_cpu.csv" in note
+    (ax,) = in_flight_figure(run).axes  # the client's own count needs no Prometheus
+    assert not _notes(ax)
+    assert not any(line.get_label() == "server gauge" for line in ax.lines)
+    assert any(line.get_label() == "client (exact)" for line in ax.lines)
 
 
 def test_an_empty_run_renders_without_data_or_marks(tmp_path: Path) -> None:
@@ -207,5 +219,72 @@ def test_figures_render_without_pyplot_state(run: RunData) -> None:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
         assert buffer.getvalue().startswith(b"\x89PNG")
-        # IPython shows it as PNG even where no `%matplotlib inline` registered a formatter.
-        assert isinstance(fig, ReportFigure) and fig._repr_png_().startswith(b"\x89PNG")
+        # IPython shows it as SVG in a <figure>, with its alt text and caption, without any magic.
+        assert isinstance(fig, ReportFigure)
+        html = fig._repr_html_()
+        assert '<img src="data:image/svg+xml;base64,' in html and f'alt="{fig.title}.' in html
+        assert "</figcaption>" in html and escape(fig.caption) in html
+
+
+def test_captions_and_alt_text_say_what_is_drawn(run: RunData) -> None:
+    fig = latency_figure(run)
+    assert "server p95 (solid blue" in fig.caption and "client p95 (10 s) (dark grey" in fig.caption
+    assert "kill model at 20.0 s (red line)" in fig.caption
+    assert "latency wrapper 40.0 to 50.0 s (olive span)" in fig.caption
+    assert "restart wrapper at 45.0 s (dashed line)" in fig.caption
+    assert "would restart wrapper at 47.0 s (dotted line)" in fig.caption
+    assert fig.alt.startswith(
+        "End-to-end latency of /generate. x: seconds since the method's start; y: latency (s)."
+    )
+
+
+def test_phases_are_shaded_and_named(tmp_path: Path) -> None:
+    path = write_chaos_run(tmp_path)
+    with (path / "events.jsonl").open("a") as journal:
+        for kind, t, extra in (
+            ("steady_state_started", -5.0, {"phase": "before"}),
+            ("steady_state", -0.5, {"phase": "before", "verdict": "met"}),
+            ("method_finished", 65.0, {}),
+        ):
+            journal.write(json.dumps({"kind": kind, "wall_time": T0 + t, **extra}) + "\n")
+    run = RunData.load(path)
+    assert [(p.key, run.t_s(p.start), run.t_s(p.end)) for p in run.phases] == [
+        ("before", -5.0, -0.5),
+        ("method", 0.0, 65.0),
+    ]
+    (ax,) = availability_figure(run).axes
+    (before,) = _spans(ax, "phase:before")
+    assert before.get_x() == pytest.approx(-5.0) and before.get_width() == pytest.approx(4.5)
+    assert {"steady state before", "method (faults)"} <= {t.get_text() for t in ax.texts}
+
+
+def test_the_client_in_flight_count_is_exact(run: RunData) -> None:
+    counts = client_in_flight(run)
+    assert counts is not None
+    # One request every 0.5 s taking 0.5 s (4 s while slow): never more than 8 at once, mean from the samples.
+    assert counts.max() == 8 and counts.min() == 0 and counts.iloc[-1] == 0
+    (ax,) = in_flight_figure(run).axes
+    assert any(line.get_label() == "client (exact)" for line in ax.lines)
+
+
+def test_the_latency_distribution_has_one_line_per_phase(tmp_path: Path) -> None:
+    path = write_chaos_run(tmp_path)
+    before = path / "steady_state" / "before"
+    before.mkdir(parents=True)
+    rows = [{**r, "intended_send": r["intended_send"] - 60} for r in request_rows()[:4]]
+    (before / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fig = latency_distribution_figure(RunData.load(path))
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == [
+        "steady state before: 4 requests, p95 500 ms",
+        "method (faults): 114 requests, p95 4000 ms",
+    ]
+
+
+def test_the_journal_is_drawn_as_events(run: RunData) -> None:
+    fig = events_figure(run)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(EVENT_ROWS)
+    texts = {t.get_text() for t in ax.texts}
+    assert {"start kill model", "restart wrapper"} <= texts
+    assert "7 faults events" in fig.caption  # 3 starts, 3 ends, 1 window end

@@ -72,11 +72,11 @@ def test_a_report_is_linked_only_where_it_exists(reports: Path) -> None:
 def test_headline_numbers_from_run_json_and_from_the_files(reports: Path) -> None:
     rows = _rows(write_index(reports).read_text())
     new, old = rows[0], rows[3]
-    expected_new = ("baseline", "2024-03-01", "completed", "met", "99.90%", "0.457 s", "0.050 s", ">60<")
+    expected_new = ("baseline", "2024-03-01", "completed", "met", "99.90%", ">457 ms<", ">50 ms<", ">60<")
     for text in expected_new:
         assert text in new, text
     # The old run has no run.json: 114 of 120 requests succeeded, p95 4 s, slo.json says violated.
-    expected_old = ("kill_and_recover", "2024-01-01", "95.00%", "4.000 s", "3.600 s", ">120<", "violated")
+    expected_old = ("kill_and_recover", "2024-01-01", "95.00%", ">4000 ms<", ">3600 ms<", ">120<", "violated")
     for text in expected_old:
         assert text in old, text
     assert "duration_s=60" in old  # params.json when there are no notebook parameters
@@ -84,7 +84,7 @@ def test_headline_numbers_from_run_json_and_from_the_files(reports: Path) -> Non
 
 def test_parameters_are_escaped(reports: Path) -> None:
     page = write_index(reports).read_text()
-    assert "<script>" not in page
+    assert "<script>alert" not in page
     assert "engine=&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "no lab &lt;here&gt;" in page  # the error of the failed run too
 
@@ -101,8 +101,20 @@ def test_a_broken_or_failed_run_is_listed_with_what_is_known(reports: Path) -> N
 
 def test_the_page_is_self_contained(reports: Path) -> None:
     page = write_index(reports).read_text()
-    assert "<style>" in page
-    assert not re.search(r"<link|<script|src=", page)
+    assert "<style>" in page and "<script>" in page  # the sorting and filtering script is inline
+    assert not re.search(r"<link|<script [^>]*src|src=|https?://", page)
+
+
+def test_each_slo_objective_is_a_coloured_cell(reports: Path) -> None:
+    rows = _rows(write_index(reports).read_text())
+    old = rows[3]  # slo.json: availability violated (95.00 %), the 5 s latency objective met
+    assert re.search(
+        r'<td class="num slo bad" data-sort="0.95" title="Availability of /generate: 99% of '
+        r'valid requests succeed: violated, 114 of 120 good against a 99% target">95.00%</td>',
+        old,
+    )
+    assert re.search(r'<td class="num slo good" [^>]*>100.00%</td>', old)
+    assert 'class="num slo neutral" data-sort="" title="">\u2013</td>' in rows[0]  # no slo.json, no samples
 
 
 def test_an_empty_reports_directory_says_how_to_make_a_run(tmp_path: Path) -> None:

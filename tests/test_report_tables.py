@@ -45,8 +45,8 @@ def test_slo_table_from_slo_json(tmp_path: Path) -> None:
     # 6 bad events against a 1 % budget of the 30-day window's events (the run's rate extrapolated):
     # 6 / (0.01 * 120 * 30 d / 60 s) of the budget.
     expected = 6 / (0.01 * 120 * (30 * 86400 / 60.0)) * 100
-    assert availability["budget consumed (%)"] == pytest.approx(expected, abs=1e-4)
-    assert availability["SLO window (d)"] == 30
+    assert availability["budget consumed (% of 30 d)"] == pytest.approx(expected, abs=1e-4)
+    assert availability["burn rate (\u00d7)"] == pytest.approx((6 / 120) / 0.01)  # error ratio / budget
 
 
 def test_slo_table_judges_the_samples_without_slo_json(tmp_path: Path) -> None:
@@ -70,14 +70,14 @@ def test_recovery_table_per_fault(tmp_path: Path) -> None:
     kill = table.loc["f1"]
     assert (kill["kind"], kill["target"]) == ("kill", "model")
     assert kill["start (s)"] == KILL_AT and kill["end (s)"] == KILL_AT  # on the run's time axis
-    assert kill["time to detect (s)"] == pytest.approx(0.05)
-    assert kill["time to recover (s)"] == pytest.approx(3.5)
+    assert kill["time to detect (ms)"] == pytest.approx(50)
+    assert kill["time to recover (ms)"] == pytest.approx(3500)
     assert kill["requests lost"] == 6 and kill["outcome"] == "recovered"
     latency = table.loc["f2"]
     assert (latency["start (s)"], latency["end (s)"]) == LATENCY
     assert latency["requests slow"] == 20 and latency["requests lost"] == 0
     pause = table.loc["f3"]
-    assert pause["outcome"] == "not noticed" and pd.isna(pause["time to detect (s)"])
+    assert pause["outcome"] == "not noticed" and pd.isna(pause["time to detect (ms)"])
 
 
 def test_a_fault_without_recovery_by_the_end(tmp_path: Path) -> None:
@@ -126,10 +126,10 @@ def test_client_server_table_side_by_side(tmp_path: Path) -> None:
     assert availability["server SLI (%)"] == pytest.approx(100.0)
     assert availability["difference (points)"] == pytest.approx(-5.0)
     assert "6 requests got no HTTP response" in availability["explanation"]
-    assert availability["server bucket (s)"] == ""  # a ratio SLO has no quantile
+    assert availability["server bucket (ms)"] == "\u2013"  # a ratio SLO has no quantile
     latency = table.loc[table["SLO"] == "latency"].iloc[0]
-    assert latency["server bucket (s)"] == "(1, 5]"
-    assert latency["client p95 (s)"] == pytest.approx(4.0)  # 20 of 114 successful requests took 4 s
+    assert latency["server bucket (ms)"] == "(1000, 5000]"
+    assert latency["client p95 (ms)"] == pytest.approx(4000.0)  # 20 of 114 successful requests took 4 s
 
 
 def test_client_server_table_without_the_csv_is_empty(tmp_path: Path) -> None:
@@ -149,7 +149,9 @@ def test_headline_numbers_are_exact_client_side(tmp_path: Path) -> None:
         "e2e_p95_s": pytest.approx(e2e[rank]),
         "ttft_p95_s": pytest.approx(ttft[rank]),
         "requests": 120,
-        "verdict": "violated",
+        "verdict": "held",  # the journal's experiment_finished
+        "steady_state": "held",
+        "slos": "violated",
     }
     assert numbers["e2e_p95_s"] == 4.0 and numbers["ttft_p95_s"] == 3.6
 
@@ -159,7 +161,7 @@ def test_headline_without_samples_uses_slo_json(tmp_path: Path) -> None:
     (path / "requests.jsonl").unlink()
     numbers = headline(RunData.load(path))
     assert numbers["availability"] == pytest.approx(114 / 120) and numbers["requests"] == 120
-    assert numbers["e2e_p95_s"] is None and numbers["verdict"] == "violated"
+    assert numbers["e2e_p95_s"] is None and numbers["slos"] == "violated"
 
 
 def test_headline_of_an_empty_run_is_unknown(tmp_path: Path) -> None:
@@ -169,6 +171,8 @@ def test_headline_of_an_empty_run_is_unknown(tmp_path: Path) -> None:
         "ttft_p95_s": None,
         "requests": None,
         "verdict": None,
+        "steady_state": None,
+        "slos": None,
     }
 
 
@@ -183,10 +187,12 @@ def test_the_overview_says_what_ran_and_its_headline_for_people(tmp_path: Path) 
         for i in range(10)
     ]
     (run_dir / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = overview_table(RunData.load(run_dir))
+    table = overview_table(RunData.load(run_dir)).set_index("fact")
     assert table.loc["scenario", "value"] == "kill_and_recover"
     assert table.loc["status", "value"] == "completed"
     assert table.loc["requests", "value"] == "10"
     assert table.loc["availability", "value"] == "90.00%"
     assert table.loc["p95 end-to-end", "value"] == "500 ms"
     assert table.loc["parameters", "value"] == "duration_s=20"
+    html = overview_table(RunData.load(run_dir))._repr_html_()
+    assert "<th" in html and "blank" not in html and ">0<" not in html  # no index column

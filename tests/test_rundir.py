@@ -103,12 +103,12 @@ def test_a_run_directory_written_by_labkit_0_1_0_reads_as_before(run_dir: Path) 
     assert {e["kind"] for e in run.events()} <= {kind.value for kind in EventKind}
     data = RunData.load(run_dir)
     assert data.problems == () and data.missing == []
-    assert data.status == "completed" and data.verdict == "completed"
+    assert data.status == "completed" and data.verdict == "held"  # 0.1's "completed"
     assert len(data.samples) == len(list(run.read_jsonl(RunFile.REQUESTS))) > 0
     assert len(data.recovery) == len(data.faults) == 1
     assert headline(data)["requests"] == len(data.samples)
     entry = index_entry(run_dir)
-    assert entry.problems == [] and entry.verdict == "completed"
+    assert entry.problems == [] and entry.verdict == "held"
     assert len(report_figures(data)) >= 5  # every figure of the report draws from the files
 
 

@@ -382,11 +382,11 @@ class _Experiment:
                 result.method_slo = self.method_slos(result.load)
                 result.recovery = self.measure_recovery(result.load)
                 if self.steady_spec is None:
-                    return self.finish("completed", "the method ran to its end (no steady-state check)")
+                    return self.finish("not checked", "the method ran to its end (no steady-state check)")
                 self.settle()
                 result.after = self.steady_state("after")
                 if result.after.verdict == "met":
-                    return self.finish("completed", "the steady-state hypothesis held after the method")
+                    return self.finish("held", "the steady-state hypothesis held before and after the method")
                 violated = _violated(result.after)
                 return self.finish(
                     "deviated", f"the steady-state hypothesis failed after the method ({violated})"

@@ -5,7 +5,7 @@ measures, remediation actions) and its summary for a terminal or a notebook.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
@@ -13,10 +13,11 @@ from labkit.chaos._schedule import Schedule
 from labkit.measure.load import LoadResult
 from labkit.measure.slo import SloReport
 from labkit.rundir import RunDirectory, RunFile
+from labkit.verdicts import ExperimentVerdict
 
 __all__ = ["ExperimentResult", "Verdict", "recovery_records"]
 
-Verdict = Literal["completed", "deviated", "aborted"]
+Verdict = ExperimentVerdict  # labkit.verdicts: held, deviated, aborted, not checked
 
 
 @dataclass

@@ -135,7 +135,7 @@ def chaos_run(
             backend.lab.root, spec, out_dir=out, say=lambda msg: click.echo(msg, err=True)
         )
         click.echo(result.summary())
-        if result.verdict != "completed":
+        if result.verdict not in ("held", "not checked"):
             raise LabkitError(f"experiment {result.verdict}: {result.reason}")
 
     run_action(action)

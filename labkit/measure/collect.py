@@ -5,7 +5,8 @@ Under `<run_dir>/prometheus/`: one CSV per name of `SERIES` (`timestamp` ISO 860
 `value`; no data gives a header-only CSV, never made-up values); `server_slis.json` (exact server SLIs
 and quantiles; NaN and infinity as null, `in_inf_bucket` says when a bucket had no upper bound);
 `client_vs_server.csv` when the run has client samples; and, written last, `window.json` (start, end,
-run_start, prometheus_url, step_s, gpu_available, series, notes). Every query runs before anything is
+run_start, prometheus_url, step_s, rate_window_s, gpu_available, series, notes). Every query runs before
+anything is
 written, so an unreachable Prometheus leaves the run directory as it was.
 """
 
@@ -26,6 +27,7 @@ from labkit.measure.prom import (
     DEFAULT_AVAILABILITY_TOTAL_QUERY,
     PrometheusSeries,
     TimeLike,
+    rate_window_s,
     save_series,
     to_unix,
 )
@@ -33,7 +35,7 @@ from labkit.measure.slo.client import SamplesError, read_samples
 from labkit.measure.slo.compare import explain_client_server
 from labkit.measure.slo.server import server_quantile, server_slis
 from labkit.measure.slo.spec import SloDefinition, load_slo_spec
-from labkit.rundir import RunDirectory, RunDirectoryError, RunFile
+from labkit.rundir import RunDirectory, RunDirectoryError, RunFile, RunFolder
 
 __all__ = ["SERIES", "collect_series", "save_prometheus_series"]
 
@@ -167,7 +169,7 @@ def save_prometheus_series(
         }
     comparison: pd.DataFrame | None = None
     try:
-        samples = read_samples(run.file(RunFile.REQUESTS)) if run.file(RunFile.REQUESTS).exists() else None
+        samples = _own_samples(run)
         if samples is None or samples.empty:
             notes.append(
                 f"no client samples ({RunFile.REQUESTS}) when collected: no client-vs-server comparison"
@@ -191,12 +193,25 @@ def save_prometheus_series(
             "run_start": series.run_start,
             "prometheus_url": prometheus_url,
             "step_s": step_s,
+            "rate_window_s": rate_window_s(step_s),
             "gpu_available": gpu_available,
             "collected_at": time.time(),
             "series": list(frames),
             "notes": notes,
         },
     )
+
+
+def _own_samples(run: RunDirectory) -> pd.DataFrame | None:
+    """Every request this run sent: requests.jsonl and the steady-state checks' own (steady_state/*/), so
+    that the server's counts over the window are compared with all of them; None without requests.jsonl."""
+    if not run.file(RunFile.REQUESTS).exists():
+        return None
+    frames = [read_samples(run.file(RunFile.REQUESTS))]
+    for check in sorted(run.file(RunFolder.STEADY_STATE).glob(f"*/{RunFile.REQUESTS}")):
+        frames.append(read_samples(check))
+    found = [f for f in frames if not f.empty]
+    return pd.concat(found, ignore_index=True) if found else frames[0]
 
 
 def _write(

@@ -1,23 +1,28 @@
-"""labkit.report — what a person reading a run's SLO report sees: the run directory loaded (`RunData`),
-figures, tables, headline numbers and `reports/index.html`.
+"""labkit.report — what a person reading a run's SLO report sees: the run directory loaded (`RunData`), the
+first screen (`summary`), figures, tables, and `reports/index.html`.
 
-Notebooks (05_slo_report) call only these names: `run = RunData.load(run_dir)`, then figure and table
-functions that take the RunData and return matplotlib Figures and pandas DataFrames.
+Notebooks (05_slo_report) call only these names: `run = RunData.load(run_dir)`, then `summary(run)`, figure
+and table functions that take the RunData and return `ReportFigure`s (SVG with alt text and a caption) and
+`ReportTable`s (DataFrames that display for people).
 """
 
 from labkit.report.data import (
     FAULT_COLUMNS,
+    PHASE_NAMES,
     REMEDIATION_COLUMNS,
+    Phase,
     ReportError,
     RunData,
     newest_run,
     run_sort_key,
 )
+from labkit.report.distribution import EVENT_ROWS, events_figure, latency_distribution_figure, phase_samples
 from labkit.report.figures import (
+    CLIENT_BIN_S,
     CLIENT_WINDOW_S,
-    X_LABEL,
-    ReportFigure,
     availability_figure,
+    client_binned_failures,
+    client_in_flight,
     client_rolling_availability,
     client_rolling_quantile,
     counter_growth,
@@ -25,13 +30,15 @@ from labkit.report.figures import (
     gpu_figure,
     gpu_note,
     in_flight_figure,
+    itl_figure,
     latency_figure,
     output_tokens_figure,
-    report_figures,
+    request_rate_figure,
     resources_figure,
     restarts_figure,
     service_up_figure,
     ttft_figure,
+    x_label,
 )
 from labkit.report.index import (
     IndexEntry,
@@ -40,12 +47,16 @@ from labkit.report.index import (
     render_index,
     write_index,
 )
+from labkit.report.marks import FAULT_STYLES, REMEDIATION_STYLES, ReportFigure
+from labkit.report.summary import RAW_FILES, ReportHTML, raw_files, report_figures, summary, verdict_sentences
 from labkit.report.tables import (
     CLIENT_SERVER_COLUMNS,
     HEADLINE_KEYS,
     RECOVERY_TABLE_COLUMNS,
     SLO_TABLE_COLUMNS,
+    ReportTable,
     client_server_table,
+    format_ms,
     headline,
     overview_table,
     recovery_table,
@@ -54,43 +65,63 @@ from labkit.report.tables import (
 )
 
 __all__ = [
+    "CLIENT_BIN_S",
     "CLIENT_SERVER_COLUMNS",
     "CLIENT_WINDOW_S",
+    "EVENT_ROWS",
     "FAULT_COLUMNS",
+    "FAULT_STYLES",
     "HEADLINE_KEYS",
+    "PHASE_NAMES",
+    "RAW_FILES",
     "RECOVERY_TABLE_COLUMNS",
     "REMEDIATION_COLUMNS",
+    "REMEDIATION_STYLES",
     "SLO_TABLE_COLUMNS",
-    "X_LABEL",
     "IndexEntry",
+    "Phase",
     "ReportError",
     "ReportFigure",
+    "ReportHTML",
+    "ReportTable",
     "RunData",
     "availability_figure",
+    "client_binned_failures",
+    "client_in_flight",
     "client_rolling_availability",
     "client_rolling_quantile",
     "client_server_table",
     "compact_parameters",
     "counter_growth",
     "error_rate_figure",
+    "events_figure",
+    "format_ms",
     "gpu_figure",
     "gpu_note",
     "headline",
     "in_flight_figure",
     "index_entry",
+    "itl_figure",
+    "latency_distribution_figure",
     "latency_figure",
     "newest_run",
     "output_tokens_figure",
     "overview_table",
+    "phase_samples",
+    "raw_files",
     "recovery_table",
     "render_index",
     "report_figures",
+    "request_rate_figure",
     "resources_figure",
     "restarts_figure",
     "run_sort_key",
     "service_up_figure",
     "slo_report",
     "slo_table",
+    "summary",
     "ttft_figure",
+    "verdict_sentences",
     "write_index",
+    "x_label",
 ]

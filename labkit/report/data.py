@@ -3,7 +3,8 @@ the journal, SLO results, the chaos experiment and the Prometheus series saved b
 
 Loading never fails on a partial run: a missing optional file leaves its field empty (`RunData.missing`
 says which, in words) and an unreadable one is named in `RunData.problems`; the report renders what is left.
-All times are unix seconds; `t_s` is seconds since the run's start (`RunData.start`, defined there).
+All times are unix seconds; `t_s` is seconds since the run's time origin (`RunData.origin`): the method's
+start where a chaos experiment ran (the clock its faults are scheduled on), else the run's start.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, get_args
 
 import pandas as pd
 
@@ -33,10 +34,13 @@ from labkit.measure.recovery import (
 from labkit.measure.slo import SamplesError, load_slo_spec, read_samples, samples_frame
 from labkit.measure.slo.client import completion_times
 from labkit.rundir import EventKind, RunDirectory, RunDirectoryError, RunFile, RunFolder, run_start_of
+from labkit.verdicts import ExperimentVerdict, SloVerdict, experiment_verdict
 
 __all__ = [
     "FAULT_COLUMNS",
+    "PHASE_NAMES",
     "REMEDIATION_COLUMNS",
+    "Phase",
     "ReportError",
     "RunData",
     "newest_run",
@@ -59,6 +63,13 @@ REMEDIATION_COLUMNS = (
     "threshold_s",
     "detail",
 )
+
+# The phases of a chaos experiment as the journal marks them, in order, by what a person calls them.
+PHASE_NAMES = {
+    "before": "steady state before",
+    "method": "method (faults)",
+    "after": "steady state after",
+}
 
 # `<UTC stamp>-<scenario>`, as labkit.rundir.new_run_id makes it.
 _RUN_ID = re.compile(r"^(?P<stamp>\d{8}T\d{6})(?:\.\d+)?Z-(?P<scenario>.+)$")
@@ -141,6 +152,16 @@ def _read_requests(path: Path, problems: list[str]) -> pd.DataFrame:
         return _empty_samples()
 
 
+def _read_check_samples(folder: Path, problems: list[str]) -> dict[str, pd.DataFrame]:
+    """Each steady-state check's samples by phase, those with any."""
+    checks = {}
+    for phase in ("before", "after"):
+        frame = _read_requests(folder / phase / RunFile.REQUESTS, problems)
+        if not frame.empty:
+            checks[phase] = frame
+    return checks
+
+
 def _read_csv(path: Path, problems: list[str]) -> pd.DataFrame | None:
     try:
         return pd.read_csv(path)
@@ -198,20 +219,61 @@ def _get(mapping: Mapping[str, Any] | None, *keys: str) -> Any:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """One phase of a chaos experiment (`PHASE_NAMES`), unix seconds, from the journal."""
+
+    key: str
+    start: float
+    end: float
+
+    @property
+    def name(self) -> str:
+        return PHASE_NAMES.get(self.key, self.key)
+
+
+def _phases(events: list[dict[str, Any]]) -> list[Phase]:
+    """Steady state before, method, steady state after: each from its start event to its verdict (or end)
+    event; a phase that never ended (an aborted run) ends at the journal's last event."""
+    last = max((float(e["wall_time"]) for e in events if _is_number(e.get("wall_time"))), default=None)
+    opened: dict[str, float] = {}
+    phases: list[Phase] = []
+    for event in events:
+        at, kind = event.get("wall_time"), event.get("kind")
+        if not _is_number(at):
+            continue
+        key = event.get("phase") if kind in (EventKind.STEADY_STATE_STARTED, EventKind.STEADY_STATE) else None
+        if kind == EventKind.STEADY_STATE_STARTED and isinstance(key, str):
+            opened[key] = float(at)
+        elif kind == EventKind.METHOD_STARTED:
+            opened["method"] = float(at)
+        elif kind == EventKind.STEADY_STATE and isinstance(key, str) and key in opened:
+            phases.append(Phase(key, opened.pop(key), float(at)))
+        elif kind == EventKind.METHOD_FINISHED and "method" in opened:
+            phases.append(Phase("method", opened.pop("method"), float(at)))
+    if last is not None:
+        phases += [Phase(key, begun, max(begun, last)) for key, begun in opened.items()]
+    return sorted(phases, key=lambda p: p.start)
+
+
+@dataclass(frozen=True)
 class RunData:
     """One run directory, read. Build it with `RunData.load(path)`.
 
     Fields are empty (`{}`, `[]`, an empty frame or None) where the run lacks the file; `problems` names
     files that were there but could not be read. `start` is the run's start (unix s, `run_start_of`: the
     first journal event or intended send; else Prometheus' window start; else run.json's `started_at`);
-    `end` its end (the last journal event or request completion; else the window's end, else `finished_at`).
-    The Prometheus frames in `series` have `t_s` recounted from `start`.
+    `end` its end (the last journal event or request completion; else the window's end, else `finished_at`);
+    `origin` the time origin of every figure and table (the journal's `method_started`, else `start`).
+    The Prometheus frames in `series` have `t_s` recounted from `origin`.
     """
 
     path: Path
     params: dict[str, Any] = field(default_factory=dict)  # params.json
     info: dict[str, Any] = field(default_factory=dict)  # run.json (status, parameters, headline)
+    lab: dict[str, Any] = field(default_factory=dict)  # lab.json (engine, model, host, versions)
     samples: pd.DataFrame = field(default_factory=_empty_samples)  # requests.jsonl, one row per request
+    # steady_state/<phase>/requests.jsonl: the steady-state checks' own requests, by phase (before, after)
+    check_samples: dict[str, pd.DataFrame] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)  # events.jsonl
     slo: dict[str, Any] | None = None  # slo.json (a labkit.measure.slo.SloReport)
     experiment: dict[str, Any] | None = None  # experiment.json
@@ -221,6 +283,7 @@ class RunData:
     client_vs_server: pd.DataFrame | None = None  # prometheus/client_vs_server.csv
     start: float | None = None
     end: float | None = None
+    origin: float | None = None
     problems: tuple[str, ...] = ()
 
     @classmethod
@@ -245,21 +308,33 @@ class RunData:
         end = _run_end(events, samples)
         if end is None:
             end = _first_number(_get(window, "end"), _parse_time(info.get("finished_at")))
+        method = next(
+            (
+                e["wall_time"]
+                for e in events
+                if e.get("kind") == EventKind.METHOD_STARTED and _is_number(e.get("wall_time"))
+            ),
+            None,
+        )
+        origin = float(method) if method is not None else start
         comparison_path = run.file(RunFile.CLIENT_VS_SERVER)
         return cls(
             path=directory,
             params=run.read_json_object(RunFile.PARAMS, problems) or {},
             info=info,
+            lab=run.read_json_object(RunFile.LAB, problems) or {},
             samples=samples,
+            check_samples=_read_check_samples(run.file(RunFolder.STEADY_STATE), problems),
             events=events,
             slo=run.read_json_object(RunFile.SLO, problems),
             experiment=run.read_json_object(RunFile.EXPERIMENT, problems),
-            series=_read_series(run.file(RunFolder.PROMETHEUS), start, problems),
+            series=_read_series(run.file(RunFolder.PROMETHEUS), origin, problems),
             window=window,
             server_slis=run.read_json_object(RunFile.SERVER_SLIS, problems),
             client_vs_server=_read_csv(comparison_path, problems) if comparison_path.exists() else None,
             start=start,
             end=end,
+            origin=origin,
             problems=tuple(problems),
         )
 
@@ -284,12 +359,36 @@ class RunData:
         return status if isinstance(status, str) else None
 
     @property
-    def verdict(self) -> str | None:
-        """The chaos experiment's verdict (completed, deviated, aborted) when one ran, else the SLO
-        verdict of slo.json (met, violated), else run.json's; None when nothing judged the run."""
-        for value in (_get(self.experiment, "verdict"), _get(self.slo, "verdict"), self.info.get("verdict")):
+    def experiment_verdict(self) -> str | None:
+        """The chaos experiment's verdict (labkit.verdicts: held, deviated, aborted, not checked), from
+        experiment.json or the journal's `experiment_finished`; None when no experiment ran."""
+        finished = [e for e in self.events if e.get("kind") == EventKind.EXPERIMENT_FINISHED]
+        recorded = self.info.get("verdict")
+        for value in (
+            _get(self.experiment, "verdict"),
+            finished[-1].get("verdict") if finished else None,
+            recorded if recorded in get_args(ExperimentVerdict) or recorded == "completed" else None,
+        ):
             if isinstance(value, str) and value:
-                return value
+                return experiment_verdict(value)
+        return None
+
+    @property
+    def slo_verdict(self) -> str | None:
+        """The SLOs' verdict of slo.json (met, violated), else run.json's when it is an SLO verdict; None
+        when neither says."""
+        for value in (_get(self.slo, "verdict"), self.info.get("verdict")):
+            if value in get_args(SloVerdict):
+                return str(value)
+        return None
+
+    @property
+    def verdict(self) -> str | None:
+        """The run's one-word verdict for lists: the experiment's when one ran, else the SLOs', else
+        run.json's; None when nothing judged the run (labkit.verdicts has the words)."""
+        for value in (self.experiment_verdict, self.slo_verdict, self.info.get("verdict")):
+            if isinstance(value, str) and value:
+                return experiment_verdict(value)
         return None
 
     @property
@@ -298,6 +397,16 @@ class RunData:
         if self.start is None or self.end is None:
             return None
         return self.end - self.start
+
+    @property
+    def steady_state(self) -> dict[str, dict[str, Any]]:
+        """The steady-state checks' journal events by phase (before, after): verdict, requests, good
+        requests, violated and no-data objectives."""
+        return {
+            str(e["phase"]): e
+            for e in self.events
+            if e.get("kind") == EventKind.STEADY_STATE and isinstance(e.get("phase"), str)
+        }
 
     @property
     def missing(self) -> list[str]:
@@ -320,16 +429,32 @@ class RunData:
 
     # ---- time -------------------------------------------------------------------------------------
     def t_s(self, wall_time: float) -> float:
-        """Seconds since the run's start of a unix time (the time itself when the start is unknown)."""
-        return wall_time - (self.start or 0.0)
+        """Seconds since the time origin (`origin`) of a unix time (the time itself when it is unknown)."""
+        return wall_time - (self.origin or 0.0)
+
+    @property
+    def has_method(self) -> bool:
+        """Whether the time origin is a chaos experiment's method start (else the run's start)."""
+        return self.origin is not None and self.origin != self.start
+
+    @property
+    def phases(self) -> list[Phase]:
+        """The experiment's phases from the journal (steady state before, method, after); [] for a run
+        that had none (a baseline)."""
+        return _phases(self.events)
+
+    @property
+    def rate_window_s(self) -> float | None:
+        """The window of Prometheus' rate() in the series (window.json), seconds; None when unknown."""
+        return _first_number(_get(self.window, "rate_window_s"))
 
     @property
     def t_range(self) -> tuple[float, float] | None:
-        """The x range every timeline shares, seconds since the start: the run, widened to the Prometheus
+        """The x range every timeline shares, seconds since the origin: the run, widened to the Prometheus
         window when that is larger; None when nothing says when the run was."""
-        if self.start is None:
+        if self.start is None or self.origin is None:
             return None
-        low, high = 0.0, self.duration_s or 0.0
+        low, high = self.t_s(self.start), self.t_s(self.start) + (self.duration_s or 0.0)
         window_start, window_end = _get(self.window, "start"), _get(self.window, "end")
         if _is_number(window_start):
             low = min(low, self.t_s(float(window_start)))

@@ -1,40 +1,42 @@
-"""Figures of one run for its SLO report: timelines of latency, errors, availability, in-flight requests,
-restarts, resources, GPU, TTFT and output tokens/s, each with the run's faults and remediation marked.
+"""Timelines of one run for its SLO report: latency, TTFT, inter-token latency, errors, availability,
+requests and rejections, in-flight requests, restarts, readiness, CPU and memory, GPU and output tokens/s.
 
-Conventions of every timeline: x = seconds since the run's start (`RunData.start`), the same range on
-every figure (`RunData.t_range`); a fault with a duration is a shaded span labelled `<kind> <target>`,
-an instantaneous one (kill, restart, unload) a solid vertical line; a remediation action a dashed vertical
-line (a dry run dotted, labelled "would restart"). Artists carry a `gid` (`fault:<id>`,
-`remediation:acted` / `remediation:dry_run`, `missing`) so that tests and tools can find them.
-
-Missing data: every function returns a Figure; where the run lacks the series, its axes show a centred
-sentence saying what is missing and why (gid `missing`), and the faults are still marked. The one
-exception is the GPU: `gpu_figure` returns None on a machine without a GPU, and `gpu_note` gives the
-sentence to print instead. Figures are built without pyplot (no global state, safe under Agg) as
-`ReportFigure`s, which IPython shows as PNG by themselves: a notebook needs no `%matplotlib` magic.
+Every timeline shares one clock (t = 0 at the method's start, where faults are scheduled; `RunData.t_range`
+on every figure), shades the phases, and marks faults and remediation the same way (`labkit.report.marks`).
+A client ratio is drawn per `CLIENT_BIN_S` bin with its counts beside it ("1 of 5"); a bin without requests
+is a gap. Every function returns a `ReportFigure` whose caption and alt text say what it draws; where the run
+lacks a series, its axes say what is missing and why (gid `missing`). The one exception is the GPU:
+`gpu_figure` returns None without a GPU and `gpu_note` gives the sentence to print instead. Figures are built
+without pyplot (no global state, safe under Agg).
 """
 
 from __future__ import annotations
 
-import io
-from typing import Any
-
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from matplotlib.transforms import blended_transform_factory
 
 from labkit.measure.slo import valid_requests
 from labkit.measure.slo.client import completion_times
 from labkit.report.data import RunData
+from labkit.report.marks import (
+    CLIENT_COLOUR,
+    SERVER_COLOUR,
+    SERVICE_COLOURS,
+    ReportFigure,
+    finish,
+    new_figure,
+    note_missing,
+    x_label,
+)
 
 __all__ = [
+    "CLIENT_BIN_S",
     "CLIENT_WINDOW_S",
-    "X_LABEL",
-    "ReportFigure",
     "availability_figure",
+    "client_binned_failures",
+    "client_in_flight",
     "client_rolling_availability",
     "client_rolling_quantile",
     "counter_growth",
@@ -42,143 +44,25 @@ __all__ = [
     "gpu_figure",
     "gpu_note",
     "in_flight_figure",
+    "itl_figure",
     "latency_figure",
     "output_tokens_figure",
-    "report_figures",
+    "request_rate_figure",
     "resources_figure",
     "restarts_figure",
     "service_up_figure",
     "ttft_figure",
+    "x_label",
 ]
 
-# The trailing window of the client-side rolling series (p95, error share, availability), seconds.
+# The trailing window of the client-side rolling quantiles, seconds.
 CLIENT_WINDOW_S = 10.0
-X_LABEL = "seconds since the run's start"
-_SIZE = (10.0, 3.6)
+# The bins of the client-side failure and availability ratios, seconds (each drawn with its counts).
+CLIENT_BIN_S = 5.0
 _QUANTILE_STYLES = {0.5: ":", 0.95: "-", 0.99: "--"}
-_FAULT_COLOURS = {
-    "kill": "tab:red",
-    "restart": "tab:orange",
-    "pause": "tab:purple",
-    "latency": "tab:olive",
-    "error": "firebrick",
-    "stream_cut": "tab:pink",
-    "cpu_stress": "tab:brown",
-    "unload": "tab:cyan",
-}
-# One colour per service on every figure, none of them a fault's colour.
-_SERVICE_COLOURS = {
-    "model": "tab:blue",
-    "wrapper": "tab:green",
-    "prometheus": "goldenrod",
-    "exporter": "tab:gray",
-}
-_REMEDIATION_COLOUR = "black"
-_CLIENT_COLOUR = "dimgray"
+_STYLE_WORDS = {":": "dotted", "-": "solid", "--": "dashed"}
 _GPU_SERIES = ("gpu_utilization", "gpu_memory")
 _NO_PROMETHEUS = "not collected (no prometheus/{name}.csv in this run)"
-
-
-# ---- building blocks -----------------------------------------------------------------------------
-class ReportFigure(Figure):
-    """A matplotlib Figure that IPython displays as PNG without pyplot's inline backend: a figure made
-    without pyplot is otherwise shown as its text repr unless the notebook ran `%matplotlib inline`."""
-
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
-
-
-def _figure(title: str, ylabels: list[str]) -> tuple[Figure, list[Axes]]:
-    """A figure with one axes per y label, stacked, sharing x; `title` on top."""
-    fig = ReportFigure(figsize=(_SIZE[0], _SIZE[1] * (1 + 0.7 * (len(ylabels) - 1))), layout="constrained")
-    axes = fig.subplots(len(ylabels), 1, sharex=True, squeeze=False)[:, 0].tolist()
-    fig.suptitle(title)
-    for ax, label in zip(axes, ylabels, strict=True):
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-    axes[-1].set_xlabel(X_LABEL)
-    return fig, axes
-
-
-def _note_missing(ax: Axes, sentence: str) -> None:
-    ax.text(
-        0.5,
-        0.5,
-        f"no data: {sentence}",
-        transform=ax.transAxes,
-        ha="center",
-        va="center",
-        color="0.3",
-        wrap=True,
-        gid="missing",
-        bbox={"facecolor": "white", "edgecolor": "0.8", "boxstyle": "round"},
-    )
-
-
-def _mark_text(ax: Axes, at: float, text: str, colour: str, *, at_top: bool) -> None:
-    """A mark's label, written upwards beside its line at time `at`: at the top of the axes (faults) or at
-    the bottom (remediation), so that a fault and the action that answered it do not overlap."""
-    ax.text(
-        at,
-        0.98 if at_top else 0.02,
-        f" {text}",
-        transform=blended_transform_factory(ax.transData, ax.transAxes),
-        rotation=90,
-        va="top" if at_top else "bottom",
-        ha="right",
-        fontsize=8,
-        color=colour,
-    )
-
-
-def _mark_faults(ax: Axes, run: RunData) -> None:
-    """Each fault as a span (or a line when instantaneous) labelled with its kind and target."""
-    seen: set[str] = set()
-    for fault in run.faults.to_dict("records"):
-        start, end, kind = float(fault["start_t_s"]), float(fault["end_t_s"]), str(fault["kind"])
-        colour = _FAULT_COLOURS.get(kind, "tab:gray")
-        legend = f"fault: {kind}"
-        label, gid = (legend if legend not in seen else "_nolegend_"), f"fault:{fault['fault_id']}"
-        seen.add(legend)
-        if fault["instantaneous"]:
-            ax.axvline(start, color=colour, linewidth=1.5, label=label, gid=gid)
-        else:
-            ax.axvspan(start, end, color=colour, alpha=0.15, label=label, gid=gid)
-        _mark_text(ax, start, f"{kind} {fault['target']}", colour, at_top=True)
-
-
-def _mark_remediation(ax: Axes, run: RunData) -> None:
-    """Each remediation action as a vertical line: dashed when acted, dotted for a dry run."""
-    seen: set[bool] = set()
-    for action in run.remediation_actions.to_dict("records"):
-        at, dry = float(action["t_s"]), bool(action["dry_run"])
-        legend = "remediation (dry run)" if dry else "remediation"
-        ax.axvline(
-            at,
-            color=_REMEDIATION_COLOUR,
-            linestyle=":" if dry else "--",
-            linewidth=1.5,
-            label=legend if dry not in seen else "_nolegend_",
-            gid="remediation:dry_run" if dry else "remediation:acted",
-        )
-        seen.add(dry)
-        verb = "would restart" if dry else "restart"
-        _mark_text(ax, at, f"{verb} {action['target']}", _REMEDIATION_COLOUR, at_top=False)
-
-
-def _finish(fig: Figure, run: RunData) -> Figure:
-    """Marks, the shared x range and legends on every axes of `fig`."""
-    t_range = run.t_range
-    for ax in fig.axes:
-        _mark_faults(ax, run)
-        _mark_remediation(ax, run)
-        if t_range is not None:
-            ax.set_xlim(*t_range)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    return fig
 
 
 def _series(run: RunData, name: str) -> pd.DataFrame | None:
@@ -187,11 +71,11 @@ def _series(run: RunData, name: str) -> pd.DataFrame | None:
     return frame if frame is not None and not frame.empty else None
 
 
-def _series_or_note(ax: Axes, run: RunData, name: str) -> pd.DataFrame | None:
+def _series_or_note(fig: ReportFigure, ax: Axes, run: RunData, name: str) -> pd.DataFrame | None:
     """The Prometheus frame `name` with rows; when there is none, `ax` says why and None is returned."""
     frame = _series(run, name)
     if frame is None:
-        _note_missing(ax, _why_missing(run, name))
+        note_missing(fig, ax, _why_missing(run, name))
     return frame
 
 
@@ -201,34 +85,49 @@ def _why_missing(run: RunData, name: str) -> str:
     return _NO_PROMETHEUS.format(name=name)
 
 
-def _plot_quantiles(ax: Axes, frame: pd.DataFrame) -> None:
+def _rate_note(run: RunData) -> str:
+    window = run.rate_window_s
+    return f"rate over {window:g} s" if window else "rate window"
+
+
+def _plot_quantiles(
+    fig: ReportFigure, ax: Axes, run: RunData, frame: pd.DataFrame, scale: float = 1.0
+) -> None:
     """One line per quantile, and the histogram bucket the p95 was interpolated in as a band: Prometheus'
     quantile is only known to lie inside it (no band where it fell in the +Inf bucket)."""
     for q in sorted(frame["quantile"].unique()):
         rows = frame[frame["quantile"] == q]
         style = _QUANTILE_STYLES.get(float(q), "-")
-        (line,) = ax.plot(rows["t_s"], rows["value"], linestyle=style, label=f"server p{q * 100:g}")
+        label = f"server p{q * 100:g}"
+        ax.plot(rows["t_s"], rows["value"] * scale, linestyle=style, color=SERVER_COLOUR, label=label)
+        fig.describe(
+            "series",
+            f"{label} ({_STYLE_WORDS.get(style, style)} blue, histogram_quantile, {_rate_note(run)})",
+        )
         if q == 0.95 and {"bucket_lower", "bucket_upper"} <= set(rows.columns):
             upper = rows["bucket_upper"].where(np.isfinite(rows["bucket_upper"]))
             ax.fill_between(
                 rows["t_s"],
-                rows["bucket_lower"],
-                upper,
-                color=line.get_color(),
+                rows["bucket_lower"] * scale,
+                upper * scale,
+                color=SERVER_COLOUR,
                 alpha=0.12,
                 step="mid",
                 label="server p95 bucket",
                 gid="bucket:p95",
             )
+            fig.describe("shaded", "the histogram bucket the server p95 lies in (light blue band)")
 
 
-def _plot_by_label(ax: Axes, frame: pd.DataFrame, label: str, scale: float = 1.0) -> None:
-    for key in sorted(frame[label].astype(str).unique()):
+def _plot_by_label(ax: Axes, frame: pd.DataFrame, label: str, scale: float = 1.0) -> list[str]:
+    keys = sorted(frame[label].astype(str).unique())
+    for key in keys:
         rows = frame[frame[label].astype(str) == key]
-        ax.plot(rows["t_s"], rows["value"] * scale, label=key, color=_SERVICE_COLOURS.get(key))
+        ax.plot(rows["t_s"], rows["value"] * scale, label=key, color=SERVICE_COLOURS.get(key))
+    return keys
 
 
-# ---- client-side rolling series from the samples ---------------------------------------------------
+# ---- client-side series from the samples -----------------------------------------------------------
 def _rolling(
     run: RunData, times: pd.Series, values: pd.Series, window_s: float, quantile: float | None
 ) -> pd.Series:
@@ -240,7 +139,7 @@ def _rolling(
         f"{window_s:g}s"
     )
     rolled = window.mean() if quantile is None else window.quantile(quantile)
-    return pd.Series(rolled.to_numpy(float), index=at - (run.start or 0.0))
+    return pd.Series(rolled.to_numpy(float), index=at - (run.origin or 0.0))
 
 
 def client_rolling_quantile(
@@ -269,28 +168,72 @@ def client_rolling_availability(run: RunData, window_s: float = CLIENT_WINDOW_S)
     return _rolling(run, completion_times(valid), valid["ok"].astype(float), window_s, None)
 
 
+def client_binned_failures(run: RunData, bin_s: float = CLIENT_BIN_S) -> pd.DataFrame | None:
+    """Valid requests per `bin_s` bin of completion time (bins aligned on t = 0): columns `start`, `end`
+    (t_s), `valid`, `failed` and `failed_share` (0-1; NaN for a bin without requests); None without
+    samples."""
+    samples = run.samples
+    if samples.empty:
+        return None
+    valid = samples[valid_requests(samples)]
+    if valid.empty:
+        return None
+    done = completion_times(valid).to_numpy(float) - (run.origin or 0.0)
+    low, high = run.t_range or (float(done.min()), float(done.max()))
+    first, last = np.floor(low / bin_s), np.ceil(max(high, float(done.max())) / bin_s)
+    edges = np.arange(first, last + 1) * bin_s
+    index = np.clip(np.searchsorted(edges, done, side="right") - 1, 0, len(edges) - 2)
+    failed = (~valid["ok"].astype(bool)).to_numpy()
+    counts = np.bincount(index, minlength=len(edges) - 1)
+    failures = np.bincount(index, weights=failed.astype(float), minlength=len(edges) - 1)
+    frame = pd.DataFrame(
+        {"start": edges[:-1], "end": edges[1:], "valid": counts, "failed": failures.astype(int)}
+    )
+    frame["failed_share"] = (frame["failed"] / frame["valid"]).where(frame["valid"] > 0)
+    return frame
+
+
+def client_in_flight(run: RunData) -> pd.Series | None:
+    """The client's exact count of requests in flight (sent, not yet finished) at every change, indexed by
+    t_s (a step function: each value holds until the next index); None without samples."""
+    samples = run.samples
+    if samples.empty:
+        return None
+    sent = samples["actual_send"].fillna(samples["intended_send"]).to_numpy(float)
+    done = completion_times(samples).to_numpy(float)
+    times = np.concatenate([sent, done]) - (run.origin or 0.0)
+    steps = np.concatenate([np.ones(len(sent)), -np.ones(len(done))])
+    order = np.lexsort((steps, times))  # at a tie, a finish (-1) before a start
+    counts = np.cumsum(steps[order])
+    return pd.Series(counts, index=times[order])
+
+
 # ---- the figures -------------------------------------------------------------------------------------
-def _plot_client(ax: Axes, values: pd.Series, label: str) -> None:
-    """A client-side rolling series (indexed by t_s), in one style on every figure."""
-    ax.plot(values.index, values.to_numpy(), color=_CLIENT_COLOUR, alpha=0.8, label=label)
+def _plot_client(fig: ReportFigure, ax: Axes, values: pd.Series, label: str, what: str) -> None:
+    """A client-side series (indexed by t_s), in one style on every figure."""
+    ax.plot(values.index, values.to_numpy(), color=CLIENT_COLOUR, alpha=0.85, label=label)
+    fig.describe("series", f"{label} (dark grey, {what})")
 
 
-def _quantile_figure(run: RunData, title: str, ylabel: str, name: str, column: str) -> Figure:
+def _quantile_figure(
+    run: RunData, title: str, ylabel: str, name: str, column: str, *, unit: str = "s", scale: float = 1.0
+) -> ReportFigure:
     """Server quantiles of the series `name` and the client's rolling p95 of the sample `column`."""
-    fig, (ax,) = _figure(title, [ylabel])
+    fig, (ax,) = new_figure(run, title, [ylabel])
     server = _series(run, name)
     client = client_rolling_quantile(run, column)
     if server is not None:
-        _plot_quantiles(ax, server)
+        _plot_quantiles(fig, ax, run, server, scale)
     if client is not None:
-        _plot_client(ax, client, f"client p95 ({CLIENT_WINDOW_S:g} s)")
+        what = f"exact, successful requests completing in the trailing {CLIENT_WINDOW_S:g} s"
+        _plot_client(fig, ax, client * scale, f"client p95 ({CLIENT_WINDOW_S:g} s)", what)
     if server is None and client is None:
-        _note_missing(ax, f"{_why_missing(run, name)}; no client {column} samples either")
+        note_missing(fig, ax, f"{_why_missing(run, name)}; no client {column} samples either")
     ax.set_ylim(bottom=0)
-    return _finish(fig, run)
+    return finish(fig, run, warm_up=server is not None)
 
 
-def latency_figure(run: RunData) -> Figure:
+def latency_figure(run: RunData) -> ReportFigure:
     """End-to-end latency of /generate, seconds: the server's p50/p95/p99 (histogram_quantile over the
     rate window) and the client's p95 of its exact per-request latencies of successful requests over the
     trailing `CLIENT_WINDOW_S`."""
@@ -299,25 +242,105 @@ def latency_figure(run: RunData) -> Figure:
     )
 
 
-def ttft_figure(run: RunData) -> Figure:
+def ttft_figure(run: RunData) -> ReportFigure:
     """Time to first token, seconds: the server's p50/p95/p99 and the client's p95 (streams only)."""
     return _quantile_figure(run, "Time to first token", "time to first token (s)", "ttft_quantiles", "ttft_s")
 
 
-def error_rate_figure(run: RunData) -> Figure:
-    """Server errors: 5xx as % of /generate requests per rate window (Prometheus), and the client's share
-    of valid requests that failed (any failure, no response included) over the trailing window."""
-    fig, (ax,) = _figure("Errors", ["errors (% of requests)"])
-    server = _series(run, "error_ratio")
-    client = client_rolling_availability(run)
+def itl_figure(run: RunData) -> ReportFigure:
+    """Inter-token latency, milliseconds: the server's p50/p95/p99 of the gaps between chunks, and the
+    client's p95 of every gap it received (successful streams) over the trailing window."""
+    fig, (ax,) = new_figure(run, "Inter-token latency", ["inter-token latency (ms)"])
+    server = _series(run, "itl_quantiles")
     if server is not None:
-        ax.plot(server["t_s"], server["value"] * 100, color="tab:red", label="server 5xx")
-    if client is not None:
-        _plot_client(ax, (1 - client) * 100, f"client failures ({CLIENT_WINDOW_S:g} s)")
+        _plot_quantiles(fig, ax, run, server, 1000.0)
+    samples = run.samples
+    gaps = None
+    if not samples.empty and "itl_s" in samples.columns:
+        ok = samples[samples["ok"] & valid_requests(samples)]
+        rows = [
+            (float(send) + float(np.sum(itl[: i + 1])) + float(ttft), float(gap))
+            for send, ttft, itl in zip(
+                ok["intended_send"], ok["ttft_s"].fillna(0.0), ok["itl_s"], strict=True
+            )
+            if isinstance(itl, list | np.ndarray)
+            for i, gap in enumerate(itl)
+        ]
+        if rows:
+            at, value = zip(*rows, strict=True)
+            gaps = _rolling(run, pd.Series(at), pd.Series(value), CLIENT_WINDOW_S, 0.95) * 1000
+    if gaps is not None:
+        what = f"exact, every gap of successful streams in the trailing {CLIENT_WINDOW_S:g} s"
+        _plot_client(fig, ax, gaps, f"client p95 ({CLIENT_WINDOW_S:g} s)", what)
+    if server is None and gaps is None:
+        note_missing(fig, ax, f"{_why_missing(run, 'itl_quantiles')}; no client token gaps either")
+    ax.set_ylim(bottom=0)
+    return finish(fig, run, warm_up=server is not None)
+
+
+def _bin_counts(fig: ReportFigure, ax: Axes, bins: pd.DataFrame, values: pd.Series, what: str) -> None:
+    """Each bin with a failure labelled with its counts, "1 of 5": a ratio alone misleads on few requests."""
+    for start, end, valid, failed, value in zip(
+        bins["start"].to_numpy(float), bins["end"].to_numpy(float), bins["valid"].to_numpy(int),
+        bins["failed"].to_numpy(int), values.to_numpy(float), strict=True,
+    ):  # fmt: skip
+        if failed > 0 and np.isfinite(value):
+            ax.annotate(
+                f"{failed} of {valid}",
+                ((start + end) / 2, value),
+                textcoords="offset points",
+                xytext=(0, 4),
+                ha="center",
+                fontsize=8,
+                color=CLIENT_COLOUR,
+            )
+    fig.describe("note", f"counts beside each client bin with a failure are {what} of its valid requests")
+
+
+def _client_bins(fig: ReportFigure, ax: Axes, run: RunData, *, failures: bool) -> pd.DataFrame | None:
+    bins = client_binned_failures(run)
+    if bins is None:
+        return None
+    share = bins["failed_share"] if failures else 1 - bins["failed_share"]
+    values = share * 100
+    centres = (bins["start"] + bins["end"]) / 2
+    label = f"client {'failures' if failures else 'availability'} ({CLIENT_BIN_S:g} s bins)"
+    ax.plot(centres, values, color=CLIENT_COLOUR, marker="o", markersize=3, label=label)
+    fig.describe(
+        "series",
+        f"{label} (dark grey dots, by completion time; a gap where a bin had no requests)",
+    )
+    _bin_counts(fig, ax, bins, values, "failed")
+    return bins
+
+
+def _server_counts(run: RunData, name: str) -> str:
+    """How many requests the server series' ratios stand on: the request rate times the rate window."""
+    rates, window = _series(run, "request_rate"), run.rate_window_s
+    if rates is None or window is None:
+        return ""
+    per_time = rates.groupby("t_s")["value"].sum() * window
+    busy = per_time[per_time > 0]
+    if busy.empty:
+        return ""
+    return f"; each point stands on {busy.min():.0f} to {busy.max():.0f} requests ({_rate_note(run)})"
+
+
+def error_rate_figure(run: RunData) -> ReportFigure:
+    """Errors, %: the server's 5xx share of /generate requests per rate window (Prometheus), and the client's
+    share of valid requests that failed (any failure, no response included) per bin, with counts."""
+    fig, (ax,) = new_figure(run, "Errors", ["errors (% of requests)"])
+    server = _series(run, "error_ratio")
+    if server is not None:
+        ax.plot(server["t_s"], server["value"] * 100, color=SERVER_COLOUR, label="server 5xx")
+        fig.describe(
+            "series", f"server 5xx share (blue, {_rate_note(run)}{_server_counts(run, 'error_ratio')})"
+        )
+    client = _client_bins(fig, ax, run, failures=True)
     if server is None and client is None:
-        _note_missing(ax, _why_missing(run, "error_ratio") + "; no client samples either")
-    ax.set_ylim(bottom=0, top=max(5.0, ax.get_ylim()[1]))
-    return _finish(fig, run)
+        note_missing(fig, ax, _why_missing(run, "error_ratio") + "; no client samples either")
+    ax.set_ylim(bottom=0, top=max(5.0, ax.get_ylim()[1] * 1.1))
+    return finish(fig, run, warm_up=server is not None)
 
 
 def _availability_target(run: RunData) -> float | None:
@@ -329,58 +352,94 @@ def _availability_target(run: RunData) -> float | None:
     return None
 
 
-def _availability_floor(server: pd.DataFrame | None, client: pd.Series | None, target: float | None) -> float:
-    """The y axis' bottom, %: 5 points below the lowest value or target, so that a dip is never cut off."""
-    lows = [target * 100] if target is not None else [99.0]
-    for values in (server["value"] if server is not None else None, client):
-        if values is not None and values.notna().any():
-            lows.append(float(values.min()) * 100)
-    return max(0.0, min(lows) - 5)
-
-
-def availability_figure(run: RunData) -> Figure:
+def availability_figure(run: RunData) -> ReportFigure:
     """Availability, %: good / valid requests per rate window (server, the availability SLO's queries)
-    and per trailing window of completions (client), with the SLO's target as a dashed line."""
-    fig, (ax,) = _figure("Availability of /generate", ["availability (%)"])
+    and per bin of completions (client, with counts), with the SLO's target as a dashed line."""
+    fig, (ax,) = new_figure(run, "Availability of /generate", ["availability (%)"])
     server = _series(run, "availability")
-    client = client_rolling_availability(run)
     if server is not None:
-        ax.plot(server["t_s"], server["value"] * 100, color="tab:blue", label="server")
-    if client is not None:
-        _plot_client(ax, client * 100, f"client ({CLIENT_WINDOW_S:g} s)")
+        ax.plot(server["t_s"], server["value"] * 100, color=SERVER_COLOUR, label="server")
+        fig.describe(
+            "series", f"server availability (blue, {_rate_note(run)}{_server_counts(run, 'availability')})"
+        )
+    client = _client_bins(fig, ax, run, failures=False)
     if server is None and client is None:
-        _note_missing(ax, _why_missing(run, "availability") + "; no client samples either")
+        note_missing(fig, ax, _why_missing(run, "availability") + "; no client samples either")
     target = _availability_target(run)
     if target is not None:
         ax.axhline(
             target * 100, color="0.4", linestyle="--", linewidth=1, label=f"SLO target {target * 100:g}%"
         )
-    ax.set_ylim(bottom=_availability_floor(server, client, target), top=100.5)
-    return _finish(fig, run)
+        fig.describe("series", f"SLO target {target * 100:g}% (dashed grey)")
+    lows = [target * 100 if target is not None else 99.0]
+    for line in ax.lines:
+        y = np.asarray(line.get_ydata(), float)
+        if y.size and np.isfinite(y).any() and line.get_label() != "_nolegend_":
+            lows.append(float(np.nanmin(y)))
+    ax.set_ylim(bottom=max(0.0, min(lows) - 8), top=102)
+    return finish(fig, run, warm_up=server is not None)
 
 
-def _one_series_figure(run: RunData, title: str, ylabel: str, name: str, **plot: Any) -> tuple[Figure, Axes]:
-    """A figure of the one series `name` of the run (or the note that it is missing), from 0 up."""
-    fig, (ax,) = _figure(title, [ylabel])
-    frame = _series_or_note(ax, run, name)
-    if frame is not None:
-        ax.plot(frame["t_s"], frame["value"], **plot)
+def request_rate_figure(run: RunData) -> ReportFigure:
+    """Requests per second by status class (server) and requests turned away with 503 by reason (server),
+    beside the client's sends per second."""
+    fig, (rate_ax, reject_ax) = new_figure(run, "Requests and rejections", ["requests/s", "rejected/s"])
+    rates = _series_or_note(fig, rate_ax, run, "request_rate")
+    if rates is not None:
+        label = "status_class" if "status_class" in rates.columns else None
+        keys = _plot_by_label(rate_ax, rates, label) if label else []
+        fig.describe("series", f"server requests/s by status class ({', '.join(keys)}; {_rate_note(run)})")
+    if not run.samples.empty:
+        sends = run.samples["intended_send"].to_numpy(float) - (run.origin or 0.0)
+        edges = np.arange(np.floor(sends.min()), np.ceil(sends.max()) + 2)
+        counts, _ = np.histogram(sends, bins=edges)
+        rate_ax.step(edges[:-1], counts, where="post", color=CLIENT_COLOUR, alpha=0.7, label="client sends/s")
+        fig.describe("series", "client sends per 1 s (dark grey steps, scheduled send times)")
+    rejected = _series_or_note(fig, reject_ax, run, "rejection_rate")
+    if rejected is not None:
+        keys = _plot_by_label(reject_ax, rejected, "reason") if "reason" in rejected.columns else []
+        fig.describe("series", f"server rejections/s by reason ({', '.join(keys) or 'none'})")
+    for ax in (rate_ax, reject_ax):
+        ax.set_ylim(bottom=0)
+    return finish(fig, run, warm_up=rates is not None)
+
+
+def in_flight_figure(run: RunData) -> ReportFigure:
+    """Requests in flight: the client's exact count (sent and not finished, at every change) beside the
+    wrapper's gauge as Prometheus sampled it (once per scrape: it can miss short requests entirely)."""
+    fig, (ax,) = new_figure(run, "Requests in flight", ["requests in flight"])
+    client = client_in_flight(run)
+    server = _series(run, "in_flight")
+    if client is not None:
+        ax.step(client.index, client.to_numpy(), where="post", color=CLIENT_COLOUR, label="client (exact)")
+        span = run.t_range
+        mean = ""
+        if span is not None:
+            widths = np.diff(np.append(client.index.to_numpy(float), span[1]))
+            busy = float(np.sum(np.clip(widths, 0, None) * client.to_numpy()))
+            mean = f", mean {busy / (span[1] - span[0]):.2f}"
+        fig.describe(
+            "series", f"client in flight (dark grey steps, exact from every request's send and end{mean})"
+        )
+    if server is not None:
+        ax.plot(
+            server["t_s"],
+            server["value"],
+            color=SERVER_COLOUR,
+            marker=".",
+            linestyle="none",
+            label="server gauge",
+        )
+        fig.describe(
+            "series",
+            f"server gauge (blue dots, one per scrape: {len(server)} samples, "
+            f"mean {server['value'].mean():.2f})",
+        )
+    if client is None and server is None:
+        note_missing(fig, ax, _why_missing(run, "in_flight") + "; no client samples either")
     ax.set_ylim(bottom=0)
-    return fig, ax
-
-
-def in_flight_figure(run: RunData) -> Figure:
-    """Requests admitted by the wrapper and not yet finished (streams until their last line)."""
-    fig, ax = _one_series_figure(
-        run,
-        "Requests in flight",
-        "requests in flight",
-        "in_flight",
-        drawstyle="steps-post",
-        label="in flight",
-    )
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, run)
+    return finish(fig, run)
 
 
 def counter_growth(values: pd.Series) -> pd.Series:
@@ -390,61 +449,66 @@ def counter_growth(values: pd.Series) -> pd.Series:
     return steps.cumsum()
 
 
-def restarts_figure(run: RunData) -> Figure:
+def restarts_figure(run: RunData) -> ReportFigure:
     """Restarts of each service since the window's start (growth of lab_service_restarts_total), as
     steps: a kill that the restart policy answered is a step up by one."""
-    fig, (ax,) = _figure("Service restarts", ["restarts since start"])
-    frame = _series_or_note(ax, run, "restarts")
+    fig, (ax,) = new_figure(run, "Service restarts", ["restarts since start"])
+    frame = _series_or_note(fig, ax, run, "restarts")
     if frame is not None:
         for service, rows in frame.groupby(frame["service"].astype(str)):
             ordered = rows.sort_values("t_s")
+            growth = counter_growth(ordered["value"])
             ax.plot(
-                ordered["t_s"],
-                counter_growth(ordered["value"]),
-                drawstyle="steps-post",
-                label=str(service),
-                color=_SERVICE_COLOURS.get(str(service)),
-            )
+                ordered["t_s"], growth, drawstyle="steps-post", label=str(service),
+                color=SERVICE_COLOURS.get(str(service)),
+            )  # fmt: skip
+            fig.describe("series", f"{service}: {growth.iloc[-1]:.0f} restart(s)")
     ax.set_ylim(bottom=-0.1, top=max(1.5, ax.get_ylim()[1]))  # a flat 0 stays visible
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(fig, run)
+    return finish(fig, run)
 
 
-def service_up_figure(run: RunData) -> Figure:
+def service_up_figure(run: RunData) -> ReportFigure:
     """Readiness of each service (1 ready, 0 not), offset per service so that the lines do not overlap."""
-    fig, (ax,) = _figure("Services ready", ["ready (1) / not (0)"])
-    frame = _series_or_note(ax, run, "service_up")
+    fig, (ax,) = new_figure(run, "Services ready", ["ready (1) / not (0)"])
+    frame = _series_or_note(fig, ax, run, "service_up")
     if frame is not None:
         services = sorted(frame["service"].astype(str).unique())
         for offset, service in enumerate(services):
             rows = frame[frame["service"].astype(str) == service].sort_values("t_s")
-            ax.plot(rows["t_s"], rows["value"] + offset * 0.02, drawstyle="steps-post", label=service)
+            ax.plot(
+                rows["t_s"], rows["value"] + offset * 0.02, drawstyle="steps-post", label=service,
+                color=SERVICE_COLOURS.get(service),
+            )  # fmt: skip
+        fig.describe("series", f"readiness of {', '.join(services)} (steps, offset 0.02 apart)")
     ax.set_ylim(-0.1, 1.3)
-    return _finish(fig, run)
+    return finish(fig, run)
 
 
-def resources_figure(run: RunData) -> Figure:
+def resources_figure(run: RunData) -> ReportFigure:
     """CPU (cores in use) and resident memory (MiB) of each service's process tree."""
-    fig, (cpu_ax, mem_ax) = _figure("CPU and memory per service", ["CPU (cores)", "resident memory (MiB)"])
-    for ax, name, scale in ((cpu_ax, "service_cpu", 1.0), (mem_ax, "service_memory", 1 / 2**20)):
-        frame = _series_or_note(ax, run, name)
+    fig, (cpu_ax, mem_ax) = new_figure(run, "CPU and memory per service", ["CPU (cores)", "memory (MiB)"])
+    for ax, name, scale, what in (
+        (cpu_ax, "service_cpu", 1.0, "CPU cores in use"),
+        (mem_ax, "service_memory", 1 / 2**20, "resident memory, MiB"),
+    ):
+        frame = _series_or_note(fig, ax, run, name)
         if frame is not None:
-            _plot_by_label(ax, frame, "service", scale)
+            keys = _plot_by_label(ax, frame, "service", scale)
+            fig.describe("series", f"{what} of {', '.join(keys)} (one colour per service)")
         ax.set_ylim(bottom=0)
-    return _finish(fig, run)
+    return finish(fig, run)
 
 
-def output_tokens_figure(run: RunData) -> Figure:
+def output_tokens_figure(run: RunData) -> ReportFigure:
     """Output tokens generated per second (rate of llm_output_tokens_total), all requests together."""
-    fig, _ = _one_series_figure(
-        run,
-        "Output tokens per second",
-        "output tokens/s",
-        "output_tokens_rate",
-        color="tab:blue",
-        label="server",
-    )
-    return _finish(fig, run)
+    fig, (ax,) = new_figure(run, "Output tokens per second", ["output tokens/s"])
+    frame = _series_or_note(fig, ax, run, "output_tokens_rate")
+    if frame is not None:
+        ax.plot(frame["t_s"], frame["value"], color=SERVER_COLOUR, label="server")
+        fig.describe("series", f"server output tokens/s (blue, {_rate_note(run)})")
+    ax.set_ylim(bottom=0)
+    return finish(fig, run, warm_up=frame is not None)
 
 
 def _has_gpu(run: RunData) -> bool:
@@ -470,21 +534,18 @@ def gpu_note(run: RunData) -> str:
     return "no GPU on this machine (the exporter found none through NVML), so no GPU figures"
 
 
-def gpu_figure(run: RunData) -> Figure | None:
+def gpu_figure(run: RunData) -> ReportFigure | None:
     """GPU utilization (%) and memory used and total (GiB) per GPU; None without a GPU (see `gpu_note`)."""
     if not _has_gpu(run):
         return None
-    fig, (util_ax, mem_ax) = _figure("GPU", ["utilization (%)", "memory (GiB)"])
-    util = _series(run, "gpu_utilization")
-    if util is None:
-        _note_missing(util_ax, _why_missing(run, "gpu_utilization"))
-    else:
-        _plot_by_label(util_ax, util, "gpu", 100.0)
+    fig, (util_ax, mem_ax) = new_figure(run, "GPU", ["utilization (%)", "memory (GiB)"])
+    util = _series_or_note(fig, util_ax, run, "gpu_utilization")
+    if util is not None:
+        keys = _plot_by_label(util_ax, util, "gpu", 100.0)
         util_ax.set_ylim(0, 105)
-    memory = _series(run, "gpu_memory")
-    if memory is None:
-        _note_missing(mem_ax, _why_missing(run, "gpu_memory"))
-    else:
+        fig.describe("series", f"utilization of GPU {', '.join(keys)} (NVML, %)")
+    memory = _series_or_note(fig, mem_ax, run, "gpu_memory")
+    if memory is not None:
         for (gpu, kind), rows in memory.groupby([memory["gpu"].astype(str), memory["memory"].astype(str)]):
             mem_ax.plot(
                 rows["t_s"],
@@ -492,24 +553,6 @@ def gpu_figure(run: RunData) -> Figure | None:
                 linestyle="--" if kind == "total" else "-",
                 label=f"gpu {gpu} {kind}",
             )
+        fig.describe("series", "GPU memory used (solid) and total (dashed), GiB")
         mem_ax.set_ylim(bottom=0)
-    return _finish(fig, run)
-
-
-def report_figures(run: RunData) -> dict[str, Figure]:
-    """Every figure of the report in reading order, by name; the GPU one only where there was a GPU."""
-    figures = {
-        "availability": availability_figure(run),
-        "errors": error_rate_figure(run),
-        "latency": latency_figure(run),
-        "ttft": ttft_figure(run),
-        "output_tokens": output_tokens_figure(run),
-        "in_flight": in_flight_figure(run),
-        "restarts": restarts_figure(run),
-        "service_up": service_up_figure(run),
-        "resources": resources_figure(run),
-    }
-    gpu = gpu_figure(run)
-    if gpu is not None:
-        figures["gpu"] = gpu
-    return figures
+    return finish(fig, run)

@@ -1,5 +1,6 @@
 """`reports/index.html`: every run under `reports/runs/`, newest first, with its scenario, date, status,
-verdict, headline SLIs, parameters and a link to its report; self-contained HTML (inline CSS).
+verdicts, one pass/fail cell per SLO objective, headline SLIs (latencies in ms), parameters and a link to its
+report; self-contained HTML (inline CSS, and a small inline script that sorts and filters the table).
 
 A run directory that cannot be read completely is listed with what is known and what went wrong;
 one broken run never keeps the others off the index. Every value is HTML-escaped (jinja2 autoescape).
@@ -21,10 +22,12 @@ import jinja2
 from labkit.atomic import write_atomically
 from labkit.errors import LabkitError
 from labkit.report.data import RunData, run_sort_key
-from labkit.report.tables import HEADLINE_KEYS, headline
+from labkit.report.tables import HEADLINE_KEYS, MISSING, format_ms, headline, slo_report
 from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunFile
+from labkit.verdicts import MEANING, tone
 
 __all__ = [
+    "Cell",
     "IndexEntry",
     "compact_parameters",
     "index_entry",
@@ -36,8 +39,17 @@ logger = logging.getLogger(__name__)
 
 _PARAMETERS_MAX = 400  # characters of the compact parameter list
 _VALUE_MAX = 60  # characters of one nested value in it
-_GOOD = frozenset({"completed", "met"})
-_BAD = frozenset({"failed", "violated", "deviated", "aborted"})
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One value as the index shows it: its text, how it reads (good, bad, neutral), what sorts it, and a
+    tooltip."""
+
+    text: str = MISSING
+    tone: str = "neutral"
+    sort: float | str = ""
+    title: str = ""
 
 
 @dataclass
@@ -51,25 +63,27 @@ class IndexEntry:
     status: str | None = None
     error: str | None = None
     verdict: str | None = None
-    availability: str = "—"
-    e2e_p95: str = "—"
-    ttft_p95: str = "—"
-    requests: str = "—"
+    steady_state: str | None = None
+    slos: str | None = None
+    availability: Cell = field(default_factory=Cell)
+    e2e_p95: Cell = field(default_factory=Cell)
+    ttft_p95: Cell = field(default_factory=Cell)
+    requests: Cell = field(default_factory=Cell)
+    objectives: dict[str, Cell] = field(default_factory=dict)  # per SLO objective: its SLI, met or not
     parameters: str = ""
     report_href: str | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
     def status_class(self) -> str:
-        return _badge_class(self.status)
+        return tone(self.status)
 
     @property
     def verdict_class(self) -> str:
-        return _badge_class(self.verdict)
+        return tone(self.verdict)
 
-
-def _badge_class(value: str | None) -> str:
-    return "good" if value in _GOOD else "bad" if value in _BAD else "neutral"
+    def tone_of(self, word: str | None) -> str:
+        return tone(word)
 
 
 def _compact_value(value: Any) -> str:
@@ -83,10 +97,35 @@ def compact_parameters(parameters: dict[str, Any]) -> str:
     return text if len(text) <= _PARAMETERS_MAX else text[: _PARAMETERS_MAX - 1] + "…"
 
 
-def _number(value: Any, template: str, scale: float = 1.0) -> str:
+def _number(value: Any, template: str, scale: float = 1.0) -> Cell:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return "—"
-    return template.format(value * scale)
+        return Cell()
+    return Cell(template.format(value * scale), sort=float(value))
+
+
+def _ms(value: Any) -> Cell:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return Cell()
+    return Cell(format_ms(value), sort=float(value))
+
+
+def _objective_cells(run: RunData) -> dict[str, Cell]:
+    """One cell per SLO objective: the SLI in %, green when met, red when violated, grey without data."""
+    report = slo_report(run)
+    cells: dict[str, Cell] = {}
+    for r in report.results if report else []:
+        name = f"{r.slo_display_name}: {r.objective}"
+        if r.sli is None:
+            cells[name] = Cell("no data", "neutral", -1.0, f"{name}: no events to judge")
+            continue
+        word = "met" if r.met else "violated"
+        cells[name] = Cell(
+            f"{r.sli * 100:.2f}%",
+            tone(word),
+            r.sli,
+            f"{name}: {word}, {r.good} of {r.valid} good against a {r.target * 100:g}% target",
+        )
+    return cells
 
 
 def _error_text(error: Any) -> str | None:
@@ -99,8 +138,14 @@ def _error_text(error: Any) -> str | None:
 def _headline_of(run: RunData) -> dict[str, Any]:
     """run.json's headline when the runner wrote one, else computed from the run's files."""
     recorded = run.info.get("headline")
-    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - {"verdict"} <= set(recorded):
-        return {**recorded, "verdict": recorded.get("verdict", run.verdict)}
+    words = {"verdict", "steady_state", "slos"}
+    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words <= set(recorded):
+        return {
+            **recorded,
+            "verdict": run.verdict,
+            "steady_state": run.experiment_verdict,
+            "slos": run.slo_verdict,
+        }
     return headline(run)
 
 
@@ -126,11 +171,14 @@ def index_entry(run_dir: Path) -> IndexEntry:
     entry.scenario = run.scenario
     entry.status = run.status
     entry.error = _error_text(run.info.get("error"))
-    entry.verdict = numbers.get("verdict") or run.verdict
+    entry.verdict = run.verdict
+    entry.steady_state = run.experiment_verdict
+    entry.slos = numbers.get("slos") or run.slo_verdict
     entry.availability = _number(numbers.get("availability"), "{:.2f}%", 100)
-    entry.e2e_p95 = _number(numbers.get("e2e_p95_s"), "{:.3f} s")
-    entry.ttft_p95 = _number(numbers.get("ttft_p95_s"), "{:.3f} s")
+    entry.e2e_p95 = _ms(numbers.get("e2e_p95_s"))
+    entry.ttft_p95 = _ms(numbers.get("ttft_p95_s"))
     entry.requests = _number(numbers.get("requests"), "{:.0f}")
+    entry.objectives = _objective_cells(run)
     entry.parameters = compact_parameters(parameters if isinstance(parameters, dict) else run.params)
     entry.problems.extend(run.problems)
     return entry
@@ -156,8 +204,13 @@ def render_index(reports_dir: Path | str) -> str:
         else []
     )
     entries = sorted((index_entry(d) for d in directories), key=lambda e: (e.started, e.run_id), reverse=True)
+    objectives = list(dict.fromkeys(name for e in entries for name in e.objectives))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return _environment().get_template("index.html.j2").render(runs=entries, generated=generated)
+    return (
+        _environment()
+        .get_template("index.html.j2")
+        .render(runs=entries, objectives=objectives, generated=generated, missing=Cell(), meaning=MEANING)
+    )
 
 
 def write_index(reports_dir: Path | str) -> Path:

@@ -1,7 +1,10 @@
-"""Tables of one run for its SLO report (pandas DataFrames, ready to display) and its headline numbers.
+"""Tables of one run for its SLO report and its headline numbers. Each table is a `ReportTable`: a pandas
+DataFrame of numbers whose notebook display is for people (no index column, units in the headers, numbers
+rounded by unit, a dash for missing, long text whole).
 
-Percentages are in percent (0-100) and say so in the column name; times are seconds. A table the run
-has no data for is empty with its columns; `RunData.missing` says why.
+Percentages are in percent (0-100), latencies and durations under a run's length in milliseconds, times
+on the run's clock in seconds; each column name says which. A table the run has no data for is empty with its
+columns; `RunData.missing` says why.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ __all__ = [
     "HEADLINE_KEYS",
     "RECOVERY_TABLE_COLUMNS",
     "SLO_TABLE_COLUMNS",
+    "ReportTable",
     "client_server_table",
+    "format_ms",
     "headline",
     "overview_table",
     "recovery_table",
@@ -38,14 +43,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+MISSING = "\u2013"  # an en dash: a value that is not known
+TIMES = "\u00d7"  # a multiplication sign: a burn rate
 SLO_TABLE_COLUMNS = (
     "SLO",
     "objective",
     "SLI (%)",
     "target (%)",
     "verdict",
-    "budget consumed (%)",
-    "SLO window (d)",
+    f"burn rate ({TIMES})",
+    "budget consumed (% of 30 d)",
     "good",
     "valid",
 )
@@ -55,9 +62,9 @@ CLIENT_SERVER_COLUMNS = (
     "client SLI (%)",
     "server SLI (%)",
     "difference (points)",
-    "client p95 (s)",
-    "server p95 (s)",
-    "server bucket (s)",
+    "client p95 (ms)",
+    "server p95 (ms)",
+    "server bucket (ms)",
     "explanation",
 )
 RECOVERY_TABLE_COLUMNS = (
@@ -66,13 +73,66 @@ RECOVERY_TABLE_COLUMNS = (
     "target",
     "start (s)",
     "end (s)",
-    "time to detect (s)",
-    "time to recover (s)",
+    "time to detect (ms)",
+    "time to recover (ms)",
     "requests lost",
     "requests slow",
     "outcome",
 )
-HEADLINE_KEYS = ("availability", "e2e_p95_s", "ttft_p95_s", "requests", "verdict")
+
+
+def format_ms(seconds: Any) -> str:
+    """A duration in seconds as a person reads it: milliseconds under 10 s, seconds above; a dash for none."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
+        return MISSING
+    return f"{seconds * 1000:.0f} ms" if abs(seconds) < 10 else f"{seconds:.1f} s"
+
+
+def _format_for(column: str, values: pd.Series) -> Any:
+    """How a column's numbers are written, from the unit in its header."""
+    if column.endswith("(% of 30 d)"):
+        return "{:.2g}"
+    if column.endswith(("(%)", "(points)")):
+        return "{:.2f}"
+    if column.endswith(f"({TIMES})"):
+        return "{:.2f}" + TIMES
+    if column.endswith("(ms)"):
+        return "{:.0f}"
+    if column.endswith("(s)"):
+        return "{:.2f}"
+    if pd.api.types.is_float_dtype(values) and values.dropna().apply(float.is_integer).all():
+        return "{:.0f}"
+    return None
+
+
+class ReportTable(pd.DataFrame):
+    """A DataFrame of numbers that displays for people: no index column, each number rounded by the unit in
+    its header, a dash for missing, text whole (pandas would cut it at 50 characters)."""
+
+    @property
+    def _constructor(self) -> type[pd.DataFrame]:
+        return pd.DataFrame  # a frame derived from a table is a plain frame
+
+    def to_html_for_people(self) -> str:
+        frame = pd.DataFrame(self)
+        styler = frame.style.hide(axis="index").format(na_rep=MISSING)
+        for column in frame.columns:
+            fmt = _format_for(str(column), frame[column])
+            if fmt is not None and pd.api.types.is_numeric_dtype(frame[column]):
+                styler = styler.format(fmt, subset=[column], na_rep=MISSING)
+        styler = styler.set_table_attributes('class="labkit-table"').set_table_styles(
+            [
+                {"selector": "td", "props": "text-align: left; vertical-align: top; max-width: 40em;"},
+                {"selector": "th", "props": "text-align: left;"},
+            ]
+        )
+        return styler.to_html()
+
+    def _repr_html_(self) -> str:  # type: ignore[override]
+        return self.to_html_for_people()
+
+
+HEADLINE_KEYS = ("availability", "e2e_p95_s", "ttft_p95_s", "requests", "verdict", "steady_state", "slos")
 
 
 def _percent(value: Any, digits: int = 3) -> float:
@@ -101,13 +161,13 @@ def slo_report(run: RunData) -> SloReport | None:
         return None
 
 
-def slo_table(run: RunData) -> pd.DataFrame:
+def slo_table(run: RunData) -> ReportTable:
     """One row per SLO objective: SLO, objective, SLI and target (%), verdict (met / violated / no data),
-    the share of the SLO window's error budget the run's bad events consumed (%), that window (days; 30
-    in the lab's spec), and the good and valid event counts."""
+    the burn rate (error ratio / error budget: 1 spends the budget exactly in the SLO window), the share
+    of the 30-day window's error budget the run's bad events consumed (%), and the good and valid counts."""
     report = slo_report(run)
     if report is None:
-        return pd.DataFrame(columns=list(SLO_TABLE_COLUMNS))
+        return ReportTable(columns=list(SLO_TABLE_COLUMNS))
     rows = [
         {
             "SLO": r.slo_display_name,
@@ -115,46 +175,46 @@ def slo_table(run: RunData) -> pd.DataFrame:
             "SLI (%)": _percent(r.sli),
             "target (%)": _percent(r.target),
             "verdict": "no data" if r.met is None else "met" if r.met else "violated",
-            "budget consumed (%)": _percent(r.budget_consumed, 4),
-            "SLO window (d)": r.slo_window_s / 86400,
+            f"burn rate ({TIMES})": r.burn_rate if r.met is not None else math.nan,
+            "budget consumed (% of 30 d)": _percent(r.budget_consumed, 6),
             "good": r.good,
             "valid": r.valid,
         }
         for r in report.results
     ]
-    return pd.DataFrame(rows, columns=list(SLO_TABLE_COLUMNS))
+    return ReportTable(rows, columns=list(SLO_TABLE_COLUMNS))
 
 
 def _bucket(lower: Any, upper: Any) -> str:
     if not isinstance(lower, int | float) or math.isnan(lower):
-        return ""
-    return f"({lower:g}, {upper:g}]" if math.isfinite(upper) else f"above {lower:g}"
+        return MISSING
+    return f"({lower * 1000:g}, {upper * 1000:g}]" if math.isfinite(upper) else f"above {lower * 1000:g}"
 
 
-def client_server_table(run: RunData) -> pd.DataFrame:
+def client_server_table(run: RunData) -> ReportTable:
     """Client-side and server-side SLI of each objective side by side (from client_vs_server.csv), their
     difference in percentage points (client - server), each side's p95 where the SLO is a latency one
     with the server bucket it was interpolated in, and the explanation of the difference."""
     frame = run.client_vs_server
     if frame is None or frame.empty:
-        return pd.DataFrame(columns=list(CLIENT_SERVER_COLUMNS))
-    table = pd.DataFrame(
+        return ReportTable(columns=list(CLIENT_SERVER_COLUMNS))
+    table = ReportTable(
         {
             "SLO": frame["slo"],
             "objective": frame["objective"],
             "client SLI (%)": frame["client_sli"].map(_percent),
             "server SLI (%)": frame["server_sli"].map(_percent),
             "difference (points)": frame["difference"].map(_percent),
-            "client p95 (s)": frame["client_quantile_s"],
-            "server p95 (s)": frame["server_quantile_s"],
-            "server bucket (s)": [
+            "client p95 (ms)": frame["client_quantile_s"] * 1000,
+            "server p95 (ms)": frame["server_quantile_s"] * 1000,
+            "server bucket (ms)": [
                 _bucket(lo, up)
                 for lo, up in zip(frame["server_bucket_lower_s"], frame["server_bucket_upper_s"], strict=True)
             ],
             "explanation": frame["explanation"],
         }
     )
-    return table[list(CLIENT_SERVER_COLUMNS)]
+    return ReportTable(table[list(CLIENT_SERVER_COLUMNS)])
 
 
 def _outcome(row: pd.Series) -> str:
@@ -165,29 +225,29 @@ def _outcome(row: pd.Series) -> str:
     return "recovered"
 
 
-def recovery_table(run: RunData) -> pd.DataFrame:
+def recovery_table(run: RunData) -> ReportTable:
     """Per fault (labkit.measure.recovery definitions): kind, target, start and end (s since the run's start),
     time to detect and to recover (s), requests lost and slow, and the outcome: `not noticed` (no bad
     request, so no detection or recovery time), `recovered`, or `not recovered by the end of the run`."""
     measures = run.recovery
     if measures.empty:
-        return pd.DataFrame(columns=list(RECOVERY_TABLE_COLUMNS))
+        return ReportTable(columns=list(RECOVERY_TABLE_COLUMNS))
     numbers = measures.astype({c: float for c in ("start", "end", "time_to_detect_s", "time_to_recover_s")})
     table = pd.DataFrame(
         {
             "fault": numbers["fault_id"].astype(str),
             "kind": numbers["kind"],
             "target": numbers["target"],
-            "start (s)": (numbers["start"] - (run.start or 0.0)).round(2),
-            "end (s)": (numbers["end"] - (run.start or 0.0)).round(2),
-            "time to detect (s)": numbers["time_to_detect_s"].round(2),
-            "time to recover (s)": numbers["time_to_recover_s"].round(2),
+            "start (s)": numbers["start"].map(run.t_s).round(2),
+            "end (s)": numbers["end"].map(run.t_s).round(2),
+            "time to detect (ms)": (numbers["time_to_detect_s"] * 1000).round(0),
+            "time to recover (ms)": (numbers["time_to_recover_s"] * 1000).round(0),
             "requests lost": numbers["requests_lost"].astype(int),
             "requests slow": numbers["requests_slow"].astype(int),
             "outcome": numbers.apply(_outcome, axis=1),
         }
     )
-    return table[list(RECOVERY_TABLE_COLUMNS)]
+    return ReportTable(table[list(RECOVERY_TABLE_COLUMNS)])
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -195,11 +255,18 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def headline(run: RunData) -> dict[str, Any]:
-    """The run in five numbers (`HEADLINE_KEYS`), for run.json and the index:
+    """The run in a few numbers and words (`HEADLINE_KEYS`), for run.json and the index:
     `availability` (0-1: ok / valid requests, client side), `e2e_p95_s` and `ttft_p95_s` (exact nearest-rank
-    p95 of successful valid requests, seconds), `requests` (client samples) and `verdict` (`RunData.verdict`).
-    Without samples, availability and requests come from slo.json when it has them; None where unknown."""
+    p95 of successful valid requests, seconds), `requests` (client samples), `verdict` (`RunData.verdict`),
+    `steady_state` (the experiment's verdict) and `slos` (the SLOs' verdict; judged from the samples when
+    slo.json is missing). Without samples, availability and requests come from slo.json; None: unknown."""
     samples = run.samples
+    report = slo_report(run)
+    words = {
+        "verdict": run.verdict,
+        "steady_state": run.experiment_verdict,
+        "slos": run.slo_verdict or (report.verdict if report else None),
+    }
     if not samples.empty:
         valid = valid_requests(samples)
         good = samples[samples["ok"] & valid]
@@ -213,41 +280,37 @@ def headline(run: RunData) -> dict[str, Any]:
             "e2e_p95_s": quantiles["e2e_s"],
             "ttft_p95_s": quantiles["ttft_s"],
             "requests": len(samples),
-            "verdict": run.verdict,
+            **words,
         }
-    report = slo_report(run)
     ratio = next((r for r in report.results if r.indicator == "ratio"), None) if report else None
     return {
         "availability": ratio.sli if ratio else None,
         "e2e_p95_s": None,
         "ttft_p95_s": None,
         "requests": report.requests if report else None,
-        "verdict": run.verdict,
+        **words,
     }
 
 
-def overview_table(run: RunData) -> pd.DataFrame:
+def overview_table(run: RunData) -> ReportTable:
     """The run at a glance, one row per fact (what ran, when, with which parameters, and the headline),
-    formatted for people: percentages, milliseconds, "-" where unknown."""
+    formatted for people: percentages, milliseconds, a dash where unknown, every parameter."""
     numbers = headline(run)
-
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value * 1000:.0f} ms"
-
     parameters = run.info.get("parameters") or {}
     started = run.info.get("started_at") or (
         None if run.start is None else datetime.fromtimestamp(run.start, UTC).isoformat(timespec="seconds")
     )
     rows = [
         ("run", run.run_id),
-        ("scenario", run.scenario or "-"),
-        ("started (UTC)", started or "-"),
-        ("status", run.status or "-"),
-        ("verdict", run.verdict or "-"),
-        ("requests", "-" if numbers["requests"] is None else str(numbers["requests"])),
-        ("availability", "-" if numbers["availability"] is None else f"{numbers['availability']:.2%}"),
-        ("p95 end-to-end", ms(numbers["e2e_p95_s"])),
-        ("p95 time to first token", ms(numbers["ttft_p95_s"])),
-        ("parameters", ", ".join(f"{k}={v}" for k, v in sorted(parameters.items())) or "-"),
+        ("scenario", run.scenario or MISSING),
+        ("started (UTC)", started or MISSING),
+        ("status", run.status or MISSING),
+        ("steady state", run.experiment_verdict or MISSING),
+        ("SLOs", run.slo_verdict or MISSING),
+        ("requests", MISSING if numbers["requests"] is None else str(numbers["requests"])),
+        ("availability", MISSING if numbers["availability"] is None else f"{numbers['availability']:.2%}"),
+        ("p95 end-to-end", format_ms(numbers["e2e_p95_s"])),
+        ("p95 time to first token", format_ms(numbers["ttft_p95_s"])),
+        ("parameters", ", ".join(f"{k}={v}" for k, v in sorted(parameters.items())) or MISSING),
     ]
-    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+    return ReportTable(rows, columns=["fact", "value"])

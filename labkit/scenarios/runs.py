@@ -7,13 +7,16 @@ after the lab is gone.
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pandas as pd
 
+from labkit._version import __version__
 from labkit.chaos import (
     FAULT_KINDS,
     ExperimentLoad,
@@ -30,7 +33,7 @@ from labkit.chaos import (
 from labkit.measure.load import LoadResult, LoadSpec, run_load
 from labkit.measure.prom import PrometheusError
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
-from labkit.rundir import RunDirectory
+from labkit.rundir import RunDirectory, RunFile
 from labkit.scenarios.session import LabSession, resolve_out_dir
 from labkit.scenarios.specs import (
     ExperimentParams,
@@ -77,6 +80,31 @@ def _run_dir(run_dir: str | Path | None, out_dir: str | Path | None, scenario: s
     return RunDirectory.create(resolve_out_dir(out_dir), scenario)
 
 
+def _describe_lab(session: LabSession, run_dir: RunDirectory) -> None:
+    """lab.json: what the run ran on (engine, model, backend, host, versions), for the report's title."""
+    config = session.config
+    prometheus_version = None
+    try:
+        answer = httpx.get(f"{session.prometheus_url}/api/v1/status/buildinfo", timeout=2.0, trust_env=False)
+        prometheus_version = answer.json().get("data", {}).get("version")
+    except (httpx.HTTPError, ValueError) as exc:
+        logger.info("Prometheus' version is unknown: %s", exc)
+    run_dir.write_json(
+        RunFile.LAB,
+        {
+            "engine": config.engine,
+            "model": config.model_name,
+            "backend": config.backend,
+            "host": platform.node(),
+            "platform": platform.platform(terse=True),
+            "python": platform.python_version(),
+            "labkit_version": __version__,
+            "prometheus_version": prometheus_version,
+            "wrapper_url": session.wrapper_url,
+        },
+    )
+
+
 def _save_series(session: LabSession, run_dir: RunDirectory, start: float, end: float) -> list[Path]:
     """Wait for Prometheus' last scrapes of the run, then keep its series in the run directory. A run
     whose Prometheus is unreachable or refuses the queries keeps its samples and journal; its report
@@ -119,6 +147,7 @@ def baseline(
         api_key_file=session.config.api_key_file,
     )
     out = _run_dir(params.run_dir, params.out_dir, scenario or params.scenario)
+    _describe_lab(session, out)
     began = time.time()
     result = run_load(spec, out, progress=progress)
     report = evaluate_client_slos(result.frame, load_slo_spec(), duration_s=params.duration_s)
@@ -146,6 +175,7 @@ def _experiment(
         scenario=params.scenario,
     )
     out = _run_dir(params.run_dir, params.out_dir, params.scenario)
+    _describe_lab(session, out)
     began = time.time()
     result = run_experiment(session.lab_dir, spec, run_dir=out, say=say)
     frame = result.load.frame if result.load is not None else pd.DataFrame()

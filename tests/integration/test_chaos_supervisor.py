@@ -216,7 +216,7 @@ def test_an_experiment_journals_every_fault_and_ends_with_a_verdict(
         steady_state={"duration_s": 2},
     )
     result = run_experiment(running_lab.lab.root, spec, out_dir=tmp_path / "runs", say=lines.append)
-    assert result.verdict == "completed", result.summary()
+    assert result.verdict == "held", result.summary()
     assert lines[0].startswith("chaos schedule (explicit, run 6 s): 3 faults")
     assert result.before is not None and result.before.verdict == "met"
     assert result.after is not None and result.after.verdict == "met"
@@ -224,7 +224,7 @@ def test_an_experiment_journals_every_fault_and_ends_with_a_verdict(
     events = list(result.run_dir.read_jsonl(RunFile.EVENTS))
     kinds = [e["kind"] for e in events]
     assert kinds[:2] == ["experiment_started", "schedule"]
-    assert kinds[-1] == "experiment_finished" and events[-1]["verdict"] == "completed"
+    assert kinds[-1] == "experiment_finished" and events[-1]["verdict"] == "held"
     assert kinds.index("method_started") < kinds.index("fault_start")
     assert all(e["wall_time"] > 1.6e9 and e["monotonic"] > 0 for e in events)
     starts = {e["fault_id"]: e for e in events if e["kind"] == "fault_start"}
