@@ -1,6 +1,7 @@
 """A chaos experiment (after Chaos Toolkit): a steady-state hypothesis (SLO checks on a short load burst)
 before and after a method (load running while faults are applied on a timeline), and a verdict:
-`completed` (the hypothesis held after), `deviated` (it failed after), `aborted` (interrupted or error).
+`held` (the hypothesis held before and after), `deviated` (it failed after), `aborted` (it failed before,
+or interrupted, or an error), `not checked` (no hypothesis): labkit.verdicts.
 
 Optionally an automated remediation loop (labkit.chaos._remediation) runs beside the method's load, and the
 result carries recovery measures per fault (labkit.measure.recovery) computed from the journal and the
@@ -509,7 +510,7 @@ def run_experiment(
        (journal `fault_start`/`fault_end` with their outcome). Each fault also ends by itself (its TTL in
        the supervisor or the wrapper), even if this process is SIGKILLed.
     5. Waits up to `spec.settle_timeout_s` for every service to be ready, then the steady state after:
-       `completed` when it holds, `deviated` when it does not.
+       `held` when it holds, `deviated` when it does not (`not checked` without a steady state).
     SIGINT/SIGTERM (or an error) end every applied fault, journal `aborted` and give the verdict `aborted`.
 
     With `spec.remediation`, a remediation loop runs beside the method's load, reading p95 latency from the

@@ -24,11 +24,19 @@ def _print_result(result: RunResult) -> None:
     for problem in result.problems:
         click.echo(f"warning: {problem}", err=True)
     if result.verdict is not None:
-        click.echo(f"verdict: {result.verdict}")
+        click.echo(f"verdict: {_verdicts(result)}")
     if result.report_html is not None:
         click.echo(f"report: {result.report_html}")
     if result.index_html is not None:
         click.echo(f"index:  {result.index_html}")
+
+
+def _verdicts(result: RunResult) -> str:
+    """`steady state held; SLOs violated` (labkit.verdicts), or the one word a run.json holds."""
+    headline = result.headline or {}
+    words = [f"{what} {headline[key]}" for key, what in (("steady_state", "steady state"), ("slos", "SLOs"))
+             if headline.get(key)]  # fmt: skip
+    return "; ".join(words) or str(result.verdict)
 
 
 def _print_summary(results: list[RunResult]) -> None:

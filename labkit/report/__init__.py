@@ -6,6 +6,14 @@ and table functions that take the RunData and return `ReportFigure`s (SVG with a
 `ReportTable`s (DataFrames that display for people).
 """
 
+from labkit.report.compare import (
+    METRICS,
+    Comparison,
+    MetricDiff,
+    compare_runs,
+    parse_fail_on,
+    write_comparison,
+)
 from labkit.report.data import (
     FAULT_COLUMNS,
     PHASE_NAMES,
@@ -17,6 +25,7 @@ from labkit.report.data import (
     run_sort_key,
 )
 from labkit.report.distribution import EVENT_ROWS, events_figure, latency_distribution_figure, phase_samples
+from labkit.report.export import EXPORT_FORMATS, export_run
 from labkit.report.figures import (
     CLIENT_BIN_S,
     CLIENT_WINDOW_S,
@@ -48,6 +57,7 @@ from labkit.report.index import (
     write_index,
 )
 from labkit.report.marks import FAULT_STYLES, REMEDIATION_STYLES, ReportFigure
+from labkit.report.serve import ReportServer, serve_reports
 from labkit.report.summary import RAW_FILES, ReportHTML, raw_files, report_figures, summary, verdict_sentences
 from labkit.report.tables import (
     CLIENT_SERVER_COLUMNS,
@@ -69,20 +79,25 @@ __all__ = [
     "CLIENT_SERVER_COLUMNS",
     "CLIENT_WINDOW_S",
     "EVENT_ROWS",
+    "EXPORT_FORMATS",
     "FAULT_COLUMNS",
     "FAULT_STYLES",
     "HEADLINE_KEYS",
+    "METRICS",
     "PHASE_NAMES",
     "RAW_FILES",
     "RECOVERY_TABLE_COLUMNS",
     "REMEDIATION_COLUMNS",
     "REMEDIATION_STYLES",
     "SLO_TABLE_COLUMNS",
+    "Comparison",
     "IndexEntry",
+    "MetricDiff",
     "Phase",
     "ReportError",
     "ReportFigure",
     "ReportHTML",
+    "ReportServer",
     "ReportTable",
     "RunData",
     "availability_figure",
@@ -92,9 +107,11 @@ __all__ = [
     "client_rolling_quantile",
     "client_server_table",
     "compact_parameters",
+    "compare_runs",
     "counter_growth",
     "error_rate_figure",
     "events_figure",
+    "export_run",
     "format_ms",
     "gpu_figure",
     "gpu_note",
@@ -107,6 +124,7 @@ __all__ = [
     "newest_run",
     "output_tokens_figure",
     "overview_table",
+    "parse_fail_on",
     "phase_samples",
     "raw_files",
     "recovery_table",
@@ -116,12 +134,14 @@ __all__ = [
     "resources_figure",
     "restarts_figure",
     "run_sort_key",
+    "serve_reports",
     "service_up_figure",
     "slo_report",
     "slo_table",
     "summary",
     "ttft_figure",
     "verdict_sentences",
+    "write_comparison",
     "write_index",
     "x_label",
 ]

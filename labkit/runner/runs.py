@@ -85,7 +85,7 @@ IndexWriter = Callable[[Path], object]
 
 def load_catalog() -> Mapping[str, Scenario]:
     """The scenarios `labkit run` knows: labkit.scenarios.SCENARIOS (imported only when needed)."""
-    from labkit.scenarios import SCENARIOS
+    from labkit.scenarios.catalog import SCENARIOS
 
     return SCENARIOS
 

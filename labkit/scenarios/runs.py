@@ -30,6 +30,7 @@ from labkit.chaos import (
     random_schedule,
     run_experiment,
 )
+from labkit.errors import LabkitError
 from labkit.measure.load import LoadResult, LoadSpec, run_load
 from labkit.measure.prom import PrometheusError
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
@@ -38,6 +39,7 @@ from labkit.scenarios.session import LabSession, resolve_out_dir
 from labkit.scenarios.specs import (
     ExperimentParams,
     KillAndRecover,
+    LabParams,
     LatencyAndRemediation,
     LoadParams,
     RandomChaos,
@@ -60,6 +62,7 @@ class ScenarioRun:
     experiment: ExperimentResult | None = None
     slo: SloReport | None = None
     series_files: list[Path] = field(default_factory=list)
+    report_html: Path | None = None  # rendered when a notebook ran the scenario by itself (JupyterLab)
 
     @property
     def path(self) -> Path:
@@ -78,6 +81,26 @@ def _run_dir(run_dir: str | Path | None, out_dir: str | Path | None, scenario: s
     if run_dir:
         return RunDirectory.adopt(Path(run_dir), scenario)
     return RunDirectory.create(resolve_out_dir(out_dir), scenario)
+
+
+def _publish(run: ScenarioRun, params: LabParams, *, say: Callable[[str], None] | None) -> None:
+    """A run a notebook made by itself (JupyterLab: no run_dir given) gets its report.html and its line in
+    reports/index.html, as a `labkit run` does; `labkit run` passes run_dir and renders them itself. A report
+    that fails to render is said, not raised: the run's files are whole either way."""
+    if params.run_dir:
+        return
+    from labkit.runner.runs import render_report
+
+    try:
+        html = render_report(run.path, progress=False)
+    except LabkitError as exc:
+        logger.warning("the report of %s was not rendered: %s", run.path, exc)
+        if say is not None:
+            say(f"the report was not rendered ({exc}); render it with `labkit report {run.path}`")
+        return
+    run.report_html = html
+    if say is not None:
+        say(f"report: {html}")
 
 
 def _describe_lab(session: LabSession, run_dir: RunDirectory) -> None:
@@ -154,7 +177,9 @@ def baseline(
     report.write(out.path)
     start, end = _load_span(result.frame, began)
     files = _save_series(session, out, start, end)
-    return ScenarioRun(out, load=result, slo=report, series_files=files)
+    run = ScenarioRun(out, load=result, slo=report, series_files=files)
+    _publish(run, params, say=print if progress else None)
+    return run
 
 
 def _experiment(
@@ -182,7 +207,9 @@ def _experiment(
     start, end = _load_span(frame, began)
     # The steady-state checks are part of the story: the series span the whole experiment.
     files = _save_series(session, out, min(start, began), max(end, time.time()))
-    return ScenarioRun(out, load=result.load, experiment=result, slo=result.method_slo, series_files=files)
+    run = ScenarioRun(out, load=result.load, experiment=result, slo=result.method_slo, series_files=files)
+    _publish(run, params, say=say)
+    return run
 
 
 def kill_and_recover(

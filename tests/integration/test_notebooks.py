@@ -91,3 +91,10 @@ def test_all_notebooks_run_under_nbval(running_lab: LocalBackend, tmp_path: Path
     runs = [p.name for p in out_dir.iterdir()]
     for scenario in ("baseline", "kill_and_recover", "latency_and_remediation", "random_chaos"):
         assert any(r.endswith(scenario) for r in runs), (scenario, runs)
+    # Run from a notebook (as in JupyterLab: no run_dir given), a scenario renders its own report and puts
+    # itself in the index next to its runs folder, as `labkit run` does.
+    index = (tmp_path / "index.html").read_text()
+    for scenario in ("kill_and_recover", "latency_and_remediation", "random_chaos"):
+        (run,) = [p for p in out_dir.iterdir() if p.name.endswith(scenario)]
+        assert (run / "report.html").is_file() and (run / "lab.json").is_file(), run
+        assert f'href="runs/{run.name}/report.html"' in index, run.name

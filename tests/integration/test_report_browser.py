@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 # Loaded next to the report: reads it through the DOM once it has loaded, and writes what it found.
 CHECK_PAGE = """<!doctype html><html><body>
-<iframe id="report" src="{src}" style="width:1200px;height:900px"></iframe>
+<iframe id="report" src="{src}" style="width:1400px;height:900px"></iframe>
 <script>
 document.getElementById("report").addEventListener("load", () => {{
   const doc = document.getElementById("report").contentDocument;
@@ -30,6 +30,12 @@ document.getElementById("report").addEventListener("load", () => {{
     decoded: images.filter((i) => i.complete && i.naturalWidth > 100 && i.naturalHeight > 100).length,
     tables: doc.querySelectorAll("table").length,
     rows: doc.querySelectorAll("table tbody tr").length,
+    // A pandas index shows as a header cell in each body row (or a blank corner cell): none allowed.
+    index_cells: doc.querySelectorAll("tbody th, thead th.blank, thead th.index_name").length,
+    without_alt: images.filter((i) => !i.alt || /No description/.test(i.alt)).length,
+    alts: images.map((i) => i.alt),
+    summary_bottom: doc.querySelector(".labkit-summary")
+      ? doc.querySelector(".labkit-summary").getBoundingClientRect().bottom : 1e9,
     scripts_from_network: [...doc.scripts].filter((s) => /^https?:/.test(s.src)).length,
     text: doc.body.innerText,
   }};
@@ -79,6 +85,9 @@ def test_kill_and_recover_report_renders_in_chromium(running_lab: LocalBackend, 
     # it can fall between two requests).
     run = RunData.load(run_dir)
     assert run.status == "completed" and [f.kind for f in run.fault_windows] == ["kill"]
+    # The kill is drawn where it was asked for: kill_at_s on the method's clock (applying it takes < 1 s).
+    (kill_at,) = run.faults["start_t_s"]
+    assert 6.0 <= kill_at < 7.0, kill_at  # the quick kill_at_s
     restarts = restarts_figure(run)
     model_line = next(line for line in restarts.axes[0].get_lines() if line.get_label() == "model")
     assert max(model_line.get_ydata()) == 1  # type: ignore[type-var]
@@ -95,6 +104,18 @@ def test_kill_and_recover_report_renders_in_chromium(running_lab: LocalBackend, 
     assert isinstance(found["tables"], int) and found["tables"] >= 3
     assert isinstance(found["rows"], int) and found["rows"] >= 5
     assert found["scripts_from_network"] == 0
+    assert found["index_cells"] == 0  # no table shows an index column
+    assert found["without_alt"] == 0, found["alts"]  # every figure says what it shows
+    # The first screen answers what happened, whether the SLOs held and how fast it recovered.
+    assert isinstance(found["summary_bottom"], int | float) and found["summary_bottom"] <= 900
     text = str(found["text"])
-    for expected in ("SLO", "Availability", "Recovery per fault", "kill", "GPU"):
+    for expected in (
+        "SLO",
+        "Availability",
+        "Recovery per fault",
+        "kill",
+        "GPU",
+        "Steady state",
+        "recovered in",
+    ):
         assert expected in text, expected
