@@ -53,6 +53,7 @@ from labkit.report.index import (
     IndexEntry,
     compact_parameters,
     index_entry,
+    objective_header,
     render_index,
     write_index,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "latency_distribution_figure",
     "latency_figure",
     "newest_run",
+    "objective_header",
     "output_tokens_figure",
     "overview_table",
     "parse_fail_on",

@@ -31,6 +31,7 @@ __all__ = [
     "IndexEntry",
     "compact_parameters",
     "index_entry",
+    "objective_header",
     "render_index",
     "write_index",
 ]
@@ -114,18 +115,25 @@ def _objective_cells(run: RunData) -> dict[str, Cell]:
     report = slo_report(run)
     cells: dict[str, Cell] = {}
     for r in report.results if report else []:
-        name = f"{r.slo_display_name}: {r.objective}"
+        name = objective_header(r.slo, r.target, r.threshold_s)
+        whole = f"{r.slo_display_name}: {r.objective}"
         if r.sli is None:
-            cells[name] = Cell("no data", "neutral", -1.0, f"{name}: no events to judge")
+            cells[name] = Cell("no data", "neutral", -1.0, f"{whole}: no events to judge")
             continue
         word = "met" if r.met else "violated"
         cells[name] = Cell(
             f"{r.sli * 100:.2f}%",
             tone(word),
             r.sli,
-            f"{name}: {word}, {r.good} of {r.valid} good against a {r.target * 100:g}% target",
+            f"{whole}: {word}, {r.good} of {r.valid} good against a {r.target * 100:g}% target",
         )
     return cells
+
+
+def objective_header(slo: str, target: float, threshold_s: float | None) -> str:
+    """A column header short enough for a table: `latency 95% <= 3000 ms`, `availability 99%`."""
+    bound = "" if threshold_s is None else f" \u2264 {format_ms(threshold_s)}"
+    return f"{slo.replace('-', ' ')} {target * 100:g}%{bound}"
 
 
 def _error_text(error: Any) -> str | None:
