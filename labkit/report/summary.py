@@ -157,6 +157,8 @@ def _numbers(run: RunData) -> str:
 def _slo_lines(run: RunData) -> list[str]:
     report = slo_report(run)
     if report is None:
+        if run.experiment_verdict == "aborted" and run.samples.empty:
+            return ["No SLO results for the method: it never ran (the experiment stopped before it)."]
         return ["No SLO results: the run has no client samples to judge."]
     lines = []
     for r in report.violated:
