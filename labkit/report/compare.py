@@ -28,6 +28,7 @@ from labkit.atomic import write_atomically
 from labkit.errors import ConfigError
 from labkit.measure.slo import valid_requests
 from labkit.report.data import RunData
+from labkit.report.distribution import cdf_figure, draw_cdf
 from labkit.report.marks import ReportFigure
 from labkit.report.tables import format_ms
 
@@ -337,20 +338,15 @@ def _diff_text(d: MetricDiff) -> str:
 
 
 def _cdf_figure(runs: Sequence[RunData]) -> ReportFigure:
-    fig = ReportFigure(figsize=(9.0, 3.4), layout="constrained")
-    ax = fig.subplots()
-    fig.suptitle("End-to-end latency distribution of each run (client, successful requests)")
-    ax.set_xlabel("end-to-end latency (ms)")
-    ax.set_ylabel("share at or below (%)")
-    ax.grid(True, alpha=0.3)
-    fig.x_text = "end-to-end latency (ms)"
+    fig, ax = cdf_figure(
+        "End-to-end latency distribution of each run (client, successful requests)", "end-to-end latency (ms)"
+    )
     for index, run in enumerate(runs):
-        values = np.sort(_seconds_ms("e2e_s")(run.samples))
-        if values.size == 0:
-            continue
-        label = f"{'baseline ' if index == 0 else ''}{run.run_id}: {values.size} requests"
-        ax.step(values, np.arange(1, values.size + 1) / values.size * 100, where="post", label=label)
-        fig.describe("series", label)
+        values = _seconds_ms("e2e_s")(run.samples)
+        if values.size:
+            draw_cdf(
+                fig, ax, values, f"{'baseline ' if index == 0 else ''}{run.run_id}: {values.size} requests"
+            )
     ax.legend(loc="lower right", fontsize="small")
     return fig
 

@@ -4,8 +4,11 @@ per kind of event, on the report's one clock)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 
 from labkit.measure.slo import valid_requests
 from labkit.report.data import PHASE_NAMES, RunData
@@ -19,7 +22,14 @@ from labkit.report.marks import (
 )
 from labkit.rundir import EventKind
 
-__all__ = ["EVENT_ROWS", "events_figure", "latency_distribution_figure", "phase_samples"]
+__all__ = [
+    "EVENT_ROWS",
+    "cdf_figure",
+    "draw_cdf",
+    "events_figure",
+    "latency_distribution_figure",
+    "phase_samples",
+]
 
 # The journal's events by row of the timeline, top to bottom (an event kind not listed goes to "other").
 EVENT_ROWS: dict[str, tuple[str, ...]] = {
@@ -53,28 +63,39 @@ def phase_samples(run: RunData) -> dict[str, pd.DataFrame]:
     return {k: v for k, v in phases.items() if v is not None and not v.empty}
 
 
+def cdf_figure(title: str, xlabel: str) -> tuple[ReportFigure, Axes]:
+    """An empty figure for empirical CDFs (`draw_cdf`): x the latency, y the share at or below it."""
+    fig = ReportFigure(figsize=(10.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    fig.suptitle(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share of requests at or below (%)")
+    ax.grid(True, alpha=0.3)
+    fig.x_text = xlabel
+    return fig, ax
+
+
+def draw_cdf(fig: ReportFigure, ax: Axes, values: np.ndarray, label: str, **style: Any) -> None:
+    """The empirical CDF of `values` as a step line, recorded in the caption."""
+    ordered = np.sort(values)
+    ax.step(ordered, np.arange(1, ordered.size + 1) / ordered.size * 100, where="post", label=label, **style)
+    words = _STYLE_WORDS.get(style.get("linestyle", "-"), "solid")
+    fig.describe("series", f"{label} ({words} line)")
+
+
 def latency_distribution_figure(run: RunData) -> ReportFigure:
     """The empirical CDF of the client's end-to-end latency of successful valid requests, one line per phase,
     with each phase's request count and p95 in the legend."""
-    fig = ReportFigure(figsize=(10.0, 3.6), layout="constrained")
-    ax = fig.subplots()
-    fig.suptitle("End-to-end latency distribution (client)")
-    ax.set_xlabel("end-to-end latency (s)")
-    ax.set_ylabel("share of requests at or below (%)")
-    ax.grid(True, alpha=0.3)
-    fig.x_text = "end-to-end latency (s)"
+    fig, ax = cdf_figure("End-to-end latency distribution (client)", "end-to-end latency (s)")
     drawn = 0
     for key, samples in phase_samples(run).items():
         ok = samples[samples["ok"] & valid_requests(samples)]["e2e_s"].dropna().to_numpy(float)
         if ok.size == 0:
             continue
-        values = np.sort(ok)
-        share = np.arange(1, values.size + 1) / values.size * 100
         colour, style = _PHASE_STYLES[key]
-        p95 = float(np.quantile(values, 0.95, method="inverted_cdf"))
-        label = f"{PHASE_NAMES[key]}: {values.size} requests, p95 {p95 * 1000:.0f} ms"
-        ax.step(values, share, where="post", color=colour, linestyle=style, label=label)
-        fig.describe("series", f"{label} ({_STYLE_WORDS[style]} line)")
+        p95 = float(np.quantile(ok, 0.95, method="inverted_cdf"))
+        label = f"{PHASE_NAMES[key]}: {ok.size} requests, p95 {p95 * 1000:.0f} ms"
+        draw_cdf(fig, ax, ok, label, color=colour, linestyle=style)
         drawn += 1
     if drawn == 0:
         note_missing(fig, ax, "no successful client requests to draw")

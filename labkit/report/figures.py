@@ -314,7 +314,7 @@ def _client_bins(fig: ReportFigure, ax: Axes, run: RunData, *, failures: bool) -
     return bins
 
 
-def _server_counts(run: RunData, name: str) -> str:
+def _server_counts(run: RunData) -> str:
     """How many requests the server series' ratios stand on: the request rate times the rate window."""
     rates, window = _series(run, "request_rate"), run.rate_window_s
     if rates is None or window is None:
@@ -326,19 +326,27 @@ def _server_counts(run: RunData, name: str) -> str:
     return f"; each point stands on {busy.min():.0f} to {busy.max():.0f} requests ({_rate_note(run)})"
 
 
+def _ratio_figure(
+    run: RunData, title: str, ylabel: str, name: str, label: str, *, failures: bool
+) -> tuple[ReportFigure, Axes, pd.DataFrame | None]:
+    """A server ratio series (`name`, %) and the client's bins of the same ratio with their counts."""
+    fig, (ax,) = new_figure(run, title, [ylabel])
+    server = _series(run, name)
+    if server is not None:
+        ax.plot(server["t_s"], server["value"] * 100, color=SERVER_COLOUR, label=label)
+        fig.describe("series", f"{label} (blue, {_rate_note(run)}{_server_counts(run)})")
+    client = _client_bins(fig, ax, run, failures=failures)
+    if server is None and client is None:
+        note_missing(fig, ax, _why_missing(run, name) + "; no client samples either")
+    return fig, ax, server
+
+
 def error_rate_figure(run: RunData) -> ReportFigure:
     """Errors, %: the server's 5xx share of /generate requests per rate window (Prometheus), and the client's
     share of valid requests that failed (any failure, no response included) per bin, with counts."""
-    fig, (ax,) = new_figure(run, "Errors", ["errors (% of requests)"])
-    server = _series(run, "error_ratio")
-    if server is not None:
-        ax.plot(server["t_s"], server["value"] * 100, color=SERVER_COLOUR, label="server 5xx")
-        fig.describe(
-            "series", f"server 5xx share (blue, {_rate_note(run)}{_server_counts(run, 'error_ratio')})"
-        )
-    client = _client_bins(fig, ax, run, failures=True)
-    if server is None and client is None:
-        note_missing(fig, ax, _why_missing(run, "error_ratio") + "; no client samples either")
+    fig, ax, server = _ratio_figure(
+        run, "Errors", "errors (% of requests)", "error_ratio", "server 5xx", failures=True
+    )
     ax.set_ylim(bottom=0, top=max(5.0, ax.get_ylim()[1] * 1.1))
     return finish(fig, run, warm_up=server is not None)
 
@@ -355,16 +363,9 @@ def _availability_target(run: RunData) -> float | None:
 def availability_figure(run: RunData) -> ReportFigure:
     """Availability, %: good / valid requests per rate window (server, the availability SLO's queries)
     and per bin of completions (client, with counts), with the SLO's target as a dashed line."""
-    fig, (ax,) = new_figure(run, "Availability of /generate", ["availability (%)"])
-    server = _series(run, "availability")
-    if server is not None:
-        ax.plot(server["t_s"], server["value"] * 100, color=SERVER_COLOUR, label="server")
-        fig.describe(
-            "series", f"server availability (blue, {_rate_note(run)}{_server_counts(run, 'availability')})"
-        )
-    client = _client_bins(fig, ax, run, failures=False)
-    if server is None and client is None:
-        note_missing(fig, ax, _why_missing(run, "availability") + "; no client samples either")
+    fig, ax, server = _ratio_figure(
+        run, "Availability of /generate", "availability (%)", "availability", "server", failures=False
+    )
     target = _availability_target(run)
     if target is not None:
         ax.axhline(

@@ -13,22 +13,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
+import labkit.report.figures as timelines
 from labkit.report.data import RunData
 from labkit.report.distribution import events_figure, latency_distribution_figure
-from labkit.report.figures import (
-    availability_figure,
-    error_rate_figure,
-    gpu_figure,
-    in_flight_figure,
-    itl_figure,
-    latency_figure,
-    output_tokens_figure,
-    request_rate_figure,
-    resources_figure,
-    restarts_figure,
-    service_up_figure,
-    ttft_figure,
-)
 from labkit.report.marks import ReportFigure
 from labkit.report.tables import MISSING, TIMES, format_ms, headline, slo_report
 from labkit.rundir import RunFile, RunFolder
@@ -256,21 +243,21 @@ def summary(run: RunData) -> ReportHTML:
 def report_figures(run: RunData) -> dict[str, ReportFigure]:
     """Every figure of the report in reading order, by name; the GPU one only where there was a GPU."""
     figures: dict[str, ReportFigure] = {
-        "availability": availability_figure(run),
-        "errors": error_rate_figure(run),
-        "latency": latency_figure(run),
+        "availability": timelines.availability_figure(run),
+        "errors": timelines.error_rate_figure(run),
+        "latency": timelines.latency_figure(run),
         "latency_distribution": latency_distribution_figure(run),
-        "ttft": ttft_figure(run),
-        "itl": itl_figure(run),
-        "output_tokens": output_tokens_figure(run),
-        "requests": request_rate_figure(run),
-        "in_flight": in_flight_figure(run),
-        "restarts": restarts_figure(run),
-        "service_up": service_up_figure(run),
-        "resources": resources_figure(run),
+        "ttft": timelines.ttft_figure(run),
+        "itl": timelines.itl_figure(run),
+        "output_tokens": timelines.output_tokens_figure(run),
+        "requests": timelines.request_rate_figure(run),
+        "in_flight": timelines.in_flight_figure(run),
+        "restarts": timelines.restarts_figure(run),
+        "service_up": timelines.service_up_figure(run),
+        "resources": timelines.resources_figure(run),
         "events": events_figure(run),
     }
-    gpu = gpu_figure(run)
+    gpu = timelines.gpu_figure(run)
     if gpu is not None:
         figures["gpu"] = gpu
     return figures
