@@ -85,9 +85,10 @@ def _run_dir(run_dir: str | Path | None, out_dir: str | Path | None, scenario: s
 
 def _publish(run: ScenarioRun, params: LabParams, *, say: Callable[[str], None] | None) -> None:
     """A run a notebook made by itself (JupyterLab: no run_dir given) gets its report.html and its line in
-    reports/index.html, as a `labkit run` does; `labkit run` passes run_dir and renders them itself. A report
-    that fails to render is said, not raised: the run's files are whole either way."""
-    if params.run_dir:
+    reports/index.html, as a `labkit run` does, unless its `render_report` parameter is false; `labkit run`
+    passes run_dir and renders them itself. A report that fails to render is said, not raised: the run's
+    files are whole either way."""
+    if params.run_dir or not params.render_report:
         return
     from labkit.runner.runs import render_report
 

@@ -68,6 +68,11 @@ class LabParams(Params):
     out_dir: str = param(
         "", "parent folder of run directories, empty for the project reports/runs", set_by="use --out DIR"
     )
+    render_report: bool = param(
+        True,
+        "render the report and index line of a run of its own (run_dir empty)",
+        set_by="labkit run renders every run's report itself",
+    )
 
 
 class LoadParams(LabParams):
