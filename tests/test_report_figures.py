@@ -34,6 +34,7 @@ from labkit.report import (
     latency_figure,
     output_tokens_figure,
     report_figures,
+    request_rate_figure,
     resources_figure,
     restarts_figure,
     ttft_figure,
@@ -288,3 +289,17 @@ def test_the_journal_is_drawn_as_events(run: RunData) -> None:
     texts = {t.get_text() for t in ax.texts}
     assert {"start kill model", "restart wrapper"} <= texts
     assert "7 faults events" in fig.caption  # 3 starts, 3 ends, 1 window end
+
+
+def test_the_server_s_worst_ratio_says_how_many_requests_it_stands_on(tmp_path: Path) -> None:
+    path = write_chaos_run(tmp_path)
+    window = json.loads((path / "prometheus" / "window.json").read_text())
+    (path / "prometheus" / "window.json").write_text(json.dumps({**window, "rate_window_s": 4.0}))
+    t = [float(x) for x in range(71)]
+    rates = pd.DataFrame({"timestamp": pd.to_datetime([T0 + x for x in t], unit="s", utc=True), "t_s": t,
+                          "status_class": "2xx", "value": 0.5})  # fmt: skip
+    save_series(path, {"request_rate": rates})
+    run = RunData.load(path)
+    (ax,) = error_rate_figure(run).axes  # 100 % 5xx during the kill, 0.5 req/s over a 4 s window
+    assert "~2 of 2" in {t.get_text() for t in ax.texts}
+    assert any(line.get_label() == "2xx" for line in request_rate_figure(run).axes[0].lines)

@@ -314,16 +314,46 @@ def _client_bins(fig: ReportFigure, ax: Axes, run: RunData, *, failures: bool) -
     return bins
 
 
-def _server_counts(run: RunData) -> str:
-    """How many requests the server series' ratios stand on: the request rate times the rate window."""
+def _requests_per_window(run: RunData) -> pd.Series | None:
+    """How many requests each server ratio point stands on (request rate x rate window), by t_s."""
     rates, window = _series(run, "request_rate"), run.rate_window_s
     if rates is None or window is None:
-        return ""
+        return None
     per_time = rates.groupby("t_s")["value"].sum() * window
-    busy = per_time[per_time > 0]
-    if busy.empty:
+    return per_time[per_time > 0]
+
+
+def _server_counts(run: RunData) -> str:
+    busy = _requests_per_window(run)
+    if busy is None or busy.empty:
         return ""
     return f"; each point stands on {busy.min():.0f} to {busy.max():.0f} requests ({_rate_note(run)})"
+
+
+def _mark_server_extreme(
+    fig: ReportFigure, ax: Axes, run: RunData, server: pd.DataFrame, *, failures: bool
+) -> None:
+    """The server ratio's worst point labelled with about how many requests it stands on ("~1 of 2")."""
+    counts = _requests_per_window(run)
+    values = server.set_index("t_s")["value"]
+    bad = values if failures else 1 - values
+    if counts is None or bad.empty or not (bad > 0).any():
+        return
+    at = float(bad.index[int(np.argmax(bad.to_numpy()))])
+    total = float(counts.get(at, float("nan")))
+    if not np.isfinite(total):
+        return
+    fig.describe(
+        "note", "the server's worst point says about how many of the requests in its window were bad"
+    )
+    ax.annotate(
+        f"~{bad[at] * total:.0f} of {total:.0f}",
+        (at, float(values[at]) * 100),
+        textcoords="offset points",
+        xytext=(6, 0),
+        fontsize=8,
+        color=SERVER_COLOUR,
+    )
 
 
 def _ratio_figure(
@@ -335,6 +365,7 @@ def _ratio_figure(
     if server is not None:
         ax.plot(server["t_s"], server["value"] * 100, color=SERVER_COLOUR, label=label)
         fig.describe("series", f"{label} (blue, {_rate_note(run)}{_server_counts(run)})")
+        _mark_server_extreme(fig, ax, run, server, failures=failures)
     client = _client_bins(fig, ax, run, failures=failures)
     if server is None and client is None:
         note_missing(fig, ax, _why_missing(run, name) + "; no client samples either")
