@@ -61,3 +61,16 @@ def test_the_vocabulary() -> None:
     assert tone("held") == tone("met") == tone("completed") == "good"
     assert tone("violated") == tone("aborted") == "bad" and tone("not checked") == tone(None) == "neutral"
     assert all(MEANING[word] for word in ("held", "deviated", "aborted", "not checked", "met", "violated"))
+
+
+def test_table_cells_are_escaped() -> None:
+    from labkit.report import ReportTable
+
+    html = ReportTable([("prompt", "<script>alert(1)</script>")], columns=["fact", "value"])._repr_html_()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_an_old_run_without_a_steady_state_check_reads_as_not_checked(tmp_path: Path) -> None:
+    reason = "the method ran to its end (no steady-state check)"
+    path = write_chaos_run(tmp_path, experiment={"verdict": "completed", "reason": reason})
+    assert RunData.load(path).experiment_verdict == "not checked"

@@ -55,7 +55,8 @@ def compare_command(run_dirs: tuple[Path, ...], fail_on: tuple[str, ...], out_di
         for run_id, diffs in comparison.diffs.items():
             for d in diffs:
                 if d.finding in ("regression", "improvement"):
-                    click.echo(f"{run_id}: {d.label} {d.finding} ({d.difference:+.2f} {d.unit})")
+                    unit = "points" if d.unit == "%" else d.unit
+                    click.echo(f"{run_id}: {d.label} {d.finding} ({d.difference:+.2f} {unit})")
         page = write_comparison(comparison, out_dir or _reports_dir_of(run_dirs[0]) / "comparisons")
         click.echo(f"{len(comparison.regressions)} regression(s) flagged")
         click.echo(f"comparison: {page}")

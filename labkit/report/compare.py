@@ -36,8 +36,10 @@ __all__ = [
     "METRICS",
     "MIN_EFFECT",
     "MIN_EFFECT_MS",
+    "MIN_TAIL",
     "Comparison",
     "MetricDiff",
+    "Observations",
     "compare_runs",
     "parse_fail_on",
     "write_comparison",
@@ -48,41 +50,63 @@ Finding = Literal["regression", "improvement", "no difference", "not comparable"
 
 
 @dataclass(frozen=True)
+class Observations:
+    """A run's observations of one metric, grouped by request: `values` in request order and `lengths`, how
+    many each request contributed (1 each for a per-request metric; its token gaps for inter-token
+    latency). The bootstrap resamples requests, so a request's gaps move together."""
+
+    values: np.ndarray
+    lengths: np.ndarray
+
+    @property
+    def requests(self) -> int:
+        return int(self.lengths.size)
+
+    @classmethod
+    def per_request(cls, values: np.ndarray) -> Observations:
+        return cls(values, np.ones(values.size, dtype=int))
+
+
+@dataclass(frozen=True)
 class Metric:
     """A client SLI computed from a run's requests: `values` picks the observations, `statistic` reduces
-    them (the same function on the bootstrap resamples)."""
+    them (the same function on the bootstrap resamples); a quantile `q` needs at least `MIN_TAIL / (1 - q)`
+    observations to be compared."""
 
     name: str
     label: str
     unit: str
     better: Direction
-    values: Callable[[pd.DataFrame], np.ndarray]
+    values: Callable[[pd.DataFrame], Observations]
     statistic: Callable[[np.ndarray], Any]  # over the last axis: a value, or one per resample
+    quantile: float | None = None
 
 
 def _ok(samples: pd.DataFrame) -> pd.DataFrame:
     return samples[samples["ok"] & valid_requests(samples)]
 
 
-def _seconds_ms(column: str) -> Callable[[pd.DataFrame], np.ndarray]:
-    def values(samples: pd.DataFrame) -> np.ndarray:
+def _seconds_ms(column: str) -> Callable[[pd.DataFrame], Observations]:
+    def values(samples: pd.DataFrame) -> Observations:
         if column not in samples.columns:
-            return np.array([])
-        return _ok(samples)[column].dropna().to_numpy(float) * 1000
+            return Observations.per_request(np.array([]))
+        return Observations.per_request(_ok(samples)[column].dropna().to_numpy(float) * 1000)
 
     return values
 
 
-def _gaps_ms(samples: pd.DataFrame) -> np.ndarray:
+def _gaps_ms(samples: pd.DataFrame) -> Observations:
     if "itl_s" not in samples.columns:
-        return np.array([])
-    gaps = [g for itl in _ok(samples)["itl_s"] if isinstance(itl, list | np.ndarray) for g in itl]
-    return np.asarray(gaps, float) * 1000
+        return Observations.per_request(np.array([]))
+    lists = [list(itl) for itl in _ok(samples)["itl_s"] if isinstance(itl, list | np.ndarray) and len(itl)]
+    if not lists:
+        return Observations.per_request(np.array([]))
+    return Observations(np.concatenate(lists).astype(float) * 1000, np.array([len(g) for g in lists]))
 
 
-def _successes(samples: pd.DataFrame) -> np.ndarray:
+def _successes(samples: pd.DataFrame) -> Observations:
     valid = samples[valid_requests(samples)]
-    return valid["ok"].astype(float).to_numpy()
+    return Observations.per_request(valid["ok"].astype(float).to_numpy())
 
 
 def _quantile(q: float) -> Callable[[np.ndarray], Any]:
@@ -98,12 +122,19 @@ def _share_pct(values: np.ndarray) -> Any:
 
 METRICS: tuple[Metric, ...] = (
     Metric("availability_pct", "availability", "%", "higher", _successes, _share_pct),
-    Metric("e2e_p50_ms", "end-to-end p50", "ms", "lower", _seconds_ms("e2e_s"), _quantile(0.5)),
-    Metric("e2e_p95_ms", "end-to-end p95", "ms", "lower", _seconds_ms("e2e_s"), _quantile(0.95)),
-    Metric("e2e_p99_ms", "end-to-end p99", "ms", "lower", _seconds_ms("e2e_s"), _quantile(0.99)),
-    Metric("ttft_p95_ms", "time to first token p95", "ms", "lower", _seconds_ms("ttft_s"), _quantile(0.95)),
-    Metric("itl_p95_ms", "inter-token latency p95", "ms", "lower", _gaps_ms, _quantile(0.95)),
+    Metric("e2e_p50_ms", "end-to-end p50", "ms", "lower", _seconds_ms("e2e_s"), _quantile(0.5), 0.5),
+    Metric("e2e_p95_ms", "end-to-end p95", "ms", "lower", _seconds_ms("e2e_s"), _quantile(0.95), 0.95),
+    Metric("e2e_p99_ms", "end-to-end p99", "ms", "lower", _seconds_ms("e2e_s"), _quantile(0.99), 0.99),
+    Metric(
+        "ttft_p95_ms", "time to first token p95", "ms", "lower", _seconds_ms("ttft_s"), _quantile(0.95), 0.95
+    ),
+    Metric("itl_p95_ms", "inter-token latency p95", "ms", "lower", _gaps_ms, _quantile(0.95), 0.95),
 )
+# A quantile q is compared only with at least MIN_TAIL observations above it in each run (n * (1 - q)):
+# below that, a p99 is one request's latency and its bootstrap interval is too narrow to trust.
+MIN_TAIL = 5
+# Resamples drawn at once: bounds the memory of one block to about this many observations times 8 bytes.
+_BLOCK_OBSERVATIONS = 4_000_000
 # The smallest difference worth flagging, per unit: percentage points of availability; for latencies a share
 # of the baseline's value, and never under MIN_EFFECT_MS (a few ms is scheduling noise between two runs).
 MIN_EFFECT = {"%": 0.1, "ms": 0.1}
@@ -200,17 +231,40 @@ def parse_fail_on(items: Sequence[str]) -> dict[str, float]:
     return thresholds
 
 
+def _draws(metric: Metric, seen: Observations, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """The statistic on `resamples` resamples of the run's requests (with replacement), each request with
+    all of its observations; drawn in blocks so that memory stays bounded whatever the run's size."""
+    n = seen.requests
+    if bool((seen.lengths == 1).all()):
+        block = max(1, _BLOCK_OBSERVATIONS // max(n, 1))
+        parts = [
+            np.asarray(metric.statistic(seen.values[rng.integers(0, n, size=(min(block, resamples - i), n))]))
+            for i in range(0, resamples, block)
+        ]
+        return np.concatenate(parts)
+    starts = np.concatenate([[0], np.cumsum(seen.lengths)[:-1]])
+    out = np.empty(resamples)
+    for i in range(resamples):
+        picks = rng.integers(0, n, size=n)
+        lengths = seen.lengths[picks]
+        # The observations of each picked request: its start, then consecutive positions.
+        index = np.repeat(starts[picks] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        out[i] = float(metric.statistic(seen.values[index]))
+    return out
+
+
 def _bootstrap(
-    metric: Metric, base: np.ndarray, cand: np.ndarray, resamples: int, rng: np.random.Generator
+    metric: Metric, base: Observations, cand: Observations, resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """`resamples` differences of the statistic on independent resamples of each run's observations."""
+    """`resamples` differences of the statistic on independent resamples of each run's requests."""
+    return _draws(metric, cand, resamples, rng) - _draws(metric, base, resamples, rng)
 
-    def draws(values: np.ndarray) -> np.ndarray:
-        return np.asarray(
-            metric.statistic(values[rng.integers(0, values.size, size=(resamples, values.size))])
-        )
 
-    return draws(cand) - draws(base)
+def _too_few(metric: Metric, *observed: Observations) -> bool:
+    """Whether a quantile metric has fewer than MIN_TAIL observations above it in some run."""
+    if metric.quantile is None:
+        return False
+    return any(o.values.size * (1 - metric.quantile) < MIN_TAIL for o in observed)
 
 
 def _finding(metric: Metric, diff: float, low: float, high: float, baseline: float) -> Finding:
@@ -226,17 +280,25 @@ def _compare_metric(
     metric: Metric, base: RunData, cand: RunData, resamples: int, confidence: float, rng: np.random.Generator
 ) -> MetricDiff:
     a, b = metric.values(base.samples), metric.values(cand.samples)
-    value_a, value_b = float(metric.statistic(a)), float(metric.statistic(b))
+    value_a, value_b = float(metric.statistic(a.values)), float(metric.statistic(b.values))
     low = high = math.nan
-    if a.size and b.size:
+    too_few = _too_few(metric, a, b)
+    if a.values.size and b.values.size and not too_few:
         spread = _bootstrap(metric, a, b, resamples, rng)
-        tail = (1 - confidence) / 2 * 100
+        tail = (1 - metric_confidence(confidence)) / 2 * 100
         low, high = (float(x) for x in np.percentile(spread, [tail, 100 - tail]))
     diff = value_b - value_a
+    finding = "not comparable" if too_few else _finding(metric, diff, low, high, value_a)
     return MetricDiff(
         metric.name, metric.label, metric.unit, metric.better, value_a, value_b, diff, low, high,
-        (int(a.size), int(b.size)), _finding(metric, diff, low, high, value_a),
+        (int(a.values.size), int(b.values.size)), finding,
     )  # fmt: skip
+
+
+def metric_confidence(confidence: float) -> float:
+    """Each metric's interval level: `confidence` shared by every metric of a comparison (Bonferroni), so
+    that all of a run's intervals together cover with at least `confidence`."""
+    return 1 - (1 - confidence) / len(METRICS)
 
 
 def _recovery_rows(runs: Sequence[RunData]) -> list[dict[str, Any]]:
@@ -281,6 +343,13 @@ def compare_runs(
             raise ConfigError(
                 f"{run.path} has no client samples (requests.jsonl); there is nothing to compare"
             )
+    names = [r.run_id for r in runs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(
+            f"two of the runs are named alike ({', '.join(twice)}): a comparison names runs by their "
+            "folder; give each run once, from folders named apart"
+        )
     thresholds = dict(fail_on or {})
     rng = np.random.default_rng(seed)
     base = runs[0]
@@ -307,15 +376,18 @@ def method_sentence(comparison: Comparison) -> str:
         f"{MIN_EFFECT['%']:g} percentage points of availability; "
         f"{MIN_EFFECT['ms']:.0%} of a baseline latency, and at least {MIN_EFFECT_MS:g} ms"
     )
+    level = metric_confidence(comparison.confidence)
     return (
         f"Each run is compared with the first ({comparison.runs[0]}). For each metric the requests of both "
-        "runs "
-        f"were resampled with replacement {comparison.resamples} times (seed {comparison.seed}); the "
-        f"{comparison.confidence:.0%} interval of the difference (candidate - baseline) is the percentile "
-        "interval of those resamples. A difference is flagged only when that interval excludes zero and it "
-        "is "
-        f"at least the smallest effect worth reporting ({effects}). Recovery times are one observation per "
-        "fault and run: shown side by side, never flagged."
+        f"runs were resampled with replacement {comparison.resamples} times (seed {comparison.seed}; a "
+        "request's token gaps stay together); the interval of the difference (candidate - baseline) is the "
+        f"percentile interval of those resamples, at {level:.1%} each so that the {len(METRICS)} metrics' "
+        f"intervals together hold at {comparison.confidence:.0%} (Bonferroni). A difference is flagged only "
+        "when its interval excludes zero and it is at least the smallest effect worth reporting "
+        f"({effects}). A quantile with fewer than {MIN_TAIL} observations above it in a run is not "
+        "comparable "
+        "(a p99 of 40 requests is one request). Recovery times are one observation per fault and run: shown "
+        "side by side, never flagged."
     )
 
 
@@ -342,7 +414,7 @@ def _cdf_figure(runs: Sequence[RunData]) -> ReportFigure:
         "End-to-end latency distribution of each run (client, successful requests)", "end-to-end latency (ms)"
     )
     for index, run in enumerate(runs):
-        values = _seconds_ms("e2e_s")(run.samples)
+        values = _seconds_ms("e2e_s")(run.samples).values
         if values.size:
             draw_cdf(
                 fig, ax, values, f"{'baseline ' if index == 0 else ''}{run.run_id}: {values.size} requests"
@@ -367,7 +439,7 @@ def render_comparison(comparison: Comparison, runs: Sequence[RunData]) -> str:
         sections.append(
             f"<h2>{e(run_id)} against the baseline</h2><table><thead><tr><th>metric (unit)</th>"
             "<th>baseline</th>"
-            f"<th>this run</th><th>difference [{comparison.confidence:.0%} interval]</th>"
+            f"<th>this run</th><th>difference [{metric_confidence(comparison.confidence):.1%} interval]</th>"
             "<th>observations (baseline / this run)</th><th>finding</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
         )

@@ -370,8 +370,19 @@ class RunData:
             recorded if recorded in get_args(ExperimentVerdict) or recorded == "completed" else None,
         ):
             if isinstance(value, str) and value:
-                return experiment_verdict(value)
+                return (
+                    "not checked" if value == "completed" and not self._checked else experiment_verdict(value)
+                )
         return None
+
+    @property
+    def _checked(self) -> bool:
+        """Whether the experiment had a steady-state check (labkit 0.1 said `completed` either way)."""
+        started = [e for e in self.events if e.get("kind") == EventKind.EXPERIMENT_STARTED]
+        if started and started[0].get("steady_state") is False:
+            return False
+        reason = _get(self.experiment, "reason")
+        return not (isinstance(reason, str) and "no steady-state check" in reason)
 
     @property
     def slo_verdict(self) -> str | None:
@@ -407,6 +418,16 @@ class RunData:
             for e in self.events
             if e.get("kind") == EventKind.STEADY_STATE and isinstance(e.get("phase"), str)
         }
+
+    @property
+    def all_samples(self) -> pd.DataFrame:
+        """Every request of the run in send order: the steady-state checks' and the method's (timelines draw
+        them all, as the server saw them all; the SLOs of the method judge `samples` only)."""
+        frames = [f for f in (self.check_samples.get("before"), self.samples, self.check_samples.get("after"))
+                  if f is not None and not f.empty]  # fmt: skip
+        if len(frames) <= 1:
+            return frames[0] if frames else self.samples
+        return pd.concat(frames, ignore_index=True).sort_values("intended_send", kind="stable")
 
     @property
     def missing(self) -> list[str]:

@@ -94,7 +94,8 @@ def latency_distribution_figure(run: RunData) -> ReportFigure:
             continue
         colour, style = _PHASE_STYLES[key]
         p95 = float(np.quantile(ok, 0.95, method="inverted_cdf"))
-        label = f"{PHASE_NAMES[key]}: {ok.size} requests, p95 {p95 * 1000:.0f} ms"
+        name = PHASE_NAMES[key] if run.has_method else "the run"
+        label = f"{name}: {ok.size} requests, p95 {p95 * 1000:.0f} ms"
         draw_cdf(fig, ax, ok, label, color=colour, linestyle=style)
         drawn += 1
     if drawn == 0:

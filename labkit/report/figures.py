@@ -147,7 +147,7 @@ def client_rolling_quantile(
 ) -> pd.Series | None:
     """The client's `quantile` of `column` (seconds) over successful, valid requests in the trailing
     `window_s`, indexed by t_s of each measurement (send + the measured time); None without data."""
-    samples = run.samples
+    samples = run.all_samples
     if samples.empty or column not in samples.columns:
         return None
     ok = samples[samples["ok"] & valid_requests(samples) & samples[column].notna()]
@@ -159,7 +159,7 @@ def client_rolling_quantile(
 def client_rolling_availability(run: RunData, window_s: float = CLIENT_WINDOW_S) -> pd.Series | None:
     """Share (0-1) of valid requests that succeeded among those completing in the trailing `window_s`,
     indexed by t_s of each completion; None without samples."""
-    samples = run.samples
+    samples = run.all_samples
     if samples.empty:
         return None
     valid = samples[valid_requests(samples)]
@@ -172,7 +172,7 @@ def client_binned_failures(run: RunData, bin_s: float = CLIENT_BIN_S) -> pd.Data
     """Valid requests per `bin_s` bin of completion time (bins aligned on t = 0): columns `start`, `end`
     (t_s), `valid`, `failed` and `failed_share` (0-1; NaN for a bin without requests); None without
     samples."""
-    samples = run.samples
+    samples = run.all_samples
     if samples.empty:
         return None
     valid = samples[valid_requests(samples)]
@@ -196,7 +196,7 @@ def client_binned_failures(run: RunData, bin_s: float = CLIENT_BIN_S) -> pd.Data
 def client_in_flight(run: RunData) -> pd.Series | None:
     """The client's exact count of requests in flight (sent, not yet finished) at every change, indexed by
     t_s (a step function: each value holds until the next index); None without samples."""
-    samples = run.samples
+    samples = run.all_samples
     if samples.empty:
         return None
     sent = samples["actual_send"].fillna(samples["intended_send"]).to_numpy(float)
@@ -254,17 +254,17 @@ def itl_figure(run: RunData) -> ReportFigure:
     server = _series(run, "itl_quantiles")
     if server is not None:
         _plot_quantiles(fig, ax, run, server, 1000.0)
-    samples = run.samples
+    samples = run.all_samples
     gaps = None
     if not samples.empty and "itl_s" in samples.columns:
         ok = samples[samples["ok"] & valid_requests(samples)]
         rows = [
-            (float(send) + float(np.sum(itl[: i + 1])) + float(ttft), float(gap))
+            (float(send) + float(ttft) + float(at), float(gap))
             for send, ttft, itl in zip(
                 ok["intended_send"], ok["ttft_s"].fillna(0.0), ok["itl_s"], strict=True
             )
             if isinstance(itl, list | np.ndarray)
-            for i, gap in enumerate(itl)
+            for at, gap in zip(np.cumsum(itl), itl, strict=True)
         ]
         if rows:
             at, value = zip(*rows, strict=True)
@@ -335,7 +335,7 @@ def _mark_server_extreme(
 ) -> None:
     """The server ratio's worst point labelled with about how many requests it stands on ("~1 of 2")."""
     counts = _requests_per_window(run)
-    values = server.set_index("t_s")["value"]
+    values = server.set_index("t_s")["value"].dropna()
     bad = values if failures else 1 - values
     if counts is None or bad.empty or not (bad > 0).any():
         return
@@ -421,8 +421,8 @@ def request_rate_figure(run: RunData) -> ReportFigure:
         label = "status_class" if "status_class" in rates.columns else None
         keys = _plot_by_label(rate_ax, rates, label) if label else []
         fig.describe("series", f"server requests/s by status class ({', '.join(keys)}; {_rate_note(run)})")
-    if not run.samples.empty:
-        sends = run.samples["intended_send"].to_numpy(float) - (run.origin or 0.0)
+    if not run.all_samples.empty:
+        sends = run.all_samples["intended_send"].to_numpy(float) - (run.origin or 0.0)
         edges = np.arange(np.floor(sends.min()), np.ceil(sends.max()) + 2)
         counts, _ = np.histogram(sends, bins=edges)
         rate_ax.step(edges[:-1], counts, where="post", color=CLIENT_COLOUR, alpha=0.7, label="client sends/s")

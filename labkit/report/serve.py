@@ -21,10 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Static files; directory listings off (a run's folder shows its files through its report's links)."""
-
-    def list_directory(self, path: Any) -> None:  # type: ignore[override]
-        self.send_error(404, "no listing: open the index at /")
+    """Static files, and listings of folders (a report links its run's prometheus/ folder)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.info("%s %s", self.address_string(), format % args)
@@ -51,7 +48,7 @@ def serve_reports(reports_dir: Path | str, *, port: int = 8080, host: str = "127
     directory = Path(reports_dir)
     if not directory.is_dir():
         raise ConfigError(f"no reports folder at {directory}; run a scenario first (`labkit run baseline`)")
-    if host not in ("127.0.0.1", "::1", "localhost"):
+    if host not in ("127.0.0.1", "localhost"):
         raise ConfigError(f"labkit serve binds loopback only, not {host}; publish the folder itself instead")
     write_index(directory)
     handler = functools.partial(_Handler, directory=str(directory))

@@ -81,7 +81,11 @@ def verdict_sentences(run: RunData) -> list[tuple[str, str, str]]:
         reason = _experiment_reason(run)
         detail = f" ({'; '.join(said)})" if said else ""
         rows.append(
-            ("Steady state", run.experiment_verdict, f"{reason or MEANING[run.experiment_verdict]}{detail}.")
+            (
+                "Steady state",
+                run.experiment_verdict,
+                f"{reason or MEANING.get(run.experiment_verdict, '')}{detail}.",
+            )
         )
     report = slo_report(run)
     if report is not None:
@@ -194,7 +198,9 @@ def _fault_lines(run: RunData) -> list[str]:
             f"{_count(int(m['requests_lost']), 'request')} lost, {int(m['requests_slow'])} slow "
             f"(of {int(m['requests_in_window'])} in its window)."
         )
-    if not lines:
+    if not lines and not run.events:
+        lines.append("Faults: unknown (the run has no journal, events.jsonl).")
+    elif not lines:
         lines.append("No faults were injected in this run.")
     return lines
 
@@ -210,6 +216,12 @@ def _remediation_lines(run: RunData) -> list[str]:
         f"at {a['t_s']:.1f} s" + (f" ({_e(a['detail'])})" if a.get("detail") else "") + "."
         for a in actions.to_dict("records")
     ]
+
+
+def _clock(run: RunData) -> str:
+    if run.has_method:
+        return "Times are seconds on one clock: t = 0 at the method's start (where faults are scheduled)."
+    return "Times are seconds since the run's start."
 
 
 def summary(run: RunData) -> ReportHTML:
@@ -229,7 +241,7 @@ def summary(run: RunData) -> ReportHTML:
         f'<div style="font-size:0.95em">{_numbers(run)}</div>'
         f'<ul style="margin:0.4em 0;padding-left:1.2em">{items}</ul>'
         f'<div style="font-size:0.85em;color:#5f6368">Raw data: {links or "none"}. '
-        "Times are seconds on one clock: t = 0 at the method's start (where faults are scheduled).</div>"
+        f"{_clock(run)}</div>"
         + (
             f"<details><summary>What this run lacks</summary><ul>{problems}</ul></details>"
             if problems

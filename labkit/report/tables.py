@@ -115,11 +115,11 @@ class ReportTable(pd.DataFrame):
 
     def to_html_for_people(self) -> str:
         frame = pd.DataFrame(self)
-        styler = frame.style.hide(axis="index").format(na_rep=MISSING)
+        styler = frame.style.hide(axis="index").format(na_rep=MISSING, escape="html")
         for column in frame.columns:
             fmt = _format_for(str(column), frame[column])
             if fmt is not None and pd.api.types.is_numeric_dtype(frame[column]):
-                styler = styler.format(fmt, subset=[column], na_rep=MISSING)
+                styler = styler.format(fmt, subset=[column], na_rep=MISSING, escape="html")
         styler = styler.set_table_attributes('class="labkit-table"').set_table_styles(
             [
                 {"selector": "td", "props": "text-align: left; vertical-align: top; max-width: 40em;"},

@@ -110,7 +110,9 @@ def _describe_lab(session: LabSession, run_dir: RunDirectory) -> None:
     prometheus_version = None
     try:
         answer = httpx.get(f"{session.prometheus_url}/api/v1/status/buildinfo", timeout=2.0, trust_env=False)
-        prometheus_version = answer.json().get("data", {}).get("version")
+        data = answer.json()
+        info = data.get("data") if isinstance(data, dict) else None
+        prometheus_version = info.get("version") if isinstance(info, dict) else None
     except (httpx.HTTPError, ValueError) as exc:
         logger.info("Prometheus' version is unknown: %s", exc)
     run_dir.write_json(
