@@ -18,9 +18,11 @@ from tests.conftest import sim_lab_config
 
 pytestmark = pytest.mark.integration
 
-KILL = Fault(kind="kill", target="model", start_s=3.0, duration_s=5.0)
+# 12 s at 10 requests/s: 120 requests, enough for a p95 to be compared (5 above it, labkit.report.MIN_TAIL).
+METHOD_S = 12.0
+KILL = Fault(kind="kill", target="model", start_s=3.0, duration_s=METHOD_S - 3.0)
 # 0.4 s added in front of the model from 2 s to the end: every request then takes ~5x the sim's ~0.1 s.
-LATENCY = Fault(kind="latency", start_s=2.0, duration_s=5.5, params={"delay_s": 0.4})
+LATENCY = Fault(kind="latency", start_s=2.0, duration_s=METHOD_S - 2.5, params={"delay_s": 0.4})
 
 
 @pytest.fixture
@@ -37,8 +39,8 @@ def sim_lab(tmp_path: Path) -> Iterator[LocalBackend]:
 def _run(lab: LocalBackend, out: Path, faults: list[Fault]) -> Path:
     spec = ExperimentSpec(
         schedule=faults,
-        duration_s=8.0,
-        load=ExperimentLoad(rate=8, max_tokens=8, seed=7),
+        duration_s=METHOD_S,
+        load=ExperimentLoad(rate=10, max_tokens=8, seed=7),
         steady_state=SteadyState(enabled=False),
         scenario="compare",
     )
