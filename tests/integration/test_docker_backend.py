@@ -190,7 +190,7 @@ def test_chaos_faults_work_through_the_agent(docker_lab: DockerBackend, tmp_path
         schedule=schedule, duration_s=18, load={"rate": 4, "max_tokens": 4}, steady_state={"enabled": False}
     )
     result = run_experiment(docker_lab.lab.root, spec, run_dir=tmp_path, say=None)
-    assert result.verdict == "held", result.summary()
+    assert result.verdict == "not checked", result.summary()
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     started = [(e["fault_kind"], e["outcome"]) for e in events if e["kind"] == "fault_start"]
     kinds = ("restart", "pause", "cpu_stress", "latency", "error", "stream_cut", "unload")
