@@ -99,5 +99,9 @@ def docker_engine() -> Iterator[tuple[Any | None, str]]:
                 proc.kill()
                 proc.wait()
         log.close()
-        # The data root holds overlay mounts while dockerd runs; after it stops they are gone.
+        # The data root holds overlay mounts while dockerd runs; after it stops they are gone, but dockerd
+        # leaves its default network namespace mounted under the exec root (as .ci/run also undoes).
+        netns = root / "exec" / "netns" / "default"
+        if os.path.ismount(netns):
+            subprocess.run(["umount", str(netns)], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
