@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeGuard, get_args
 
@@ -31,7 +32,14 @@ from labkit.measure.recovery import (
     fault_windows_from_journal,
     recovery_measures,
 )
-from labkit.measure.slo import SamplesError, load_slo_spec, read_samples, samples_frame
+from labkit.measure.slo import (
+    SamplesError,
+    SloReport,
+    evaluate_client_slos,
+    load_slo_spec,
+    read_samples,
+    samples_frame,
+)
 from labkit.measure.slo.client import completion_times
 from labkit.rundir import EventKind, RunDirectory, RunDirectoryError, RunFile, RunFolder, run_start_of
 from labkit.verdicts import ExperimentVerdict, SloVerdict, experiment_verdict
@@ -264,7 +272,8 @@ class RunData:
     first journal event or intended send; else Prometheus' window start; else run.json's `started_at`);
     `end` its end (the last journal event or request completion; else the window's end, else `finished_at`);
     `origin` the time origin of every figure and table (the journal's `method_started`, else `start`).
-    The Prometheus frames in `series` have `t_s` recounted from `origin`.
+    The Prometheus frames in `series` have `t_s` recounted from `origin`. What is derived from the files
+    (faults, recovery, judged SLOs, all samples) is computed once, on first use: a RunData never changes.
     """
 
     path: Path
@@ -308,15 +317,8 @@ class RunData:
         end = _run_end(events, samples)
         if end is None:
             end = _first_number(_get(window, "end"), _parse_time(info.get("finished_at")))
-        method = next(
-            (
-                e["wall_time"]
-                for e in events
-                if e.get("kind") == EventKind.METHOD_STARTED and _is_number(e.get("wall_time"))
-            ),
-            None,
-        )
-        origin = float(method) if method is not None else start
+        method_started = [e.get("wall_time") for e in events if e.get("kind") == EventKind.METHOD_STARTED]
+        origin = _first_number(*method_started, start)
         comparison_path = run.file(RunFile.CLIENT_VS_SERVER)
         return cls(
             path=directory,
@@ -384,6 +386,23 @@ class RunData:
         reason = _get(self.experiment, "reason")
         return not (isinstance(reason, str) and "no steady-state check" in reason)
 
+    @cached_property
+    def judged_slos(self) -> SloReport | None:
+        """The run's SLO report: slo.json when present and valid, else judged now from its samples against
+        the default spec (`evaluate_client_slos`); None when the run has neither. Judged once per load."""
+        if self.slo is not None:
+            try:
+                return SloReport.model_validate(self.slo)
+            except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                logger.warning("%s/slo.json is not an SLO report (%s); judging the samples", self.path, exc)
+        if self.samples.empty:
+            return None
+        try:
+            return evaluate_client_slos(self.samples, load_slo_spec())
+        except LabkitError as exc:
+            logger.warning("cannot judge the samples of %s: %s", self.path, exc)
+            return None
+
     @property
     def slo_verdict(self) -> str | None:
         """The SLOs' verdict of slo.json (met, violated), else run.json's when it is an SLO verdict; None
@@ -419,7 +438,7 @@ class RunData:
             if e.get("kind") == EventKind.STEADY_STATE and isinstance(e.get("phase"), str)
         }
 
-    @property
+    @cached_property
     def all_samples(self) -> pd.DataFrame:
         """Every request of the run in send order: the steady-state checks' and the method's (timelines draw
         them all, as the server saw them all; the SLOs of the method judge `samples` only)."""
@@ -458,7 +477,7 @@ class RunData:
         """Whether the time origin is a chaos experiment's method start (else the run's start)."""
         return self.origin is not None and self.origin != self.start
 
-    @property
+    @cached_property
     def phases(self) -> list[Phase]:
         """The experiment's phases from the journal (steady state before, method, after); [] for a run
         that had none (a baseline)."""
@@ -484,12 +503,12 @@ class RunData:
         return (low, high) if high > low else None
 
     # ---- faults, remediation, recovery --------------------------------------------------------------
-    @property
+    @cached_property
     def fault_windows(self) -> list[FaultWindow]:
         """Fault windows of the journal (labkit.measure.recovery), in start order."""
         return fault_windows_from_journal(self.events)
 
-    @property
+    @cached_property
     def faults(self) -> pd.DataFrame:
         """One row per fault window (`FAULT_COLUMNS`): unix and t_s times, and whether it was
         instantaneous (a kill, restart or unload: drawn as a line, not a span)."""
@@ -508,7 +527,7 @@ class RunData:
         ]
         return pd.DataFrame(rows, columns=list(FAULT_COLUMNS))
 
-    @property
+    @cached_property
     def remediation_actions(self) -> pd.DataFrame:
         """Remediation actions, acted or dry run (`REMEDIATION_COLUMNS`), from the journal's
         `remediation_action` events, else from experiment.json's `remediation.actions`."""
@@ -551,7 +570,7 @@ class RunData:
             return FALLBACK_SLOW_S
         return default_slow_threshold_s(slos)
 
-    @property
+    @cached_property
     def recovery(self) -> pd.DataFrame:
         """Recovery measures per fault (labkit.measure.recovery.RECOVERY_COLUMNS): experiment.json's when it
         has them, else computed from the journal's fault windows and the samples (`slow_threshold_s`)."""

@@ -156,14 +156,18 @@ def client_rolling_quantile(
     return _rolling(run, ok["intended_send"] + ok[column], ok[column], window_s, quantile)
 
 
+def _valid_samples(run: RunData) -> pd.DataFrame | None:
+    """Every valid request of the run (steady-state checks included), or None when there is none."""
+    samples = run.all_samples
+    valid = samples[valid_requests(samples)] if not samples.empty else samples
+    return None if valid.empty else valid
+
+
 def client_rolling_availability(run: RunData, window_s: float = CLIENT_WINDOW_S) -> pd.Series | None:
     """Share (0-1) of valid requests that succeeded among those completing in the trailing `window_s`,
     indexed by t_s of each completion; None without samples."""
-    samples = run.all_samples
-    if samples.empty:
-        return None
-    valid = samples[valid_requests(samples)]
-    if valid.empty:
+    valid = _valid_samples(run)
+    if valid is None:
         return None
     return _rolling(run, completion_times(valid), valid["ok"].astype(float), window_s, None)
 
@@ -172,11 +176,8 @@ def client_binned_failures(run: RunData, bin_s: float = CLIENT_BIN_S) -> pd.Data
     """Valid requests per `bin_s` bin of completion time (bins aligned on t = 0): columns `start`, `end`
     (t_s), `valid`, `failed` and `failed_share` (0-1; NaN for a bin without requests); None without
     samples."""
-    samples = run.all_samples
-    if samples.empty:
-        return None
-    valid = samples[valid_requests(samples)]
-    if valid.empty:
+    valid = _valid_samples(run)
+    if valid is None:
         return None
     done = completion_times(valid).to_numpy(float) - (run.origin or 0.0)
     low, high = run.t_range or (float(done.min()), float(done.max()))

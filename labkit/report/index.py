@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,16 +99,11 @@ def compact_parameters(parameters: dict[str, Any]) -> str:
     return text if len(text) <= _PARAMETERS_MAX else text[: _PARAMETERS_MAX - 1] + "…"
 
 
-def _number(value: Any, template: str, scale: float = 1.0) -> Cell:
+def _cell(value: Any, text: Callable[[float], str]) -> Cell:
+    """A number as `text` writes it, sorted by its value; the missing cell for anything else."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return Cell()
-    return Cell(template.format(value * scale), sort=float(value))
-
-
-def _ms(value: Any) -> Cell:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return Cell()
-    return Cell(format_ms(value), sort=float(value))
+    return Cell(text(float(value)), sort=float(value))
 
 
 def _objective_cells(run: RunData) -> dict[str, Cell]:
@@ -182,10 +178,10 @@ def index_entry(run_dir: Path) -> IndexEntry:
     entry.verdict = run.verdict
     entry.steady_state = run.experiment_verdict
     entry.slos = numbers.get("slos") or run.slo_verdict
-    entry.availability = _number(numbers.get("availability"), "{:.2f}%", 100)
-    entry.e2e_p95 = _ms(numbers.get("e2e_p95_s"))
-    entry.ttft_p95 = _ms(numbers.get("ttft_p95_s"))
-    entry.requests = _number(numbers.get("requests"), "{:.0f}")
+    entry.availability = _cell(numbers.get("availability"), "{:.2%}".format)
+    entry.e2e_p95 = _cell(numbers.get("e2e_p95_s"), format_ms)
+    entry.ttft_p95 = _cell(numbers.get("ttft_p95_s"), format_ms)
+    entry.requests = _cell(numbers.get("requests"), "{:.0f}".format)
     entry.objectives = _objective_cells(run)
     entry.parameters = compact_parameters(parameters if isinstance(parameters, dict) else run.params)
     entry.problems.extend(run.problems)

@@ -16,12 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from labkit.errors import LabkitError
 from labkit.measure.slo import (
     SloReport,
-    evaluate_client_slos,
     exact_quantile,
-    load_slo_spec,
     valid_requests,
 )
 from labkit.report.data import RunData
@@ -143,22 +140,9 @@ def _percent(value: Any, digits: int = 3) -> float:
 
 
 def slo_report(run: RunData) -> SloReport | None:
-    """The run's SLO report: slo.json when present and valid, else judged now from its samples against
-    the default spec (`evaluate_client_slos`); None when the run has neither."""
-    if run.slo is not None:
-        try:
-            return SloReport.model_validate(run.slo)
-        except ValueError as exc:  # pydantic's ValidationError is a ValueError
-            logger.warning(
-                "%s/slo.json is not an SLO report (%s); judging the samples instead", run.path, exc
-            )
-    if run.samples.empty:
-        return None
-    try:
-        return evaluate_client_slos(run.samples, load_slo_spec())
-    except LabkitError as exc:
-        logger.warning("cannot judge the samples of %s: %s", run.path, exc)
-        return None
+    """The run's SLO report (`RunData.judged_slos`): slo.json when present and valid, else judged from its
+    samples against the default spec; None when the run has neither."""
+    return run.judged_slos
 
 
 def slo_table(run: RunData) -> ReportTable:
