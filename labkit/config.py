@@ -9,20 +9,22 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from labkit.durations import parse_keep_alive
 from labkit.errors import ConfigError, ModelNotFoundError
-from labkit.sockets import http_url
+from labkit.sockets import http_url, is_loopback_address
 
 __all__ = [
     "DEFAULT_IMAGES",
     "DEFAULT_MODEL_NAME",
     "DEFAULT_OLLAMA_IMAGE",
     "LabConfig",
+    "ModelApi",
     "default_lab_dir",
     "embedded_model_path",
     "load_config",
@@ -33,7 +35,15 @@ __all__ = [
 DEFAULT_MODEL_NAME = "smollm2:135m"
 _MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-Engine = Literal["llama", "sim", "ollama"]
+# llama/sim: labkit's own model server; ollama: an Ollama (run by the lab, or at --ollama-url);
+# llamacpp-server: llama-cpp-python's OpenAI-compatible server, run by the lab; openai: an external
+# OpenAI-compatible service at --openai-url (vLLM, SGLang, TGI, LM Studio, LiteLLM), never run by the lab.
+Engine = Literal["llama", "sim", "ollama", "llamacpp-server", "openai"]
+# The API the wrapper speaks to the model service.
+ModelApi = Literal["ollama", "openai"]
+_OPENAI_ENGINES = ("llamacpp-server", "openai")
+# `--upstream-metrics-url none`: scrape nothing, whatever the engine's default.
+_NO_METRICS = "none"
 BackendName = Literal["local", "docker"]
 # The Docker backend's images: built from stack/docker by `labkit images build` (no registry needed).
 _IMAGE_VERSION = "0.1.0"  # labkit's version; kept equal by tests/test_config.py
@@ -110,6 +120,19 @@ class LabConfig(BaseSettings):
     model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1)
     model_path: Path | None = Field(None, description="GGUF file for the llama engine")
     ollama_url: str | None = Field(None, description="an Ollama that is already running")
+    openai_url: str | None = Field(
+        None, description="an OpenAI-compatible service that is already running: its base URL, ending /v1"
+    )
+    upstream_api_key_file: Path | None = Field(
+        None, description="file holding the API key the wrapper sends to the --openai-url service (0600)"
+    )
+    upstream_metrics_url: str | None = Field(
+        None,
+        description="the upstream's Prometheus endpoint, scraped as job upstream; none: scrape nothing",
+    )
+    allow_non_loopback: bool = Field(
+        False, description="permit an --openai-url or --upstream-metrics-url that is not this machine"
+    )
     prometheus_bin: str = Field("prometheus", min_length=1)
     scrape_interval_s: float = Field(1.0, gt=0, le=60)
     max_in_flight: int = Field(32, ge=1, le=100_000)
@@ -143,7 +166,7 @@ class LabConfig(BaseSettings):
         parse_keep_alive(value)
         return value
 
-    @field_validator("api_key_file")
+    @field_validator("api_key_file", "upstream_api_key_file")
     @classmethod
     def _absolute_key_file(cls, value: Path | None) -> Path | None:
         # Saved in the lab's config and read later from other working directories (notebooks/, a container).
@@ -156,10 +179,50 @@ class LabConfig(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
 
+    @field_validator("openai_url")
+    @classmethod
+    def _check_openai_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"must be an http:// or https:// URL, like http://127.0.0.1:8000/v1, not {value!r}"
+            )
+        if not parts.path.endswith("/v1") or parts.query or parts.fragment:
+            raise ValueError(
+                f"must be the service's OpenAI base URL, ending /v1 (as the openai client's base_url), "
+                f"e.g. {parts.scheme}://{parts.netloc}/v1, not {value!r}"
+            )
+        return value
+
+    @field_validator("upstream_metrics_url")
+    @classmethod
+    def _check_metrics_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip().lower() == _NO_METRICS:
+            return None if value is None else _NO_METRICS
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(
+                "must be an http:// or https:// URL without a query, like http://127.0.0.1:8000/metrics, "
+                f"or none, not {value!r}"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_url_implies_engine(cls, data: Any) -> Any:
+        """--openai-url (or LABKIT_OPENAI_URL) without an engine means engine openai."""
+        if isinstance(data, dict) and data.get("openai_url") and data.get("engine") is None:
+            return {**data, "engine": "openai"}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> LabConfig:
         if self.ollama_url is not None and self.engine != "ollama":
             raise ValueError(f"--ollama-url needs engine 'ollama', not {self.engine!r}")
+        self._check_upstream()
         if self.gpus is not None and self.gpus != "all":
             ids = self.gpus.split(",")
             if not all(i.strip().isdigit() or i.strip().startswith("GPU-") for i in ids):
@@ -168,6 +231,39 @@ class LabConfig(BaseSettings):
         if len(set(ports)) != len(ports):
             raise ValueError(f"the four service ports must differ, got {ports}")
         return self
+
+    def _check_upstream(self) -> None:
+        """The OpenAI-compatible upstream's settings fit the engine, and reach only this machine unless
+        allowed."""
+        if self.engine == "openai" and self.openai_url is None:
+            raise ValueError(
+                "engine 'openai' needs --openai-url URL (the service's base URL ending /v1); "
+                "for a service the lab runs use --engine llamacpp-server"
+            )
+        if self.openai_url is not None and self.engine != "openai":
+            raise ValueError(f"--openai-url needs engine 'openai', not {self.engine!r}")
+        if self.upstream_api_key_file is not None and self.engine != "openai":
+            raise ValueError(
+                "--upstream-api-key-file is the API key of an external OpenAI-compatible service: give it "
+                f"with --openai-url (engine {self.engine!r} needs none)"
+            )
+        if self.upstream_metrics_url not in (None, _NO_METRICS) and self.engine in ("llama", "sim"):
+            raise ValueError(
+                f"--upstream-metrics-url is for a model service labkit did not write; engine {self.engine!r} "
+                "is labkit's own model server, scraped as job model already"
+            )
+        if self.allow_non_loopback:
+            return
+        for flag, url in (
+            ("--openai-url", self.openai_url),
+            ("--upstream-metrics-url", self.upstream_metrics_url),
+        ):
+            host = urlsplit(url).hostname if url not in (None, _NO_METRICS) else None
+            if host is not None and not is_loopback_address(host, resolve=False):
+                raise ValueError(
+                    f"{flag} {url} is not on this machine (127.0.0.0/8, ::1, localhost); pass "
+                    "--allow-non-loopback (LABKIT_ALLOW_NON_LOOPBACK=1) for a service you are allowed to load"
+                )
 
     def wrapper_auth_headers(self) -> dict[str, str]:
         """The header the wrapper's POST /generate needs on this lab: its API key as a bearer token, if any.
@@ -180,17 +276,55 @@ class LabConfig(BaseSettings):
         key = read_token_file(self.api_key_file, what="API key", flag="--api-key-file")
         return {"Authorization": f"Bearer {key}"}
 
+    def upstream_auth_headers(self) -> dict[str, str]:
+        """The header the wrapper sends to an external OpenAI-compatible upstream: its API key as a bearer
+        token, if any. Read when asked, never stored or logged (ConfigError when unreadable or empty)."""
+        if self.upstream_api_key_file is None:
+            return {}
+        from labkit.secret_files import read_token_file
+
+        key = read_token_file(
+            self.upstream_api_key_file, what="upstream API key", flag="--upstream-api-key-file"
+        )
+        return {"Authorization": f"Bearer {key}"}
+
     @property
     def supervised_model(self) -> bool:
-        """False when the model service is an Ollama somebody else runs (`ollama_url`)."""
-        return self.ollama_url is None
+        """False when the model service is one somebody else runs (`ollama_url`, `openai_url`)."""
+        return self.ollama_url is None and self.openai_url is None
+
+    @property
+    def model_api(self) -> ModelApi:
+        """The API the wrapper speaks to the model service: Ollama's, or the OpenAI-compatible one."""
+        return "openai" if self.engine in _OPENAI_ENGINES else "ollama"
+
+    @property
+    def model_api_url(self) -> str:
+        """The URL the wrapper's --backend-url gets: the model service's OpenAI base URL (ending /v1) when
+        `model_api` is openai, else the Ollama API's root (`model_url`)."""
+        if self.openai_url is not None:
+            return self.openai_url
+        if self.model_api == "openai":
+            return f"{self.model_url}/v1"
+        return self.model_url
+
+    @property
+    def upstream_metrics(self) -> str | None:
+        """The upstream's Prometheus endpoint the lab scrapes (job `upstream`), None when there is none:
+        `upstream_metrics_url` (`none`: never). No engine has a default: llama-cpp-python 0.3.36's server
+        has no Prometheus endpoint (nothing in llama_cpp/server/ exports metrics), and an external
+        service's is not assumed (vLLM, SGLang and TGI serve /metrics on their port; LM Studio none)."""
+        if self.upstream_metrics_url in (None, _NO_METRICS):
+            return None
+        return self.upstream_metrics_url
 
     # The services' URLs, as a client on this machine reaches them (a wildcard --host on loopback, an IPv6
     # address in brackets): every caller takes them from here.
     @property
     def model_url(self) -> str:
-        """The model service: the Ollama at `ollama_url`, else the lab's own model server."""
-        return self.ollama_url or http_url(self.host, self.model_port)
+        """The model service: the Ollama at `ollama_url`, the service at `openai_url`, else the one the
+        lab runs."""
+        return self.ollama_url or self.openai_url or http_url(self.host, self.model_port)
 
     @property
     def wrapper_url(self) -> str:

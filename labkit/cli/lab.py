@@ -32,9 +32,36 @@ def _print_table(services: list[ServiceStatus]) -> None:
 
 
 @cli.command()
-@engine_option("Model service: embedded SmolLM2 (llama, default), simulated tokens (sim), or Ollama.")
+@engine_option(
+    "Model service: embedded SmolLM2 (llama, default), simulated tokens (sim), Ollama, llama-cpp-python's "
+    "OpenAI-compatible server (llamacpp-server), or an external OpenAI-compatible service (openai)."
+)
 @click.option(
     "--ollama-url", default=None, help="Use an Ollama that is already running (implies --engine ollama)."
+)
+@click.option(
+    "--openai-url",
+    default=None,
+    help="Use an OpenAI-compatible service that is already running (vLLM, SGLang, TGI, LM Studio, "
+    "LiteLLM): its base URL ending /v1 (implies --engine openai).",
+)
+@click.option(
+    "--upstream-api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File with the API key the wrapper sends to the --openai-url service.",
+)
+@click.option(
+    "--upstream-metrics-url",
+    default=None,
+    help="The model service's Prometheus endpoint, scraped as job upstream (e.g. vLLM's "
+    "http://127.0.0.1:8000/metrics); none: scrape nothing [default: none].",
+)
+@click.option(
+    "--allow-non-loopback",
+    is_flag=True,
+    default=None,
+    help="Permit an --openai-url or --upstream-metrics-url that is not this machine.",
 )
 @click.option("--model-name", default=None, help="Model to serve and request [default smollm2:135m].")
 @click.option(

@@ -156,12 +156,14 @@ class Backend(ABC):
         self._refuse_if_running()
         self._preflight()
         self.config.wrapper_auth_headers()  # an unreadable or empty API key file fails here, before any start
+        self.config.upstream_auth_headers()  # and so does the upstream's
         self._check_ports_free()
 
     def _mark_stopped(self) -> None:
         """After `down`: the state file says the lab and its services are stopped; no copy of the API key
         outlives the lab."""
         self.lab.api_key_copy.unlink(missing_ok=True)
+        self.lab.upstream_api_key_copy.unlink(missing_ok=True)
         state = self.lab.read_state()
         if state is not None and state.get("running"):
             state["running"] = False

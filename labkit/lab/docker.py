@@ -148,6 +148,7 @@ class DockerBackend(Backend):
         import docker.errors
 
         cfg = self.config
+        self._check_engine()
         if self._client is None or self._saved_engine() != self._engine_url():
             self._client = docker_client()  # a new lab runs on DOCKER_HOST's engine
         self._socket_path()
@@ -169,6 +170,16 @@ class DockerBackend(Backend):
         self._check_images_current()
         if cfg.model_path is not None:
             cfg.resolved_model_path()
+
+    def _check_engine(self) -> None:
+        """llama-cpp-python's server is not in labkit/model (its image carries the bindings, not the
+        server extra's web stack); the local backend runs it."""
+        if self.config.engine == "llamacpp-server":
+            raise ConfigError(
+                "engine 'llamacpp-server' runs on the local backend only (the labkit/model image has no "
+                "llama-cpp-python server extra); use --backend local, or run the server yourself and "
+                "attach it with --openai-url URL/v1"
+            )
 
     def _check_lab_dir_is_the_labs(self) -> None:
         """As root, `up` hands the lab directory to the containers' user: only a directory that holds
@@ -210,12 +221,20 @@ class DockerBackend(Backend):
     def _copy_api_key(self) -> None:
         """The wrapper container reads the API key from the lab directory (0600, handed to its user with the
         rest), not from a host path it cannot see."""
-        copy = self.lab.api_key_copy
-        if self.config.api_key_file is not None:
-            key = read_token_file(self.config.api_key_file, what="API key", flag="--api-key-file")
-            write_atomically(copy, key + "\n", mode=0o600)
-        else:
-            copy.unlink(missing_ok=True)  # an earlier lab's key does not linger
+        keys = (
+            (self.lab.api_key_copy, self.config.api_key_file, "API key", "--api-key-file"),
+            (
+                self.lab.upstream_api_key_copy,
+                self.config.upstream_api_key_file,
+                "upstream API key",
+                "--upstream-api-key-file",
+            ),
+        )
+        for copy, given, what, flag in keys:
+            if given is not None:
+                write_atomically(copy, read_token_file(given, what=what, flag=flag) + "\n", mode=0o600)
+            else:
+                copy.unlink(missing_ok=True)  # an earlier lab's key does not linger
 
     def _hand_over_lab_dir(self) -> None:
         """As root, give the containers' user the lab directory (state, token, Prometheus' data); the token
@@ -284,7 +303,7 @@ class DockerBackend(Backend):
                 "model", cfg.resolved_model_image, argv, model_url, "/api/tags",
                 labels={LABEL_MODEL: cfg.model_name}, volumes=volumes, **gpu,
             )  # fmt: skip
-        elif cfg.supervised_model:  # engine "ollama": the ollama/ollama image, its models in a volume
+        elif cfg.engine == "ollama" and cfg.supervised_model:  # the ollama/ollama image, models in a volume
             add(
                 "model", cfg.resolved_model_image, ["serve"], model_url, "/api/tags",
                 labels={LABEL_MODEL: cfg.model_name},
@@ -303,6 +322,11 @@ class DockerBackend(Backend):
         wrapper_volumes = {str(self.lab.token_file): {"bind": str(inside.token_file), "mode": "ro"}}
         if cfg.api_key_file is not None:
             wrapper_volumes[str(self.lab.api_key_copy)] = {"bind": str(inside.api_key_copy), "mode": "ro"}
+        if cfg.upstream_api_key_file is not None:
+            wrapper_volumes[str(self.lab.upstream_api_key_copy)] = {
+                "bind": str(inside.upstream_api_key_copy),
+                "mode": "ro",
+            }
         add(
             "wrapper", cfg.service_image, _in_container(by_name["wrapper"].argv),
             cfg.wrapper_url, "/ready", volumes=wrapper_volumes,

@@ -36,6 +36,7 @@ class LabDir:
     state_file = _InLab("state.json")  # what the lab's manager writes: running, services, their states
     token_file = _InLab("token")  # the control and fault APIs' token (0600)
     api_key_copy = _InLab("api_key")  # docker: the wrapper's API key (a host path is not visible inside)
+    upstream_api_key_copy = _InLab("upstream_api_key")  # docker: the key the wrapper sends to --openai-url
     lock_file = _InLab(".lock")  # held by `up` and `down`
     logs = _InLab("logs")
     prometheus_dir = _InLab("prometheus")  # prometheus.yml and the TSDB (data/)

@@ -26,6 +26,8 @@ __all__ = ["LocalBackend"]
 logger = logging.getLogger(__name__)
 
 SUPERVISOR_STOP_TIMEOUT_S = 30.0
+# What `python -m llama_cpp.server` imports beyond llama-cpp-python itself: its `server` extra.
+_LLAMACPP_SERVER_MODULES = ("llama_cpp", "sse_starlette", "starlette_context", "pydantic_settings", "uvicorn")
 
 
 class LocalBackend(Backend):
@@ -66,12 +68,20 @@ class LocalBackend(Backend):
                 f"the Prometheus binary {cfg.prometheus_bin!r} was not found; install it with "
                 "`make setup` (Debian: `apt-get install prometheus`) or pass --prometheus-bin PATH"
             )
-        if cfg.engine == "llama":
+        if cfg.engine in ("llama", "llamacpp-server"):
             cfg.resolved_model_path()
         if cfg.engine == "ollama" and cfg.supervised_model:
             cfg.ollama_binary()
         if cfg.engine == "llama" and importlib.util.find_spec("llama_cpp") is None:
             raise ConfigError("engine 'llama' needs llama-cpp-python; run `make setup` or use --engine sim")
+        if cfg.engine == "llamacpp-server":
+            missing = [m for m in _LLAMACPP_SERVER_MODULES if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ConfigError(
+                    f"engine 'llamacpp-server' needs llama-cpp-python's server extra ({', '.join(missing)} "
+                    "missing); run `make setup` (or `pip install 'llama-cpp-python[server]==0.3.36'`), or "
+                    "use --engine llama"
+                )
 
     def _start(self, lab_id: str, say: Callable[[str], None]) -> Callable[[], str | None]:
         with open(self.lab.log_file("supervisor"), "ab") as log:

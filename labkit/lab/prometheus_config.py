@@ -1,6 +1,8 @@
 """Renders the lab's Prometheus configuration from the `stack/prometheus` template.
 
-One scrape job per service that exposes `/metrics`; a real Ollama has none (ollama/ollama#3144).
+One scrape job per service that exposes `/metrics`; a real Ollama has none (ollama/ollama#3144), nor has
+llama-cpp-python's server. An upstream's own endpoint (vLLM, SGLang, TGI: `--upstream-metrics-url`) is the
+job `upstream`; its series keep their names (`vllm:num_requests_waiting`: Prometheus stores the colon).
 """
 
 from __future__ import annotations
@@ -8,12 +10,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 
 from labkit.config import LabConfig, stack_dir
 
-__all__ = ["ScrapeJob", "render_prometheus_config", "render_scrape_config", "scrape_jobs"]
+__all__ = [
+    "UPSTREAM_JOB",
+    "ScrapeJob",
+    "render_prometheus_config",
+    "render_scrape_config",
+    "scrape_jobs",
+    "upstream_scrape_job",
+]
+
+# The job of the model service's own metrics endpoint when labkit did not write that service.
+UPSTREAM_JOB = "upstream"
 
 
 @dataclass(frozen=True)
@@ -21,6 +34,15 @@ class ScrapeJob:
     name: str
     target: str
     path: str = "/metrics"
+    scheme: str = "http"
+
+
+def upstream_scrape_job(url: str) -> ScrapeJob:
+    """The job `upstream` for a metrics URL (`http://127.0.0.1:8000/metrics`)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname
+    return ScrapeJob(UPSTREAM_JOB, f"{host}:{port}", parts.path or "/", parts.scheme)
 
 
 def scrape_jobs(config: LabConfig) -> list[ScrapeJob]:
@@ -32,6 +54,9 @@ def scrape_jobs(config: LabConfig) -> list[ScrapeJob]:
     ]
     if config.engine in ("llama", "sim"):
         jobs.insert(0, ScrapeJob("model", f"{host}:{config.model_port}"))
+    upstream = config.upstream_metrics
+    if upstream is not None:
+        jobs.insert(0, upstream_scrape_job(upstream))
     return jobs
 
 

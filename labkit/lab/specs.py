@@ -13,7 +13,7 @@ from labkit.lab.contract import ServiceName
 from labkit.lab.labdir import LabDir
 from labkit.sockets import http_url, is_loopback_address
 
-__all__ = ["ServiceSpec", "exposed_services", "service_specs"]
+__all__ = ["ServiceSpec", "exposed_services", "llamacpp_server_spec", "service_specs"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class ServiceSpec:
     url: str
     ready_path: str
     env: dict[str, str] = field(default_factory=dict)
-    model_name: str | None = None  # when set, readiness also needs this model in /api/tags
+    # When set, readiness also needs this model in the model list `ready_path` answers: Ollama's
+    # /api/tags or the OpenAI-compatible /v1/models.
+    model_name: str | None = None
 
 
 def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = False) -> list[ServiceSpec]:
@@ -49,7 +51,9 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
         if config.engine == "llama" and not (for_containers and config.model_path is None):
             argv += ["--model-path", str(config.resolved_model_path())]
         specs.append(ServiceSpec("model", argv, model_url, "/api/tags", model_name=config.model_name))
-    elif config.supervised_model and not for_containers:  # engine "ollama" with the binary on PATH
+    elif config.engine == "llamacpp-server" and not for_containers:
+        specs.append(llamacpp_server_spec(config, model_url))
+    elif config.engine == "ollama" and config.supervised_model and not for_containers:  # binary on PATH
         env = {
             "OLLAMA_HOST": f"{host}:{config.model_port}",
             "OLLAMA_NUM_PARALLEL": str(config.num_parallel),
@@ -69,7 +73,7 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
     wrapper_argv = [
         sys.executable, "-m", "labkit.services.wrapper",
         "--host", host, "--port", str(config.wrapper_port),
-        "--backend-url", config.model_url, "--model", config.model_name,
+        "--backend-url", config.model_api_url, "--model", config.model_name,
         "--max-in-flight", str(config.max_in_flight),
         "--max-prompt-chars", str(config.max_prompt_chars),
         "--backend-timeout-s", str(config.backend_timeout_s),
@@ -78,6 +82,11 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
     if config.api_key_file is not None:
         key_file = lab.api_key_copy if for_containers else config.api_key_file
         wrapper_argv += ["--api-key-file", str(key_file)]
+    if config.model_api == "openai":
+        wrapper_argv += ["--backend-api", "openai"]
+    if config.upstream_api_key_file is not None:
+        upstream_key = lab.upstream_api_key_copy if for_containers else config.upstream_api_key_file
+        wrapper_argv += ["--backend-api-key-file", str(upstream_key)]
     specs.append(ServiceSpec("wrapper", wrapper_argv, config.wrapper_url, "/ready"))
     prometheus_argv = [
         config.prometheus_bin,
@@ -89,6 +98,31 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
     ]
     specs.append(ServiceSpec("prometheus", prometheus_argv, config.prometheus_url, "/-/ready"))
     return specs
+
+
+def llamacpp_server_spec(config: LabConfig, url: str) -> ServiceSpec:
+    """llama-cpp-python's own OpenAI-compatible server (`python -m llama_cpp.server`, its `server` extra) on
+    the lab's model port: the same GGUF file, context size, threads and seed as labkit's llama engine, the
+    lab's model name as its alias (what /v1/models lists and requests name)."""
+    # Imported here: the model server's package pulls in its web stack, which `labkit status` never needs.
+    from labkit.services.modelserver import ModelServerSettings
+
+    defaults = ModelServerSettings()
+    threads = str(defaults.n_threads)
+    argv = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(config.resolved_model_path()), "--model_alias", config.model_name,
+        "--host", config.host, "--port", str(config.model_port),
+        "--n_ctx", str(defaults.n_ctx), "--n_threads", threads, "--n_threads_batch", threads,
+        "--seed", str(config.seed),
+        # Its default lets every new request abort the stream in progress; the lab's requests queue instead
+        # (one at a time, as labkit's model server with --num-parallel 1 and Ollama's default).
+        "--interrupt_requests", "False",
+        "--verbose", "False",
+    ]  # fmt: skip
+    # uvicorn.run in llama_cpp/server/__main__.py takes HOST and PORT from the environment over the flags.
+    env = {"HOST": config.host, "PORT": str(config.model_port)}
+    return ServiceSpec("model", argv, url, "/v1/models", env, model_name=config.model_name)
 
 
 def exposed_services(config: LabConfig) -> list[str]:

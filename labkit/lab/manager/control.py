@@ -1,5 +1,5 @@
 """What every backend's lab manager shares: the exporter and control API on the exporter port, the
-readiness probe, the CPU-stress fault and the pause timers.
+CPU-stress fault and the pause timers (the readiness probe: `labkit.lab.manager.readiness`).
 
 The local backend's supervisor (`labkit.lab.manager.supervisor`) runs it over child processes, the Docker
 backend's agent (`labkit.lab.manager.docker_agent`) over containers. Either way the experiment's process
@@ -46,6 +46,7 @@ from labkit.lab.contract import (
 from labkit.lab.gpu import GpuReader
 from labkit.lab.labdir import LabDir
 from labkit.lab.manager.exporter import LabCollector, ServiceSample
+from labkit.lab.manager.readiness import PROBE_TIMEOUT_S
 from labkit.lab.processes import LAB_ID_ENV, set_parent_death_signal
 from labkit.lab.specs import ServiceSpec
 
@@ -54,7 +55,6 @@ __all__ = [
     "CpuStress",
     "ManagedService",
     "StressUnavailableError",
-    "check_ready",
     "spawn_lab_child",
 ]
 
@@ -62,7 +62,6 @@ logger = logging.getLogger(__name__)
 
 HEALTH_INTERVAL_S = 0.25
 
-PROBE_TIMEOUT_S = 3.0
 # A stress-ng run ends by its own --timeout; this long after that the supervisor SIGKILLs what is left.
 STRESS_GRACE_S = 5.0
 STRESS_STOP_WAIT_S = 3.0
@@ -114,69 +113,6 @@ async def spawn_lab_child(
             start_new_session=True,
             preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGKILL),
         )
-
-
-async def check_ready(client: httpx.AsyncClient, spec: ServiceSpec) -> tuple[bool, str]:
-    try:
-        response = await client.get(spec.url + spec.ready_path)
-    except httpx.HTTPError as exc:
-        return False, f"not answering yet ({type(exc).__name__})"
-    if response.status_code != 200:
-        try:
-            reason = response.json().get("error")
-        except (ValueError, AttributeError):
-            reason = None
-        return False, f"{spec.ready_path} answered {response.status_code}" + (f": {reason}" if reason else "")
-    if spec.model_name is not None:
-        try:
-            names = {m.get("name") for m in response.json().get("models", [])}
-            names |= {m.get("model") for m in response.json().get("models", [])}
-        except (ValueError, AttributeError):
-            return False, "/api/tags did not return a model list"
-        wanted = spec.model_name
-        if wanted not in names and f"{wanted}:latest" not in names:
-            return False, (
-                f"model {wanted!r} is not served there; for a real Ollama run "
-                f"`ollama pull {wanted}` or pass --model-name"
-            )
-    return True, ""
-
-
-class ProbedState:
-    """The readiness state machine both kinds of service share: starting -> ready <-> unready."""
-
-    spec: ServiceSpec
-    state: ServiceState
-    detail: str
-    ever_ready: bool
-    start_failures: int
-
-    def _set_state(self, state: ServiceState, detail: str = "") -> None:
-        raise NotImplementedError
-
-    @property
-    def pid(self) -> int | None:
-        raise NotImplementedError
-
-    async def probe(self, client: httpx.AsyncClient) -> None:
-        """One readiness check; updates the state, unless the state changed while the check ran."""
-        state, pid = self.state, self.pid
-        if state not in ("starting", "ready", "unready") or pid is None:
-            return
-        ok, why = await check_ready(client, self.spec)
-        if (self.state, self.pid) != (state, pid):
-            # A pause, kill or restart was handled while the answer was on its way (the service may have
-            # answered just before it was stopped): the answer is about a state that is gone, and must not
-            # overwrite the new one ("ready" for a paused service, or for a successor not yet listening).
-            return
-        if ok:
-            self.ever_ready = True
-            self.start_failures = 0
-            self._set_state("ready")
-        elif self.state == "ready":
-            self._set_state("unready", why)
-        elif self.state == "starting" and why != self.detail:
-            self._set_state("starting", why)
 
 
 class StressUnavailableError(BackendError):
@@ -432,6 +368,13 @@ class ControlServer:
         action = request.path_params["action"]
         svc = self.services.get(name)
         if svc is None:
+            external = next((s for s in self.extra_statuses() if s.name == name), None)
+            if external is not None:  # a model service somebody else runs (--ollama-url, --openai-url)
+                return _error(
+                    409,
+                    f"the {name} service at {external.url} is not run by the lab, so the lab cannot {action} "
+                    "it; act on the services it runs: " + ", ".join(sorted(self.services)),
+                )
             return _error(404, f"no managed service {name!r}; choose one of {sorted(self.services)}")
         body: dict[str, Any] = {}
         if action in _BODY_EXAMPLES:

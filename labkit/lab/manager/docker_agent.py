@@ -49,7 +49,8 @@ from labkit.lab.contract import (
     ServiceStatus,
 )
 from labkit.lab.labdir import LabDir
-from labkit.lab.manager.control import ControlServer, ProbedState
+from labkit.lab.manager.control import ControlServer
+from labkit.lab.manager.readiness import ProbedState
 from labkit.lab.specs import ServiceSpec
 
 __all__ = [

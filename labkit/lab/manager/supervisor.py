@@ -23,7 +23,8 @@ from typing import Any
 from labkit.config import LabConfig
 from labkit.lab.contract import ServiceState, ServiceStatus
 from labkit.lab.labdir import LabDir
-from labkit.lab.manager.control import ControlServer, ProbedState, spawn_lab_child
+from labkit.lab.manager.control import ControlServer, spawn_lab_child
+from labkit.lab.manager.readiness import ProbedState
 from labkit.lab.processes import LAB_ID_ENV
 from labkit.lab.specs import ServiceSpec, service_specs
 
