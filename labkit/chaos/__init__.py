@@ -9,6 +9,7 @@ fault is (`Fault`, its kinds, targets and parameters) is `labkit.faults`, shared
 
 from __future__ import annotations
 
+from labkit.chaos._applicable import applicable_faults, fault_refusal, remediation_refusal
 from labkit.chaos._background import ExperimentInterrupted
 from labkit.chaos._experiment import run_experiment
 from labkit.chaos._files import EXAMPLE_EXPERIMENT, ExperimentFile, load_experiment_file
@@ -54,13 +55,16 @@ __all__ = [
     "Schedule",
     "SteadyState",
     "Verdict",
+    "applicable_faults",
     "as_schedule",
     "check_schedule_fits",
+    "fault_refusal",
     "halt_all",
     "load_experiment_file",
     "p95_latency_query",
     "plan_text",
     "prometheus_signal",
     "random_schedule",
+    "remediation_refusal",
     "run_experiment",
 ]

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from labkit.chaos._applicable import remediation_refusal
 from labkit.chaos._background import BackgroundLoad, ExperimentInterrupted, signals_stop
 from labkit.chaos._inject import ActiveFault, FaultInjector
 from labkit.chaos._remediation import Remediator, p95_latency_query, prometheus_signal
@@ -533,12 +534,10 @@ def run_experiment(
         # Right after `labkit up`, Prometheus may not have scraped yet: a fault before its first scrape
         # (a kill) would be missing from the run's series and invisible to increase().
         injector.backend.wait_scraped(say=say)
-        remediates_model = spec.remediation is not None and spec.remediation.target == "model"
-        if remediates_model and not injector.config.supervised_model:
-            raise ConfigError(
-                "remediation cannot restart the model: it is an Ollama the lab does not run "
-                f"({injector.config.model_url}); target the wrapper instead"
-            )
+        if spec.remediation is not None:
+            refusal = remediation_refusal(injector.config, spec.remediation.target)
+            if refusal is not None:
+                raise ConfigError(refusal)
         load_slo_spec(spec.slo_spec)  # a broken SLO spec is a ConfigError now, not after the method
         plan = plan_text(spec.schedule, duration_s=spec.duration_s)
         run_dir = _run_directory(run_dir, out_dir, spec.scenario)

@@ -6,6 +6,7 @@ Every error names the file and line: `exp.yaml:12: ...`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from labkit.chaos._remediation import RemediationPolicy
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, random_schedule, schedule_problems
 from labkit.chaos._spec import ExperimentLoad, ExperimentSpec, SteadyState
 from labkit.errors import ConfigError
-from labkit.faults import Fault, InvalidFaultError
+from labkit.faults import Fault, FaultKind, InvalidFaultError
 from labkit.validation import describe_error, format_problem
 from labkit.yaml_lines import YamlLines
 
@@ -116,11 +117,14 @@ def _errors(path: Path, lines: YamlLines, exc: ValidationError) -> str:
     )
 
 
-def load_experiment_file(path: Path | str) -> ExperimentFile:
+def load_experiment_file(
+    path: Path | str, *, applicable: Mapping[FaultKind, Sequence[str]] | None = None
+) -> ExperimentFile:
     """Read and validate an experiment file (YAML, or JSON by its .json suffix); see EXAMPLE_EXPERIMENT.
 
     Any problem is one ConfigError whose lines read `FILE:LINE: field: what is wrong`. When the file
-    gives `duration_s`, the schedule must fit in it; `random:` needs it."""
+    gives `duration_s`, the schedule must fit in it; `random:` needs it, and draws only the faults in
+    `applicable` (`applicable_faults(config)` of the lab it will run on; default: every fault)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -147,7 +151,7 @@ def load_experiment_file(path: Path | str) -> ExperimentFile:
         where = lines.of(("random",)) if doc.random is not None else 1
         raise ConfigError(f"{path}:{where}: give either `faults:` (a list of faults) or `random:`, not both")
     if doc.random is not None:
-        schedule = _random_from(path, lines, doc)
+        schedule = _random_from(path, lines, doc, applicable)
     else:
         schedule = _explicit_from(path, lines, doc.faults or [], doc.duration_s)
     return ExperimentFile(path=path, schedule=schedule, document=doc)
@@ -179,7 +183,9 @@ def _explicit_from(
     return Schedule(duration_s=duration_s, faults=tuple(faults))
 
 
-def _random_from(path: Path, lines: YamlLines, doc: _Document) -> Schedule:
+def _random_from(
+    path: Path, lines: YamlLines, doc: _Document, applicable: Mapping[FaultKind, Sequence[str]] | None
+) -> Schedule:
     assert doc.random is not None
     where = lines.of(("random",))
     if doc.duration_s is None:
@@ -187,7 +193,7 @@ def _random_from(path: Path, lines: YamlLines, doc: _Document) -> Schedule:
     options: dict[str, Any] = doc.random.model_dump(exclude_none=True)
     seed = options.pop("seed")
     try:
-        return random_schedule(seed, doc.duration_s, **options)
+        return random_schedule(seed, doc.duration_s, applicable=applicable, **options)
     except ConfigError as exc:
         name = str(exc).split(":", 1)[0]
         line = lines.of(("random", name.split("[", 1)[0]))

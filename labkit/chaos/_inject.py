@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import httpx
 
+from labkit.chaos._applicable import fault_refusal
 from labkit.errors import BackendError, ConfigError, LabkitError
 from labkit.faults import WRAPPER_FAULT_KINDS, WRAPPER_FAULTS_ROUTE, Fault
 from labkit.lab.registry import attach_backend
@@ -133,14 +134,12 @@ class FaultInjector:
 
     # ---- checks before anything is injected ---------------------------------------------------
     def preflight(self, faults: Iterable[Fault]) -> None:
-        """ConfigError for a fault this lab cannot apply (an external model, stress-ng missing)."""
+        """ConfigError for a fault this lab cannot apply (`fault_refusal`: a model service the lab does not
+        run, unload without Ollama's API; stress-ng missing)."""
         for fault in faults:
-            if fault.kind in _BACKEND_KINDS and fault.target == "model" and not self.config.supervised_model:
-                raise ConfigError(
-                    f"{fault.describe()}: the model is an Ollama the lab does not run "
-                    f"({self.config.model_url}), so it cannot {fault.kind} it; target the wrapper or use "
-                    "latency/error/stream_cut/unload"
-                )
+            refusal = fault_refusal(self.config, fault.kind, fault.target)
+            if refusal is not None:
+                raise ConfigError(f"{fault.describe()}: {refusal}")
             # The local supervisor runs stress-ng on this machine; the Docker agent runs it in its image.
             local = self.backend.name == "local"
             if fault.kind == "cpu_stress" and local and shutil.which("stress-ng") is None:

@@ -5,7 +5,7 @@ printed before a run. The same seed gives the identical schedule; a schedule mus
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
@@ -160,11 +160,21 @@ def _check_number(name: str, value: Any, *, low: float, high: float, low_open: b
     return float(value)
 
 
-def _random_kinds(kinds: Iterable[str]) -> list[FaultKind]:
+def _random_kinds(
+    kinds: Iterable[str] | None, applicable: Mapping[FaultKind, Sequence[str]]
+) -> list[FaultKind]:
+    """The kinds to draw from: the given ones (each must apply to the lab), else every applicable one."""
+    if kinds is None:
+        return [kind for kind in FAULT_KINDS if applicable.get(kind)]
     chosen: list[FaultKind] = []
     for kind in kinds:
         if kind not in FAULT_KINDS:
             raise ConfigError(f"kinds: unknown fault kind {kind!r}; choose from {', '.join(FAULT_KINDS)}")
+        if not applicable.get(kind):
+            raise ConfigError(
+                f"kinds: a {kind} fault cannot apply to this lab's model service; drop it from kinds "
+                f"(this lab applies {', '.join(applicable)})"
+            )
         if kind not in chosen:
             chosen.append(kind)  # type: ignore[arg-type]
     if not chosen:
@@ -172,7 +182,9 @@ def _random_kinds(kinds: Iterable[str]) -> list[FaultKind]:
     return chosen
 
 
-def _random_targets(kinds: list[FaultKind], targets: Iterable[str] | None) -> dict[FaultKind, list[str]]:
+def _random_targets(
+    kinds: list[FaultKind], targets: Iterable[str] | None, applicable: Mapping[FaultKind, Sequence[str]]
+) -> dict[FaultKind, list[str]]:
     wanted = list(DEFAULT_RANDOM_TARGETS if targets is None else dict.fromkeys(targets))
     known = sorted({t for ts in FAULT_TARGETS.values() for t in ts})
     for target in wanted:
@@ -180,11 +192,11 @@ def _random_targets(kinds: list[FaultKind], targets: Iterable[str] | None) -> di
             raise ConfigError(f"targets: {target!r} is not a lab target; choose from {', '.join(known)}")
     per_kind: dict[FaultKind, list[str]] = {}
     for kind in kinds:
-        fits = [t for t in wanted if t in FAULT_TARGETS[kind]]
+        fits = [t for t in wanted if t in applicable[kind]]
         if not fits:
             raise ConfigError(
-                f"targets: none of {wanted} fits a {kind} fault (it acts on "
-                f"{' or '.join(FAULT_TARGETS[kind])}); add one to targets or drop {kind} from kinds"
+                f"targets: none of {wanted} fits a {kind} fault on this lab (it acts on "
+                f"{' or '.join(applicable[kind])}); add one to targets or drop {kind} from kinds"
             )
         per_kind[kind] = fits
     return per_kind
@@ -194,19 +206,24 @@ def random_schedule(
     seed: int,
     duration_s: float,
     *,
-    kinds: Iterable[str] = FAULT_KINDS,
+    kinds: Iterable[str] | None = None,
     targets: Iterable[str] | None = None,
     mean_gap_s: float = 10.0,
     fault_duration_s: tuple[float, float] = (5.0, 15.0),
+    applicable: Mapping[FaultKind, Sequence[str]] | None = None,
 ) -> Schedule:
     """A schedule drawn from `seed`: the same arguments give the identical schedule, on any machine
     (cpu_stress's default worker count aside, which is the machine's CPU count).
 
     Faults follow one another without overlapping: each starts an exponential gap (mean `mean_gap_s`)
-    after the previous one ended (the first after one gap from the start), with a kind drawn from `kinds`,
-    a target drawn from `targets` that fits the kind (default: model, wrapper, machine), a duration drawn
-    uniformly from `fault_duration_s` (0.1 s steps) and parameters from a fixed menu per kind. Drawing
-    stops at the first fault that would end after `duration_s`.
+    after the previous one ended (the first after one gap from the start), with a kind drawn from `kinds`
+    (default: every kind), a target drawn from `targets` that fits the kind (default: model, wrapper,
+    machine), a duration drawn uniformly from `fault_duration_s` (0.1 s steps) and parameters from a fixed
+    menu per kind. Drawing stops at the first fault that would end after `duration_s`.
+
+    `applicable`: the kinds and targets the lab can apply (`applicable_faults(config)`); nothing else is
+    ever drawn (no kill of a model service the lab does not run), and a kind in `kinds` outside it is a
+    ConfigError. Default: every kind on every target.
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed: must be an integer, got {seed!r}")
@@ -224,8 +241,9 @@ def random_schedule(
         raise ConfigError(
             f"fault_duration_s: the shortest ({low:g} s) is longer than the longest ({high:g} s)"
         )
-    chosen = _random_kinds([kinds] if isinstance(kinds, str) else kinds)
-    per_kind = _random_targets(chosen, [targets] if isinstance(targets, str) else targets)
+    allowed: Mapping[FaultKind, Sequence[str]] = FAULT_TARGETS if applicable is None else applicable
+    chosen = _random_kinds([kinds] if isinstance(kinds, str) else kinds, allowed)
+    per_kind = _random_targets(chosen, [targets] if isinstance(targets, str) else targets, allowed)
 
     # A string seed is hashed with SHA-512 by `random`: stable across processes and Python versions.
     rng = random.Random(f"labkit.chaos:{seed}")

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from labkit.cli._base import attached, cli, out_option, renamed_option, run_action
-from labkit.config import resolve_lab_dir
-from labkit.errors import ConfigError, LabkitError
+from labkit.config import LabConfig, resolve_lab_dir
+from labkit.errors import ConfigError, LabkitError, LabNotRunningError
 from labkit.lab.contract import MANAGED_SERVICES
 
 if TYPE_CHECKING:
     from labkit.chaos import ExperimentSpec, RemediationPolicy
+    from labkit.lab.backend import Backend
 
 __all__ = ["chaos"]
 
@@ -27,19 +28,32 @@ def chaos() -> None:
 DEFAULT_CHAOS_DURATION_S = 120.0
 
 
-def _experiment_spec(seed: int | None, experiment: Path | None, duration_s: float | None) -> ExperimentSpec:
-    """The experiment --seed or --file describes (read once), with --duration-s over the file's."""
-    from labkit.chaos import ExperimentSpec, load_experiment_file, random_schedule
+def _experiment_spec(
+    seed: int | None, experiment: Path | None, duration_s: float | None, lab: LabConfig | None
+) -> ExperimentSpec:
+    """The experiment --seed or --file describes (read once), with --duration-s over the file's; a random
+    schedule draws only the faults `lab` can apply (every fault when None)."""
+    from labkit.chaos import ExperimentSpec, applicable_faults, load_experiment_file, random_schedule
 
     if (seed is None) == (experiment is None):
         raise LabkitError("give exactly one of --seed K (a random schedule) or --file EXPERIMENT.yaml")
+    applicable = applicable_faults(lab) if lab is not None else None
     if experiment is not None:
-        return load_experiment_file(experiment).spec(duration_s)
+        return load_experiment_file(experiment, applicable=applicable).spec(duration_s)
     total = duration_s if duration_s is not None else DEFAULT_CHAOS_DURATION_S
     try:
-        return ExperimentSpec(schedule=random_schedule(int(seed or 0), total), duration_s=total)
+        schedule = random_schedule(int(seed or 0), total, applicable=applicable)
+        return ExperimentSpec(schedule=schedule, duration_s=total)
     except ConfigError as exc:
         raise ConfigError(f"--duration-s: {exc}") from None
+
+
+def _running_lab(backend: Backend) -> LabConfig | None:
+    """The settings of the lab running in the lab directory (its engine says which faults apply), or None."""
+    try:
+        return backend.saved_config()
+    except LabNotRunningError:
+        return None
 
 
 _experiment_option = click.option(
@@ -59,13 +73,18 @@ def _duration_option(help: str) -> Any:
 @click.option("--seed", type=int, default=None, help="Random schedule from this seed (same seed, same plan).")
 @_experiment_option
 @_duration_option("The run's length in seconds.")
-def chaos_plan(seed: int | None, experiment: Path | None, duration_s: float | None) -> None:
-    """Print the schedule an experiment would run, without touching the lab."""
+@click.pass_context
+def chaos_plan(
+    ctx: click.Context, seed: int | None, experiment: Path | None, duration_s: float | None
+) -> None:
+    """Print the schedule an experiment would run, without touching the lab. A random schedule draws only
+    the faults the running lab can apply (none of the model service's kills when the lab does not run it);
+    with no lab running, every fault."""
 
     def action() -> None:
         from labkit.chaos import plan_text
 
-        spec = _experiment_spec(seed, experiment, duration_s)
+        spec = _experiment_spec(seed, experiment, duration_s, _running_lab(attached(ctx)))
         click.echo(plan_text(spec.schedule, duration_s=spec.duration_s))
 
     run_action(action)
@@ -115,7 +134,8 @@ def chaos_run(
     def action() -> None:
         from labkit.chaos import run_experiment
 
-        spec = _experiment_spec(seed, experiment, duration_s)
+        backend = attached(ctx)
+        spec = _experiment_spec(seed, experiment, duration_s, _running_lab(backend))
         changes: dict[str, Any] = {
             "remediation": _remediation(
                 spec.remediation, remediate, remediation_threshold_s, remediation_dry_run
@@ -129,7 +149,6 @@ def chaos_run(
         if no_steady_state:
             changes["steady_state"] = {"enabled": False}
         spec = spec.replace(**changes)  # checked now, before the lab is looked at
-        backend = attached(ctx)
         backend.saved_config()  # a clear error before anything is injected when no lab runs
         result = run_experiment(
             backend.lab.root, spec, out_dir=out, say=lambda msg: click.echo(msg, err=True)

@@ -18,7 +18,6 @@ import pandas as pd
 
 from labkit._version import __version__
 from labkit.chaos import (
-    FAULT_KINDS,
     ExperimentLoad,
     ExperimentResult,
     ExperimentSpec,
@@ -26,6 +25,7 @@ from labkit.chaos import (
     RemediationPolicy,
     Schedule,
     SteadyState,
+    applicable_faults,
     as_schedule,
     random_schedule,
     run_experiment,
@@ -257,6 +257,7 @@ def random_chaos(
     session: LabSession, params: RandomChaos, *, say: Callable[[str], None] | None = print
 ) -> ScenarioRun:
     """A random schedule drawn from `seed` (same seed, same schedule; printed before it runs)."""
-    kinds = params.kind_list
-    schedule = random_schedule(params.seed, params.duration_s, kinds=FAULT_KINDS if kinds is None else kinds)
+    schedule = random_schedule(
+        params.seed, params.duration_s, kinds=params.kind_list, applicable=applicable_faults(session.config)
+    )
     return _experiment(session, params, schedule, say=say)
