@@ -83,7 +83,7 @@ class RunFile(StrEnum):
     KERNEL_LOG = "kernel.log"  # the kernels' own stderr (their log, a crash), not the notebook's output
     REPORT_NOTEBOOK = "report.ipynb"
     REPORT = "report.html"
-    LAB = "lab.json"  # what the run ran on: engine, model, backend, host, labkit and Prometheus versions
+    LAB = "lab.json"  # what the run ran on: engine, model, upstream URL and API, backend, host, versions
     SMOKE = "smoke.json"
     SMOKE_REPORT = "report.md"
     WINDOW = "prometheus/window.json"  # written last: its presence means a whole collection

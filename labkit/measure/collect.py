@@ -5,7 +5,8 @@ Under `<run_dir>/prometheus/`: one CSV per name of `SERIES` (`timestamp` ISO 860
 `value`; no data gives a header-only CSV, never made-up values); `server_slis.json` (exact server SLIs
 and quantiles; NaN and infinity as null, `in_inf_bucket` says when a bucket had no upper bound);
 `client_vs_server.csv` when the run has client samples; and, written last, `window.json` (start, end,
-run_start, prometheus_url, step_s, rate_window_s, gpu_available, series, notes). Every query runs before
+run_start, prometheus_url, step_s, rate_window_s, gpu_available, upstream_metrics: the upstream's key metric
+names found, series, notes). Every query runs before
 anything is
 written, so an unreachable Prometheus leaves the run directory as it was.
 """
@@ -35,9 +36,10 @@ from labkit.measure.slo.client import SamplesError, read_samples
 from labkit.measure.slo.compare import explain_client_server
 from labkit.measure.slo.server import server_quantile, server_slis
 from labkit.measure.slo.spec import SloDefinition, load_slo_spec
+from labkit.measure.upstream import upstream_names_query, upstream_queries
 from labkit.rundir import RunDirectory, RunDirectoryError, RunFile, RunFolder
 
-__all__ = ["SERIES", "collect_series", "save_prometheus_series"]
+__all__ = ["SERIES", "collect_series", "save_prometheus_series", "upstream_metrics_found"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,11 @@ SERIES = (
     "service_memory",  # resident bytes, by service
     "gpu_utilization",  # busy ratio 0-1 by gpu; empty without a GPU
     "gpu_memory",  # bytes by gpu and memory (used/total); empty without a GPU
+    # The upstream's own series (labkit.measure.upstream; job `upstream`), empty when it exports none:
+    "upstream_queue",  # requests waiting in its queue
+    "upstream_running",  # requests it is generating for
+    "upstream_kv_cache",  # KV-cache in use, ratio 0-1
+    "upstream_ttft_p95",  # its own p95 time to first token, seconds
 )
 
 
@@ -92,7 +99,14 @@ def collect_series(series: PrometheusSeries, slos: Sequence[SloDefinition]) -> d
         "gpu_utilization": series.gpu_utilization(),
         "gpu_memory": series.gpu_memory(),
     }
+    frames.update({name: series.query_range(query) for name, query in upstream_queries(window).items()})
     return frames
+
+
+def upstream_metrics_found(series: PrometheusSeries) -> list[str]:
+    """The key metric names the upstream exported in the window (labkit.measure.upstream), sorted."""
+    frame = series.query_range(upstream_names_query(), ["__name__"])
+    return sorted(frame["__name__"].astype(str).unique()) if not frame.empty else []
 
 
 def _json_safe(value: Any) -> Any:
@@ -161,6 +175,7 @@ def save_prometheus_series(
     ) as series:
         frames = collect_series(series, slos)
         gpu_available = series.gpu_available()
+        upstream_metrics = upstream_metrics_found(series)
         server = server_slis(series.client, start_s, end_s, slos)
         metrics = sorted({s.metric for s in slos if s.indicator == "threshold" and s.metric})
         quantiles = {
@@ -195,6 +210,7 @@ def save_prometheus_series(
             "step_s": step_s,
             "rate_window_s": rate_window_s(step_s),
             "gpu_available": gpu_available,
+            "upstream_metrics": upstream_metrics,
             "collected_at": time.time(),
             "series": list(frames),
             "notes": notes,

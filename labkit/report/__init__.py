@@ -74,6 +74,7 @@ from labkit.report.tables import (
     slo_report,
     slo_table,
 )
+from labkit.report.upstream import upstream_figure, upstream_note
 
 __all__ = [
     "CLIENT_BIN_S",
@@ -142,6 +143,8 @@ __all__ = [
     "slo_table",
     "summary",
     "ttft_figure",
+    "upstream_figure",
+    "upstream_note",
     "verdict_sentences",
     "write_comparison",
     "write_index",

@@ -18,6 +18,7 @@ from labkit.report.data import RunData
 from labkit.report.distribution import events_figure, latency_distribution_figure
 from labkit.report.marks import ReportFigure
 from labkit.report.tables import MISSING, TIMES, format_ms, headline, slo_report
+from labkit.report.upstream import upstream_figure
 from labkit.rundir import RunFile, RunFolder
 from labkit.verdicts import MEANING, tone
 
@@ -123,6 +124,7 @@ def _facts(run: RunData) -> str:
         ("scenario", run.scenario),
         ("engine", lab.get("engine")),
         ("model", lab.get("model")),
+        ("upstream", lab.get("upstream_url") if lab.get("model_api") == "openai" else None),
         ("backend", lab.get("backend")),
         ("host", lab.get("host")),
         ("labkit", lab.get("labkit_version") or run.info.get("labkit_version")),
@@ -253,7 +255,8 @@ def summary(run: RunData) -> ReportHTML:
 
 
 def report_figures(run: RunData) -> dict[str, ReportFigure]:
-    """Every figure of the report in reading order, by name; the GPU one only where there was a GPU."""
+    """Every figure of the report in reading order, by name; the GPU one only where there was a GPU, the
+    upstream's only where it exported metrics."""
     figures: dict[str, ReportFigure] = {
         "availability": timelines.availability_figure(run),
         "errors": timelines.error_rate_figure(run),
@@ -272,4 +275,7 @@ def report_figures(run: RunData) -> dict[str, ReportFigure]:
     gpu = timelines.gpu_figure(run)
     if gpu is not None:
         figures["gpu"] = gpu
+    upstream = upstream_figure(run)
+    if upstream is not None:
+        figures["upstream"] = upstream
     return figures

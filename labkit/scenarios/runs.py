@@ -105,7 +105,8 @@ def _publish(run: ScenarioRun, params: LabParams, *, say: Callable[[str], None] 
 
 
 def _describe_lab(session: LabSession, run_dir: RunDirectory) -> None:
-    """lab.json: what the run ran on (engine, model, backend, host, versions), for the report's title."""
+    """lab.json: what the run ran on (engine, model, the upstream the wrapper fronts and its API, backend,
+    host, versions), for the report's title."""
     config = session.config
     prometheus_version = None
     try:
@@ -120,6 +121,11 @@ def _describe_lab(session: LabSession, run_dir: RunDirectory) -> None:
         {
             "engine": config.engine,
             "model": config.model_name,
+            # What the wrapper fronts and how it speaks to it (never its API key: only the key file's path
+            # is a setting, and it is not recorded either).
+            "model_api": config.model_api,
+            "upstream_url": config.model_api_url,
+            "upstream_metrics_url": config.upstream_metrics,
             "backend": config.backend,
             "host": platform.node(),
             "platform": platform.platform(terse=True),
