@@ -168,3 +168,14 @@ def test_plan_text_is_a_stable_table() -> None:
 def test_plan_text_of_a_seeded_and_an_empty_schedule() -> None:
     assert plan_text(random_schedule(7, 60)).startswith("chaos schedule (seed 7, run 60 s): ")
     assert plan_text([]) == "chaos schedule (explicit): 0 faults - the run is a baseline with load only"
+
+
+def test_a_fault_starting_as_the_previous_one_ends_does_not_overlap_it() -> None:
+    # 156.8 + 13.8 is 170.60000000000002 in floating point; the second fault starts at 170.6, when the
+    # first has ended (random schedules with short gaps drew exactly this and refused their own schedule).
+    first = Fault(kind="kill", target="wrapper", start_s=156.8, duration_s=13.8)
+    second = Fault(kind="kill", target="wrapper", start_s=170.6, duration_s=8.3)
+    assert len(Schedule(faults=(first, second), duration_s=300)) == 2
+    overlapping = Fault(kind="kill", target="wrapper", start_s=170.5, duration_s=8.3)
+    with pytest.raises(ConfigError, match="overlaps"):
+        Schedule(faults=(first, overlapping), duration_s=300)

@@ -3,12 +3,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from labkit.config import LabConfig
-from labkit.lab.prometheus_config import render_prometheus_config
+from labkit.lab.prometheus_config import render_prometheus_config, upstream_scrape_job
 
 
 def _render(tmp_path: Path, **kw: object) -> str:
@@ -41,6 +42,60 @@ def test_promtool_accepts_the_generated_config(tmp_path: Path, interval: float) 
     (tmp_path / "rules").mkdir()
     path = tmp_path / "prometheus.yml"
     path.write_text(_render(tmp_path, engine="sim", scrape_interval_s=interval))
+    result = subprocess.run(
+        [promtool, "check", "config", str(path)], capture_output=True, text=True, check=False, timeout=30
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _jobs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {job["job_name"]: job for job in doc["scrape_configs"]}
+
+
+def test_an_upstream_metrics_url_is_scraped_as_job_upstream(tmp_path: Path) -> None:
+    doc = yaml.safe_load(
+        _render(
+            tmp_path,
+            openai_url="http://127.0.0.1:8001/v1",
+            upstream_metrics_url="http://127.0.0.1:8001/metrics",
+        )
+    )
+    jobs = _jobs(doc)
+    assert set(jobs) == {"upstream", "wrapper", "exporter", "prometheus"}  # the external model: no job model
+    assert jobs["upstream"]["metrics_path"] == "/metrics"
+    assert jobs["upstream"]["static_configs"][0]["targets"] == ["127.0.0.1:8001"]
+    assert "scheme" not in jobs["upstream"]  # Prometheus' default, http
+
+
+def test_an_https_upstream_on_ipv6_keeps_its_scheme_port_and_path(tmp_path: Path) -> None:
+    job = upstream_scrape_job("https://[::1]/stack/metrics")
+    assert (job.name, job.target, job.path, job.scheme) == (
+        "upstream",
+        "[::1]:443",
+        "/stack/metrics",
+        "https",
+    )
+    doc = yaml.safe_load(
+        _render(tmp_path, engine="llamacpp-server", upstream_metrics_url="https://[::1]/stack/metrics")
+    )
+    upstream = _jobs(doc)["upstream"]
+    assert (upstream["scheme"], upstream["metrics_path"]) == ("https", "/stack/metrics")
+
+
+def test_llamacpp_server_has_no_metrics_endpoint_to_scrape(tmp_path: Path) -> None:
+    doc = yaml.safe_load(_render(tmp_path, engine="llamacpp-server"))
+    assert set(_jobs(doc)) == {"wrapper", "exporter", "prometheus"}
+    none = yaml.safe_load(_render(tmp_path, engine="openai", openai_url="http://127.0.0.1:8001/v1"))
+    assert "upstream" not in _jobs(none)
+
+
+def test_promtool_accepts_an_upstream_job(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian package prometheus)")
+    (tmp_path / "rules").mkdir()
+    path = tmp_path / "prometheus.yml"
+    path.write_text(_render(tmp_path, engine="llamacpp-server", upstream_metrics_url="https://localhost:9/m"))
     result = subprocess.run(
         [promtool, "check", "config", str(path)], capture_output=True, text=True, check=False, timeout=30
     )

@@ -61,7 +61,8 @@ def schedule_problems(faults: Sequence[Fault], duration_s: float | None) -> list
             ))  # fmt: skip
         for other_index, other in enumerate(faults[:index]):
             same = other.kind == fault.kind and other.target == fault.target
-            if same and fault.start_s < other.end_s and other.start_s < fault.end_s:
+            # 1e-9: a fault that starts as the other ends (156.8 + 13.8 = 170.60000000000002) follows it.
+            if same and fault.start_s < other.end_s - 1e-9 and other.start_s < fault.end_s - 1e-9:
                 problems.append((
                     index,
                     f"{fault.describe()} overlaps faults[{other_index}] ({other.describe()}); two faults of "
