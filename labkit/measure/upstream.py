@@ -3,8 +3,11 @@ llama.cpp's server), each as PromQL over the lab's Prometheus job `upstream` tha
 metric names exists (`or`).
 
 Prometheus keeps these names as exported, colons included (`vllm:num_requests_waiting`: the colon is legal in
-a metric name, and a selector takes it as is). A stack without a series (TGI has no KV-cache gauge; neither
-TGI nor llama.cpp's server has a time-to-first-token histogram) leaves that series empty: nothing is guessed.
+a metric name, and a selector takes it as is). But the exporter may not send the colon: Prometheus asks for
+OpenMetrics first, and prometheus_client (vLLM's and SGLang's exporter) then writes the samples of
+`vllm:num_requests_waiting` as `vllm_num_requests_waiting` (prometheus/client_python#1177, open), so each
+colon name is also tried with underscores. A stack without a series (TGI has no KV-cache gauge; neither TGI
+nor llama.cpp's server has a time-to-first-token histogram) leaves that series empty: nothing is guessed.
 """
 
 from __future__ import annotations
@@ -40,8 +43,14 @@ class UpstreamSeries:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Every metric name, in the order the query tries them."""
-        return tuple(name for names in self.metrics.values() for name in names)
+        """Every metric name in the order the query tries them, each colon name followed by its underscore
+        twin (what prometheus_client sends over OpenMetrics)."""
+        return tuple(
+            alias
+            for names in self.metrics.values()
+            for name in names
+            for alias in dict.fromkeys((name, name.replace(":", "_")))
+        )
 
 
 UPSTREAM_SERIES: tuple[UpstreamSeries, ...] = (

@@ -90,10 +90,9 @@ def _draw(fig: ReportFigure, ax: Axes, run: RunData, name: str, scale: float, st
         return
     series = _BY_NAME[name]
     ax.plot(frame["t_s"], frame["value"] * scale, color=SERVER_COLOUR, linestyle=style, label=_LABELS[name])
-    fig.describe(
-        "series",
-        f"{_LABELS[name]}: {series.what} ({_STYLE_WORDS[style]} blue, {_source(series, _found_names(run))})",
-    )
+    label = _LABELS[name]
+    what = series.what if label in series.what else f"{label}: {series.what}"
+    fig.describe("series", f"{what} ({_STYLE_WORDS[style]} blue, {_source(series, _found_names(run))})")
 
 
 def upstream_figure(run: RunData) -> ReportFigure | None:
