@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from labkit.chaos import (
     applicable_faults,
@@ -117,3 +118,26 @@ def test_an_experiment_file_s_random_schedule_draws_only_what_applies(
     assert faults and all(fault_refusal(external_openai, f.kind, f.target) is None for f in faults)
     everything = load_experiment_file(path).schedule.faults  # no lab given: every fault may be drawn
     assert any(fault_refusal(external_openai, f.kind, f.target) is not None for f in everything)
+
+
+def test_chaos_plan_draws_for_the_running_lab(
+    tmp_path: Path, external_openai: LabConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import labkit.cli.chaos
+    from labkit.cli import cli
+
+    def plan() -> list[list[str]]:
+        result = CliRunner().invoke(
+            cli, ["--lab-dir", str(tmp_path / "lab"), "chaos", "plan", "--seed", "1", "--duration-s", "600"]
+        )
+        assert result.exit_code == 0, result.output
+        return [line.split()[3:5] for line in result.output.splitlines() if line.strip()[:1].isdigit()]
+
+    alone = plan()  # no lab runs: every fault may be drawn
+    assert ["unload", "model"] in alone
+    monkeypatch.setattr(labkit.cli.chaos, "_running_lab", lambda backend: external_openai)
+    for_the_lab = plan()
+    assert for_the_lab and all(
+        fault_refusal(external_openai, kind, target) is None  # type: ignore[arg-type]
+        for kind, target in for_the_lab
+    )

@@ -247,7 +247,7 @@ BAD_VARIABLES = [
     ("LABKIT_SIM_JITTER", "3", "less than or equal to 2"),
     ("LABKIT_NUM_PARALLEL", "0", "greater than or equal to 1"),
     ("LABKIT_MAX_IN_FLIGHT", "lots", "valid integer"),
-    ("LABKIT_ENGINE", "gpt", "'llama', 'sim' or 'ollama'"),
+    ("LABKIT_ENGINE", "gpt", "'llama', 'sim', 'ollama', 'llamacpp-server' or 'openai'"),
     ("LABKIT_BACKEND", "k8s", "'local' or 'docker'"),
     ("LABKIT_KEEP_ALIVE", "5x", "5x"),
     ("LABKIT_HOST", "", "at least 1 character"),

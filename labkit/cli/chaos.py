@@ -84,7 +84,10 @@ def chaos_plan(
     def action() -> None:
         from labkit.chaos import plan_text
 
-        spec = _experiment_spec(seed, experiment, duration_s, _running_lab(attached(ctx)))
+        spec = _experiment_spec(seed, experiment, duration_s, None)  # checked before the lab is looked at
+        lab = _running_lab(attached(ctx)) if spec.schedule.seed is not None else None
+        if lab is not None:
+            spec = _experiment_spec(seed, experiment, duration_s, lab)
         click.echo(plan_text(spec.schedule, duration_s=spec.duration_s))
 
     run_action(action)
@@ -134,22 +137,27 @@ def chaos_run(
     def action() -> None:
         from labkit.chaos import run_experiment
 
+        def experiment_for(lab: LabConfig | None) -> ExperimentSpec:
+            spec = _experiment_spec(seed, experiment, duration_s, lab)
+            changes: dict[str, Any] = {
+                "remediation": _remediation(
+                    spec.remediation, remediate, remediation_threshold_s, remediation_dry_run
+                )
+            }
+            if rate is not None:
+                try:
+                    spec = spec.replace(load={"rate": rate})
+                except ConfigError as exc:
+                    raise ConfigError(f"--rate {rate:g}: {exc}") from None
+            if no_steady_state:
+                changes["steady_state"] = {"enabled": False}
+            return spec.replace(**changes)
+
+        spec = experiment_for(None)  # every flag checked now, before the lab is looked at
         backend = attached(ctx)
-        spec = _experiment_spec(seed, experiment, duration_s, _running_lab(backend))
-        changes: dict[str, Any] = {
-            "remediation": _remediation(
-                spec.remediation, remediate, remediation_threshold_s, remediation_dry_run
-            )
-        }
-        if rate is not None:
-            try:
-                spec = spec.replace(load={"rate": rate})
-            except ConfigError as exc:
-                raise ConfigError(f"--rate {rate:g}: {exc}") from None
-        if no_steady_state:
-            changes["steady_state"] = {"enabled": False}
-        spec = spec.replace(**changes)  # checked now, before the lab is looked at
-        backend.saved_config()  # a clear error before anything is injected when no lab runs
+        lab = backend.saved_config()  # a clear error before anything is injected when no lab runs
+        if spec.schedule.seed is not None:
+            spec = experiment_for(lab)  # a random schedule draws only the faults this lab can apply
         result = run_experiment(
             backend.lab.root, spec, out_dir=out, say=lambda msg: click.echo(msg, err=True)
         )
