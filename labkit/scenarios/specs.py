@@ -53,7 +53,7 @@ class LabParams(Params):
     engine: Annotated[str, Bound(choices=get_args(Engine))] = param(
         "llama",
         "model engine for a lab this notebook starts: llama (SmolLM2) or sim",
-        set_by="use --engine llama|sim|ollama",
+        set_by="use --engine llama|sim|ollama|llamacpp-server|openai (openai: with LABKIT_OPENAI_URL)",
     )
     backend: Annotated[str, Bound(choices=get_args(BackendName))] = param(
         "local",
