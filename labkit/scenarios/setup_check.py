@@ -34,8 +34,8 @@ def check_setup(session: LabSession | None = None) -> pd.DataFrame:
         path = shutil.which(binary)
         missing = "not on PATH" + ("" if needed else " (cpu_stress faults need it; random_chaos draws them)")
         check(binary, True if path else (False if needed else None), path or missing)
-    # The real model's parts are needed only where the lab runs (or will run) the llama engine.
-    needs_llama = session is None or session.config.engine == "llama"
+    # The real model's parts are needed only where the lab runs (or will run) llama.cpp with SmolLM2.
+    needs_llama = session is None or session.config.engine in ("llama", "llamacpp-server")
 
     def model_part(name: str, present: bool, found: str) -> None:
         check(name, True if present else (False if needs_llama else None), found)
