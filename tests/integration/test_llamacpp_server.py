@@ -211,3 +211,56 @@ def test_kill_and_recover_runs_on_the_real_llamacpp_server(server_config: LabCon
         "the upstream exposes no metrics (llama-cpp-python's server has no /metrics)"
         in (run_dir / "report.html").read_text()
     )
+
+
+def test_an_external_openai_service_is_attached_never_signalled(
+    server_config: LabConfig, tmp_path: Path
+) -> None:
+    """`labkit up --openai-url`: llama-cpp-python's server started by someone else (here, this test) is used
+    through the wrapper; the lab refuses to kill it, a chaos run that would is stopped before it starts, and
+    `labkit down` leaves it running."""
+    if not _wrapper_speaks_openai():
+        pytest.skip("the wrapper has no --backend-api yet (issue 17, the wrapper's OpenAI upstream)")
+    from labkit.chaos import ExperimentSpec, run_experiment
+    from labkit.errors import BackendError, ConfigError
+
+    lab = LabDir(tmp_path / "external")
+    lab.prepare()
+    (spec,) = [s for s in service_specs(server_config, lab) if s.name == "model"]
+    external = subprocess.Popen(
+        spec.argv,
+        env={**os.environ, **spec.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: httpx.get(f"{server_config.model_api_url}/models", timeout=2).status_code == 200,
+            READY_TIMEOUT_S,
+            "the external server",
+        )
+        cfg = server_config.model_copy(update={"engine": "openai", "openai_url": server_config.model_api_url})
+        backend = LocalBackend(cfg)
+        try:
+            services = {s.name: s for s in backend.up()}
+            assert services["model"].state == "external" and services["model"].pid is None
+            assert services["model"].url == server_config.model_api_url
+            answer = httpx.post(
+                f"{cfg.wrapper_url}/generate", json={"prompt": "Hi", "max_tokens": 4}, timeout=120
+            )
+            assert answer.status_code == 200, answer.text
+            with pytest.raises(BackendError, match="not run by the lab, so the lab cannot kill it"):
+                backend.kill("model")
+            kill_model = ExperimentSpec(
+                schedule=[{"kind": "kill", "target": "model", "start_s": 1, "duration_s": 2}], duration_s=5
+            )
+            with pytest.raises(ConfigError, match="which the lab does not run, so it cannot kill it"):
+                run_experiment(cfg.lab_dir, kill_model, out_dir=tmp_path / "runs", say=None)
+            assert not (tmp_path / "runs").exists()  # refused before a run directory was made
+        finally:
+            backend.down()
+        assert external.poll() is None  # still running: the lab never signalled it
+    finally:
+        external.terminate()
+        external.wait(timeout=30)
