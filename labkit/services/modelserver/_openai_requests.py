@@ -61,13 +61,13 @@ def _text_content(value: object) -> str:
     if isinstance(value, list):
         texts = []
         for part in value:
-            if not isinstance(part, dict) or not isinstance(part.get("text"), str):
-                raise ValueError("a content part must be an object with a string `text`")
-            if part.get("type") != "text":
+            if isinstance(part, dict) and part.get("type") != "text":
                 raise ValueError(
                     f"only text content parts are supported (type 'text'), got {part.get('type')!r}: "
                     "the served model reads text only"
                 )
+            if not isinstance(part, dict) or not isinstance(part.get("text"), str):
+                raise ValueError("a content part must be an object with a string `text`")
             texts.append(part["text"])
         return "\n".join(texts)
     raise ValueError("must be a string, null or a list of text parts")
