@@ -73,6 +73,13 @@ def _text_content(value: object) -> str:
     raise ValueError("must be a string, null or a list of text parts")
 
 
+def _integral(value: object) -> object:
+    """JSON has one number type: 5.0 is the integer 5 (as JSON Schema says), 5.5 is no integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _model_name(value: str) -> str:
     if not value.strip(BLANK):
         raise ValueError("model is required")
@@ -132,13 +139,16 @@ _PROMPT_SCHEMA = {
     ],
 }
 
+Integer = Annotated[int, BeforeValidator(_integral)]
+# The bound before the validator, so that the schema says `minimum` (pydantic writes none for one after it).
+PositiveInteger = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
 ModelName = Annotated[str, AfterValidator(_model_name), WithJsonSchema(_MODEL_SCHEMA)]
 EmbeddingInput = Annotated[Any, BeforeValidator(_embedding_input), WithJsonSchema(_INPUT_SCHEMA)]
 Stops = Annotated[tuple[str, ...], BeforeValidator(_stops), WithJsonSchema(_STOP_SCHEMA)]
 Content = Annotated[str, BeforeValidator(_text_content), WithJsonSchema(_CONTENT_SCHEMA)]
 Prompt = Annotated[str, BeforeValidator(_one_prompt), WithJsonSchema(_PROMPT_SCHEMA)]
 # What the engines cannot do, refused by a validator; the schema says the one value (or null) accepted.
-OnlyOne = Annotated[int | None, WithJsonSchema({"enum": [1, None]})]
+OnlyOne = Annotated[Integer | None, WithJsonSchema({"enum": [1, None]})]
 OnlyFalse = Annotated[bool | None, WithJsonSchema({"enum": [False, None]})]
 OnlyNull = Annotated[Any, WithJsonSchema({"type": "null"})]
 NoTools = Annotated[list[Any] | None, WithJsonSchema({"type": ["array", "null"], "maxItems": 0})]
@@ -191,12 +201,14 @@ class _Sampling(_Body):
     model: ModelName
     stream: bool | None = Field(default=False, description="server-sent events ending `data: [DONE]`")
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1, description="most output tokens; none: until it stops")
+    max_tokens: PositiveInteger | None = Field(
+        default=None, description="most output tokens; none: until it stops"
+    )
     temperature: float | None = Field(default=None, ge=0, le=2, description="default 1, as Ollama's /v1")
     top_p: float | None = Field(default=None, ge=0, le=1, description="default 1, as Ollama's /v1")
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    seed: int | None = Field(default=None, description="the same seed and request give the same answer")
+    seed: Integer | None = Field(default=None, description="the same seed and request give the same answer")
     stop: Stops = Field(
         default=(), description="a string or a list of strings; the answer ends before the first one it holds"
     )
@@ -234,8 +246,8 @@ class ChatCompletionRequest(_Sampling):
     """`POST /v1/chat/completions`."""
 
     messages: list[OpenAIMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(
-        default=None, ge=1, description="most output tokens; wins over the older `max_tokens`"
+    max_completion_tokens: PositiveInteger | None = Field(
+        default=None, description="most output tokens; wins over the older `max_tokens`"
     )
     tools: NoTools = Field(default=None, description="not supported: only null or an empty list")
     response_format: ResponseFormat | None = None
@@ -310,7 +322,7 @@ class EmbeddingRequest(_Body):
     model: ModelName
     input: EmbeddingInput = Field(description="text or token ids to embed")
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: PositiveInteger | None = None
 
 
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionRequest, CompletionRequest, EmbeddingRequest)

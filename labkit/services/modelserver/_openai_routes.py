@@ -26,9 +26,11 @@ from labkit.services.modelserver._openai_requests import (
 )
 from labkit.services.modelserver._openai_responses import OpenAIShape, model_object
 from labkit.services.modelserver._openapi import (
+    CHAT_CHUNK,
     CHAT_COMPLETION,
     MODEL_LIST,
     MODEL_OBJECT,
+    TEXT_CHUNK,
     TEXT_COMPLETION,
     json_ok_response,
     openai_error_responses,
@@ -100,7 +102,7 @@ def add_openai_routes(app: FastAPI, *, card: ModelCard, service: GenerationServi
         OPENAI_PREFIX + "/chat/completions",
         response_class=Response,
         responses={
-            **openai_generation_ok_response(CHAT_COMPLETION, "the chat completion"),
+            **openai_generation_ok_response(CHAT_COMPLETION, CHAT_CHUNK, "the chat completion"),
             **openai_error_responses(400, 404, 500, 503),
         },
         openapi_extra=_body_schema(ChatCompletionRequest),
@@ -122,7 +124,7 @@ def add_openai_routes(app: FastAPI, *, card: ModelCard, service: GenerationServi
         OPENAI_PREFIX + "/completions",
         response_class=Response,
         responses={
-            **openai_generation_ok_response(TEXT_COMPLETION, "the text completion"),
+            **openai_generation_ok_response(TEXT_COMPLETION, TEXT_CHUNK, "the text completion"),
             **openai_error_responses(400, 404, 500, 503),
         },
         openapi_extra=_body_schema(CompletionRequest),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CHAT_CHUNK",
     "CHAT_COMPLETION",
     "CHAT_REQUEST",
     "GENERATE_REQUEST",
@@ -15,6 +16,7 @@ __all__ = [
     "MODEL_REQUEST",
     "OPENAI_ERROR_BODY",
     "PULL_REQUEST",
+    "TEXT_CHUNK",
     "TEXT_COMPLETION",
     "complete_document",
     "error_responses",
@@ -261,13 +263,72 @@ TEXT_COMPLETION: dict[str, Any] = {
     },
     "required": ["id", "object", "created", "model", "choices", "usage"],
 }
-_SSE_STREAM = {
-    "type": "string",
-    "description": "`data: {chunk}` events, each ended by a blank line; the last chunk carries "
-    "`finish_reason`; with `stream_options.include_usage` one more chunk with empty `choices` and `usage`; "
-    "then `data: [DONE]`. A generation that fails mid-stream ends with "
-    '`data: {"error": {...}}` and no `[DONE]`.',
+_NULLABLE_USAGE = {"anyOf": [_USAGE, {"type": "null"}]}
+CHAT_CHUNK: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "object": {"const": "chat.completion.chunk"},
+        "choices": {
+            "type": "array",
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "delta": {"type": "object", "properties": {"content": {"type": "string"}}},
+                    "finish_reason": {"anyOf": [_FINISH_REASON, {"type": "null"}]},
+                },
+                "required": ["index", "delta", "finish_reason"],
+            },
+        },
+        "usage": _NULLABLE_USAGE,
+    },
+    "required": ["id", "object", "created", "model", "choices"],
 }
+TEXT_CHUNK: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "object": {"const": "text_completion"},
+        "choices": {
+            "type": "array",
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string"},
+                    "finish_reason": {"anyOf": [_FINISH_REASON, {"type": "null"}]},
+                },
+                "required": ["index", "text", "finish_reason"],
+            },
+        },
+        "usage": _NULLABLE_USAGE,
+    },
+    "required": ["id", "object", "created", "model", "choices"],
+}
+
+
+def _sse_event(chunk: dict[str, Any]) -> dict[str, Any]:
+    """One server-sent event (OpenAPI 3.1: the schema of a text/event-stream describes each event): a JSON
+    chunk, the error that ends a failed stream, or the `[DONE]` that ends a whole one."""
+    return {
+        "type": "object",
+        "description": "`data: {chunk}` events, each ended by a blank line; the last chunk carries "
+        "`finish_reason`; with `stream_options.include_usage` one more chunk with empty `choices` and "
+        '`usage`; then `data: [DONE]`. A generation that fails mid-stream ends with `data: {"error": {...}}` '
+        "and no `[DONE]`.",
+        "properties": {
+            "data": {
+                "anyOf": [
+                    {"const": "[DONE]"},
+                    {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"anyOf": [chunk, OPENAI_ERROR_BODY]},
+                    },
+                ]
+            }
+        },
+        "required": ["data"],
+    }
 
 
 def openai_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -281,13 +342,17 @@ def openai_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def openai_generation_ok_response(
-    answer: dict[str, Any], description: str
+    answer: dict[str, Any], chunk: dict[str, Any], description: str
 ) -> dict[int | str, dict[str, Any]]:
-    """A 200 that is one JSON object (`answer`) by default and server-sent events with `"stream": true`."""
+    """A 200 that is one JSON object (`answer`) by default and server-sent events of `chunk`s with
+    `"stream": true`."""
     return {
         200: {
             "description": description,
-            "content": {"application/json": {"schema": answer}, "text/event-stream": {"schema": _SSE_STREAM}},
+            "content": {
+                "application/json": {"schema": answer},
+                "text/event-stream": {"schema": _sse_event(chunk)},
+            },
         }
     }
 
