@@ -50,7 +50,7 @@ Body = TypeVar("Body", bound=BaseModel)
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """`openapi_extra` for a body the route parses itself; the schemas are the document's components
-    (`openai_request_schemas`)."""
+    (`_openai_requests.request_schemas`)."""
     return request_body({"$ref": f"#/components/schemas/{model.__name__}"})
 
 
