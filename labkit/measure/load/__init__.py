@@ -10,7 +10,6 @@ row holds.
 
 from __future__ import annotations
 
-from labkit.measure.load._api import API_ENDPOINTS, LOAD_APIS, LoadApi, wrapper_api_url
 from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, load_requests_frame, requests_frame
 from labkit.measure.load._result import LoadResult, achieved_rate
 from labkit.measure.load._runner import run_load, run_load_async
@@ -31,6 +30,7 @@ from labkit.measure.load._workload import (
     read_prompts_file,
     synthetic_prompt,
 )
+from labkit.measure.load_apis import API_ENDPOINTS, LOAD_APIS, LoadApi, wrapper_api_url
 
 __all__ = [
     "API_ENDPOINTS",

@@ -1,55 +1,22 @@
-"""The APIs the load generator speaks, declared once: the wrapper's `POST /generate` and the OpenAI-compatible
-chat and text completions; each one's path and request body, and which model an OpenAI endpoint serves.
+"""What each API the load generator speaks needs on the wire (the names and paths are declared in
+`labkit.measure.load_apis`): one request's body, and which model an OpenAI-compatible endpoint serves.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, get_args
+from typing import Any
 
 import httpx
 
 from labkit.errors import ConfigError
+from labkit.measure.load_apis import LoadApi, is_openai
 
-__all__ = [
-    "API_ENDPOINTS",
-    "LOAD_APIS",
-    "OPENAI_BASE_PATH",
-    "LoadApi",
-    "discover_model",
-    "encode_body",
-    "is_openai",
-    "wrapper_api_url",
-]
+__all__ = ["discover_model", "encode_body"]
 
-LoadApi = Literal["generate", "openai-chat", "openai-completions"]
-LOAD_APIS: tuple[LoadApi, ...] = get_args(LoadApi)
-
-# Where each API's requests go, under the spec's `url`: the wrapper's base URL for `generate`, the OpenAI
-# base URL (what an OpenAI client takes as base_url, usually ending in /v1) for the others.
-API_ENDPOINTS: dict[LoadApi, str] = {
-    "generate": "/generate",
-    "openai-chat": "/chat/completions",
-    "openai-completions": "/completions",
-}
-# The lab's wrapper serves the OpenAI-compatible API under this prefix, as Ollama and vLLM do.
-OPENAI_BASE_PATH = "/v1"
 _MODELS_PATH = "/models"
 _DISCOVERY_TIMEOUT_S = 10.0
-
-
-def is_openai(api: LoadApi) -> bool:
-    """Whether `api` is one of the OpenAI-compatible APIs (streams are server-sent events)."""
-    return api != "generate"
-
-
-def wrapper_api_url(wrapper_url: str, api: LoadApi) -> str:
-    """The `url` a LoadSpec for `api` takes to load the lab's wrapper at `wrapper_url`: the wrapper itself
-    for `generate` (its requests go to {wrapper_url}/generate), its OpenAI base URL {wrapper_url}/v1 for the
-    OpenAI-compatible APIs."""
-    base = wrapper_url.rstrip("/")
-    return base + OPENAI_BASE_PATH if is_openai(api) else base
 
 
 def encode_body(

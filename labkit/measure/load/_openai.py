@@ -21,6 +21,11 @@ from labkit.measure.load._records import Attempt
 __all__ = ["error_text", "read_openai_stream", "take_openai_answer"]
 
 _DONE = "[DONE]"
+# llama-cpp-python's server ends a stream this way when a newer request interrupts it (its default).
+_NO_FINISH = (
+    "the stream ended (data: [DONE]) after {chunks} chunks without a finish_reason: the server cut the "
+    "answer short"
+)
 # Text fields of a chat chunk's delta: the answer, and what reasoning models stream before it.
 _DELTA_TEXT = ("content", "reasoning_content", "reasoning")
 
@@ -76,8 +81,12 @@ async def read_openai_stream(a: Attempt, resp: httpx.Response) -> None:
             data = event.data
             if finished or not data:
                 continue  # after [DONE]: read on so the connection can be reused; an empty event: keep-alive
-            if data == _DONE:  # every failure above returned: the answer is whole
-                finished = a.ok = True
+            if data == _DONE:
+                finished = True
+                if a.done_reason is None:  # OpenAI's last chunk of a choice always says why it ended
+                    a.fail("stream_cut", _NO_FINISH.format(chunks=len(chunk_times)), now)
+                    return
+                a.ok = True  # every failure above returned: the answer is whole
                 continue
             try:
                 chunk = json.loads(data)

@@ -20,12 +20,13 @@ import httpx
 from tqdm import tqdm
 
 from labkit.errors import ConfigError
-from labkit.measure.load._api import discover_model, is_openai
+from labkit.measure.load._api import discover_model
 from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, Attempt, ClockAnchor, requests_frame
 from labkit.measure.load._result import LoadResult, achieved_rate
 from labkit.measure.load._sender import RequestSender
 from labkit.measure.load._spec import LoadSpec, schedule, workload
 from labkit.measure.load._workload import Workload, file_digest
+from labkit.measure.load_apis import is_openai
 from labkit.rundir import EventKind, RunDirectory, RunFile
 from labkit.secret_files import read_token_file
 
@@ -232,20 +233,18 @@ async def run_load_async(
         # Read now, kept only in the client's headers: params.json records the file's path.
         key = read_token_file(spec.api_key_file, what="API key", flag="api_key_file")
         headers["Authorization"] = f"Bearer {key}"
+    model = spec.model
+    if model is None and is_openai(spec.api):
+        # A client of its own: the run's client opens once, for the run.
+        async with httpx.AsyncClient(headers=headers, trust_env=False) as probe:
+            model = await discover_model(probe, spec.url)
+    work = workload(spec, model=model)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(spec.timeout_s),
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=keepalive),
         headers=headers,
         trust_env=False,
     )
-    model = spec.model
-    if model is None and is_openai(spec.api):
-        try:
-            model = await discover_model(client, spec.url)
-        except BaseException:
-            await client.aclose()
-            raise
-    work = workload(spec, model=model)
     anchor = ClockAnchor.now()
     _write_params(run_dir, spec, offsets, anchor, model)
     slots = asyncio.Semaphore(pool) if spec.mode == "open" else None
@@ -301,6 +300,7 @@ async def run_load_async(
         scheduled=len(offsets) if offsets is not None else len(frame),
         achieved_rate=achieved_rate(frame),
         elapsed_s=finished - started,
+        model=model,
     )
 
 

@@ -15,7 +15,6 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from labkit.errors import ConfigError
-from labkit.measure.load._api import API_ENDPOINTS, LOAD_APIS, LoadApi, is_openai
 from labkit.measure.load._workload import (
     TokenDistribution,
     Workload,
@@ -23,6 +22,7 @@ from labkit.measure.load._workload import (
     as_max_tokens,
     read_prompts_file,
 )
+from labkit.measure.load_apis import API_ENDPOINTS, LOAD_APIS, LoadApi, is_openai
 from labkit.sockets import is_loopback_address
 
 __all__ = [

@@ -19,8 +19,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from labkit.errors import ConfigError
-from labkit.measure.load._api import LoadApi, encode_body
+from labkit.measure.load._api import encode_body
 from labkit.measure.load._words import ONE_TOKEN_WORDS
+from labkit.measure.load_apis import LoadApi
 from labkit.validation import describe_validation_error
 
 __all__ = [
