@@ -29,7 +29,7 @@ from labkit.chaos._schedule import plan_text
 from labkit.chaos._spec import ExperimentSpec
 from labkit.errors import ConfigError, LabkitError
 from labkit.faults import WRAPPER_FAULT_KINDS
-from labkit.measure.load import LoadResult, LoadSpec
+from labkit.measure.load import LoadResult, LoadSpec, wrapper_api_url
 from labkit.measure.recovery import default_slow_threshold_s, fault_windows_from_journal, recovery_measures
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
 from labkit.rundir import EventKind, RunDirectory, RunFile
@@ -60,7 +60,9 @@ class _Experiment:
         schedule = self.schedule = spec.schedule
         self.run_dir = run_dir
         load = {
-            "url": injector.wrapper_url,
+            "url": wrapper_api_url(injector.wrapper_url, spec.load.api),
+            "api": spec.load.api,
+            "prompt_tokens": spec.load.prompt_tokens,
             "rate": spec.load.rate,
             "stream": spec.load.stream,
             "max_tokens": spec.load.max_tokens,

@@ -54,15 +54,26 @@ class TokenDistribution(BaseModel):
     mean: float = Field(ge=1, le=MAX_WORK_TOKENS, description="tokens, on average")
     stddev: float = Field(default=0.0, ge=0, le=MAX_WORK_TOKENS, description="standard deviation, tokens")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text_or_count(cls, value: Any) -> Any:
+        """Also `MEAN[:STDDEV]` text and a plain number (a fixed count), so that every field of this type
+        (a LoadSpec, an experiment file) takes what the command line takes."""
+        if isinstance(value, str):
+            match = _DISTRIBUTION.match(value)
+            if match is None:
+                raise ValueError(f"{value!r} is not MEAN[:STDDEV] (tokens, e.g. 128 or 128:32)")
+            mean, stddev = match.groups()
+            return {"mean": float(mean), "stddev": float(stddev or 0)}
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return {"mean": value}
+        return value
+
     @classmethod
     def parse(cls, text: str) -> TokenDistribution:
-        """`MEAN[:STDDEV]` as a distribution; a ValueError saying the form when `text` is not one."""
-        match = _DISTRIBUTION.match(text)
-        if match is None:
-            raise ValueError(f"{text!r} is not MEAN[:STDDEV] (tokens, e.g. 128 or 128:32)")
-        mean, stddev = match.groups()
+        """`MEAN[:STDDEV]` as a distribution; a ValueError saying what is wrong when `text` is not one."""
         try:
-            return cls(mean=float(mean), stddev=float(stddev or 0))
+            return cls.model_validate(text)
         except ValidationError as exc:
             raise ValueError(f"{text!r}: {describe_validation_error(exc)}") from None
 
@@ -80,14 +91,10 @@ def as_distribution(value: Any) -> Any:
     mean and stddev. A ValueError says what is wrong; None and a TokenDistribution pass through."""
     if value is None or isinstance(value, TokenDistribution):
         return value
-    if isinstance(value, str):
-        return TokenDistribution.parse(value)
-    if isinstance(value, bool) or not isinstance(value, int | float | Mapping):
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Mapping):
         raise ValueError(f"{value!r} is not a token count: give MEAN[:STDDEV] (e.g. 128 or 128:32)")
     try:
-        if isinstance(value, Mapping):
-            return TokenDistribution(**value)
-        return TokenDistribution(mean=value)
+        return TokenDistribution.model_validate(value)
     except ValidationError as exc:
         raise ValueError(describe_validation_error(exc)) from None
 
