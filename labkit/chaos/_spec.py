@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labkit.chaos._remediation import RemediationPolicy
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits
-from labkit.measure.load import LoadApi, TokenDistribution
+from labkit.measure.load import LoadApi, LoadSpec, TokenDistribution, wrapper_api_url
 from labkit.validation import CheckedModel
 
 __all__ = ["DEFAULT_SETTLE_TIMEOUT_S", "ExperimentLoad", "ExperimentSpec", "SteadyState"]
@@ -47,6 +47,23 @@ class ExperimentLoad(_Settings):
         default=0, description="seeds the prompts and Poisson arrivals (not the fault schedule)"
     )
     timeout_s: float = Field(default=30.0, gt=0, le=600, description="seconds a request may take")
+
+    def load_spec(self, wrapper_url: str, *, duration_s: float, api_key_file: Path | None) -> LoadSpec:
+        """The load run this asks for, `duration_s` long, against the lab's wrapper at `wrapper_url` (its
+        /v1 for the OpenAI APIs), with the wrapper's API key file."""
+        return LoadSpec(
+            url=wrapper_api_url(wrapper_url, self.api),
+            api=self.api,
+            rate=self.rate,
+            stream=self.stream,
+            max_tokens=self.max_tokens,
+            prompt_tokens=self.prompt_tokens,
+            arrival=self.arrival,
+            seed=self.seed,
+            timeout_s=self.timeout_s,
+            duration_s=duration_s,
+            api_key_file=api_key_file,
+        )
 
 
 class SteadyState(_Settings):
