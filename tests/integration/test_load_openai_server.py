@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from labkit.cli import cli
 from labkit.config import DEFAULT_MODEL_NAME, embedded_model_path
 from labkit.errors import ModelNotFoundError
-from labkit.measure.load import LoadResult, LoadSpec, run_load
+from labkit.measure.load import LoadResult, LoadSpec, run_load, workload
 from labkit.rundir import RunFile
 from tests.conftest import free_port
 
@@ -146,3 +146,23 @@ def test_the_cli_loads_an_openai_server(openai_url: str, tmp_path: Path) -> None
     (run_dir,) = tmp_path.iterdir()
     rows = [json.loads(line) for line in (run_dir / RunFile.REQUESTS).read_text().splitlines()]
     assert len(rows) == 6 and all(r["ok"] and r["ttft_s"] is not None for r in rows)
+
+
+def test_synthetic_prompts_are_their_token_count_to_the_server(openai_url: str, tmp_path: Path) -> None:
+    # The server's own count of a text completion's prompt: exactly the tokens asked for.
+    spec = LoadSpec(
+        url=openai_url,
+        api="openai-completions",
+        rate=4,
+        duration_s=1,
+        stream=False,
+        prompt_tokens="24:6",
+        max_tokens=1,
+        seed=5,
+    )
+    result = run_load(spec, tmp_path, progress=False)
+    work = workload(spec)
+    bodies = [json.loads(work.next()[1]) for _ in range(len(result.frame))]
+    asked = [len(body["prompt"].split()) for body in bodies]
+    assert result.frame["ok"].all() and len(set(asked)) > 1
+    assert result.frame["prompt_tokens"].tolist() == asked
