@@ -75,7 +75,7 @@ class SamplingRequest(BaseModel):
     stop: str | list[str] | None = Field(default=None, description="stop sequences")
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    n: JsonInt | None = Field(default=None, ge=1, le=1, description="choices to generate: only 1")
+    n: Literal[1] | None = Field(default=None, description="choices to generate: only 1")
 
     def sampling_options(self) -> dict[str, Any]:
         """The sampling parameters given, under the names Ollama's options and the OpenAI API share."""
