@@ -31,7 +31,9 @@ from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER, GENERATION_EN
 from labkit.services.modelserver import BackgroundModelServer, ModelServerSettings
 from labkit.services.wrapper import WrapperSettings, create_app, main
 from labkit.services.wrapper._openai_api import _SseEncoder
+from labkit.services.wrapper._openai_backend import read_events
 from labkit.services.wrapper._semconv import MAX_MODEL_LABELS, OTHER_VALUE
+from labkit.services.wrapper._upstream import Chunk, UpstreamError
 from tests.conftest import promtool_check_metrics
 from tests.test_wrapper import metric, serving, wait_until
 
@@ -457,6 +459,77 @@ def test_token_events_are_the_json_of_their_chunk(piece: str, operation: str) ->
     choice = data["choices"][0]
     assert (choice["delta"]["content"] if operation == "chat" else choice["text"]) == piece
     assert data["model"] == 'm "\0" odd' and choice["finish_reason"] is None
+
+
+class SplitBody:
+    """A response body that arrives `step` bytes at a time. A fake: a real server's writes are rarely split
+    mid-line on loopback, but a proxy or a slow network splits them anywhere."""
+
+    def __init__(self, body: bytes, step: int, content_type: str = "text/event-stream") -> None:
+        self.content_type = content_type
+        self.content = self
+        self._pieces = [body[i : i + step] for i in range(0, len(body), step)]
+        self._body = body
+
+    async def readany(self) -> bytes:
+        return self._pieces.pop(0) if self._pieces else b""
+
+    def at_eof(self) -> bool:
+        return not self._pieces
+
+    async def read(self) -> bytes:
+        return self._body
+
+    def release(self) -> None:
+        pass
+
+
+def read_all(body: bytes, step: int = 1, content_type: str = "text/event-stream") -> list[Chunk]:
+    async def collect() -> list[Chunk]:
+        response: Any = SplitBody(body, step, content_type)
+        return [c async for c in read_events(response, backend_url="http://up", timeout_s=1)]
+
+    return asyncio.run(collect())
+
+
+EVENTS = (
+    b": a comment\r\n\r\n"
+    b'data: {"model":"m","choices":[{"index":0,"delta":{"role":"assistant"}}]}\r\n\r\n'
+    b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"h\\u00e9"}}]}\r\n\r\n'
+    b"event: message\r\n"
+    # one event's data on two lines: joined by a newline, which JSON reads as whitespace
+    b'data: {"model":"m","choices":[{"index":0,\r\n'
+    b'data: "delta":{"content":"llo"},"finish_reason":"stop"}]}\r\n\r\n'
+    b'data: {"model":"m2","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\r\n\r\n'
+    b"data: [DONE]\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("step", [1, 7, len(EVENTS)])
+def test_server_sent_events_are_read_wherever_the_bytes_split(step: int) -> None:
+    chunks = read_all(EVENTS, step)
+    assert [c.text for c in chunks] == ["hé", "llo", ""]
+    final = chunks[-1]
+    assert final.done and (final.model, final.done_reason) == ("m2", "stop")
+    assert (final.prompt_tokens, final.output_tokens) == (3, 2)
+
+
+def test_an_event_stream_that_ends_early_is_an_upstream_failure() -> None:
+    finished = b'data: {"choices":[{"index":0,"text":"a","finish_reason":"length"}]}\n\n'
+    assert [(c.text, c.done, c.done_reason) for c in read_all(finished, 5)] == [
+        ("a", False, None),
+        ("", True, "length"),
+    ]
+    cut = b'data: {"choices":[{"index":0,"text":"a","finish_reason":null}]}\n\n'
+    with pytest.raises(UpstreamError, match="ended the stream before its final event") as info:
+        read_all(cut, 5)
+    assert (info.value.status_code, info.value.kind) == (502, "stream")
+    with pytest.raises(UpstreamError, match="not JSON"):
+        read_all(b"data: {oops\n\n")
+    # A server that ignored `stream` and answered one JSON object: one chunk, then the end.
+    whole = json.dumps({"model": "m", "choices": [{"index": 0, "text": "all", "finish_reason": "stop"}]})
+    chunks = read_all(whole.encode(), content_type="application/json")
+    assert [(c.text, c.done) for c in chunks] == [("all", False), ("", True)]
 
 
 def test_generation_endpoints_and_their_matcher_are_one_declaration() -> None:
