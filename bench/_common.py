@@ -26,12 +26,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 LABKIT = str(Path(sys.executable).with_name("labkit"))
 
-TargetKind = Literal["value_max", "ratio_min", "over_reference_max"]
+TargetKind = Literal["value_max", "ratio_min", "ratio_near", "over_reference_max"]
 
 
 @dataclass(frozen=True)
 class Target:
-    """What a row must reach: `value <= limit`, `ratio >= limit`, or `value - reference <= limit`."""
+    """What a row must reach: `value <= limit`, `ratio >= limit`, `|ratio - 1| <= limit` (two tools that
+    should agree), or `value - reference <= limit`."""
 
     kind: TargetKind
     limit: float
@@ -42,6 +43,8 @@ class Target:
             return None if value is None else value <= self.limit
         if self.kind == "ratio_min":
             return None if ratio is None else ratio >= self.limit
+        if self.kind == "ratio_near":
+            return None if ratio is None else abs(ratio - 1) <= self.limit
         if value is None or reference is None:
             return None
         return value - reference <= self.limit

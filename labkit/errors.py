@@ -30,7 +30,7 @@ message says what happened and what to do about it. The whole tree (a test keeps
     ├── ClientGoneError               an HTTP client left before its answer (a service records 499)
     ├── UpstreamError                 the wrapper's model backend failed (labkit.services.wrapper)
     ├── InjectedFaultError            a wrapper fault decided a request's answer (labkit.services.wrapper)
-    └── ModelServerAPIError           an Ollama API error answer (labkit.services.modelserver)
+    └── ModelServerAPIError           an Ollama or OpenAI API error answer (labkit.services.modelserver)
         ├── BadRequestError
         ├── UnknownModelError
         └── QueueFullError

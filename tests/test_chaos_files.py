@@ -241,3 +241,26 @@ def test_errors_name_the_file_and_line(tmp_path: Path, name: str, text: str, exp
 def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read experiment file .*nope\.yaml"):
         load_experiment_file(tmp_path / "nope.yaml")
+
+
+def test_an_experiment_may_load_the_wrappers_openai_api(tmp_path: Path) -> None:
+    text = (
+        "duration_s: 20\n"
+        'load: {api: openai-chat, rate: 1, prompt_tokens: "128:32"}\n'
+        "faults: [{kind: pause, start_s: 5, duration_s: 3}]\n"
+    )
+    spec = load_experiment_file(write(tmp_path, "exp.yaml", text)).spec()
+    assert spec.load.api == "openai-chat" and str(spec.load.prompt_tokens) == "128:32"
+    record = spec.params_record(tmp_path, plan="")["experiment"]
+    assert (record["api"], record["prompt_tokens"]) == ("openai-chat", "128:32")
+    load = spec.load.load_spec("http://127.0.0.1:8000", duration_s=spec.duration_s, api_key_file=None)
+    assert load.target == "http://127.0.0.1:8000/v1/chat/completions" and load.stream
+    assert load.prompt_tokens == spec.load.prompt_tokens and load.duration_s == 20
+    default = ExperimentLoad().load_spec("http://127.0.0.1:8000", duration_s=5, api_key_file=None)
+    assert default.target == "http://127.0.0.1:8000/generate" and default.api == "generate"
+
+
+def test_an_unknown_api_in_an_experiment_file_names_its_field(tmp_path: Path) -> None:
+    text = "duration_s: 20\nload: {api: grpc}\nfaults: [{kind: pause, start_s: 5, duration_s: 3}]\n"
+    with pytest.raises(ConfigError, match=r"load\.api.*'generate', 'openai-chat' or 'openai-completions'"):
+        load_experiment_file(write(tmp_path, "exp.yaml", text)).spec()

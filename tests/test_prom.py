@@ -24,7 +24,7 @@ from prometheus_client.core import Metric
 
 from labkit.errors import LabkitError
 from labkit.measure.collect import collect_series
-from labkit.measure.histograms import REQUEST_DURATION_BUCKETS, bucket_quantile
+from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER, REQUEST_DURATION_BUCKETS, bucket_quantile
 from labkit.measure.prom import (
     QUANTILE_COLUMNS,
     PrometheusClient,
@@ -264,10 +264,10 @@ def test_server_slis_of_the_lab_spec_are_exact_counts(scenario: Scenario) -> Non
     frame = server_slis(scenario.url, scenario.t0, scenario.t1, load_slo_spec())
     by_objective = frame.set_index("objective")
     availability = by_objective.loc["99% of valid requests succeed"]
-    # valid = all but 4xx and 499: 18 x 200 + 2 x 500
+    # valid = all but 4xx other than 429: 18 x 200 + 2 x 500
     assert (availability["good"], availability["total"], availability["sli"]) == (18, 20, 0.9)
     assert availability["promql"].startswith(
-        'sum(increase(llm_requests_total{endpoint="/generate",status_code'
+        f"sum(increase(llm_requests_total{{{GENERATION_ENDPOINT_MATCHER},status_code"
     )
     latency3 = by_objective.loc["95% of requests within 3 s"]
     assert (latency3["good"], latency3["total"], latency3["threshold_s"]) == (19, 20, 3.0)

@@ -86,6 +86,14 @@ def test_a_spec_reads_its_parameters_from_a_notebook_s_namespace() -> None:
     assert params.rate == 1.0  # not in the namespace: the spec's default
 
 
+@pytest.mark.parametrize("spec", [scenarios.Baseline, scenarios.KillAndRecover, scenarios.RandomChaos])
+def test_every_scenario_with_load_takes_the_api_it_speaks(spec: type[Params]) -> None:
+    assert spec.defaults()["api"] == "generate"
+    spec.check({"api": "openai-chat"})
+    with pytest.raises(ConfigError, match=r"parameter api .* one of generate, openai-chat, openai-compl"):
+        spec.check({"api": "grpc"})
+
+
 def test_an_unknown_backend_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="backend must be 'local' or 'docker', not 'kubernetes'"):
         scenarios.open_lab(tmp_path / "lab", backend="kubernetes", say=None)

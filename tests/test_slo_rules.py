@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER
 from labkit.measure.slo.alerts import WORKBOOK_ALERTS, BurnRateAlert
 from labkit.measure.slo.rules import (
     RULES_FILE_NAME,
@@ -89,8 +90,8 @@ def test_alerts_carry_severity_windows_and_the_burn_factor(slos: list[SloDefinit
 def test_ratio_queries_must_be_sums_of_a_selector(slos: list[SloDefinition]) -> None:
     availability = slos[0]
     assert counter_selectors(availability) == (
-        'llm_requests_total{endpoint="/generate",status_code=~"2.."}',
-        'llm_requests_total{endpoint="/generate",status_code!~"4..|499"}',
+        f'llm_requests_total{{{GENERATION_ENDPOINT_MATCHER},status_code=~"2.."}}',
+        f'llm_requests_total{{{GENERATION_ENDPOINT_MATCHER},status_code=~"[1235]..|429"}}',
     )
     odd = availability.model_copy(update={"good_query": "rate(llm_requests_total[5m])"})
     with pytest.raises(SloSpecError, match=r"must have the form sum\("):
@@ -270,6 +271,33 @@ def test_promtool_no_traffic_records_nothing_and_total_failure_is_a_ratio_of_one
                 {"expr": "slo:sli_error:ratio_rate5m", "eval_time": "20m", "exp_samples": [_ratio_sample(1)]}
             ],
         },
+    ]
+    _run_promtool_tests(tmp_path, tests)
+
+
+def test_promtool_availability_counts_every_generation_endpoint_and_429_as_bad(tmp_path: Path) -> None:
+    chat = 'llm_requests_total{{endpoint="/v1/chat/completions",status_code="{}"}}'
+    models = 'llm_requests_total{endpoint="/v1/models",status_code="500"}'
+    # A minute: 900 good on /generate, 80 good and 10 shed (429: the server was full) on /v1, 10 bad
+    # bodies (400: the client's) and 100 errors on an endpoint that generates nothing (not selected).
+    tests: list[dict[str, Any]] = [
+        {
+            "interval": "1m",
+            "input_series": [
+                {"series": GOOD, "values": "0+900x30"},
+                {"series": chat.format(200), "values": "0+80x30"},
+                {"series": chat.format(429), "values": "0+10x30"},
+                {"series": chat.format(400), "values": "0+10x30"},
+                {"series": models, "values": "0+100x30"},
+            ],
+            "promql_expr_test": [
+                {
+                    "expr": "slo:sli_error:ratio_rate5m",
+                    "eval_time": "20m",
+                    "exp_samples": [_ratio_sample(10 / (900 + 80 + 10))],
+                }
+            ],
+        }
     ]
     _run_promtool_tests(tmp_path, tests)
 

@@ -60,19 +60,14 @@ class _Experiment:
         remediation = self.remediation = spec.remediation
         schedule = self.schedule = spec.schedule
         self.run_dir = run_dir
-        load = {
-            "url": injector.wrapper_url,
-            "rate": spec.load.rate,
-            "stream": spec.load.stream,
-            "max_tokens": spec.load.max_tokens,
-            "arrival": spec.load.arrival,
-            "seed": spec.load.seed,
-            "timeout_s": spec.load.timeout_s,
-            "api_key_file": injector.config.api_key_file,
-        }
-        self.method_spec = LoadSpec(**load, duration_s=spec.duration_s)
+        wrapper, key_file = injector.wrapper_url, injector.config.api_key_file
+        self.method_spec = spec.load.load_spec(wrapper, duration_s=spec.duration_s, api_key_file=key_file)
         steady = spec.steady_state
-        self.steady_spec = LoadSpec(**load, duration_s=steady.duration_s) if steady.enabled else None
+        self.steady_spec = (
+            spec.load.load_spec(wrapper, duration_s=steady.duration_s, api_key_file=key_file)
+            if steady.enabled
+            else None
+        )
         self.settle_timeout_s = spec.settle_timeout_s
         self.slos = load_slo_spec(spec.slo_spec)
         slow_threshold_s = spec.slow_threshold_s

@@ -29,6 +29,7 @@ EXAMPLE_EXPERIMENT = """\
 title: latency then a killed model
 duration_s: 60            # the method: load runs this long while the faults are applied
 load: {rate: 2, stream: true, max_tokens: 32}
+# load: {api: openai-chat, rate: 2, prompt_tokens: "128:32", max_tokens: 32}   (the wrapper's /v1 API)
 steady_state: {enabled: true, duration_s: 5}
 # remediation: {target: wrapper, threshold_s: 1.0, breaches_to_act: 2, cooldown_s: 30, dry_run: false}
 faults:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labkit.chaos._remediation import RemediationPolicy
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits
+from labkit.measure.load import LoadApi, LoadSpec, TokenDistribution, wrapper_api_url
 from labkit.validation import CheckedModel
 
 __all__ = ["DEFAULT_SETTLE_TIMEOUT_S", "ExperimentLoad", "ExperimentSpec", "SteadyState"]
@@ -27,18 +28,42 @@ class _Settings(BaseModel):
 
 
 class ExperimentLoad(_Settings):
-    """The open-loop load the experiment sends: during the method, and during each steady-state check."""
+    """The open-loop load the experiment sends: during the method, and during each steady-state check.
+    `api` picks the wrapper's API it speaks (`generate`, or the OpenAI-compatible chat or text completions
+    under the wrapper's /v1); `prompt_tokens` (`MEAN[:STDDEV]`) sends synthetic prompts of that many tokens
+    instead of the default prompts."""
 
+    api: LoadApi = Field(default="generate", description="the wrapper's API the requests speak")
     rate: float = Field(default=2.0, gt=0, le=1000, description="requests per second")
     stream: bool = Field(
         default=True, description="ask for streamed answers (gives client-side TTFT and ITL)"
     )
     max_tokens: int | None = Field(default=32, ge=1, le=4096, description="tokens per answer")
+    prompt_tokens: TokenDistribution | None = Field(
+        default=None, description="synthetic prompts of this many tokens, MEAN[:STDDEV]; None: fixed prompts"
+    )
     arrival: Literal["constant", "poisson"] = Field(default="constant", description="spacing of the requests")
     seed: int = Field(
         default=0, description="seeds the prompts and Poisson arrivals (not the fault schedule)"
     )
     timeout_s: float = Field(default=30.0, gt=0, le=600, description="seconds a request may take")
+
+    def load_spec(self, wrapper_url: str, *, duration_s: float, api_key_file: Path | None) -> LoadSpec:
+        """The load run this asks for, `duration_s` long, against the lab's wrapper at `wrapper_url` (its
+        /v1 for the OpenAI APIs), with the wrapper's API key file."""
+        return LoadSpec(
+            url=wrapper_api_url(wrapper_url, self.api),
+            api=self.api,
+            rate=self.rate,
+            stream=self.stream,
+            max_tokens=self.max_tokens,
+            prompt_tokens=self.prompt_tokens,
+            arrival=self.arrival,
+            seed=self.seed,
+            timeout_s=self.timeout_s,
+            duration_s=duration_s,
+            api_key_file=api_key_file,
+        )
 
 
 class SteadyState(_Settings):
@@ -102,6 +127,8 @@ class ExperimentSpec(CheckedModel, _Settings):
             "duration_s": self.duration_s,
             "lab_dir": str(lab_dir),
             "experiment": {
+                "api": self.load.api,
+                "prompt_tokens": None if self.load.prompt_tokens is None else str(self.load.prompt_tokens),
                 "rate": self.load.rate,
                 "stream": self.load.stream,
                 "max_tokens": self.load.max_tokens,

@@ -11,6 +11,7 @@ import click
 
 from labkit.cli._base import attached, cli, out_option, renamed_option, run_action
 from labkit.errors import LabNotRunningError
+from labkit.measure.load_apis import LOAD_APIS, wrapper_api_url
 from labkit.rundir import RunFile
 
 __all__ = ["load", "slo"]
@@ -69,6 +70,22 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--api",
+    type=click.Choice(LOAD_APIS),
+    default="generate",
+    show_default=True,
+    help="The API to speak: the wrapper's POST /generate, or OpenAI-compatible chat or text completions.",
+)
+@click.option(
+    "--url",
+    default=None,
+    help="Target: a wrapper's base URL (--api generate), or an OpenAI base URL such as "
+    "http://127.0.0.1:11434/v1 [default: the running lab's wrapper].",
+)
+@click.option(
+    "--model", default=None, help="Model to ask for [default: the only one GET {url}/models lists]."
+)
 @click.option("--rate", type=float, default=None, help="Open loop: requests per second.")
 @renamed_option(
     "--duration-s",
@@ -91,9 +108,41 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
     show_default=True,
     help="Open loop: constant spacing, or seeded Poisson arrivals.",
 )
-@click.option("--stream", is_flag=True, help="Ask for NDJSON streams (gives client-side TTFT and ITL).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds arrivals and prompt choice.")
-@click.option("--max-tokens", type=int, default=32, show_default=True, help="Tokens per answer.")
+@click.option(
+    "--stream/--no-stream",
+    default=None,
+    help="Streamed answers (client-side TTFT and ITL) [default: on for the OpenAI APIs, off for generate].",
+)
+@click.option(
+    "--prompt",
+    "prompts",
+    multiple=True,
+    help="A prompt to send (repeat for several, chosen per request) [default: five short questions].",
+)
+@click.option(
+    "--prompt-tokens",
+    default=None,
+    metavar="MEAN[:STDDEV]",
+    help="Synthetic prompts instead: this many tokens each (normal, seeded, at least 1).",
+)
+@click.option(
+    "--prompts",
+    "prompts_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help='Prompts from a JSON Lines file instead: {"prompt": ...} or {"messages": [...]} per line, '
+    'optional "max_tokens".',
+)
+@click.option(
+    "--max-tokens",
+    default="32",
+    show_default=True,
+    metavar="N|MEAN:STDDEV",
+    help="Tokens per answer: a count, or a normal distribution (seeded, at least 1).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seeds arrivals, prompts and token counts."
+)
 @renamed_option(
     "--timeout-s",
     "--timeout",
@@ -103,7 +152,12 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
     show_default=True,
     help="Seconds a request may take, from its intended send.",
 )
-@click.option("--url", default=None, help="Wrapper base URL [default: the running lab's wrapper].")
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the target's API key, sent as a Bearer token [default: the lab's key, without --url].",
+)
 @click.option("--allow-non-loopback", is_flag=True, help="Permit a target that is not this machine.")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 @out_option
@@ -111,29 +165,39 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
 def load(
     ctx: click.Context,
     url: str | None,
+    api_key_file: Path | None,
+    prompts: tuple[str, ...],
+    stream: bool | None,
     no_progress: bool,
     out: Path,
     **options: Any,
 ) -> None:
-    """Send open-loop (--rate) or closed-loop (--concurrency) load and record every request."""
+    """Send open-loop (--rate) or closed-loop (--concurrency) load and record every request.
+
+    The prompts are one of: --prompt TEXT (repeatable), --prompt-tokens MEAN[:STDDEV] or --prompts FILE.
+    """
 
     def action() -> None:
         from labkit.measure.load import LoadSpec, run_load
         from labkit.rundir import RunDirectory
 
         target = url
-        api_key_file = None
+        key_file = api_key_file
         if target is None:
             try:
                 saved = attached(ctx).saved_config()
             except LabNotRunningError as exc:
-                raise LabNotRunningError(f"{exc}, or pass --url URL of a wrapper") from exc
-            target = saved.wrapper_url
-            api_key_file = saved.api_key_file
+                raise LabNotRunningError(
+                    f"{exc}, or pass --url URL of a wrapper or an OpenAI base URL"
+                ) from exc
+            target = wrapper_api_url(saved.wrapper_url, options["api"])
+            key_file = api_key_file or saved.api_key_file
         spec = LoadSpec(
             url=target,
-            api_key_file=api_key_file,
+            api_key_file=key_file,
             mode="open" if options["concurrency"] is None else "closed",
+            prompts=prompts or None,
+            stream=stream,
             **options,
         )
         run_dir = RunDirectory.create(out, "load")
@@ -146,10 +210,12 @@ def load(
         rate = "-" if s["achieved_rate"] is None else f"{s['achieved_rate']:.2f}/s"
         target_rate = "" if spec.rate is None else f" (target {spec.rate:g}/s)"
         availability = "-" if s["availability"] is None else f"{s['availability']:.2%}"
+        model = result.model or "the wrapper's default"
+        click.echo(f"api {spec.api}  model {model}  target {spec.target}")
         click.echo(
             f"requests {s['requests']}  ok {s['ok']}  availability {availability}  rate {rate}{target_rate}"
         )
-        for name in ("ttft_s", "e2e_s", "queue_delay_s"):
+        for name in ("ttft_s", "itl_s", "e2e_s", "queue_delay_s"):
             q = s[name]
             cells = "  ".join(f"{p} {'-' if v is None else f'{v * 1000:.1f} ms'}" for p, v in q.items())
             click.echo(f"{name.removesuffix('_s'):<12}{cells}")

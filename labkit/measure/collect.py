@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 # Every series the report reads, by file name (prometheus/<name>.csv).
 SERIES = (
     "availability",  # good / valid requests per rate window (the availability SLO's queries), ratio 0-1
-    "error_ratio",  # 5xx / all /generate requests, ratio 0-1
+    "error_ratio",  # 5xx / all generation requests, ratio 0-1
     "request_rate",  # requests/s by status_class
     "rejection_rate",  # requests/s turned away with 503, by reason
     "latency_quantiles",  # end-to-end seconds, p50/p95/p99 with bucket bounds

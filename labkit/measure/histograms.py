@@ -3,6 +3,8 @@
 prometheus_client's defaults stop at 10 s and have no boundary at typical SLO thresholds; these sets
 (modelled on vLLM's) contain every threshold of the SLO spec exactly, which a test checks. `bucket_quantile`
 is Prometheus' `histogram_quantile` with the bucket it interpolated in, shared by `prom` and `slo`.
+Also here: the wrapper's generation endpoints (the `endpoint` label every SLI selects) and the bucket sets
+the OpenTelemetry GenAI semantic conventions prescribe for their `gen_ai.*` metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from dataclasses import dataclass
 from prometheus_client.utils import floatToGoString
 
 __all__ = [
+    "GENERATION_ENDPOINTS",
+    "GENERATION_ENDPOINT_MATCHER",
+    "GEN_AI_REQUEST_DURATION_BUCKETS",
+    "GEN_AI_TIME_PER_OUTPUT_TOKEN_BUCKETS",
+    "GEN_AI_TIME_TO_FIRST_TOKEN_BUCKETS",
+    "GEN_AI_TOKEN_USAGE_BUCKETS",
     "INTER_TOKEN_LATENCY_BUCKETS",
     "REQUEST_DURATION_BUCKETS",
     "TIME_TO_FIRST_TOKEN_BUCKETS",
@@ -41,6 +49,28 @@ TIME_TO_FIRST_TOKEN_BUCKETS: tuple[float, ...] = (
 INTER_TOKEN_LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
     0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+# The wrapper's endpoints that generate text, as its metrics' `endpoint` label spells them: its own API and
+# the OpenAI-compatible one. Every SLI selector (SLO spec, rules, dashboards, smoke, prom) matches them all.
+GENERATION_ENDPOINTS: tuple[str, ...] = ("/generate", "/v1/chat/completions", "/v1/completions")
+GENERATION_ENDPOINT_MATCHER = 'endpoint=~"' + "|".join(GENERATION_ENDPOINTS) + '"'
+
+# OpenTelemetry semantic conventions for GenAI metrics (docs/gen-ai/gen-ai-metrics.md, semconv 1.37 to 1.41:
+# the same boundaries since 1.27), each metric's ExplicitBucketBoundaries advice, copied exactly so that
+# dashboards built on the convention read the same buckets. They hold no SLO threshold: SLOs read llm_*.
+GEN_AI_REQUEST_DURATION_BUCKETS: tuple[float, ...] = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+GEN_AI_TIME_TO_FIRST_TOKEN_BUCKETS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+GEN_AI_TIME_PER_OUTPUT_TOKEN_BUCKETS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+)  # fmt: skip
+GEN_AI_TOKEN_USAGE_BUCKETS: tuple[float, ...] = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )  # fmt: skip
 
 

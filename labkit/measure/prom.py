@@ -30,7 +30,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from labkit.errors import LabkitError
-from labkit.measure.histograms import bucket_quantile
+from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER, bucket_quantile
 from labkit.measure.promql import counter_sum_selector, promql_duration
 from labkit.rundir import RunDirectory, series_file
 
@@ -56,8 +56,13 @@ logger = logging.getLogger(__name__)
 TimeLike = float | int | datetime
 
 # The availability SLO of SLO.md / stack/slo.yaml; callers holding the spec pass its queries instead.
-DEFAULT_AVAILABILITY_GOOD_QUERY = 'sum(llm_requests_total{endpoint="/generate",status_code=~"2.."})'
-DEFAULT_AVAILABILITY_TOTAL_QUERY = 'sum(llm_requests_total{endpoint="/generate",status_code!~"4..|499"})'
+# Valid: every status but the client's 4xx, except 429 (full: the server's doing, as 503 is).
+DEFAULT_AVAILABILITY_GOOD_QUERY = (
+    f'sum(llm_requests_total{{{GENERATION_ENDPOINT_MATCHER},status_code=~"2.."}})'
+)
+DEFAULT_AVAILABILITY_TOTAL_QUERY = (
+    f'sum(llm_requests_total{{{GENERATION_ENDPOINT_MATCHER},status_code=~"[1235]..|429"}})'
+)
 
 # Prometheus refuses range queries of more than 11,000 points per series.
 _MAX_POINTS = 11_000
@@ -377,29 +382,30 @@ class PrometheusSeries:
         return _tidy(result, labels, self.run_start)
 
     def request_rate(self) -> pd.DataFrame:
-        """Requests/s to /generate by `status_class` (`2xx`, `4xx`, `5xx`)."""
+        """Requests/s to the generation endpoints by `status_class` (`2xx`, `4xx`, `5xx`)."""
         return self.query_range(
-            'sum by (status_class) (label_replace(rate(llm_requests_total{endpoint="/generate"}'
+            f"sum by (status_class) (label_replace(rate(llm_requests_total{{{GENERATION_ENDPOINT_MATCHER}}}"
             f'[{self.rate_window}]), "status_class", "${{1}}xx", "status_code", "([0-9]).."))',
             ["status_class"],
         )
 
     def rejection_rate(self) -> pd.DataFrame:
-        """Requests/s turned away with 503 before generating, by `reason`."""
+        """Requests/s turned away (503, or 429 on /v1) before generating, by `reason`."""
         return self.query_range(
             f"sum by (reason) (rate(llm_requests_rejected_total[{self.rate_window}]))", ["reason"]
         )
 
     def error_ratio(self) -> pd.DataFrame:
-        """5xx / all /generate requests: rates summed first, then divided (sloth#241).
+        """5xx / all generation requests: rates summed first, then divided (sloth#241).
 
-        Rejections are 503s and already counted in 5xx; the denominator is every request the wrapper
-        answered, 4xx included (the availability SLI is the one that leaves out the client's faults).
+        /generate's rejections are 503s and already counted in 5xx (/v1's are 429s: the availability SLI
+        counts them); the denominator is every request the wrapper answered, 4xx included (the
+        availability SLI is the one that leaves out the client's faults).
         """
         w = self.rate_window
         return self.query_range(
-            f'sum(rate(llm_requests_total{{endpoint="/generate",status_code=~"5.."}}[{w}])) / '
-            f'sum(rate(llm_requests_total{{endpoint="/generate"}}[{w}]))'
+            f'sum(rate(llm_requests_total{{{GENERATION_ENDPOINT_MATCHER},status_code=~"5.."}}[{w}])) / '
+            f"sum(rate(llm_requests_total{{{GENERATION_ENDPOINT_MATCHER}}}[{w}]))"
         )
 
     def availability(
@@ -449,8 +455,8 @@ class PrometheusSeries:
         return frame
 
     def latency_quantiles(self, quantiles: Sequence[float] = (0.5, 0.95, 0.99)) -> pd.DataFrame:
-        """End-to-end duration of successful /generate requests (server-side), seconds."""
-        return self.quantiles("llm_request_duration_seconds", quantiles, '{endpoint="/generate"}')
+        """End-to-end duration of successful generation requests (server-side), seconds."""
+        return self.quantiles("llm_request_duration_seconds", quantiles, f"{{{GENERATION_ENDPOINT_MATCHER}}}")
 
     def ttft_quantiles(self, quantiles: Sequence[float] = (0.5, 0.95, 0.99)) -> pd.DataFrame:
         """Time to first token (server-side, from the request's arrival), seconds."""
@@ -461,7 +467,7 @@ class PrometheusSeries:
         return self.quantiles("llm_inter_token_latency_seconds", quantiles)
 
     def in_flight(self) -> pd.DataFrame:
-        """Admitted /generate requests not yet finished."""
+        """Admitted generation requests not yet finished."""
         return self.query_range("sum(llm_requests_in_flight)")
 
     def restarts(self) -> pd.DataFrame:

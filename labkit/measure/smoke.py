@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from labkit.config import LabConfig
 from labkit.errors import LabkitError
+from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER, GENERATION_ENDPOINTS
 from labkit.rundir import RunDirectory, RunFile
 
 __all__ = ["SmokeRequest", "SmokeResult", "run_smoke"]
@@ -118,14 +119,14 @@ def _prometheus_value(client: httpx.Client, base: str, query: str) -> float | No
 
 
 def _wrapper_request_count(client: httpx.Client, wrapper: str) -> float:
-    """`llm_requests_total` for /generate, read from the wrapper's own /metrics."""
+    """`llm_requests_total` of the generation endpoints, read from the wrapper's own /metrics."""
     text = client.get(wrapper + "/metrics").text
     return sum(
         sample.value
         for family in text_string_to_metric_families(text)
         if family.name == "llm_requests"
         for sample in family.samples
-        if sample.name == "llm_requests_total" and sample.labels.get("endpoint") == "/generate"
+        if sample.name == "llm_requests_total" and sample.labels.get("endpoint") in GENERATION_ENDPOINTS
     )
 
 
@@ -136,7 +137,7 @@ def run_smoke(config: LabConfig, *, out_dir: Path, requests: int = 5, max_tokens
     run = RunDirectory.create(out_dir, "smoke")
     run_id, directory = run.run_id, run.path
     wrapper, prom = config.wrapper_url, config.prometheus_url
-    query_total = 'sum(llm_requests_total{endpoint="/generate"})'
+    query_total = f"sum(llm_requests_total{{{GENERATION_ENDPOINT_MATCHER}}})"
     results: list[SmokeRequest] = []
     timeout = httpx.Timeout(config.backend_timeout_s + 5, connect=2.0)
     auth = config.wrapper_auth_headers()  # the API key, when the lab has one: sent to the wrapper only

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pandas as pd
@@ -31,7 +32,7 @@ from labkit.chaos import (
     run_experiment,
 )
 from labkit.errors import LabkitError
-from labkit.measure.load import LoadResult, LoadSpec, run_load
+from labkit.measure.load import LoadApi, LoadResult, LoadSpec, run_load, wrapper_api_url
 from labkit.measure.prom import PrometheusError
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
 from labkit.rundir import RunDirectory, RunFile
@@ -166,11 +167,13 @@ def baseline(
     scenario: str | None = None,
     progress: bool = True,
 ) -> ScenarioRun:
-    """Open-loop load with nothing broken (`params`: its duration, rate, max_tokens and seed); the SLOs judged
-    on the client's samples. `scenario` names the run directory when `params.run_dir` is not given (default:
-    the spec's scenario)."""
+    """Open-loop load with nothing broken (`params`: its duration, rate, max_tokens, seed and api); the SLOs
+    judged on the client's samples. `scenario` names the run directory when `params.run_dir` is not given
+    (default: the spec's scenario)."""
+    api = cast(LoadApi, params.api)  # one of them: its Bound checked it
     spec = LoadSpec(
-        url=session.wrapper_url,
+        url=wrapper_api_url(session.wrapper_url, api),
+        api=api,
         rate=params.rate,
         duration_s=params.duration_s,
         max_tokens=params.max_tokens,
@@ -203,7 +206,7 @@ def _experiment(
     spec = ExperimentSpec(
         schedule=as_schedule(faults),
         duration_s=params.duration_s,
-        load=ExperimentLoad(rate=params.rate, max_tokens=params.max_tokens),
+        load=ExperimentLoad(api=cast(LoadApi, params.api), rate=params.rate, max_tokens=params.max_tokens),
         steady_state=SteadyState(duration_s=params.steady_state_s),
         remediation=remediation,
         scenario=params.scenario,

@@ -11,6 +11,7 @@ from typing import Annotated, get_args
 from labkit.chaos import MAX_RUN_S
 from labkit.config import BackendName, Engine
 from labkit.faults import FAULT_KINDS, FAULT_TARGETS
+from labkit.measure.load_apis import LOAD_APIS
 from labkit.params import Bound, Params, param
 
 __all__ = [
@@ -34,11 +35,13 @@ LoadSeconds = Annotated[float, Bound(0, MAX_RUN_S, low_open=True, unit="s")]
 Rate = Annotated[float, Bound(0, 1000, low_open=True, unit="requests/s")]
 MaxTokens = Annotated[int, Bound(1, 4096)]
 SteadySeconds = Annotated[float, Bound(0, 600, low_open=True, unit="s")]
+LoadApiName = Annotated[str, Bound(choices=LOAD_APIS)]
 
 _DURATION_HELP = "how long the method sends load, in seconds"
 _RATE_HELP = "requests per second"
 _TOKENS_HELP = "tokens generated per request"
 _STEADY_HELP = "load before and after, judged against the SLOs"
+_API_HELP = "the API the load speaks: generate, openai-chat or openai-completions"
 
 
 class LabParams(Params):
@@ -82,6 +85,7 @@ class LoadParams(LabParams):
     rate: Rate = param(1.0, "requests per second (open loop: sent on schedule whatever the lab does)")
     max_tokens: MaxTokens = param(32, _TOKENS_HELP)
     seed: int = param(0, "seeds the prompts and arrival times")
+    api: LoadApiName = param("generate", _API_HELP)
 
 
 class ExperimentParams(LabParams):
@@ -91,6 +95,7 @@ class ExperimentParams(LabParams):
     rate: Rate = param(1.0, _RATE_HELP)
     max_tokens: MaxTokens = param(32, _TOKENS_HELP)
     steady_state_s: SteadySeconds = param(10, _STEADY_HELP, quick=3)
+    api: LoadApiName = param("generate", _API_HELP)
 
 
 class CheckSetup(LoadParams):

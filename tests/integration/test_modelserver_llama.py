@@ -1,5 +1,6 @@
 """The real model: `python -m labkit.services.modelserver --engine llama` serving SmolLM2-135M, driven by
-the official `ollama` client. Skipped where llama-cpp-python or the model file is missing.
+the official `ollama` client and, on /v1, the official `openai` client. Skipped where llama-cpp-python or
+the model file is missing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import ollama
+import openai
 import pytest
 
 from labkit.config import DEFAULT_MODEL_NAME, embedded_model_path
@@ -116,6 +118,54 @@ def test_show_tags_and_keep_alive_reload(client: ollama.Client) -> None:
     again = client.generate(model=DEFAULT_MODEL_NAME, prompt="Hi", options={"num_predict": 4})
     assert again.load_duration is not None and again.load_duration > 0
     assert len(client.ps().models) == 1
+
+
+@pytest.fixture
+def openai_client(llama_server: tuple[str, subprocess.Popen[str]]) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=llama_server[0] + "/v1", api_key="unused", max_retries=0, timeout=60) as own:
+        yield own
+
+
+def test_openai_chat_streams_with_usage(openai_client: openai.OpenAI) -> None:
+    chunks = list(
+        openai_client.chat.completions.create(
+            model=DEFAULT_MODEL_NAME,
+            messages=[{"role": "user", "content": "Say hello."}],
+            max_tokens=NUM_PREDICT,
+            seed=2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    *content, finish, usage_chunk = chunks
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in content)
+    assert text.strip() and "<|im_end|>" not in text  # the chat template's end is a stop, never sent
+    assert finish.choices[0].finish_reason in ("stop", "length")
+    usage = usage_chunk.usage
+    assert usage_chunk.choices == [] and usage is not None
+    assert 0 < usage.completion_tokens <= NUM_PREDICT
+    if finish.choices[0].finish_reason == "length":
+        assert usage.completion_tokens == NUM_PREDICT
+    assert usage.prompt_tokens > 5  # the chat template's tokens included, as /api/chat counts them
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_openai_seed_makes_the_answer_repeatable(openai_client: openai.OpenAI) -> None:
+    def complete(seed: int) -> str:
+        answer = openai_client.completions.create(
+            model=DEFAULT_MODEL_NAME,
+            prompt="Name a colour.",
+            max_tokens=NUM_PREDICT,
+            seed=seed,
+            temperature=1.0,
+        )
+        return answer.choices[0].text
+
+    first = complete(42)
+    assert first.strip()
+    assert complete(42) == first
+    # Another seed samples another answer (at temperature 1 over 16 tokens, the same one would be a fluke).
+    assert any(complete(seed) != first for seed in (43, 44))
 
 
 def test_sigterm_exits_cleanly(llama_server: tuple[str, subprocess.Popen[str]]) -> None:

@@ -128,7 +128,13 @@ def test_wrapper_without_credentials(case: schemathesis.Case, wrapper_url: str) 
     case.call_and_validate(base_url=wrapper_url, checks=CHECKS, timeout=10)
 
 
+# /v1/embeddings checks a body as documented, then refuses every valid one with a 400 (no engine embeds:
+# docs/openai.md), so "a valid body is accepted" cannot hold there; every other check does.
+REFUSING_CHECKS = [check for check in CHECKS if check is not positive_data_acceptance]
+
+
 @model_api.parametrize()
 @BOUNDED
 def test_model_server(case: schemathesis.Case, model_url: str) -> None:
-    case.call_and_validate(base_url=model_url, checks=CHECKS, timeout=10)
+    checks = REFUSING_CHECKS if case.operation.path == "/v1/embeddings" else CHECKS
+    case.call_and_validate(base_url=model_url, checks=checks, timeout=10)

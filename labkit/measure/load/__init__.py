@@ -1,8 +1,11 @@
 """The lab's load generator: open loop (constant or Poisson arrivals, seeded) or closed loop, streaming-aware,
 every scheduled request one row in a DataFrame and in the run directory's requests.jsonl.
 
-Latency is timed from each request's *intended* send time (no coordinated omission); the client's own lag
-is the separate `queue_delay_s` column. See `REQUEST_COLUMNS` and `ERROR_KINDS` for what a row holds.
+It speaks the wrapper's `POST /generate` or the OpenAI-compatible chat and text completions (`LoadSpec.api`),
+with fixed prompts, synthetic prompts of a token length, or a prompts file, and seeded token-count
+distributions. Latency is timed from each request's *intended* send time (no coordinated omission); the
+client's own lag is the separate `queue_delay_s` column. See `REQUEST_COLUMNS` and `ERROR_KINDS` for what a
+row holds.
 """
 
 from __future__ import annotations
@@ -17,21 +20,42 @@ from labkit.measure.load._spec import (
     LoadSpec,
     prompt_choices,
     schedule,
+    workload,
 )
+from labkit.measure.load._workload import (
+    MAX_WORK_TOKENS,
+    PromptEntry,
+    TokenDistribution,
+    Workload,
+    read_prompts_file,
+    synthetic_prompt,
+)
+from labkit.measure.load_apis import API_ENDPOINTS, LOAD_APIS, LoadApi, wrapper_api_url
 
 __all__ = [
+    "API_ENDPOINTS",
     "DEFAULT_MAX_DURATION_S",
     "DEFAULT_MAX_REQUESTS",
     "DEFAULT_PROMPTS",
     "ERROR_KINDS",
+    "LOAD_APIS",
+    "MAX_WORK_TOKENS",
     "REQUEST_COLUMNS",
+    "LoadApi",
     "LoadResult",
     "LoadSpec",
+    "PromptEntry",
+    "TokenDistribution",
+    "Workload",
     "achieved_rate",
     "load_requests_frame",
     "prompt_choices",
+    "read_prompts_file",
     "requests_frame",
     "run_load",
     "run_load_async",
     "schedule",
+    "synthetic_prompt",
+    "workload",
+    "wrapper_api_url",
 ]

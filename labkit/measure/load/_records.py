@@ -34,12 +34,14 @@ ERROR_KINDS: dict[str, str] = {
     "connect": "no connection could be made (refused, unreachable, out of file descriptors)",
     "timeout": "not finished within timeout_s of its intended send time (waiting for a slot included)",
     "reset": "the connection broke before a response status arrived",
-    "stream_cut": "a 200 answer whose body ended early: a stream without its final done line "
-    "(closed or broken), or a JSON answer cut short",
-    "stream_error": 'a stream that ended with an {"error": ...} line (the backend failed mid-stream)',
-    "http_4xx": "the wrapper answered 4xx (e.g. 422 bad request)",
-    "http_5xx": "the wrapper answered 5xx (e.g. 502/503/504; 503 also when overloaded)",
-    "protocol": "an answer that does not follow the wrapper's API (other status, not JSON, error in a 200)",
+    "stream_cut": "a 200 answer whose body ended early: a stream without its final done line or its "
+    "data: [DONE] (closed or broken), an OpenAI stream whose [DONE] came without a finish_reason, or a JSON "
+    "answer cut short",
+    "stream_error": 'a stream that ended with an {"error": ...} line or event (failed mid-stream)',
+    "http_4xx": "the target answered 4xx (e.g. 422 bad request, 404 unknown model)",
+    "http_5xx": "the target answered 5xx (e.g. 502/503/504; 503 also when overloaded)",
+    "protocol": "an answer that does not follow the API asked for (other status, not JSON, not an event "
+    "stream, error in a 200)",
     "cancelled": "the run was interrupted (Ctrl-C) or ended before the request finished",
     "client": "the load generator itself failed on this request (a bug; see its log)",
 }
@@ -47,23 +49,24 @@ ERROR_KINDS: dict[str, str] = {
 # Column order of `requests.jsonl` rows and of the DataFrame. Times are seconds.
 REQUEST_COLUMNS: tuple[str, ...] = (
     "request_id",  # 0, 1, ... in schedule order (open loop) or start order (closed loop)
-    "prompt_index",  # which of spec.prompts it sent
+    "prompt_index",  # which prompt (or prompts-file entry) it sent; its own number for synthetic prompts
     "intended_send",  # unix time the schedule meant it to leave
     "actual_send",  # unix time it left (None if it never got a connection slot)
     "queue_delay_s",  # actual_send - intended_send: the client's own lag (0 in a closed loop)
-    "ttft_s",  # intended send -> first non-empty token chunk (streams only; None otherwise)
-    "itl_s",  # gaps between consecutive token chunks after the first (streams only)
+    "ttft_s",  # intended send -> first chunk with text (streams only; None otherwise)
+    "itl_s",  # gaps between consecutive chunks with text, after the first (streams only)
     "e2e_s",  # intended send -> last byte, or -> the failure
-    "chunks",  # non-empty token chunks received
-    "output_tokens",  # from the wrapper's final answer (None without one)
-    "prompt_tokens",  # likewise
+    "chunks",  # chunks with text received
+    "output_tokens",  # the wrapper's final answer, or OpenAI's usage.completion_tokens (None without them)
+    "prompt_tokens",  # likewise (usage.prompt_tokens)
     "status",  # HTTP status; 0 when no response arrived
-    "ok",  # 200 and a complete answer: a final done line without error, or a whole JSON answer
+    "ok",  # 200 and a complete answer: a final done line or a finish_reason and [DONE] without error,
+    # or a whole JSON answer
     "error_kind",  # None or one of ERROR_KINDS
     "error",  # what happened, in words
-    "done_reason",  # the wrapper's done_reason (stop / length)
-    "server_ttft_s",  # the wrapper's own time_to_first_token_seconds (from its final answer)
-    "server_duration_s",  # the wrapper's own duration_seconds
+    "done_reason",  # the wrapper's done_reason, or OpenAI's finish_reason (stop / length)
+    "server_ttft_s",  # the wrapper's own time_to_first_token_seconds (generate only: from its final answer)
+    "server_duration_s",  # the wrapper's own duration_seconds (generate only)
 )
 
 

@@ -41,6 +41,8 @@ class LoadResult:
       requests a closed loop started.
     - `achieved_rate`: see `achieved_rate()`: sends per second as the client managed them.
     - `elapsed_s`: from the first intended send until the last request was recorded.
+    - `model`: the model the requests asked for (the spec's, or the one the OpenAI endpoint listed); None
+      when `generate` left it to the wrapper.
     """
 
     spec: LoadSpec
@@ -49,6 +51,7 @@ class LoadResult:
     scheduled: int
     achieved_rate: float | None
     elapsed_s: float
+    model: str | None = None
 
     @property
     def sent(self) -> int:
@@ -61,10 +64,11 @@ class LoadResult:
         return float(self.frame["ok"].mean()) if len(self.frame) else None
 
     def summary(self) -> dict[str, Any]:
-        """Headline numbers: counts, rates, error kinds, and p50/p95/p99 of TTFT, E2E and queue delay.
+        """Headline numbers: counts, rates, error kinds, and p50/p95/p99 of TTFT, ITL, E2E and queue delay.
 
-        Latency quantiles are over the ok requests (pandas' linear interpolation between samples); TTFT only
-        exists for streamed requests. Queue delay is over every sent request.
+        Latency quantiles are over the ok requests (pandas' linear interpolation between samples); TTFT and
+        ITL only exist for streamed requests, ITL pooling every gap of every ok request. Queue delay is over
+        every sent request.
         """
         frame = self.frame
         ok = frame[frame["ok"]]
@@ -80,6 +84,7 @@ class LoadResult:
             "achieved_rate": self.achieved_rate,
             "elapsed_s": self.elapsed_s,
             "ttft_s": _quantiles(ok["ttft_s"], qs),
+            "itl_s": _quantiles(ok["itl_s"].explode().astype("float64"), qs),
             "e2e_s": _quantiles(ok["e2e_s"], qs),
             "queue_delay_s": _quantiles(frame["queue_delay_s"], qs),
             "error_kinds": {str(k): int(v) for k, v in kinds.items()},

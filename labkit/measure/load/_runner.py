@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
-import random
 import sys
 import threading
 import time
@@ -22,10 +20,13 @@ import httpx
 from tqdm import tqdm
 
 from labkit.errors import ConfigError
+from labkit.measure.load._api import discover_model
 from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, Attempt, ClockAnchor, requests_frame
 from labkit.measure.load._result import LoadResult, achieved_rate
 from labkit.measure.load._sender import RequestSender
-from labkit.measure.load._spec import LoadSpec, prompt_choices, schedule
+from labkit.measure.load._spec import LoadSpec, schedule, workload
+from labkit.measure.load._workload import Workload, file_digest
+from labkit.measure.load_apis import is_openai
 from labkit.rundir import EventKind, RunDirectory, RunFile
 from labkit.secret_files import read_token_file
 
@@ -45,18 +46,6 @@ _DRAIN_GRACE_S = 1.0
 _OPEN_LOOP_KEEPALIVE = 32
 
 
-def _request_bodies(spec: LoadSpec) -> list[bytes]:
-    bodies = []
-    for prompt in spec.prompts:
-        body: dict[str, Any] = {"prompt": prompt, "stream": spec.stream}
-        if spec.max_tokens is not None:
-            body["max_tokens"] = spec.max_tokens
-        if spec.options is not None:
-            body["options"] = spec.options
-        bodies.append(json.dumps(body, separators=(",", ":")).encode())
-    return bodies
-
-
 def _schedule_summary(offsets: list[float] | None) -> dict[str, Any]:
     if offsets is None:
         return {"scheduled": None}
@@ -69,16 +58,37 @@ def _schedule_summary(offsets: list[float] | None) -> dict[str, Any]:
     }
 
 
+def _workload_record(spec: LoadSpec, model: str | None) -> dict[str, Any]:
+    """What the requests asked for, in a few fields: the API, the model sent (discovered or given), where
+    the prompts came from and the token distributions (`MEAN[:STDDEV]`, or a fixed count)."""
+    max_tokens = spec.max_tokens
+    record: dict[str, Any] = {
+        "api": spec.api,
+        "model": model,
+        "target": spec.target,
+        "stream": spec.stream,
+        "prompts": spec.workload_source,
+        "prompt_tokens": None if spec.prompt_tokens is None else str(spec.prompt_tokens),
+        "max_tokens": max_tokens if max_tokens is None or isinstance(max_tokens, int) else str(max_tokens),
+    }
+    if spec.prompts_file is not None:
+        record["prompts_file"] = {"path": str(spec.prompts_file), "sha256": file_digest(spec.prompts_file)}
+    return record
+
+
 def _write_params(
-    run_dir: RunDirectory, spec: LoadSpec, offsets: list[float] | None, anchor: ClockAnchor
+    run_dir: RunDirectory, spec: LoadSpec, offsets: list[float] | None, anchor: ClockAnchor, model: str | None
 ) -> None:
-    """params.json's "load" key; other keys (a notebook's parameters, chaos) are kept."""
+    """params.json's "load" key; other keys (a notebook's parameters, chaos) are kept. A run directory with a
+    run.json (a run of its own, not a steady-state check inside one) gets the workload there too."""
     existing: Any = {}
     if run_dir.file(RunFile.PARAMS).exists():
         existing = run_dir.read_json(RunFile.PARAMS)
     params = dict(existing) if isinstance(existing, dict) else {}
+    work = _workload_record(spec, model)
     params["load"] = {
         "spec": spec.model_dump(mode="json"),
+        "workload": work,
         "schedule": _schedule_summary(offsets),
         "clock_anchor": {"wall": anchor.wall, "monotonic": anchor.monotonic},
         "columns": list(REQUEST_COLUMNS),
@@ -86,6 +96,8 @@ def _write_params(
         "requests_file": RunFile.REQUESTS,
     }
     run_dir.write_json(RunFile.PARAMS, params)
+    if run_dir.file(RunFile.RUN).exists():
+        run_dir.write_run_record({"load": work})
 
 
 @dataclass(eq=False, repr=False)
@@ -94,6 +106,7 @@ class _LoadRun:
 
     spec: LoadSpec
     sender: RequestSender
+    work: Workload
     write: Callable[[Mapping[str, Any]], None]
     bar: tqdm[Any]
     anchor: ClockAnchor
@@ -113,9 +126,9 @@ class _LoadRun:
         self.write(row)
         self.bar.update()
 
-    async def request(self, attempt: Attempt) -> None:
+    async def request(self, attempt: Attempt, body: bytes) -> None:
         try:
-            await self.sender.send(attempt, attempt.intended + self.spec.timeout_s)
+            await self.sender.send(attempt, body, attempt.intended + self.spec.timeout_s)
         except asyncio.CancelledError:
             attempt.fail("cancelled", "the run ended before the request finished")
             raise
@@ -130,18 +143,20 @@ class _LoadRun:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def open_loop(self, offsets: list[float], prompts: list[int]) -> None:
+    async def open_loop(self, offsets: list[float]) -> None:
         loop = asyncio.get_running_loop()
         clock = loop.time
         t0 = self.started = clock()
         pending = self.pending
+        work = self.work
         for request_id, offset in enumerate(offsets):
             intended = t0 + offset
             delay = intended - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            attempt = pending[request_id] = Attempt(request_id, intended, prompts[request_id])
-            self._spawn(self.request(attempt))
+            prompt_index, body = work.next()
+            attempt = pending[request_id] = Attempt(request_id, intended, prompt_index)
+            self._spawn(self.request(attempt, body))
         last = t0 + offsets[-1] if offsets else t0
         await self.drain(last + self.spec.timeout_s + _DRAIN_GRACE_S)
 
@@ -151,18 +166,18 @@ class _LoadRun:
         t0 = self.started = clock()
         end = t0 + self.spec.duration_s
         ids = itertools.count()
-        rng = random.Random(f"labkit.measure.load.prompts:{self.spec.seed}")
-        n_prompts, cap = len(self.spec.prompts), self.spec.max_requests
+        cap, work = self.spec.max_requests, self.work
 
         async def worker() -> None:
             while clock() < end:
                 request_id = next(ids)
                 if request_id >= cap:
                     return
+                prompt_index, body = work.next()  # drawn in request order: the same spec, the same work
                 now = clock()
-                attempt = self.pending[request_id] = Attempt(request_id, now, rng.randrange(n_prompts))
+                attempt = self.pending[request_id] = Attempt(request_id, now, prompt_index)
                 attempt.actual = now  # a closed loop sends when it means to: no queueing delay
-                await self.request(attempt)
+                await self.request(attempt, body)
 
         for _ in range(self.spec.concurrency or 1):
             self._spawn(worker())
@@ -210,9 +225,6 @@ async def run_load_async(
     spec = LoadSpec(**spec.model_dump())
     run_dir = _new_run_dir(out)
     offsets = schedule(spec) if spec.mode == "open" else None
-    prompts = prompt_choices(spec, len(offsets)) if offsets is not None else []
-    anchor = ClockAnchor.now()
-    _write_params(run_dir, spec, offsets, anchor)
     pool = spec.max_in_flight if spec.mode == "open" else (spec.concurrency or 1)
     keepalive = min(pool, _OPEN_LOOP_KEEPALIVE) if spec.mode == "open" else pool
     # trust_env=False: a proxy from the environment must never sit between the generator and its target.
@@ -221,15 +233,30 @@ async def run_load_async(
         # Read now, kept only in the client's headers: params.json records the file's path.
         key = read_token_file(spec.api_key_file, what="API key", flag="api_key_file")
         headers["Authorization"] = f"Bearer {key}"
+    model = spec.model
+    if model is None and is_openai(spec.api):
+        # A client of its own: the run's client opens once, for the run.
+        async with httpx.AsyncClient(headers=headers, trust_env=False) as probe:
+            model = await discover_model(probe, spec.url)
+    work = workload(spec, model=model)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(spec.timeout_s),
         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=keepalive),
         headers=headers,
         trust_env=False,
     )
+    anchor = ClockAnchor.now()
+    _write_params(run_dir, spec, offsets, anchor, model)
     slots = asyncio.Semaphore(pool) if spec.mode == "open" else None
-    sender = RequestSender(client, spec.target, _request_bodies(spec), stream=spec.stream, slots=slots)
-    run_dir.journal(EventKind.LOAD_STARTED, mode=spec.mode, target=spec.target, scheduled=len(offsets or ()))
+    sender = RequestSender(client, spec.target, stream=spec.stream, openai=is_openai(spec.api), slots=slots)
+    run_dir.journal(
+        EventKind.LOAD_STARTED,
+        mode=spec.mode,
+        api=spec.api,
+        model=model,
+        target=spec.target,
+        scheduled=len(offsets or ()),
+    )
     bar = tqdm(
         total=len(offsets) if offsets is not None else None,
         desc=f"load {spec.mode}",
@@ -243,12 +270,12 @@ async def run_load_async(
     await anyio.sleep(0)
     interrupted = False
     with bar, run_dir.jsonl_writer(RunFile.REQUESTS) as write:
-        run = _LoadRun(spec, sender, write, bar, anchor)
+        run = _LoadRun(spec, sender, work, write, bar, anchor)
         try:
             async with client:
                 try:
                     if offsets is not None:
-                        await run.open_loop(offsets, prompts)
+                        await run.open_loop(offsets)
                     else:
                         await run.closed_loop()
                 except BaseException as exc:  # Ctrl-C (cancellation) or a bug: nothing may run on
@@ -273,6 +300,7 @@ async def run_load_async(
         scheduled=len(offsets) if offsets is not None else len(frame),
         achieved_rate=achieved_rate(frame),
         elapsed_s=finished - started,
+        model=model,
     )
 
 

@@ -1,7 +1,9 @@
-"""The hot path: send one POST /generate on the shared client and time what comes back.
+"""The hot path: send one request (POST /generate, or an OpenAI-compatible completion) on the shared client
+and time what comes back.
 
-Cheap per request: bodies are encoded once per prompt, token lines of the wrapper's own compact form are
-recognised without parsing JSON, and only the final line (or an unusual one) is parsed.
+Cheap per request: bodies come encoded (`Workload`), token lines of the wrapper's own compact form are
+recognised without parsing JSON, and only the final line (or an unusual one) is parsed. OpenAI answers are
+read by `labkit.measure.load._openai`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from labkit.measure.load._openai import error_text, read_openai_stream, take_openai_answer
 from labkit.measure.load._records import Attempt
 
 __all__ = ["RequestSender"]
@@ -45,7 +48,7 @@ def _error_message(status: int, body: bytes) -> str:
         message = parsed.get("error") if isinstance(parsed, dict) else None
     except ValueError:
         message = None
-    text = str(message) if message is not None else body[:200].decode("utf-8", "replace").strip()
+    text = error_text(message) if message is not None else body[:200].decode("utf-8", "replace").strip()
     return f"HTTP {status}: {text}" if text else f"HTTP {status}"
 
 
@@ -56,20 +59,20 @@ class RequestSender:
 
     client: httpx.AsyncClient
     target: str
-    bodies: list[bytes]
     _: KW_ONLY
     stream: bool
+    openai: bool
     slots: asyncio.Semaphore | None
 
-    async def send(self, attempt: Attempt, deadline: float) -> None:
-        """Run `attempt` until it ends or until `deadline` (monotonic) passes."""
+    async def send(self, attempt: Attempt, body: bytes, deadline: float) -> None:
+        """Run `attempt` (POST `body`) until it ends or until `deadline` (monotonic) passes."""
         try:
             async with asyncio.timeout_at(deadline):
                 if self.slots is None:
-                    await self._exchange(attempt)
+                    await self._exchange(attempt, body)
                 else:
                     async with self.slots:
-                        await self._exchange(attempt)
+                        await self._exchange(attempt, body)
         except (TimeoutError, httpx.TimeoutException) as exc:
             where = "waiting for a connection slot" if attempt.actual is None else "in flight"
             attempt.fail("timeout", f"not finished in time ({where}): {type(exc).__name__}")
@@ -89,13 +92,15 @@ class RequestSender:
         if attempt.end is None:
             attempt.end = time.monotonic()
 
-    async def _exchange(self, a: Attempt) -> None:
+    async def _exchange(self, a: Attempt, body: bytes) -> None:
         if a.actual is None:
             a.actual = time.monotonic()
-        async with self.client.stream("POST", self.target, content=self.bodies[a.prompt_index]) as resp:
+        async with self.client.stream("POST", self.target, content=body) as resp:
             a.status = status = resp.status_code
             if status != 200:
                 await self._read_error(a, resp)
+            elif self.stream and self.openai:
+                await read_openai_stream(a, resp)
             elif self.stream:
                 await self._read_stream(a, resp)
             else:
@@ -179,6 +184,9 @@ class RequestSender:
             return
         if not isinstance(answer, dict) or "error" in answer:
             a.fail("protocol", f"the 200 answer is not a completion: {body[:200]!r}", now)
+            return
+        if self.openai:
+            take_openai_answer(a, answer, now)
             return
         a.ok = True
         _take_summary(a, answer)

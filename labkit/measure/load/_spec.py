@@ -1,4 +1,5 @@
-"""What a load run sends: the validated `LoadSpec` and its seeded schedule of intended send times.
+"""What a load run sends: the validated `LoadSpec` (its API, target, pace and workload) and its seeded
+schedule of intended send times.
 
 Everything here is checked before the first request; a bad spec is one `ConfigError` that names the field.
 """
@@ -14,6 +15,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from labkit.errors import ConfigError
+from labkit.measure.load._workload import (
+    TokenDistribution,
+    Workload,
+    as_distribution,
+    as_max_tokens,
+    read_prompts_file,
+)
+from labkit.measure.load_apis import API_ENDPOINTS, LOAD_APIS, LoadApi, is_openai
 from labkit.sockets import is_loopback_address
 
 __all__ = [
@@ -23,6 +32,7 @@ __all__ = [
     "LoadSpec",
     "prompt_choices",
     "schedule",
+    "workload",
 ]
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
@@ -40,31 +50,42 @@ DEFAULT_MAX_REQUESTS = 100_000
 _CLI_FIELDS = frozenset(
     {
         "url",
+        "api",
+        "model",
         "rate",
         "concurrency",
         "duration_s",
         "arrival",
+        "stream",
         "max_tokens",
+        "prompts",
+        "prompt_tokens",
+        "prompts_file",
         "seed",
         "timeout_s",
         "allow_non_loopback",
+        "api_key_file",
     }
 )
+# Fields whose flag is not their name: one prompt per --prompt, a file of them with --prompts.
+_FLAGS = {"prompts": "--prompt", "prompts_file": "--prompts"}
 
 
 def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
 
 
 _HINTS = {
-    "url": "pass the wrapper's base URL, e.g. http://127.0.0.1:8000",
+    "url": "pass the wrapper's base URL (e.g. http://127.0.0.1:8000) for --api generate, or the OpenAI base "
+    "URL (e.g. http://127.0.0.1:11434/v1) for --api openai-chat or openai-completions",
     "rate": "pass a rate above 0 requests per second",
     "concurrency": "pass 1 or more workers",
     "duration_s": "pass a duration above 0 seconds",
     "max_duration_s": "pass a cap above 0 seconds",
     "max_requests": "pass a cap of 1 or more requests",
     "max_in_flight": "pass 1 or more",
-    "max_tokens": "pass 1 or more tokens, or None to let the wrapper decide",
+    "max_tokens": "pass N or MEAN:STDDEV tokens (1 or more), or None to let the server decide",
+    "prompt_tokens": "pass MEAN[:STDDEV] tokens, e.g. 128 or 128:32",
     "prompts": "give at least one non-empty prompt",
     "timeout_s": "pass a timeout above 0 seconds",
     "mode": "use 'open' (a schedule of send times) or 'closed' (fixed concurrency)",
@@ -91,19 +112,36 @@ def _expected_requests(rate: float, duration_s: float) -> int:
 class LoadSpec(BaseModel):
     """One load run, keyword-only and frozen. Invalid values raise one `ConfigError` naming each field.
 
+    - `api`: `generate` (the wrapper's POST {url}/generate, NDJSON streams), `openai-chat` or
+      `openai-completions` (POST {url}/chat/completions or {url}/completions, server-sent event streams).
+      `url` is the wrapper's base URL for `generate`, the OpenAI base URL (usually ending in /v1) for the
+      others; `wrapper_api_url` gives the lab's own. Only loopback targets (127.0.0.0/8, ::1, localhost)
+      are accepted unless `allow_non_loopback=True`.
+    - `model`: the model asked for; without it an OpenAI API run asks `GET {url}/models` once and takes
+      the only model listed, and `generate` leaves it to the wrapper.
+    - `stream`: streamed answers (client-side TTFT and ITL); default True for the OpenAI APIs, False for
+      `generate`.
+    - The workload, one of: `prompts` (texts, chosen per request; the default five when nothing is given),
+      `prompt_tokens` (a synthetic prompt of that many tokens per request, `MEAN[:STDDEV]`) or
+      `prompts_file` (JSON Lines of `prompt` or `messages`, optional `max_tokens`). `max_tokens` is a
+      count or a distribution (`MEAN:STDDEV`). Every draw is seeded by `seed`.
     - `mode="open"`: requests leave at the times of `schedule(spec)` (`rate` per second, `constant` spacing
       or `poisson` arrivals), whether or not earlier ones have answered; at most `max_in_flight` are
       outstanding at once, and a request that has to wait for a slot shows that wait in `queue_delay_s`.
     - `mode="closed"`: `concurrency` workers each send back to back for `duration_s`.
     - `timeout_s` bounds a request from its intended send time to its last byte (the same clock as its
       latency), so a run ends at most `timeout_s` after its last send.
-    - `url` is the wrapper's base URL; the requests go to `POST {url}/generate`. Only loopback targets
-      (127.0.0.0/8, ::1, localhost) are accepted unless `allow_non_loopback=True`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = Field(description="the wrapper's base URL; requests go to POST {url}/generate")
+    url: str = Field(
+        description="the wrapper's base URL (generate), or the OpenAI base URL (openai-chat, -completions)"
+    )
+    api: LoadApi = Field("generate", description="the API the requests speak: " + ", ".join(LOAD_APIS))
+    model: str | None = Field(
+        None, min_length=1, description="the model asked for; default: the only one {url}/models lists"
+    )
     mode: Literal["open", "closed"] = Field("open", description="open loop (a schedule) or closed loop")
     arrival: Literal["constant", "poisson"] = Field("constant", description="open loop: arrival process")
     rate: float | None = Field(None, gt=0, allow_inf_nan=False, description="open loop: requests per second")
@@ -112,16 +150,30 @@ class LoadSpec(BaseModel):
     max_duration_s: float = Field(DEFAULT_MAX_DURATION_S, gt=0, description="the cap on duration_s")
     max_requests: int = Field(DEFAULT_MAX_REQUESTS, ge=1, description="the cap on requests in one run")
     max_in_flight: int = Field(1000, ge=1, le=20_000, description="open loop: outstanding requests at most")
-    stream: bool = Field(False, description="ask for NDJSON streams (needed for client-side TTFT and ITL)")
-    max_tokens: int | None = Field(32, ge=1, description="tokens per answer; None leaves it to the wrapper")
-    prompts: tuple[str, ...] = Field(DEFAULT_PROMPTS, min_length=1, description="chosen per request, seeded")
-    options: dict[str, Any] | None = Field(None, description="passed through as the request's options")
-    seed: int = Field(0, description="seeds the arrival times and the prompt choices")
+    stream: bool = Field(
+        False, description="streamed answers (client-side TTFT and ITL); default: True for the OpenAI APIs"
+    )
+    max_tokens: int | TokenDistribution | None = Field(
+        32, description="tokens per answer, N or MEAN:STDDEV; None leaves it to the server"
+    )
+    prompts: tuple[str, ...] | None = Field(
+        None, min_length=1, description="texts chosen per request, seeded; default: DEFAULT_PROMPTS"
+    )
+    prompt_tokens: TokenDistribution | None = Field(
+        None, description="a synthetic prompt of this many tokens per request, MEAN[:STDDEV]"
+    )
+    prompts_file: Path | None = Field(
+        None, description="JSON Lines of prompt or messages (and max_tokens), chosen per request, seeded"
+    )
+    options: dict[str, Any] | None = Field(
+        None, description="generate: the request's options; OpenAI APIs: extra top-level body fields"
+    )
+    seed: int = Field(0, description="seeds the arrival times, the prompt choices and the token counts")
     timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False, description="per request, from intended send")
     allow_non_loopback: bool = Field(False, description="permit a target that is not this machine")
     api_key_file: Path | None = Field(
         None,
-        description="file holding the wrapper's API key, sent as Authorization: Bearer; the path is "
+        description="file holding the target's API key, sent as Authorization: Bearer; the path is "
         "recorded, never the key",
     )
 
@@ -130,6 +182,22 @@ class LoadSpec(BaseModel):
             super().__init__(**data)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_defaults(cls, data: Any) -> Any:
+        """What depends on the API: whether answers stream by default, and the endpoint a pasted URL ends in
+        (people copy it from a curl line)."""
+        if not isinstance(data, dict) or data.get("api", "generate") not in LOAD_APIS:
+            return data
+        api = data.get("api", "generate")
+        data = dict(data)
+        if data.get("stream") is None:
+            data["stream"] = is_openai(api)
+        url = data.get("url")
+        if isinstance(url, str):
+            data["url"] = url.rstrip("/").removesuffix(API_ENDPOINTS[api])
+        return data
 
     @field_validator("url")
     @classmethod
@@ -140,14 +208,22 @@ class LoadSpec(BaseModel):
             raise ValueError(f"{value!r} is not a URL ({exc})") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError(f"{value!r} must be an http:// or https:// URL with a host")
-        value = value.rstrip("/")
-        # Accept the endpoint itself too: people copy it from the README's curl line.
-        return value.removesuffix("/generate")
+        return value.rstrip("/")
+
+    @field_validator("max_tokens", mode="before")
+    @classmethod
+    def _parse_max_tokens(cls, value: Any) -> Any:
+        return as_max_tokens(value)
+
+    @field_validator("prompt_tokens", mode="before")
+    @classmethod
+    def _parse_prompt_tokens(cls, value: Any) -> Any:
+        return as_distribution(value)
 
     @field_validator("prompts")
     @classmethod
-    def _check_prompts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if any(not p.strip() for p in value):
+    def _check_prompts(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and any(not p.strip() for p in value):
             raise ValueError("every prompt must be a non-empty string")
         return value
 
@@ -180,12 +256,31 @@ class LoadSpec(BaseModel):
                 "machine (127.0.0.0/8, ::1, localhost) unless you pass allow_non_loopback=True "
                 "(--allow-non-loopback) for a target you are allowed to load"
             )
+        sources = [
+            f"{name} ({_flag(name)})"
+            for name in ("prompts", "prompt_tokens", "prompts_file")
+            if getattr(self, name) is not None
+        ]
+        if len(sources) > 1:
+            raise ValueError(
+                f"{' and '.join(sources)} each say what to send; they are mutually exclusive: give one"
+            )
+        if self.prompts_file is not None:
+            read_prompts_file(self.prompts_file, self.api)  # a ConfigError naming file:line, before anything
         return self
 
     @property
     def target(self) -> str:
         """The URL every request is POSTed to."""
-        return f"{self.url}/generate"
+        return self.url + API_ENDPOINTS[self.api]
+
+    @property
+    def workload_source(self) -> str:
+        """What the prompts are: `prompts`, `prompt_tokens` or `prompts_file` (the default prompts count as
+        `prompts`)."""
+        if self.prompt_tokens is not None:
+            return "prompt_tokens"
+        return "prompts_file" if self.prompts_file is not None else "prompts"
 
 
 def _describe(exc: ValidationError) -> str:
@@ -223,9 +318,27 @@ def schedule(spec: LoadSpec) -> list[float]:
     return offsets
 
 
+def workload(spec: LoadSpec, *, model: str | None = None) -> Workload:
+    """The requests `spec` sends, in order (`Workload.next()`), asking for `model` (default: the spec's)."""
+    entries = read_prompts_file(spec.prompts_file, spec.api) if spec.prompts_file is not None else ()
+    texts = spec.prompts if spec.prompts is not None else DEFAULT_PROMPTS
+    return Workload(
+        spec.api,
+        seed=spec.seed,
+        stream=spec.stream,
+        model=model if model is not None else spec.model,
+        options=spec.options,
+        max_tokens=spec.max_tokens,
+        texts=texts if spec.workload_source == "prompts" else (),
+        entries=entries,
+        prompt_tokens=spec.prompt_tokens,
+    )
+
+
 def prompt_choices(spec: LoadSpec, count: int) -> list[int]:
-    """Which of `spec.prompts` each of the first `count` requests sends: seeded apart from the arrival
-    times, so that changing the arrival process does not change the prompts."""
-    rng = random.Random(f"labkit.measure.load.prompts:{spec.seed}")
-    n = len(spec.prompts)
-    return [rng.randrange(n) for _ in range(count)]
+    """The `prompt_index` of each of the first `count` requests: which of the prompts (`spec.prompts`, the
+    default ones, or the prompts file's entries) each sends, seeded apart from the arrival times so that
+    changing the arrival process does not change the prompts; with `prompt_tokens`, each request's own
+    synthetic prompt, numbered as the requests are."""
+    work = workload(spec)
+    return [work.next()[0] for _ in range(count)]

@@ -1,4 +1,5 @@
-"""labkit's embedded Ollama-API-compatible model server: FastAPI + uvicorn, a llama.cpp or a sim engine.
+"""labkit's embedded Ollama-API-compatible model server, with Ollama's OpenAI-compatible `/v1` routes:
+FastAPI + uvicorn, a llama.cpp or a sim engine (docs/openai.md).
 
 `create_app(ModelServerSettings(...))` builds the ASGI app; `serve()` runs it; so does
 `python -m labkit.services.modelserver`.

@@ -18,6 +18,7 @@ from labkit.services.modelserver._engine import ChatMessage, GenerationOptions
 from labkit.services.modelserver._settings import parse_keep_alive
 
 __all__ = [
+    "BLANK",
     "ChatRequest",
     "GenerateRequest",
     "KeepAlive",
@@ -27,6 +28,7 @@ __all__ = [
     "parse_model_name",
     "parse_options",
     "parse_stream_flag",
+    "replace_lone_surrogates",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,29 +72,29 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequestError(f"invalid JSON body: expected an object, got {type(value).__name__}")
     if b"\\ud" in body.lower():  # the only way a lone surrogate gets in: an escape like \ud800
-        value = _replace_lone_surrogates(value)
+        value = replace_lone_surrogates(value)
     return value
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _replace_lone_surrogates(value: Any) -> Any:
+def replace_lone_surrogates(value: Any) -> Any:
     """`value` with every lone surrogate (valid JSON, not encodable as UTF-8) replaced by U+FFFD, as
     Go's JSON decoder does in Ollama; left in, it fails the answer that echoes it (a 500)."""
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)
     if isinstance(value, list):
-        return [_replace_lone_surrogates(item) for item in value]
+        return [replace_lone_surrogates(item) for item in value]
     if isinstance(value, dict):
-        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+        return {replace_lone_surrogates(k): replace_lone_surrogates(v) for k, v in value.items()}
     return value
 
 
 # What a blank model name is made of: the whitespace JSON Schema's `\s` means too (our OpenAPI document asks
 # for a `\S`), not all of Python's str.isspace(), which counts the control characters \x1c-\x1f as well.
 # A name of those is a name like any other, answered 404 when no model has it.
-_BLANK = " \t\n\r\f\v"
+BLANK = " \t\n\r\f\v"
 
 
 def parse_model_name(body: Mapping[str, Any]) -> str:
@@ -100,7 +102,7 @@ def parse_model_name(body: Mapping[str, Any]) -> str:
     model = body.get("model")
     if model is None or model == "":
         model = body.get("name")
-    if model is None or (isinstance(model, str) and not model.strip(_BLANK)):
+    if model is None or (isinstance(model, str) and not model.strip(BLANK)):
         raise BadRequestError("model is required")
     if not isinstance(model, str):
         raise BadRequestError(f'"model" must be a string, got {_json_type(model)}')
@@ -167,6 +169,8 @@ def parse_options(options: object) -> GenerationOptions:
         top_k=_int_option(options, "top_k"),
         seed=_int_option(options, "seed"),
         stop=stops,
+        frequency_penalty=_float_option(options, "frequency_penalty"),
+        presence_penalty=_float_option(options, "presence_penalty"),
     )
 
 

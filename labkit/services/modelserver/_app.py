@@ -1,4 +1,5 @@
-"""The Ollama-compatible FastAPI application: routes, error shapes and `/metrics`.
+"""The Ollama-compatible FastAPI application: Ollama's routes, its OpenAI-compatible /v1 routes
+(`_openai_routes`), error shapes and `/metrics`.
 
 `create_app(settings)` wires an engine, the slot scheduler, the model lifecycle and the metrics together.
 """
@@ -28,17 +29,25 @@ from labkit.services.modelserver._api_requests import (
     parse_stream_flag,
 )
 from labkit.services.modelserver._engine import Engine
-from labkit.services.modelserver._generation import GenerationService, error_response
-from labkit.services.modelserver._http_streaming import ndjson_line
+from labkit.services.modelserver._generation import GenerationService
+from labkit.services.modelserver._http_streaming import NDJSON_MEDIA_TYPE, ndjson_line
 from labkit.services.modelserver._lifecycle import ModelLifecycle
 from labkit.services.modelserver._llama_engine import LlamaEngine
 from labkit.services.modelserver._metrics import ModelServerMetrics
 from labkit.services.modelserver._model_card import ModelCard
+from labkit.services.modelserver._ollama_responses import ollama_error, run_ollama
+from labkit.services.modelserver._openai_requests import request_schemas as openai_request_schemas
+from labkit.services.modelserver._openai_responses import openai_error
+from labkit.services.modelserver._openai_routes import (
+    add_openai_routes,
+    is_openai_path,
+)
 from labkit.services.modelserver._openapi import (
     CHAT_REQUEST,
     GENERATE_REQUEST,
     MODEL_REQUEST,
     PULL_REQUEST,
+    complete_document,
     error_responses,
     generation_ok_response,
     json_ok_response,
@@ -120,13 +129,16 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
 
     @app.exception_handler(ModelServerAPIError)
     async def _api_error(request: Request, exc: ModelServerAPIError) -> JSONResponse:
-        return error_response(exc)
+        return openai_error(exc) if is_openai_path(request.url.path) else ollama_error(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            return JSONResponse({"error": f"404 page not found: {request.url.path}"}, status_code=404)
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        message = f"404 page not found: {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        error = ModelServerAPIError(message)
+        error.status_code = exc.status_code
+        response = await _api_error(request, error)
+        response.headers.update(exc.headers or {})
+        return response
 
     async def served_model(request: Request) -> tuple[dict[str, Any], str]:
         body = parse_json_object(await request.body())
@@ -216,7 +228,7 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
             )  # fmt: skip
         if not parse_stream_flag(body):
             return JSONResponse({"status": "success"})
-        return Response(ndjson_line({"status": "success"}), media_type="application/x-ndjson")
+        return Response(ndjson_line({"status": "success"}), media_type=NDJSON_MEDIA_TYPE)
 
     def generation_route(
         path: str, final: dict[str, Any], description: str, schema: dict[str, Any]
@@ -232,20 +244,32 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
     @generation_route("/api/generate", _GENERATE_FINAL, "the completion", GENERATE_REQUEST)
     async def generate(request: Request) -> Response:
         body, _ = await served_model(request)
-        return await service.generate(parse_generate_request(body), request)
+        return await run_ollama(service, parse_generate_request(body), request)
 
     @generation_route("/api/chat", _CHAT_FINAL, "the chat reply", CHAT_REQUEST)
     async def chat(request: Request) -> Response:
         body, _ = await served_model(request)
-        return await service.chat(parse_chat_request(body), request)
+        return await run_ollama(service, parse_chat_request(body), request)
+
+    add_openai_routes(app, card=card, service=service)
 
     @app.get("/metrics", response_class=Response, responses=text_ok_response("Prometheus text exposition"))
     async def metrics_endpoint() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = default_openapi()
+            app.openapi_schema = complete_document(document, openai_request_schemas(_COMPONENT_REF))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
+_COMPONENT_REF = "#/components/schemas/{model}"
 _VERSION = {"type": "object", "properties": {"version": {"type": "string"}}, "required": ["version"]}
 _MODEL_LIST = {
     "type": "object",

@@ -38,7 +38,8 @@ class ChatMessage:
 
 @dataclass(frozen=True, kw_only=True)
 class GenerationOptions:
-    """The sampling options of one request (Ollama's `options`). None means the engine's default.
+    """The sampling options of one request (Ollama's `options`, or an OpenAI request's fields). None means the
+    engine's default.
 
     `num_predict` None (or negative, as Ollama allows) means "until the model stops".
     """
@@ -49,6 +50,8 @@ class GenerationOptions:
     top_k: int | None = None
     seed: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
 
     @property
     def token_limit(self) -> int | None:

@@ -1,5 +1,5 @@
-"""HTTP plumbing for generations: NDJSON lines, a streaming response that always cleans up, and
-a watcher that notices when the client has gone while its request waits or generates.
+"""HTTP plumbing for generations: NDJSON lines (Ollama), server-sent events (OpenAI), a streaming response
+that always cleans up, and a watcher that notices a client gone while its request waits or generates.
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ from starlette.types import Receive, Scope, Send
 from labkit.errors import ClientGoneError
 
 __all__ = [
+    "NDJSON_MEDIA_TYPE",
+    "SSE_DONE",
+    "SSE_MEDIA_TYPE",
+    "ClosingStreamingResponse",
     "DisconnectWatcher",
-    "NDJSONStreamingResponse",
     "ndjson_line",
     "rfc3339_now",
+    "sse_event",
 ]
 
 logger = logging.getLogger(__name__)
@@ -30,9 +34,24 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+NDJSON_MEDIA_TYPE = "application/x-ndjson"
+SSE_MEDIA_TYPE = "text/event-stream"
+# The event that ends an OpenAI stream that completed (a failed one ends with an error event instead).
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def _compact_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
 def ndjson_line(obj: dict[str, Any]) -> bytes:
     """One JSON object and a newline: never a blank line, which breaks Ollama's client."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8") + b"\n"
+    return _compact_json(obj) + b"\n"
+
+
+def sse_event(obj: dict[str, Any]) -> bytes:
+    """One server-sent event carrying a JSON object: `data: {...}` and the blank line that ends an event."""
+    return b"data: " + _compact_json(obj) + b"\n\n"
 
 
 def rfc3339_now() -> str:
@@ -40,18 +59,22 @@ def rfc3339_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-class NDJSONStreamingResponse(StreamingResponse):
-    """`application/x-ndjson`; `on_close` runs once the response ends, however it ends.
+class ClosingStreamingResponse(StreamingResponse):
+    """A stream (NDJSON or server-sent events) whose `on_close` runs once the response ends, however it ends.
 
     Starlette cancels the body when the client disconnects (ASGI 2.3) or raises on send (2.4);
     in both cases, and on success, the body iterator is closed and `on_close` awaited, so that
     a generation slot is never left behind.
     """
 
-    media_type = "application/x-ndjson"
-
-    def __init__(self, content: AsyncIterator[bytes], *, on_close: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(content, media_type=self.media_type)
+    def __init__(
+        self, content: AsyncIterator[bytes], *, media_type: str, on_close: Callable[[], Awaitable[None]]
+    ) -> None:
+        # No proxy may buffer a token stream (nginx honours X-Accel-Buffering); SSE clients expect no-cache.
+        headers = (
+            {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"} if media_type == SSE_MEDIA_TYPE else None
+        )
+        super().__init__(content, media_type=media_type, headers=headers)
         self._content = content
         self._on_close = on_close
 

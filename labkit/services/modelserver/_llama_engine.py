@@ -190,6 +190,8 @@ class LlamaEngine:
                     top_p=_pick(options.top_p, _OLLAMA_DEFAULTS["top_p"]),
                     top_k=int(_pick(options.top_k, _OLLAMA_DEFAULTS["top_k"])),
                     repeat_penalty=_OLLAMA_DEFAULTS["repeat_penalty"],
+                    frequency_penalty=_pick(options.frequency_penalty, 0.0),
+                    presence_penalty=_pick(options.presence_penalty, 0.0),
                     seed=options.seed,
                     stop=stops,
                     stream=True,

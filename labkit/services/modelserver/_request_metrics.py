@@ -1,6 +1,7 @@
 """ASGI middleware that counts every finished request in `model_requests_total{endpoint,status_code}`.
 
-The status is the one sent, unless the handler recorded a different outcome (499, or 500 mid-stream).
+The endpoint is the route's template (`/v1/models/{model}`, never the model's name); the status is the one
+sent, unless the handler recorded a different outcome (499, or 500 mid-stream).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ KNOWN_ENDPOINTS = frozenset(
         "/api/chat",
         "/api/pull",
         "/metrics",
+        "/v1/models",
+        "/v1/models/{model}",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
     }
 )
 _OUTCOME_KEY = "labkit_outcome_status"
@@ -60,7 +66,14 @@ class RequestMetricsMiddleware:
         try:
             await self._app(scope, receive, send_and_note)
         finally:
-            path = scope.get("path", "")
-            endpoint = path if path in KNOWN_ENDPOINTS else "other"
+            endpoint = _endpoint(scope)
             status = scope.get("state", {}).get(_OUTCOME_KEY, sent_status)
             self._metrics.requests.labels(endpoint=endpoint, status_code=str(status)).inc()
+
+
+def _endpoint(scope: Scope) -> str:
+    """The route template the router matched (it records the route in the scope), else the path; "other"
+    for anything that is not one of the server's endpoints."""
+    template = getattr(scope.get("route"), "path_format", None)
+    endpoint = template if isinstance(template, str) else scope.get("path", "")
+    return endpoint if endpoint in KNOWN_ENDPOINTS else "other"

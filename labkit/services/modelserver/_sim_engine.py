@@ -49,7 +49,7 @@ class SimEngine:
     Text: words from a fixed vocabulary, drawn from `random.Random` seeded by (seed, prompt).
     Timing: the first token after a delay around `ttft_s`, each next one after a delay around
     `itl_s`, both lognormal with relative spread `jitter` and mean equal to the setting
-    (0 jitter = exact). `temperature`, `top_p` and `top_k` do not change the simulated text.
+    (0 jitter = exact). `temperature`, `top_p`, `top_k` and the penalties do not change the simulated text.
     """
 
     seed: int = 0

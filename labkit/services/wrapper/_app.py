@@ -1,11 +1,12 @@
-"""The wrapper's FastAPI app: POST /generate in front of an Ollama-API backend, /health, /ready, /metrics.
+"""The wrapper's FastAPI app: POST /generate and the OpenAI-compatible /v1/ in front of an Ollama or
+OpenAI-compatible model server, /health, /ready, /metrics.
 
-Every error is a JSON `{"error": ...}` body; every /generate request is counted, admitted or not.
+Every error is a JSON body (`{"error": ...}`, in OpenAI's shape under /v1/); every generation request is
+counted, admitted or not.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -20,19 +21,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from labkit.errors import ClientGoneError
 from labkit.faults import JsonInt, json_integer
+from labkit.measure.histograms import GENERATION_ENDPOINTS
 from labkit.services.wrapper._admin import admin_router, read_admin_token
-from labkit.services.wrapper._backend import UpstreamError, backend_session, missing_model_reason
-from labkit.services.wrapper._faults import InjectedFaultError
 from labkit.services.wrapper._generation import (
-    Generation,
-    MeteredStreamingResponse,
+    NDJSON,
+    GenerationSummary,
     WrapperState,
-    collect_generation,
-    run_until_client_leaves,
+    run_generation,
+    upstream_for,
 )
 from labkit.services.wrapper._metrics import GENERATE_ENDPOINT, WrapperMetrics
+from labkit.services.wrapper._openai_api import V1_PREFIX, openai_error, openai_router
 from labkit.services.wrapper._openapi import (
     HealthAnswer,
     ReadyAnswer,
@@ -43,14 +43,15 @@ from labkit.services.wrapper._openapi import (
 )
 from labkit.services.wrapper._settings import WrapperSettings
 from labkit.services.wrapper._tokens import api_key_checker, read_token_file
+from labkit.services.wrapper._upstream import GenerationCall, backend_session, missing_model_reason
 
 __all__ = ["GenerateRequest", "create_app"]
 
 logger = logging.getLogger(__name__)
 
 _ROUTES_HINT = (
-    "the API has POST /generate, GET /health, GET /ready, GET /metrics "
-    "and the token-protected fault API at /admin/faults"
+    "the API has POST /generate, POST /v1/chat/completions, POST /v1/completions, GET /v1/models, "
+    "GET /health, GET /ready, GET /metrics and the token-protected fault API at /admin/faults"
 )
 
 
@@ -145,21 +146,30 @@ def _request_problems(body: GenerateRequest, settings: WrapperSettings) -> list[
     return problems
 
 
-def _backend_payload(body: GenerateRequest, settings: WrapperSettings) -> dict[str, Any]:
+def _generation_call(body: GenerateRequest, settings: WrapperSettings) -> GenerationCall:
     options = dict(body.options or {})
-    if "num_predict" in options:
-        options["num_predict"] = json_integer(options["num_predict"])  # 21.0 is 21 (checked before)
+    num_predict = options.pop("num_predict", None)
     # Always bounded: Ollama's own default (-1) would generate until the context is full.
-    options["num_predict"] = body.max_tokens or options.get("num_predict") or settings.max_tokens_limit
-    # Always streamed from the backend, so TTFT and inter-token gaps are measured for every request.
-    return {"model": body.model or settings.model, "prompt": body.prompt, "stream": True, "options": options}
+    max_tokens = body.max_tokens or json_integer(num_predict) or settings.max_tokens_limit  # 21.0 is 21
+    return GenerationCall(
+        "text_completion",
+        model=body.model or settings.model,
+        max_tokens=max_tokens,
+        prompt=body.prompt,
+        options=options,
+    )
+
+
+def _generate_answer(text: str, summary: GenerationSummary) -> dict[str, Any]:
+    fields = summary.generate_fields()
+    return {"model": fields.pop("model"), "response": text, **fields}
 
 
 def create_app(settings: WrapperSettings | None = None) -> FastAPI:
     """Build the wrapper app: one backend client for the app's lifespan, metrics in their own registry.
 
-    Reads the admin token file and the API key file now, if settings name them (ConfigError when one is
-    unreadable or empty).
+    Reads the admin token file, the API key file and the backend's API key file now, if settings name them
+    (ConfigError when one is unreadable or empty).
     """
     settings = settings or WrapperSettings()
     admin_token = read_admin_token(settings.admin_token_file) if settings.admin_token_file else None
@@ -169,7 +179,17 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         else None
     )
     package_version = _package_version()
-    state = WrapperState(settings, WrapperMetrics(model=settings.model, version=package_version))
+    upstream = upstream_for(settings)
+    state = WrapperState(
+        settings,
+        upstream,
+        WrapperMetrics(
+            model=settings.model,
+            version=package_version,
+            provider=upstream.provider,
+            upstream_url=upstream.url,
+        ),
+    )
     retry_after = {"Retry-After": str(settings.retry_after_s)}
 
     @asynccontextmanager
@@ -188,28 +208,37 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="labkit wrapper",
         version=package_version,
-        summary="The lab's public LLM API in front of an Ollama-API model server.",
+        summary="The lab's public LLM API, its own and OpenAI's, in front of an Ollama or OpenAI-compatible "
+        "model server.",
         lifespan=lifespan,
         docs_url=None,  # the Swagger page loads its assets from a CDN; the lab runs offline
         redoc_url=None,
     )
     app.state.wrapper = state
 
+    def is_openai(request: Request) -> bool:
+        path = request.url.path
+        return path == V1_PREFIX or path.startswith(V1_PREFIX + "/")
+
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = _validation_detail(exc.errors())
-        if request.url.path == GENERATE_ENDPOINT:
-            state.count_request(422)
+        # OpenAI's API answers a bad body 400 (invalid_request_error), the lab's own 422 with `detail`.
+        status = 400 if is_openai(request) else 422
+        if request.url.path in GENERATION_ENDPOINTS:
+            state.count_request(request.url.path, status)
         message = "; ".join(f"{_field_name(d['loc'])}: {d['msg']}" for d in detail) or "invalid request"
         if "json" not in request.headers.get("content-type", ""):
             # FastAPI only parses a JSON body sent as JSON (curl -d sends a form content type).
             message += "; send a JSON object with the header Content-Type: application/json"
+        if status == 400:
+            return openai_error(400, message, param=_field_name(detail[0]["loc"]) if detail else None)
         return error_response(422, message, detail=detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if request.url.path == GENERATE_ENDPOINT:
-            state.count_request(exc.status_code)
+        if request.url.path in GENERATION_ENDPOINTS:
+            state.count_request(request.url.path, exc.status_code)
         where = f"{request.method} {request.url.path}"
         if exc.status_code == 404:
             message = f"no such endpoint: {where}; {_ROUTES_HINT}"
@@ -217,16 +246,24 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
             message = f"method not allowed: {where}; {_ROUTES_HINT}"
         else:
             message = str(exc.detail)
+        if is_openai(request):
+            return openai_error(exc.status_code, message, headers=exc.headers)
         return error_response(exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(500, f"internal error in the wrapper: {type(exc).__name__}; see its log")
+        message = f"internal error in the wrapper: {type(exc).__name__}; see its log"
+        if is_openai(request):
+            return openai_error(500, message)
+        return error_response(500, message)
 
     def count_unauthorized() -> None:
-        # The status itself is counted by on_http_error, like every HTTPException on /generate.
+        # The status itself is counted by on_http_error, like every HTTPException on a generation endpoint.
         state.metrics.rejected.labels("unauthorized").inc()
+
+    def refuse(status_code: int, message: str, send_retry_after: bool) -> JSONResponse:
+        return error_response(status_code, message, headers=retry_after if send_retry_after else None)
 
     generate_statuses: tuple[int, ...] = (400, 404, 422, 500, 502, 503, 504)
     generate_dependencies = []
@@ -245,48 +282,21 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         started = time.perf_counter()
         problems = _request_problems(body, settings)
         if problems:
-            state.count_request(422)
+            state.count_request(GENERATE_ENDPOINT, 422)
             message = "; ".join(f"{_field_name(p['loc'])}: {p['msg']}" for p in problems)
             return error_response(422, message, detail=problems)
-        if not state.try_admit():
-            state.metrics.rejected.labels("in_flight_limit").inc()
-            state.count_request(503)
-            return error_response(
-                503,
-                f"too many requests in flight ({state.in_flight} of {settings.max_in_flight}); "
-                f"retry after {settings.retry_after_s} s",
-                headers=retry_after,
-            )
-        payload = _backend_payload(body, settings)
-        generation = Generation(state, model=payload["model"], started=started)
-        handed_over = False
-        try:
-            if body.stream:
-                first = await run_until_client_leaves(request, generation.open(payload))
-                handed_over = True
-                return MeteredStreamingResponse(generation, first)
-            answer = await run_until_client_leaves(request, collect_generation(generation, payload))
-            return JSONResponse(answer)
-        except InjectedFaultError as exc:
-            # Counted as the status the client got; the backend did not fail, so no backend error.
-            generation.finish(exc.status_code)
-            return error_response(exc.status_code, exc.message)
-        except UpstreamError as exc:
-            generation.fail(exc)
-            headers = retry_after if exc.retry_after else None
-            return error_response(exc.status_code, exc.message, headers=headers)
-        except ClientGoneError:
-            generation.finish(499)
-            return Response(status_code=499)  # nobody reads it; the connection is gone
-        except asyncio.CancelledError:
-            generation.finish(499)
-            raise
-        except Exception:
-            generation.finish(500)
-            raise
-        finally:
-            if not handed_over:
-                await generation.close()
+        return await run_generation(
+            state,
+            request,
+            _generation_call(body, settings),
+            endpoint=GENERATE_ENDPOINT,
+            started=started,
+            stream=body.stream,
+            encoder=NDJSON,
+            answer=_generate_answer,
+            refuse=refuse,
+            busy_status=503,
+        )
 
     @app.get("/health", response_model=HealthAnswer)
     async def health() -> dict[str, str]:
@@ -297,10 +307,7 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
     async def ready() -> dict[str, str] | JSONResponse:
         """Readiness: the backend answers in time and has the configured model."""
         reason = await missing_model_reason(
-            state.backend_client(),
-            backend_url=settings.backend_url,
-            model=settings.model,
-            timeout_s=settings.ready_timeout_s,
+            state.upstream, state.backend_client(), model=settings.model, timeout_s=settings.ready_timeout_s
         )
         if reason is not None:
             return error_response(503, reason)
@@ -313,7 +320,8 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # Included after the app's own routes: routes are matched in order, and /generate, matched first,
-    # then skips the admin router's matching on every request.
+    # then skips the other routers' matching on every request.
+    app.include_router(openai_router(state, generate_dependencies, with_api_key=api_key is not None))
     app.include_router(admin_router(state.faults, admin_token))
     document_settings_limits(app, settings)
     return app

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, get_args, get_origin
 
 from pydantic import ValidationError
 
@@ -33,13 +33,19 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per setting (`--backend-timeout-s` for backend_timeout_s) with its help and default."""
-    parser = _OneLineParser(prog=PROG, description="The lab's LLM API in front of an Ollama-API server.")
+    parser = _OneLineParser(
+        prog=PROG, description="The lab's LLM API in front of an Ollama or OpenAI-compatible model server."
+    )
     for field, info in WrapperSettings.model_fields.items():
         kind: Any = Path if info.annotation == Path | None else info.annotation
+        choices = None
+        if get_origin(kind) is Literal:
+            kind, choices = str, get_args(kind)
         parser.add_argument(
             _flag(field),
             dest=field,
             type=kind,
+            choices=choices,
             default=None,
             help=f"{info.description} [default {info.default}]",
         )

@@ -1,4 +1,6 @@
-"""One admitted /generate request: its backend stream, its timings and its metric accounting.
+"""One admitted generation request, whatever endpoint asked and whatever API the upstream speaks: its
+upstream stream, its timings, its faults and its metric accounting. /generate and the OpenAI-compatible
+endpoints differ only in how they encode the answer (`StreamEncoder`, `answer`, `refuse`).
 
 Accounting is exactly-once: `finish` decrements `llm_requests_in_flight` and counts the outcome a single
 time, whichever way the request ends (success, backend failure, client gone, cancellation, bug).
@@ -10,28 +12,40 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import anyio
+from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from labkit.errors import ClientGoneError
-from labkit.services.wrapper._backend import UpstreamError, open_generate_stream, read_chunks
+from labkit.measure.histograms import GENERATION_ENDPOINTS
+from labkit.secret_files import read_token_file
 from labkit.services.wrapper._faults import FaultTable, InjectedFaultError
-from labkit.services.wrapper._metrics import GENERATE_ENDPOINT, WrapperMetrics
+from labkit.services.wrapper._metrics import WrapperMetrics
+from labkit.services.wrapper._ollama_backend import OllamaUpstream
+from labkit.services.wrapper._openai_backend import OpenAIUpstream
+from labkit.services.wrapper._semconv import OTHER_VALUE
 from labkit.services.wrapper._settings import WrapperSettings
+from labkit.services.wrapper._upstream import Chunk, GenerationCall, Upstream, UpstreamError, UpstreamStream
 
 __all__ = [
+    "NDJSON",
     "Generation",
+    "GenerationSummary",
     "MeteredStreamingResponse",
+    "StreamEncoder",
     "WrapperState",
     "collect_generation",
+    "run_generation",
     "run_until_client_leaves",
+    "upstream_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -39,18 +53,31 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class WrapperState:
-    """What one wrapper app's requests share: settings, metrics, faults, backend client, in-flight count."""
+def upstream_for(settings: WrapperSettings) -> Upstream:
+    """The upstream the settings name, with its API key read now (ConfigError when unreadable or empty)."""
+    key = (
+        read_token_file(settings.backend_api_key_file, what="backend API key", flag="--backend-api-key-file")
+        if settings.backend_api_key_file
+        else None
+    )
+    kind = OpenAIUpstream if settings.backend_api == "openai" else OllamaUpstream
+    return kind(settings.backend_url, timeout_s=settings.backend_timeout_s, api_key=key)
 
-    def __init__(self, settings: WrapperSettings, metrics: WrapperMetrics) -> None:
+
+class WrapperState:
+    """What one wrapper app's requests share: settings, upstream, metrics, faults, connection pool, in-flight
+    count."""
+
+    def __init__(self, settings: WrapperSettings, upstream: Upstream, metrics: WrapperMetrics) -> None:
         self.settings = settings
+        self.upstream = upstream
         self.metrics = metrics
         self.faults = FaultTable(metrics)
         self.client: aiohttp.ClientSession | None = None
         self.in_flight = 0
         # Labelled children looked up once, not per request (a labels() call takes a lock and a dict lookup).
-        self.request_duration = metrics.request_duration.labels(GENERATE_ENDPOINT)
-        self._requests_by_status: dict[str, Counter] = {}
+        self.request_durations = {ep: metrics.request_duration.labels(ep) for ep in GENERATION_ENDPOINTS}
+        self._requests_by_status: dict[tuple[str, str], Counter] = {}
 
     def try_admit(self) -> bool:
         """Take an in-flight slot, or return False when all `max_in_flight` are taken."""
@@ -64,11 +91,11 @@ class WrapperState:
         self.in_flight -= 1
         self.metrics.in_flight.dec()
 
-    def count_request(self, status_code: int | str) -> None:
-        code = str(status_code)
-        counter = self._requests_by_status.get(code)
+    def count_request(self, endpoint: str, status_code: int | str) -> None:
+        key = (endpoint, str(status_code))
+        counter = self._requests_by_status.get(key)
         if counter is None:
-            counter = self._requests_by_status[code] = self.metrics.requests.labels(GENERATE_ENDPOINT, code)
+            counter = self._requests_by_status[key] = self.metrics.requests.labels(*key)
         counter.inc()
 
     def backend_client(self) -> aiohttp.ClientSession:
@@ -77,65 +104,75 @@ class WrapperState:
         return self.client
 
 
-def _count(chunk: dict[str, Any], key: str, default: int) -> int:
-    value = chunk.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+@dataclass(frozen=True, slots=True)
+class GenerationSummary:
+    """A finished generation: what the upstream said about it and what the wrapper measured."""
+
+    model: str
+    done_reason: str | None
+    prompt_tokens: int | None  # None when the upstream did not count them
+    output_tokens: int
+    ttft_s: float | None  # None when no token came
+    duration_s: float
+
+    def generate_fields(self) -> dict[str, Any]:
+        """The summary as /generate's answer (and its last NDJSON line) spells it."""
+        return {
+            "model": self.model,
+            "done_reason": self.done_reason,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+            "time_to_first_token_seconds": None if self.ttft_s is None else round(self.ttft_s, 6),
+            "duration_seconds": round(self.duration_s, 6),
+        }
 
 
 class Generation:
-    """An admitted request's life: open the backend stream, time its chunks, finish exactly once."""
+    """An admitted request's life: open the upstream stream, time its chunks, finish exactly once."""
 
-    def __init__(self, state: WrapperState, *, model: str, started: float) -> None:
+    def __init__(self, state: WrapperState, call: GenerationCall, *, endpoint: str, started: float) -> None:
         self._state = state
-        self.model = model
+        self.call = call
+        self.endpoint = endpoint
         self.started = started
-        self._response: aiohttp.ClientResponse | None = None
-        self._chunks: AsyncIterator[dict[str, Any]] | None = None
+        self._stream: UpstreamStream | None = None
         self._first_token_at: float | None = None
         self._last_token_at: float | None = None
         self._token_chunks = 0
         self.finished = False
 
-    async def open(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Start the backend generation; return its first chunk that carries text (or the final one).
+    async def open(self) -> Chunk:
+        """Start the upstream generation; return its first chunk that carries text (or the final one).
 
         Injected faults act first: a latency fault sleeps (inside the timed request, so TTFT grows), then
-        an error fault may raise InjectedFaultError instead of calling the backend.
+        an error fault may raise InjectedFaultError instead of calling the upstream.
         """
-        delay_s = self._state.faults.latency_delay_s()
+        state = self._state
+        delay_s = state.faults.latency_delay_s()
         if delay_s:
             await asyncio.sleep(delay_s)
-        injected = self._state.faults.injected_error()
+        injected = state.faults.injected_error()
         if injected is not None:
             raise injected
-        settings = self._state.settings
-        self._response = await open_generate_stream(
-            self._state.backend_client(),
-            payload,
-            backend_url=settings.backend_url,
-            timeout_s=settings.backend_timeout_s,
-        )
-        self._chunks = read_chunks(
-            self._response, backend_url=settings.backend_url, timeout_s=settings.backend_timeout_s
-        )
+        self._stream = await state.upstream.open(state.backend_client(), self.call)
         while True:
             chunk = await self.next_chunk()
-            if chunk.get("response") or chunk.get("done"):
+            if chunk.text or chunk.done:
                 return chunk
 
-    async def next_chunk(self) -> dict[str, Any]:
-        """The backend's next chunk; observes TTFT for the first text chunk and ITL for each one after.
+    async def next_chunk(self) -> Chunk:
+        """The upstream's next chunk; observes TTFT for the first text chunk and ITL for each one after.
 
         Raises InjectedFaultError instead when a stream_cut fault's token count has been reached.
         """
-        if self._chunks is None:
+        if self._stream is None:
             raise RuntimeError("next_chunk() before open()")
         cut = self._state.faults.stream_cut(self._token_chunks)
         if cut is not None:
             raise cut
-        chunk = await anext(self._chunks)
-        now = time.perf_counter()
-        if isinstance(chunk.get("response"), str) and chunk["response"]:
+        chunk = await anext(self._stream.chunks)
+        if chunk.text:
+            now = time.perf_counter()
             if self._last_token_at is None:
                 self._first_token_at = now
                 self._state.metrics.time_to_first_token.observe(now - self.started)
@@ -145,71 +182,92 @@ class Generation:
             self._token_chunks += 1
         return chunk
 
-    def complete(self, final: dict[str, Any]) -> dict[str, Any]:
-        """Account a successful end from the backend's final chunk; return the summary fields."""
+    def complete(self, final: Chunk) -> GenerationSummary:
+        """Account a successful end from the upstream's final chunk; return the summary."""
         duration = time.perf_counter() - self.started
-        prompt_tokens = _count(final, "prompt_eval_count", 0)
-        # Ollama sends one token per chunk, so the chunk count stands in if eval_count is missing.
-        output_tokens = _count(final, "eval_count", self._token_chunks)
-        metrics = self._state.metrics
-        metrics.prompt_tokens.inc(prompt_tokens)
+        # Ollama sends one token per chunk, so the chunk count stands in if the upstream did not count.
+        output_tokens = final.output_tokens if final.output_tokens is not None else self._token_chunks
+        state = self._state
+        metrics = state.metrics
+        if final.prompt_tokens is not None:
+            metrics.prompt_tokens.inc(final.prompt_tokens)
         metrics.output_tokens.inc(output_tokens)
-        self._state.request_duration.observe(duration)
+        state.request_durations[self.endpoint].observe(duration)
+        ttft = None if self._first_token_at is None else self._first_token_at - self.started
+        model = final.model or self.call.model
+        metrics.gen_ai.observe_success(
+            self.call.operation,
+            request_model=self.call.model,
+            response_model=model,
+            duration_s=duration,
+            ttft_s=ttft,
+            prompt_tokens=final.prompt_tokens,
+            output_tokens=output_tokens,
+        )
         self.finish(200)
-        ttft = None if self._first_token_at is None else round(self._first_token_at - self.started, 6)
-        return {
-            "model": str(final.get("model") or self.model),
-            "done_reason": final.get("done_reason"),
-            "prompt_tokens": prompt_tokens,
-            "output_tokens": output_tokens,
-            "time_to_first_token_seconds": ttft,
-            "duration_seconds": round(duration, 6),
-        }
+        return GenerationSummary(model, final.done_reason, final.prompt_tokens, output_tokens, ttft, duration)
 
-    def fail(self, error: UpstreamError) -> None:
-        """Account a backend failure (counted once per request by kind)."""
+    def fail(self, error: UpstreamError, status_code: int | None = None) -> None:
+        """Account an upstream failure (counted once per request by kind), answered `status_code`."""
         metrics = self._state.metrics
         metrics.backend_errors.labels(error.kind).inc()
         if error.kind == "busy":
             metrics.rejected.labels("backend_busy").inc()
         logger.warning("backend failure (%s): %s", error.kind, error.message)
-        self.finish(error.status_code)
+        self.finish(error.status_code if status_code is None else status_code, error_type=error.kind)
 
-    def finish(self, status_code: int | str) -> None:
-        """Release the in-flight slot and count the outcome; later calls do nothing."""
+    def finish(self, status_code: int | str, *, error_type: str | None = None) -> None:
+        """Release the in-flight slot and count the outcome; later calls do nothing.
+
+        A failure is recorded in gen_ai_server_request_duration_seconds with `error_type` (a backend error
+        kind, `fault_<kind>`, `client_closed` for 499, else `_OTHER`).
+        """
         if self.finished:
             return
         self.finished = True
-        self._state.release()
-        self._state.count_request(status_code)
+        state = self._state
+        state.release()
+        state.count_request(self.endpoint, status_code)
+        if status_code != 200:
+            state.metrics.gen_ai.observe_failure(
+                self.call.operation,
+                request_model=self.call.model,
+                error_type=error_type or ("client_closed" if status_code == 499 else OTHER_VALUE),
+                duration_s=time.perf_counter() - self.started,
+            )
 
     async def close(self) -> None:
-        """Close the backend stream (the backend sees the disconnect and stops generating).
+        """Close the upstream stream (the upstream sees the disconnect and stops generating).
 
         A response read to its end has already gone back to the pool; closing it then does nothing.
         """
-        response, self._response = self._response, None
-        if response is not None:
-            # Synchronous, so a disconnect that cancels the request cannot interrupt it.
-            response.close()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
 
 
-async def collect_generation(generation: Generation, payload: dict[str, Any]) -> dict[str, Any]:
-    """Run a whole generation and return the non-streamed answer (the backend is still streamed)."""
-    chunk = await generation.open(payload)
+async def collect_generation(generation: Generation) -> tuple[str, GenerationSummary]:
+    """Run a whole generation; return its text and summary (the upstream is still streamed)."""
+    chunk = await generation.open()
     pieces: list[str] = []
     while True:
-        piece = chunk.get("response")
-        if isinstance(piece, str):
-            pieces.append(piece)
-        if chunk.get("done"):
-            summary = generation.complete(chunk)
-            return {
-                "model": summary.pop("model"),
-                "response": "".join(pieces),
-                **summary,
-            }
+        if chunk.text:
+            pieces.append(chunk.text)
+        if chunk.done:
+            return "".join(pieces), generation.complete(chunk)
         chunk = await generation.next_chunk()
+
+
+class StreamEncoder(Protocol):
+    """How one endpoint writes a streamed answer: a token, the end, an error after the 200 was sent."""
+
+    media_type: str
+
+    def token(self, piece: str) -> bytes: ...
+
+    def end(self, summary: GenerationSummary) -> bytes: ...
+
+    def error(self, error: UpstreamError) -> bytes: ...
 
 
 # json.dumps escapes newlines inside strings, so each object is exactly one non-blank line.
@@ -226,26 +284,45 @@ def _token_line(piece: str) -> bytes:
     return b'{"response":' + json.dumps(piece).encode() + b',"done":false}\n'
 
 
-async def _stream_lines(generation: Generation, first: dict[str, Any]) -> AsyncGenerator[bytes, None]:
+class _NdjsonEncoder:
+    """/generate's stream: one JSON object per line, then the summary line; an error as the last line."""
+
+    media_type = "application/x-ndjson"
+
+    def token(self, piece: str) -> bytes:
+        return _token_line(piece)
+
+    def end(self, summary: GenerationSummary) -> bytes:
+        return _ndjson({"done": True, **summary.generate_fields()})
+
+    def error(self, error: UpstreamError) -> bytes:
+        return _ndjson({"error": error.message, "done": True})
+
+
+NDJSON: StreamEncoder = _NdjsonEncoder()
+
+
+async def _stream_body(
+    generation: Generation, first: Chunk, encoder: StreamEncoder
+) -> AsyncGenerator[bytes, None]:
     try:
         chunk = first
         while True:
-            piece = chunk.get("response")
-            if isinstance(piece, str) and piece:
-                yield _token_line(piece)
-            if chunk.get("done"):
-                # Accounted before the last line goes out, so a client that has read it sees the metrics.
-                yield _ndjson({"done": True, **generation.complete(chunk)})
+            if chunk.text:
+                yield encoder.token(chunk.text)
+            if chunk.done:
+                # Accounted before the end goes out, so a client that has read it sees the metrics.
+                yield encoder.end(generation.complete(chunk))
                 return
             chunk = await generation.next_chunk()
     except UpstreamError as exc:
-        # The 200 status is already sent; the error travels as the stream's last line.
+        # The 200 status is already sent; the error travels in the stream's last line or event.
         generation.fail(exc)
-        yield _ndjson({"error": exc.message, "done": True})
+        yield encoder.error(exc)
     except InjectedFaultError as exc:
         # A cut stream: counted with the fault's status (502), then MeteredStreamingResponse drops the
         # connection without a last line, as a real cut would.
-        generation.finish(exc.status_code)
+        generation.finish(exc.status_code, error_type=f"fault_{exc.kind}")
         raise
     except Exception:
         generation.finish(500)
@@ -256,12 +333,12 @@ async def _stream_lines(generation: Generation, first: dict[str, Any]) -> AsyncG
 
 
 class MeteredStreamingResponse(StreamingResponse):
-    """An NDJSON stream of one generation that finishes its accounting however the response ends."""
+    """A streamed answer of one generation that finishes its accounting however the response ends."""
 
-    def __init__(self, generation: Generation, first: dict[str, Any]) -> None:
+    def __init__(self, generation: Generation, first: Chunk, encoder: StreamEncoder) -> None:
         self._generation = generation
-        self._lines = _stream_lines(generation, first)
-        super().__init__(self._lines, media_type="application/x-ndjson")
+        self._lines = _stream_body(generation, first, encoder)
+        super().__init__(self._lines, media_type=encoder.media_type)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -277,6 +354,69 @@ class MeteredStreamingResponse(StreamingResponse):
                 await self._lines.aclose()
             self._generation.finish(499)
             await self._generation.close()
+
+
+# An error answer of one endpoint: (status, message, send Retry-After) -> the response in its shape.
+Refusal = Callable[[int, str, bool], Response]
+
+
+async def run_generation(
+    state: WrapperState,
+    request: Request,
+    call: GenerationCall,
+    *,
+    endpoint: str,
+    started: float,
+    stream: bool,
+    encoder: StreamEncoder,
+    answer: Callable[[str, GenerationSummary], dict[str, Any]],
+    refuse: Refusal,
+    busy_status: int,
+) -> Response:
+    """Admit, run and account one generation request of `endpoint`: the one code path of every endpoint.
+
+    Full (the in-flight bound, or an upstream that says busy) is answered `busy_status` with Retry-After;
+    an injected error fault its status; an upstream failure the status its kind means.
+    """
+    settings = state.settings
+    if not state.try_admit():
+        state.metrics.rejected.labels("in_flight_limit").inc()
+        state.count_request(endpoint, busy_status)
+        return refuse(
+            busy_status,
+            f"too many requests in flight ({state.in_flight} of {settings.max_in_flight}); "
+            f"retry after {settings.retry_after_s} s",
+            True,
+        )
+    generation = Generation(state, call, endpoint=endpoint, started=started)
+    handed_over = False
+    try:
+        if stream:
+            first = await run_until_client_leaves(request, generation.open())
+            handed_over = True
+            return MeteredStreamingResponse(generation, first, encoder)
+        text, summary = await run_until_client_leaves(request, collect_generation(generation))
+        return JSONResponse(answer(text, summary))
+    except InjectedFaultError as exc:
+        # Counted as the status the client got; the backend did not fail, so no backend error.
+        generation.finish(exc.status_code, error_type=f"fault_{exc.kind}")
+        return refuse(exc.status_code, exc.message, False)
+    except UpstreamError as exc:
+        status = busy_status if exc.kind == "busy" else exc.status_code
+        generation.fail(exc, status)
+        return refuse(status, exc.message, exc.retry_after)
+    except ClientGoneError:
+        generation.finish(499)
+        return Response(status_code=499)  # nobody reads it; the connection is gone
+    except asyncio.CancelledError:
+        generation.finish(499)
+        raise
+    except Exception:
+        generation.finish(500)
+        raise
+    finally:
+        if not handed_over:
+            await generation.close()
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:

@@ -1,6 +1,8 @@
-"""The wrapper's Prometheus metrics, each app with its own registry.
+"""The wrapper's Prometheus metrics, each app with its own registry: the lab's llm_* ones and the
+OpenTelemetry GenAI convention's gen_ai_* ones (labkit.services.wrapper._semconv).
 
-Names, labels and buckets are part of the lab's contract with dashboards, SLO rules and reports.
+Names, labels and buckets are part of the lab's contract with dashboards, SLO rules and reports
+(docs/metrics.md lists each one).
 """
 
 from __future__ import annotations
@@ -11,23 +13,30 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from labkit.faults import WRAPPER_FAULT_KINDS
 from labkit.measure.histograms import (
+    GENERATION_ENDPOINTS,
     INTER_TOKEN_LATENCY_BUCKETS,
     REQUEST_DURATION_BUCKETS,
     TIME_TO_FIRST_TOKEN_BUCKETS,
 )
+from labkit.services.wrapper._semconv import GenAiMetrics
 
 __all__ = [
     "BACKEND_ERROR_KINDS",
+    "CHAT_COMPLETIONS_ENDPOINT",
+    "COMPLETIONS_ENDPOINT",
     "GENERATE_ENDPOINT",
     "GENERATE_STATUS_CODES",
     "REJECTION_REASONS",
     "WrapperMetrics",
 ]
 
-GENERATE_ENDPOINT = "/generate"
-# Every status the wrapper itself can give a /generate request; pre-created so ratios never divide by
-# a missing series. 499 is nginx's "client closed request", used for clients that leave early.
-GENERATE_STATUS_CODES = ("200", "400", "401", "404", "405", "422", "499", "500", "502", "503", "504")
+GENERATE_ENDPOINT, CHAT_COMPLETIONS_ENDPOINT, COMPLETIONS_ENDPOINT = GENERATION_ENDPOINTS
+# Every status the wrapper itself can give a generation request; pre-created so ratios never divide by
+# a missing series. 499 is nginx's "client closed request", used for clients that leave early; 429 is
+# what the OpenAI-compatible endpoints answer when full (/generate answers 503).
+GENERATE_STATUS_CODES = (
+    "200", "400", "401", "404", "405", "422", "429", "499", "500", "502", "503", "504",
+)  # fmt: skip
 # unauthorized: refused by the API key check (401, or 400 for a key sent in the URL).
 REJECTION_REASONS = ("in_flight_limit", "backend_busy", "unauthorized")
 BACKEND_ERROR_KINDS = (
@@ -38,7 +47,7 @@ BACKEND_ERROR_KINDS = (
 class WrapperMetrics:
     """The metric objects of one wrapper app, registered in `self.registry` (never the global one)."""
 
-    def __init__(self, *, model: str, version: str) -> None:
+    def __init__(self, *, model: str, version: str, provider: str, upstream_url: str) -> None:
         self.registry = CollectorRegistry()
         counter = partial(Counter, registry=self.registry)
         gauge = partial(Gauge, registry=self.registry)
@@ -65,19 +74,23 @@ class WrapperMetrics:
             buckets=INTER_TOKEN_LATENCY_BUCKETS,
         )
         self.output_tokens = counter(
-            "llm_output_tokens_total", "Tokens generated, from the backend's final chunk (eval_count)."
+            "llm_output_tokens_total",
+            "Tokens generated, as the backend counted them (Ollama's eval_count, OpenAI's "
+            "usage.completion_tokens), else the token chunks received.",
         )
         self.prompt_tokens = counter(
             "llm_prompt_tokens_total",
-            "Prompt tokens evaluated, from the backend's final chunk (prompt_eval_count).",
+            "Prompt tokens evaluated, as the backend counted them (Ollama's prompt_eval_count, OpenAI's "
+            "usage.prompt_tokens); not counted when it did not say.",
         )
         self.in_flight = gauge(
             "llm_requests_in_flight",
-            "Admitted /generate requests not yet finished (streams until their last line).",
+            "Admitted generation requests not yet finished, all endpoints (streams until their last line).",
         )
         self.rejected = counter(
             "llm_requests_rejected_total",
-            "Requests turned away before generating, by reason (503 when full, 401/400 when unauthorized).",
+            "Requests turned away before generating, by reason (503 or 429 when full, 401/400 when "
+            "unauthorized).",
             ["reason"],
         )
         self.backend_errors = counter(
@@ -96,9 +109,12 @@ class WrapperMetrics:
         self.info = Info("llm_wrapper", "The wrapper's version and default model.", registry=self.registry)
         self.info.info({"version": version, "model": model})
 
-        for code in GENERATE_STATUS_CODES:
-            self.requests.labels(GENERATE_ENDPOINT, code)
-        self.request_duration.labels(GENERATE_ENDPOINT)
+        self.gen_ai = GenAiMetrics(self.registry, provider=provider, upstream_url=upstream_url, model=model)
+
+        for endpoint in GENERATION_ENDPOINTS:
+            for code in GENERATE_STATUS_CODES:
+                self.requests.labels(endpoint, code)
+            self.request_duration.labels(endpoint)
         for reason in REJECTION_REASONS:
             self.rejected.labels(reason)
         for kind in BACKEND_ERROR_KINDS:

@@ -1,4 +1,4 @@
-"""What the wrapper's OpenAPI document says about its answers: bodies, error statuses, NDJSON streams.
+"""What the wrapper's OpenAPI document says about its answers: bodies, error statuses, NDJSON and SSE streams.
 
 Every status a route really answers is listed here, so that schemathesis can hold the wrapper to it.
 """
@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from labkit.faults import WrapperFaultRequest
+from labkit.services.wrapper._openai_schema import MAX_MESSAGES, OpenAIErrorBody
 from labkit.services.wrapper._settings import WrapperSettings
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "fault_spec_request_body",
     "generate_ok_response",
     "metrics_ok_response",
+    "openai_error_responses",
+    "sse_ok_response",
 ]
 
 ERROR_STATUS_TEXT: dict[int, str] = {
@@ -37,6 +40,7 @@ ERROR_STATUS_TEXT: dict[int, str] = {
     403: "Forbidden",
     404: "Not found",
     422: "The request body is invalid; `detail` names each field",
+    429: "Too many requests in flight, here or at the model backend; retry after Retry-After seconds",
     500: "Internal error (or an injected `error` fault)",
     502: "The model backend is unreachable or failed (or an injected fault)",
     503: "Overloaded or not ready; retry later",
@@ -68,7 +72,7 @@ class GenerateAnswer(BaseModel):
     model: str
     response: str = Field(description="the generated text")
     done_reason: str | None = Field(description="the backend's reason to stop: stop, length, ...")
-    prompt_tokens: int = Field(ge=0)
+    prompt_tokens: int | None = Field(ge=0, description="null when the model backend did not count them")
     output_tokens: int = Field(ge=0)
     time_to_first_token_seconds: float | None = Field(description="None when no token came")
     duration_seconds: float = Field(ge=0)
@@ -87,7 +91,7 @@ class _FinalLine(BaseModel):
     done: bool = Field(description="true on the last line")
     model: str
     done_reason: str | None
-    prompt_tokens: int
+    prompt_tokens: int | None
     output_tokens: int
     time_to_first_token_seconds: float | None
     duration_seconds: float
@@ -160,6 +164,40 @@ def error_responses(*codes: int, retry_after: bool = False) -> dict[int | str, d
     return responses
 
 
+def openai_error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """FastAPI `responses=` entries for the /v1/ routes: OpenAI's error body; 429 with Retry-After, 401
+    with WWW-Authenticate."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"model": OpenAIErrorBody, "description": ERROR_STATUS_TEXT[code]}
+        if code == 429:
+            entry["headers"] = {
+                "Retry-After": {
+                    "required": True,
+                    "description": "seconds to wait before retrying",
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
+            }
+        if code == 401:
+            entry["headers"] = {
+                "WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}
+            }
+        responses[code] = entry
+    return responses
+
+
+def sse_ok_response(answer: type[BaseModel], description: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 of a /v1/ generation: `answer` as JSON, or server-sent events with `"stream": true`."""
+    return {
+        200: {
+            "model": answer,
+            "description": f"{description}; with stream, server-sent events (data: <chunk JSON>, a blank "
+            "line between events) ending in data: [DONE]",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    }
+
+
 def _ndjson_line_schema() -> dict[str, Any]:
     lines = (_TokenLine, _FinalLine, _ErrorLine)
     return {
@@ -229,20 +267,51 @@ def _options_schema(max_tokens: int) -> dict[str, Any]:
     }
 
 
+def _document_openai_limits(schemas: dict[str, Any], settings: WrapperSettings) -> None:
+    """The settings' limits in the /v1/ request schemas: max_tokens, each text's length."""
+    limit = settings.max_tokens_limit
+    bounded = [{"type": "integer", "minimum": 1, "maximum": limit}, {"type": "null"}]
+    text = {"type": "string", "maxLength": settings.max_prompt_chars}
+    for name, fields in (
+        ("ChatCompletionRequest", ("max_tokens", "max_completion_tokens")),
+        ("CompletionRequest", ("max_tokens",)),
+    ):
+        props = schemas[name]["properties"]
+        for field in fields:
+            props[field]["anyOf"] = bounded
+    completion = schemas["CompletionRequest"]["properties"]["prompt"]
+    completion["anyOf"] = [text, {"type": "array", "items": text, "minItems": 1, "maxItems": 1}]
+    message = schemas["ChatMessage"]["properties"]["content"]
+    message["anyOf"] = [
+        text,
+        {"type": "array", "items": {"$ref": "#/components/schemas/TextPart"}},
+        {"type": "null"},
+    ]
+    schemas["TextPart"]["properties"]["text"]["maxLength"] = settings.max_prompt_chars
+    schemas["ChatCompletionRequest"]["properties"]["messages"]["maxItems"] = MAX_MESSAGES
+
+
 def document_settings_limits(app: FastAPI, settings: WrapperSettings) -> None:
-    """Put the limits that come from settings (prompt length, max_tokens) into the app's GenerateRequest
-    schema, so the document says exactly what this wrapper accepts."""
+    """Put the limits that come from settings (prompt length, max_tokens) into the app's request schemas,
+    so the document says exactly what this wrapper accepts; the /v1/ routes answer a bad body 400 in
+    OpenAI's shape, not FastAPI's 422."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()
-        props = schema["components"]["schemas"]["GenerateRequest"]["properties"]
+        schemas = schema["components"]["schemas"]
+        props = schemas["GenerateRequest"]["properties"]
         props["prompt"]["maxLength"] = settings.max_prompt_chars
         limit = settings.max_tokens_limit
         props["max_tokens"]["anyOf"] = [{"type": "integer", "minimum": 1, "maximum": limit}, {"type": "null"}]
         props["options"]["anyOf"] = [_options_schema(limit), {"type": "null"}]
+        _document_openai_limits(schemas, settings)
+        for path, operations in schema["paths"].items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from labkit.config import DEFAULT_MODEL_NAME
+from labkit.services.wrapper._upstream import BackendApi
 
 __all__ = ["WrapperSettings"]
 
@@ -21,12 +22,28 @@ class WrapperSettings(BaseModel):
 
     host: str = Field(default="127.0.0.1", min_length=1, description="address to bind; loopback by default")
     port: int = Field(default=8000, ge=0, le=65535, description="port to bind; 0 picks a free one")
-    backend_url: str = Field(default="http://127.0.0.1:11434", description="the Ollama-API model server")
+    backend_url: str = Field(
+        default="http://127.0.0.1:11434",
+        description="the model server: Ollama's root URL, or with --backend-api openai the API's base URL "
+        "as OpenAI clients take it (usually ending in /v1)",
+    )
+    backend_api: BackendApi = Field(
+        default="ollama",
+        description="the API the model server speaks: ollama (native: /api/chat, /api/generate) or openai "
+        "(OpenAI-compatible: /chat/completions, /completions, /models)",
+    )
+    backend_api_key_file: Path | None = Field(
+        default=None,
+        description="file holding the API key the model server needs, sent as Authorization: Bearer, read "
+        "at start; without it none is sent",
+    )
     model: str = Field(
         default=DEFAULT_MODEL_NAME, min_length=1, description="model used when a request names none"
     )
     max_in_flight: int = Field(
-        default=32, ge=1, description="admitted /generate requests at once; 503 beyond"
+        default=32,
+        ge=1,
+        description="admitted generation requests at once (all endpoints); 503 beyond (429 on /v1)",
     )
     max_prompt_chars: int = Field(default=16_384, ge=1, description="longest prompt accepted, in characters")
     max_tokens_limit: int = Field(default=4096, ge=1, description="largest max_tokens (num_predict) accepted")
@@ -34,7 +51,9 @@ class WrapperSettings(BaseModel):
         default=60.0, gt=0, description="longest wait for the backend's next chunk"
     )
     connect_timeout_s: float = Field(default=2.0, gt=0, description="longest wait to connect to the backend")
-    ready_timeout_s: float = Field(default=2.0, gt=0, description="longest wait for /api/tags in GET /ready")
+    ready_timeout_s: float = Field(
+        default=2.0, gt=0, description="longest wait for the model list in GET /ready and /v1/models"
+    )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After value of 503 answers, in seconds")
     admin_token_file: Path | None = Field(
         default=None,
@@ -43,8 +62,8 @@ class WrapperSettings(BaseModel):
     )
     api_key_file: Path | None = Field(
         default=None,
-        description="file holding the API key that POST /generate then requires (Authorization: Bearer "
-        "or X-API-Key), read at start; without it /generate is open",
+        description="file holding the API key that POST /generate and /v1/ then require (Authorization: "
+        "Bearer or X-API-Key), read at start; without it they are open",
     )
 
     @field_validator("backend_url")
