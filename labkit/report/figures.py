@@ -235,11 +235,11 @@ def _quantile_figure(
 
 
 def latency_figure(run: RunData) -> ReportFigure:
-    """End-to-end latency of /generate, seconds: the server's p50/p95/p99 (histogram_quantile over the
-    rate window) and the client's p95 of its exact per-request latencies of successful requests over the
-    trailing `CLIENT_WINDOW_S`."""
+    """End-to-end latency of generation requests, seconds: the server's p50/p95/p99 (histogram_quantile
+    over the rate window) and the client's p95 of its exact per-request latencies of successful requests
+    over the trailing `CLIENT_WINDOW_S`."""
     return _quantile_figure(
-        run, "End-to-end latency of /generate", "latency (s)", "latency_quantiles", "e2e_s"
+        run, "End-to-end latency of generation requests", "latency (s)", "latency_quantiles", "e2e_s"
     )
 
 
@@ -374,8 +374,8 @@ def _ratio_figure(
 
 
 def error_rate_figure(run: RunData) -> ReportFigure:
-    """Errors, %: the server's 5xx share of /generate requests per rate window (Prometheus), and the client's
-    share of valid requests that failed (any failure, no response included) per bin, with counts."""
+    """Errors, %: the server's 5xx share of generation requests per rate window (Prometheus), and the
+    client's share of valid requests that failed (any failure, no response included) per bin, with counts."""
     fig, ax, server = _ratio_figure(
         run, "Errors", "errors (% of requests)", "error_ratio", "server 5xx", failures=True
     )
@@ -396,7 +396,12 @@ def availability_figure(run: RunData) -> ReportFigure:
     """Availability, %: good / valid requests per rate window (server, the availability SLO's queries)
     and per bin of completions (client, with counts), with the SLO's target as a dashed line."""
     fig, ax, server = _ratio_figure(
-        run, "Availability of /generate", "availability (%)", "availability", "server", failures=False
+        run,
+        "Availability of generation requests",
+        "availability (%)",
+        "availability",
+        "server",
+        failures=False,
     )
     target = _availability_target(run)
     if target is not None:

@@ -46,6 +46,8 @@ def test_bench_smoke_runs_every_suite_and_writes_both_files(tmp_path: Path) -> N
         "up_sim_s", "recovery_sim_s", "memory_sim_rss_mb",
         "overload_capacity_req_per_s", "overload_reject_p99_5x_ms", "overload_admitted_errors",
         "overload_rejections_uncounted", "overload_rss_peak_mb", "overload_recovery_failed_requests",
+        "openai_load_vs_aiperf_ttft_ms", "openai_load_vs_aiperf_itl_ms",
+        "openai_load_vs_aiperf_tokens_per_s_user", "wrapper_openai_upstream_tokens_per_s",
     }  # fmt: skip
     assert expected <= names, expected - names
     table = (tmp_path / "benchmarks.md").read_text()
