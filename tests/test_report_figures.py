@@ -88,7 +88,9 @@ def _check_marks(ax: Axes) -> None:
 def test_latency_has_server_quantiles_and_the_client_p95(run: RunData) -> None:
     fig = latency_figure(run)
     (ax,) = fig.axes
-    assert fig.get_suptitle() == "End-to-end latency of /generate" and ax.get_ylabel() == "latency (s)"
+    assert (
+        fig.get_suptitle() == "End-to-end latency of generation requests" and ax.get_ylabel() == "latency (s)"
+    )
     for q in ("p50", "p95", "p99"):
         x, y = _line(ax, f"server {q}")
         assert len(x) == 71 and x[0] == pytest.approx(0.0)  # recounted from the run's start
@@ -235,7 +237,7 @@ def test_captions_and_alt_text_say_what_is_drawn(run: RunData) -> None:
     assert "restart wrapper at 45.0 s (dashed line)" in fig.caption
     assert "would restart wrapper at 47.0 s (dotted line)" in fig.caption
     assert fig.alt.startswith(
-        "End-to-end latency of /generate. x: seconds since the method's start; y: latency (s)."
+        "End-to-end latency of generation requests. x: seconds since the method's start; y: latency (s)."
     )
 
 

@@ -109,7 +109,7 @@ def test_each_slo_objective_is_a_coloured_cell(reports: Path) -> None:
     rows = _rows(write_index(reports).read_text())
     old = rows[3]  # slo.json: availability violated (95.00 %), the 5 s latency objective met
     assert re.search(
-        r'<td class="num slo bad" data-sort="0.95" title="Availability of /generate: 99% of '
+        r'<td class="num slo bad" data-sort="0.95" title="Availability of generation requests: 99% of '
         r'valid requests succeed: violated, 114 of 120 good against a 99% target">95.00%</td>',
         old,
     )

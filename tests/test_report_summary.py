@@ -33,7 +33,7 @@ def test_each_verdict_is_a_sentence_about_what_it_judged(run: RunData) -> None:
     slos = rows[2][2]
     # 6 failed of 120 (availability), 20 slow of 114 (TTFT within 1.5 s, 95 % within 3 s)
     assert slos.startswith("3 of 5 objectives missed during the method")
-    assert "Availability of /generate (99% of valid requests succeed)" in slos
+    assert "Availability of generation requests (99% of valid requests succeed)" in slos
 
 
 def test_the_first_screen_says_what_ran_and_how_it_recovered(run: RunData) -> None:

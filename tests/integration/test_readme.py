@@ -93,7 +93,9 @@ def test_readme_experiment_file_is_valid(tmp_path: Path) -> None:
     assert spec.remediation is not None and spec.remediation.target == "wrapper" and spec.duration_s == 30
 
 
-def test_readme_openai_client_example_works(running_lab: LocalBackend, capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_openai_client_example_works(
+    running_lab: LocalBackend, capsys: pytest.CaptureFixture[str]
+) -> None:
     block = next(b for b in _blocks("python") if "from openai import OpenAI" in b)
     cfg = running_lab.config
     code = block.replace("127.0.0.1:8000", f"127.0.0.1:{cfg.wrapper_port}").replace(
@@ -103,4 +105,3 @@ def test_readme_openai_client_example_works(running_lab: LocalBackend, capsys: p
     printed = capsys.readouterr().out
     assert printed.startswith(f"[{cfg.model_name!r}]"), printed
     assert re.search(r"\n\d+ tokens\n", printed), printed  # the usage chunk of the stream
-
