@@ -138,7 +138,9 @@ class LabConfig(BaseSettings):
     max_in_flight: int = Field(32, ge=1, le=100_000)
     max_prompt_chars: int = Field(16_384, ge=1)
     api_key_file: Path | None = Field(
-        None, description="file holding the API key the wrapper's POST /generate then requires (0600)"
+        None,
+        description="file holding the API key the wrapper's generation endpoints (POST /generate, /v1/...) "
+        "then require (0600)",
     )
     backend_timeout_s: float = Field(60.0, gt=0)
     num_parallel: int = Field(1, ge=1, le=64)
@@ -266,7 +268,8 @@ class LabConfig(BaseSettings):
                 )
 
     def wrapper_auth_headers(self) -> dict[str, str]:
-        """The header the wrapper's POST /generate needs on this lab: its API key as a bearer token, if any.
+        """The header the wrapper's generation endpoints need on this lab: its API key as a bearer token, if
+        any.
 
         Read when asked, never stored or logged (ConfigError when the file is unreadable or empty)."""
         if self.api_key_file is None:

@@ -82,7 +82,7 @@ def _print_table(services: list[ServiceStatus]) -> None:
     "--api-key-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File with an API key that POST /generate then requires [default: open].",
+    help="File with an API key that POST /generate and /v1/... then require [default: open].",
 )
 @click.option(
     "--backend-timeout-s",
@@ -134,9 +134,9 @@ def up(
             click.echo(
                 f"warning: --host {backend.config.host} is not a loopback address: {', '.join(exposed)} "
                 "will be reachable from other machines. The model server and Prometheus have no "
-                "authentication, nor has the wrapper's /generate without an API key (the control and fault "
-                "APIs need the lab's token); keep the default 127.0.0.1 unless a firewall guards this "
-                "machine",
+                "authentication, nor has the wrapper's API (/generate, /v1) without an API key (the "
+                "control and fault APIs need the lab's token); keep the default 127.0.0.1 unless a "
+                "firewall guards this machine",
                 err=True,
             )
         services = backend.up(progress=lambda msg: click.echo(msg, err=True), wait_scraped=wait_scraped)
