@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -164,3 +167,55 @@ def lab_images(docker_client: object) -> dict[str, str]:
     from labkit.lab.images import build_images
 
     return build_images(docker_client, offline=True, progress=lambda line: print(line, flush=True))
+
+
+@contextmanager
+def llamacpp_server(folder: Path, timeout_s: float = 60.0) -> Iterator[str]:
+    """llama-cpp-python's own OpenAI-compatible server, started with the lab's command line
+    (`labkit.lab.specs.llamacpp_server_spec`) on a free loopback port, its log in `folder`; yields its OpenAI
+    base URL (ending /v1) once /v1/models answers, and always stops it. Skips without the server extra or
+    the model file."""
+    from labkit.config import embedded_model_path
+    from labkit.errors import ModelNotFoundError
+    from labkit.lab.specs import llamacpp_server_spec
+
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("sse_starlette") is None:
+        pytest.skip("llama-cpp-python's server is not installed (pip install 'llama-cpp-python[server]')")
+    try:
+        embedded_model_path()
+    except ModelNotFoundError as exc:
+        pytest.skip(str(exc))
+    config = sim_lab_config(folder, engine="llamacpp-server")
+    spec = llamacpp_server_spec(config, config.model_url)
+    log = folder / "llamacpp-server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            spec.argv,
+            env={**os.environ, **spec.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = config.model_api_url
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"{url}/models", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(
+                    f"llama_cpp.server did not answer (exit {process.poll()}): {log.read_text()[-2000:]}"
+                )
+            time.sleep(0.1)
+        yield url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)

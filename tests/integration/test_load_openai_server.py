@@ -9,73 +9,29 @@ would do to most requests. The load generator records those as `stream_cut`, not
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from labkit.cli import cli
-from labkit.config import DEFAULT_MODEL_NAME, embedded_model_path
-from labkit.errors import ModelNotFoundError
+from labkit.config import DEFAULT_MODEL_NAME
 from labkit.measure.load import LoadResult, LoadSpec, run_load, workload
 from labkit.rundir import RunFile
-from tests.conftest import free_port
+from tests.conftest import llamacpp_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.llama]
 
 _START_TIMEOUT_S = 60.0
 
 
-def _model_file() -> Path:
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("sse_starlette") is None:
-        pytest.skip("llama-cpp-python's server is not installed (pip install 'llama-cpp-python[server]')")
-    try:
-        return embedded_model_path()
-    except ModelNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def openai_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama-cpp-python's server on a free loopback port, its OpenAI base URL; always stopped afterwards."""
-    model = _model_file()
-    port = free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--model_alias", DEFAULT_MODEL_NAME, "--interrupt_requests", "False"]
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(f"{url}/models", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {process.returncode}: {log.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer within {_START_TIMEOUT_S:g} s")
-            time.sleep(0.1)
+    """llama-cpp-python's server as the lab runs it, on a free loopback port: its OpenAI base URL."""
+    with llamacpp_server(tmp_path_factory.mktemp("llama-server")) as url:
         yield url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 def _check_every_request_has_token_timings(result: LoadResult) -> None:

@@ -5,22 +5,15 @@ client through the wrapper. Skipped where llama-cpp-python's server or the model
 
 from __future__ import annotations
 
-import importlib.util
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from labkit.config import DEFAULT_MODEL_NAME, embedded_model_path
-from labkit.errors import ModelNotFoundError
+from labkit.config import DEFAULT_MODEL_NAME
 from labkit.services.wrapper import WrapperSettings, create_app
-from tests.conftest import free_port
+from tests.conftest import llamacpp_server
 from tests.test_wrapper import metric, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.llama]
@@ -29,56 +22,11 @@ MAX_TOKENS = 8
 HELLO = [{"role": "user", "content": "Name one colour."}]
 
 
-def _model_file() -> Path:
-    if (
-        importlib.util.find_spec("llama_cpp.server") is None
-        or importlib.util.find_spec("sse_starlette") is None
-    ):
-        pytest.skip("llama-cpp-python's server is not installed (pip install 'llama-cpp-python[server]')")
-    try:
-        return embedded_model_path()
-    except ModelNotFoundError as exc:
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def llamacpp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """llama-cpp-python's server on a free loopback port, its log in a file; always stopped afterwards."""
-    model = _model_file()
-    port = free_port()
-    log = tmp_path_factory.mktemp("llamacpp") / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                "--port", str(port), "--model_alias", DEFAULT_MODEL_NAME, "--n_ctx", "2048",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"llama_cpp.server did not answer (exit {process.poll()}): {log.read_text()[-2000:]}"
-                )
-            time.sleep(0.1)
+    """llama-cpp-python's server as the lab runs it, on a free loopback port: its OpenAI base URL."""
+    with llamacpp_server(tmp_path_factory.mktemp("llamacpp")) as url:
         yield url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

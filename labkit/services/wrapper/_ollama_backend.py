@@ -20,7 +20,9 @@ from labkit.services.wrapper._upstream import (
     UpstreamStream,
     auth_headers,
     error_for_status,
+    get_model_list,
     non_negative_int,
+    not_a_model_list,
     read_to_end,
     read_whole_body,
     transport_error,
@@ -74,41 +76,14 @@ class OllamaUpstream:
 
     async def models(self, session: aiohttp.ClientSession, *, timeout_s: float) -> list[UpstreamModel]:
         """GET /api/tags, as model entries."""
-        url = self.url
-        # timeout_s bounds the connect and each read.
-        timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
+        listed = await get_model_list(
+            session, self.url, "/api/tags", headers=self._get_headers, timeout_s=timeout_s
+        )
         try:
-            async with session.get(
-                upstream_endpoint(url, "/api/tags"),
-                timeout=timeout,
-                headers=self._get_headers,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                body = await response.read()
-        except TimeoutError as exc:
-            raise UpstreamError(
-                f"model backend at {url} did not answer /api/tags within {timeout_s:g} s",
-                status_code=504,
-                kind="timeout",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise transport_error(exc, url, timeout_s) from exc
-        if status != 200:
-            raise UpstreamError(
-                f"model backend at {url} answered /api/tags with HTTP {status}",
-                status_code=502,
-                kind="http_4xx" if status < 500 else "http_5xx",
-            )
-        try:
-            entries = json.loads(body).get("models") or []
+            entries = listed.get("models") or []
             return [_model_entry(e) for e in entries if isinstance(e, dict) and _name(e)]
-        except (ValueError, AttributeError, TypeError) as exc:
-            raise UpstreamError(
-                f"model backend at {url} answered /api/tags with something that is not a model list",
-                status_code=502,
-                kind="stream",
-            ) from exc
+        except (AttributeError, TypeError) as exc:
+            raise not_a_model_list(self.url, "/api/tags") from exc
 
 
 def _name(entry: dict[str, Any]) -> str | None:

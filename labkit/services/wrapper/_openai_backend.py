@@ -22,7 +22,9 @@ from labkit.services.wrapper._upstream import (
     UpstreamStream,
     auth_headers,
     error_for_status,
+    get_model_list,
     non_negative_int,
+    not_a_model_list,
     read_to_end,
     read_whole_body,
     transport_error,
@@ -92,41 +94,15 @@ class OpenAIUpstream:
 
     async def models(self, session: aiohttp.ClientSession, *, timeout_s: float) -> list[UpstreamModel]:
         """GET {base}/models."""
-        url = self.url
-        timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
+        hints = {404: _URL_HINT, 401: self._key_hint, 403: self._key_hint}
+        listed = await get_model_list(
+            session, self.url, "/models", headers=self._get_headers, timeout_s=timeout_s, hints=hints
+        )
         try:
-            async with session.get(
-                upstream_endpoint(url, "/models"),
-                timeout=timeout,
-                headers=self._get_headers,
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                body = await response.read()
-        except TimeoutError as exc:
-            raise UpstreamError(
-                f"model backend at {url} did not answer /models within {timeout_s:g} s",
-                status_code=504,
-                kind="timeout",
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise transport_error(exc, url, timeout_s) from exc
-        if status != 200:
-            hint = _URL_HINT if status == 404 else self._key_hint if status in (401, 403) else ""
-            raise UpstreamError(
-                f"model backend at {url} answered /models with HTTP {status}" + (f"; {hint}" if hint else ""),
-                status_code=502,
-                kind="http_4xx" if status < 500 else "http_5xx",
-            )
-        try:
-            entries = json.loads(body)["data"]
+            entries = listed["data"]
             return [_model_entry(e) for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UpstreamError(
-                f"model backend at {url} answered /models with something that is not a model list",
-                status_code=502,
-                kind="stream",
-            ) from exc
+        except (KeyError, TypeError) as exc:
+            raise not_a_model_list(self.url, "/models") from exc
 
 
 def _model_entry(entry: dict[str, Any]) -> UpstreamModel:

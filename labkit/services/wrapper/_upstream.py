@@ -34,8 +34,10 @@ __all__ = [
     "auth_headers",
     "backend_session",
     "error_for_status",
+    "get_model_list",
     "missing_model_reason",
     "non_negative_int",
+    "not_a_model_list",
     "read_to_end",
     "read_whole_body",
     "transport_error",
@@ -194,6 +196,54 @@ def transport_error(exc: Exception, url: str, timeout_s: float) -> UpstreamError
         )
     return UpstreamError(
         f"model backend at {url} broke the connection: {str(exc) or type(exc).__name__}",
+        status_code=502,
+        kind="stream",
+    )
+
+
+async def get_model_list(
+    session: aiohttp.ClientSession,
+    url: str,
+    path: str,
+    *,
+    headers: dict[str, str],
+    timeout_s: float,
+    hints: Mapping[int, str] | None = None,
+) -> Any:
+    """GET `path` of the upstream at `url` and its JSON body: the model list both APIs have (Ollama's
+    /api/tags, OpenAI's /models). `timeout_s` bounds the connect and each read; every failure is one
+    `UpstreamError` that names the path (`hints[status]` added to a non-200 answer's message)."""
+    timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
+    try:
+        async with session.get(
+            upstream_endpoint(url, path), timeout=timeout, headers=headers, allow_redirects=False
+        ) as response:
+            status = response.status
+            body = await response.read()
+    except TimeoutError as exc:
+        raise UpstreamError(
+            f"model backend at {url} did not answer {path} within {timeout_s:g} s",
+            status_code=504,
+            kind="timeout",
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise transport_error(exc, url, timeout_s) from exc
+    if status != 200:
+        hint = (hints or {}).get(status)
+        raise UpstreamError(
+            f"model backend at {url} answered {path} with HTTP {status}" + (f"; {hint}" if hint else ""),
+            status_code=502,
+            kind="http_4xx" if status < 500 else "http_5xx",
+        )
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise not_a_model_list(url, path) from exc
+
+
+def not_a_model_list(url: str, path: str) -> UpstreamError:
+    return UpstreamError(
+        f"model backend at {url} answered {path} with something that is not a model list",
         status_code=502,
         kind="stream",
     )
