@@ -52,9 +52,11 @@ def _rules(slos: list[SloDefinition]) -> list[dict[str, Any]]:
 
 def test_one_error_ratio_per_objective_and_window(slos: list[SloDefinition]) -> None:
     rules = _rules(slos)
-    records = [r for r in rules if "record" in r]
+    records = [r for r in rules if "record" in r and r["record"].startswith("slo:sli_error:")]
+    events = [r for r in rules if "record" in r and r["record"].startswith("slo:sli_events:")]
     objectives = sum(len(s.objectives) for s in slos)  # 1 + 1 + 2 + 1 = 5
     assert len(records) == objectives * 7  # 5m 30m 1h 2h 6h 1d 3d
+    assert len(events) == objectives * 7
     assert len([r for r in rules if "alert" in r]) == objectives * 4
     latency = [r for r in records if r["labels"]["slo"] == "latency" and r["record"].endswith("rate5m")]
     # the bucket selector spells le as the exposition does: "3.0", never "3"
@@ -107,7 +109,8 @@ def test_promtool_check_rules_accepts_the_generated_rules(tmp_path: Path) -> Non
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 55 rules found" in result.stdout
+    # 5 objectives x 7 windows x (error ratio, events) + 5 x 4 alerts
+    assert "SUCCESS: 90 rules found" in result.stdout
 
 
 def _expected(slos: list[SloDefinition], alert: BurnRateAlert) -> dict[str, Any]:
@@ -121,6 +124,8 @@ def _expected(slos: list[SloDefinition], alert: BurnRateAlert) -> dict[str, Any]
             "long_window": alert.long_window,
             "short_window": alert.short_window,
             "burn_factor": f"{alert.factor:g}",
+            "alert_profile": "production",
+            "window_scale": "1/1",
         },
         "exp_annotations": alert_annotations(slo, objective, alert),
     }

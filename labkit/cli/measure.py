@@ -31,16 +31,27 @@ def slo() -> None:
     """SLOs: Prometheus rules generated from the spec, and the verdict of a run."""
 
 
+_PROFILE_OPTION = click.option(
+    "--profile",
+    type=click.Choice(["production", "lab"]),
+    default="production",
+    show_default=True,
+    help="Alert windows: the SRE Workbook's for a 30-day period, or the lab's (each / 30; SLO.md).",
+)
+
+
 @slo.command("rules")
 @_SPEC_OPTION
-def slo_rules(spec_path: Path | None) -> None:
+@_PROFILE_OPTION
+def slo_rules(spec_path: Path | None, profile: str) -> None:
     """Print Prometheus recording and alerting rules (multi-window burn rates) for the SLO spec."""
 
     def action() -> None:
         # Imported here: pandas comes with labkit.measure.slo, and every other command would pay for it.
+        from labkit.measure.slo.alerts import alert_profile
         from labkit.measure.slo.rules import rules_yaml
 
-        click.echo(rules_yaml(spec_path=spec_path), nl=False)
+        click.echo(rules_yaml(spec_path=spec_path, profile=alert_profile(profile).name), nl=False)
 
     run_action(action)
 

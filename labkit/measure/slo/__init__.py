@@ -15,11 +15,15 @@ __getattr__, __dir__ = _lazy_exports(__name__)
 if _typing.TYPE_CHECKING:
     from labkit.measure.histograms import BucketQuantile, bucket_quantile, cumulative_buckets
     from labkit.measure.slo.alerts import (
+        ALERT_PROFILES,
         ALERT_WINDOWS,
+        LAB_WINDOW_DIVISOR,
         WORKBOOK_ALERTS,
+        AlertProfile,
         AlertState,
         BurnRateAlert,
         WindowScaling,
+        alert_profile,
         alert_threshold,
         evaluate_alerts,
         scale_alert_windows,
@@ -67,12 +71,15 @@ if _typing.TYPE_CHECKING:
     )
 
 __all__ = [
+    "ALERT_PROFILES",
     "ALERT_WINDOWS",
     "COMPARISON_COLUMNS",
     "HISTOGRAM_BUCKETS",
+    "LAB_WINDOW_DIVISOR",
     "SERVER_SLI_COLUMNS",
     "SLO_WINDOW_30D_S",
     "WORKBOOK_ALERTS",
+    "AlertProfile",
     "AlertState",
     "BucketQuantile",
     "BurnRateAlert",
@@ -83,6 +90,7 @@ __all__ = [
     "SloReport",
     "SloSpecError",
     "WindowScaling",
+    "alert_profile",
     "alert_threshold",
     "bucket_quantile",
     "budget_consumed",

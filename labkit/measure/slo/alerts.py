@@ -15,13 +15,19 @@ from labkit.measure.slo.budget import SLO_WINDOW_30D_S
 from labkit.measure.slo.spec import Objective, parse_duration_s
 
 __all__ = [
+    "ALERT_PROFILES",
     "ALERT_WINDOWS",
+    "LAB_WINDOW_DIVISOR",
     "WORKBOOK_ALERTS",
+    "AlertProfile",
+    "AlertProfileName",
     "AlertState",
     "BurnRateAlert",
     "WindowScaling",
+    "alert_profile",
     "alert_threshold",
     "evaluate_alerts",
+    "format_duration",
     "scale_alert_windows",
 ]
 
@@ -55,6 +61,71 @@ WORKBOOK_ALERTS: tuple[BurnRateAlert, ...] = (
     BurnRateAlert("ticket", 3.0, "1d", "2h", 0.10),
     BurnRateAlert("ticket", 1.0, "3d", "6h", 0.10),
 )
+
+
+# The lab profile divides every window (and the SLO period) by this: 30 days -> 1 day, the 1h/5m page ->
+# 2m/10s, so that a minute-long fault can page. SLO.md ("Alert profiles") explains the choice.
+LAB_WINDOW_DIVISOR = 30
+
+AlertProfileName = Literal["production", "lab"]
+
+
+def format_duration(seconds: float) -> str:
+    """A whole number of seconds as a Prometheus duration in its largest exact unit: 120 -> `2m`,
+    8640 -> `144m`, 10 -> `10s`."""
+    if seconds <= 0 or seconds != int(seconds):
+        raise ValueError(f"an alert window must be a positive whole number of seconds, got {seconds!r}")
+    whole = int(seconds)
+    for unit, length in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole % length == 0:
+            return f"{whole // length}{unit}"
+    return f"{whole}s"
+
+
+@dataclass(frozen=True)
+class AlertProfile:
+    """The alert pairs in force: the Workbook's against a 30-day period (`production`), or the same factors
+    with every window divided by `window_divisor` (`lab`). Recorded in the rules, lab.json and reports."""
+
+    name: AlertProfileName
+    window_divisor: int
+    alerts: tuple[BurnRateAlert, ...]
+
+    @property
+    def window_scale(self) -> float:
+        return 1.0 / self.window_divisor
+
+    def period_s(self, slo_window_s: float) -> float:
+        """The SLO period the alerts' budget arithmetic refers to, scaled like the windows."""
+        return slo_window_s / self.window_divisor
+
+    def describe(self) -> str:
+        return f"alert profile {self.name}: windows scaled by 1/{self.window_divisor}"
+
+
+def _scaled(alert: BurnRateAlert, divisor: int) -> BurnRateAlert:
+    return BurnRateAlert(
+        alert.severity,
+        alert.factor,
+        format_duration(alert.long_window_s / divisor),
+        format_duration(alert.short_window_s / divisor),
+        alert.budget_consumed,  # factor * long / period: both scaled alike
+    )
+
+
+ALERT_PROFILES: dict[AlertProfileName, AlertProfile] = {
+    "production": AlertProfile("production", 1, WORKBOOK_ALERTS),
+    "lab": AlertProfile(
+        "lab", LAB_WINDOW_DIVISOR, tuple(_scaled(a, LAB_WINDOW_DIVISOR) for a in WORKBOOK_ALERTS)
+    ),
+}
+
+
+def alert_profile(name: str) -> AlertProfile:
+    """The profile called `name` (production or lab); any other name is an error saying which exist."""
+    if name not in ALERT_PROFILES:
+        raise ValueError(f"unknown alert profile {name!r}; use one of {', '.join(ALERT_PROFILES)}")
+    return ALERT_PROFILES[name]  # type: ignore[index]
 
 
 def alert_threshold(factor: float, target: float) -> float:

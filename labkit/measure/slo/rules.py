@@ -16,17 +16,26 @@ import yaml
 from labkit.atomic import write_atomically
 from labkit.measure.histograms import le_label
 from labkit.measure.promql import counter_sum_selector
-from labkit.measure.slo.alerts import ALERT_WINDOWS, WORKBOOK_ALERTS, BurnRateAlert, alert_threshold
+from labkit.measure.slo.alerts import (
+    ALERT_PROFILES,
+    ALERT_WINDOWS,
+    AlertProfile,
+    AlertProfileName,
+    BurnRateAlert,
+    alert_threshold,
+)
 from labkit.measure.slo.budget import time_to_exhaustion_s
 from labkit.measure.slo.spec import Objective, SloDefinition, SloSpecError, load_slo_spec, parse_duration_s
 
 __all__ = [
     "ERROR_RATIO_RECORD",
+    "EVENTS_RECORD",
     "RULES_FILE_NAME",
     "alert_annotations",
     "alert_name",
     "counter_selectors",
     "error_ratio_record",
+    "events_record",
     "generate_rules",
     "objective_error_ratio_expr",
     "rules_yaml",
@@ -34,7 +43,13 @@ __all__ = [
 ]
 
 ERROR_RATIO_RECORD = "slo:sli_error:ratio_rate{window}"  # e.g. slo:sli_error:ratio_rate5m
+EVENTS_RECORD = "slo:sli_events:increase{window}"  # valid events over the window, for the minimum count
 RULES_FILE_NAME = "slo.yml"
+
+
+def events_record(window: str) -> str:
+    """The recorded series of the number of valid events over `window`: `slo:sli_events:increase10s`."""
+    return EVENTS_RECORD.format(window=window)
 
 
 def error_ratio_record(window: str) -> str:
@@ -100,10 +115,14 @@ def _days(seconds: float) -> str:
     return f"{seconds / 86400:.3g} days"
 
 
-def alert_annotations(slo: SloDefinition, objective: Objective, alert: BurnRateAlert) -> dict[str, str]:
+def alert_annotations(
+    slo: SloDefinition, objective: Objective, alert: BurnRateAlert, *, profile: AlertProfile | None = None
+) -> dict[str, str]:
     """The summary and description of one alert pair (static text: no templates to render)."""
+    profile = profile or ALERT_PROFILES["production"]
+    period_s = profile.period_s(slo.window_s)
     threshold = alert_threshold(alert.factor, objective.target)
-    lasts = time_to_exhaustion_s(alert.factor, window_s=slo.window_s)
+    lasts = time_to_exhaustion_s(alert.factor, window_s=period_s)
     return {
         "summary": (
             f"{slo.display_name}: {objective.display_name} — error budget burning at "
@@ -112,18 +131,23 @@ def alert_annotations(slo: SloDefinition, objective: Objective, alert: BurnRateA
         "description": (
             f"The error ratio of SLO {slo.name} ({objective.display_name}, target {objective.target:g}) "
             f"is at least {threshold:g} = {alert.factor:g} x its error budget {objective.error_budget:.3g} "
-            f"over both the last {alert.long_window} and the last {alert.short_window}. "
-            f"At {alert.factor:g}x the {slo.window_s / 86400:g}-day budget lasts {_days(lasts)}; "
-            f"{alert.budget_consumed:.0%} of it is spent in {alert.long_window}."
+            f"over both the last {alert.long_window} and the last {alert.short_window}, with at least "
+            f"{slo.alert_min_events} valid events in the last {alert.short_window}. "
+            f"At {alert.factor:g}x the {period_s / 86400:g}-day budget lasts {_days(lasts)}; "
+            f"{alert.budget_consumed:.0%} of it is spent in {alert.long_window} "
+            f"({profile.describe()})."
         ),
     }
 
 
 def generate_rules(
-    slos: Sequence[SloDefinition], *, alerts: Sequence[BurnRateAlert] = WORKBOOK_ALERTS
+    slos: Sequence[SloDefinition], *, profile: AlertProfileName = "production"
 ) -> dict[str, Any]:
     """The rules as a Prometheus rule-file mapping: one group per SLO with a recording rule per objective and
-    window, then the alerting rules (in one group, so each evaluation alerts on freshly recorded ratios)."""
+    window (error ratio and valid events), then the alerting rules of the profile (in one group, so each
+    evaluation alerts on freshly recorded ratios). Every alert carries `alert_profile` and `window_scale`."""
+    in_force = ALERT_PROFILES[profile]
+    alerts = in_force.alerts
     windows = sorted(
         {*ALERT_WINDOWS, *(w for a in alerts for w in (a.long_window, a.short_window))}, key=parse_duration_s
     )
@@ -141,6 +165,10 @@ def generate_rules(
                 }
                 for w in windows
             )
+            rules.extend(
+                {"record": events_record(w), "expr": f"sum(increase({total}[{w}]))", "labels": dict(labels)}
+                for w in windows
+            )
         for objective in slo.objectives:
             matchers = _matchers(slo, objective)
             for alert in alerts:
@@ -150,7 +178,8 @@ def generate_rules(
                         "alert": alert_name(alert),
                         "expr": (
                             f"{error_ratio_record(alert.long_window)}{matchers} >= {threshold!r} and "
-                            f"{error_ratio_record(alert.short_window)}{matchers} >= {threshold!r}"
+                            f"{error_ratio_record(alert.short_window)}{matchers} >= {threshold!r} and "
+                            f"{events_record(alert.short_window)}{matchers} >= {slo.alert_min_events}"
                         ),
                         "labels": {
                             "severity": alert.severity,
@@ -159,30 +188,43 @@ def generate_rules(
                             "long_window": alert.long_window,
                             "short_window": alert.short_window,
                             "burn_factor": f"{alert.factor:g}",
+                            "alert_profile": in_force.name,
+                            "window_scale": f"1/{in_force.window_divisor}",
                         },
-                        "annotations": alert_annotations(slo, objective, alert),
+                        "annotations": alert_annotations(slo, objective, alert, profile=in_force),
                     }
                 )
         groups.append({"name": f"slo-{slo.name}", "rules": rules})
     return {"groups": groups}
 
 
-def rules_yaml(slos: Sequence[SloDefinition] | None = None, *, spec_path: Path | None = None) -> str:
+def rules_yaml(
+    slos: Sequence[SloDefinition] | None = None,
+    *,
+    spec_path: Path | None = None,
+    profile: AlertProfileName = "production",
+) -> str:
     """The rule file's text for `slos` (default: the spec at `spec_path`, default stack/slo.yaml)."""
     if slos is None:
         slos = load_slo_spec(spec_path)
+    in_force = ALERT_PROFILES[profile]
     header = (
         "# Generated by labkit from the SLO spec (labkit slo rules); edit the spec, not this file.\n"
-        "# slo:sli_error:ratio_rate<w> = error ratio over <w>; alerts: the SRE Workbook's multi-window\n"
-        "# multi-burn-rate pairs for a 30-day SLO.\n"
+        "# slo:sli_error:ratio_rate<w> = error ratio over <w>, slo:sli_events:increase<w> = valid events;\n"
+        "# alerts: the SRE Workbook's multi-window multi-burn-rate pairs for a 30-day SLO,\n"
+        f"# {in_force.describe()}.\n"
     )
-    body = yaml.safe_dump(generate_rules(slos), sort_keys=False, allow_unicode=True, width=1_000_000)
+    body = yaml.safe_dump(
+        generate_rules(slos, profile=profile), sort_keys=False, allow_unicode=True, width=1_000_000
+    )
     return header + body
 
 
-def write_rules_file(rules_dir: Path, spec_path: Path | None = None) -> Path:
+def write_rules_file(
+    rules_dir: Path, spec_path: Path | None = None, *, profile: AlertProfileName = "production"
+) -> Path:
     """Write `<rules_dir>/slo.yml` (atomically) from the spec for Prometheus' `rule_files`; return it."""
-    text = rules_yaml(spec_path=spec_path)
+    text = rules_yaml(spec_path=spec_path, profile=profile)
     rules_dir.mkdir(parents=True, exist_ok=True)
     path = rules_dir / RULES_FILE_NAME
     write_atomically(path, text)
