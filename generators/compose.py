@@ -58,7 +58,7 @@ def compose_files() -> dict[str, str]:
     """Every generated file of the compose stack: path relative to `stack/` -> content."""
     return {
         "prometheus/compose/prometheus.yml": compose_prometheus_config(),
-        f"prometheus/compose/rules/{RULES_FILE_NAME}": rules_yaml(),
+        f"prometheus/compose/rules/{RULES_FILE_NAME}": rules_yaml(profile="lab"),  # as `labkit up` loads
     }
 
 
