@@ -97,3 +97,37 @@ def test_check_errors_are_one_line_and_exit_1(tmp_path: Path) -> None:
     assert bad_spec.exit_code == 1 and f"error: {spec}:" in bad_spec.stderr
     bad_rules = runner.invoke(cli, ["slo", "rules", "--spec", str(spec)])
     assert bad_rules.exit_code == 1 and "not valid YAML" in bad_rules.stderr
+
+
+def test_rules_profile_lab_prints_the_scaled_windows() -> None:
+    result = CliRunner().invoke(cli, ["slo", "rules", "--profile", "lab"])
+    assert result.exit_code == 0, result.output
+    alerts = [r for g in yaml.safe_load(result.stdout)["groups"] for r in g["rules"] if "alert" in r]
+    assert {(a["labels"]["long_window"], a["labels"]["short_window"]) for a in alerts} == {
+        ("2m", "10s"),
+        ("12m", "1m"),
+        ("48m", "4m"),
+        ("144m", "12m"),
+    }
+    assert {a["labels"]["alert_profile"] for a in alerts} == {"lab"}
+    unknown = CliRunner().invoke(cli, ["slo", "rules", "--profile", "staging"])
+    assert unknown.exit_code == 2 and "staging" in unknown.output
+
+
+def test_validate_prints_the_rules_or_file_line_errors(tmp_path: Path) -> None:
+    from labkit.measure.slo.spec import default_spec_path
+
+    good = CliRunner().invoke(cli, ["slo", "validate", str(default_spec_path()), "--profile", "lab"])
+    assert good.exit_code == 0, good.output
+    assert "alert profile lab" in good.stdout and "4 SLO(s) valid" in good.stderr
+    assert yaml.safe_load(good.stdout)["groups"]
+    text = default_spec_path().read_text()
+    spec = tmp_path / "slo.yaml"
+    spec.write_text(text.replace("      target: 0.99\n", "      target: 1.5\n", 1))
+    bad_line = text[: text.index("      target: 0.99\n")].count("\n") + 1
+    bad = CliRunner().invoke(cli, ["slo", "validate", str(spec)])
+    assert bad.exit_code == 1
+    assert bad.stderr.startswith(f"{spec}:{bad_line}: SLO availability: spec.objectives[0].target:"), (
+        bad.stderr
+    )
+    assert bad.stdout == ""

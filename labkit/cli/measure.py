@@ -56,6 +56,32 @@ def slo_rules(spec_path: Path | None, profile: str) -> None:
     run_action(action)
 
 
+@slo.command("validate")
+@click.argument("spec_file", type=click.Path(dir_okay=False, path_type=Path))
+@_PROFILE_OPTION
+def slo_validate(spec_file: Path, profile: str) -> None:
+    """Check SPEC_FILE (errors as FILE:LINE: message, exit 1) and print the rules it would produce."""
+
+    from labkit.measure.slo.spec import SloSpecError
+
+    def action() -> None:
+        from labkit.measure.slo.alerts import alert_profile
+        from labkit.measure.slo.rules import rules_yaml
+        from labkit.measure.slo.spec import load_slo_spec
+
+        try:
+            slos = load_slo_spec(spec_file)
+            text = rules_yaml(slos, profile=alert_profile(profile).name)
+        except SloSpecError as exc:
+            # FILE:LINE: message alone, as compilers print it, so that editors can jump to the line
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+        click.echo(text, nl=False)
+        click.echo(f"{spec_file}: {len(slos)} SLO(s) valid", err=True)
+
+    run_action(action)
+
+
 @slo.command("check")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @_SPEC_OPTION
