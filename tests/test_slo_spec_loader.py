@@ -199,7 +199,33 @@ MALFORMED_SPECS = [
         15,
         ["spec.timeWindow", "list"],
     ),
-    ("budgeting", GOOD.replace("Occurrences", "Timeslices"), 18, ["spec.budgetingMethod", "Occurrences"]),
+    (
+        "budgeting",
+        GOOD.replace("Occurrences", "RatioTimeslices"),
+        18,
+        ["spec.budgetingMethod", "Occurrences or Timeslices"],
+    ),
+    (
+        "timeslices_without_slice_target",
+        GOOD.replace("Occurrences", "Timeslices"),
+        20,
+        ["spec.objectives[0].timeSliceTarget", "missing"],
+    ),
+    (
+        "timeslices_bad_slice_window",
+        GOOD.replace("Occurrences", "Timeslices").replace(
+            "      target: 0.95\n",
+            "      target: 0.95\n      timeSliceTarget: 0.9\n      timeSliceWindow: 1min\n",
+        ),
+        25,
+        ["timeSliceWindow", "integer followed by"],
+    ),
+    (
+        "slice_target_on_occurrences",
+        GOOD.replace("      target: 0.95\n", "      target: 0.95\n      timeSliceTarget: 0.9\n"),
+        24,
+        ["timeSliceTarget", "only applies to budgetingMethod Timeslices"],
+    ),
     (
         "no_budgeting",
         GOOD.replace("  budgetingMethod: Occurrences\n", ""),

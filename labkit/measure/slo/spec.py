@@ -75,6 +75,16 @@ class Objective(BaseModel):
     )
     op: Literal["lte"] | None = None
     value: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # Timeslices budgeting (OpenSLO): a slice of `timeSliceWindow` is good when its ratio of good events
+    # reaches `timeSliceTarget`; `target` is then the ratio of good slices.
+    time_slice_target: float | None = Field(
+        default=None, alias="timeSliceTarget", gt=0, le=1, allow_inf_nan=False
+    )
+    time_slice_window: str | None = Field(default=None, alias="timeSliceWindow")
+
+    @property
+    def time_slice_s(self) -> float | None:
+        return None if self.time_slice_window is None else parse_duration_s(self.time_slice_window)
 
     @property
     def error_budget(self) -> float:
@@ -96,6 +106,7 @@ class SloDefinition(BaseModel):
     total_query: str | None = None  # ratio: PromQL of valid events
     metric: str | None = None  # threshold: the histogram's base name
     window_s: float
+    budgeting_method: Literal["Occurrences", "Timeslices"] = "Occurrences"
     objectives: tuple[Objective, ...]
     alert_min_events: int = Field(default=DEFAULT_ALERT_MIN_EVENTS, ge=1, strict=False)
     line: int = 0  # where the document starts in the file, for messages
@@ -232,10 +243,10 @@ def _flatten(doc: Any) -> dict[str, Any]:
     if doc.get("kind") != "SLO":
         raise FieldError(("kind",), f"must be SLO, got {doc.get('kind')!r}")
     method = _at(doc, ("spec", "budgetingMethod"))
-    if method != "Occurrences":
+    if method not in ("Occurrences", "Timeslices"):
         raise FieldError(
             ("spec", "budgetingMethod"),
-            f"must be Occurrences (the only method labkit implements), got {method!r}",
+            f"must be Occurrences or Timeslices (RatioTimeslices is not implemented), got {method!r}",
         )
     windows = _at(doc, ("spec", "timeWindow"))
     if not isinstance(windows, list) or len(windows) != 1:
@@ -272,7 +283,29 @@ def _flatten(doc: Any) -> dict[str, Any]:
         )
     if not isinstance(flat["objectives"], list) or not flat["objectives"]:
         raise FieldError(_SOURCE["objectives"], "must list at least one objective")
+    flat["budgeting_method"] = method
+    _check_time_slices(method, flat["objectives"])
     return flat
+
+
+def _check_time_slices(method: str, objectives: list[Any]) -> None:
+    """Timeslices needs timeSliceTarget and timeSliceWindow on every objective; Occurrences takes neither."""
+    for index, objective in enumerate(objectives):
+        if not isinstance(objective, dict):
+            continue  # Objective's own validation says what is wrong
+        where = (*_SOURCE["objectives"], index)
+        for key in ("timeSliceTarget", "timeSliceWindow"):
+            if method == "Timeslices" and objective.get(key) is None:
+                raise FieldError(
+                    (*where, key), "missing; budgetingMethod Timeslices needs it on every objective"
+                )
+            if method == "Occurrences" and key in objective:
+                raise FieldError((*where, key), "only applies to budgetingMethod Timeslices")
+        if method == "Timeslices":
+            try:
+                parse_duration_s(str(objective["timeSliceWindow"]))
+            except ValueError as exc:
+                raise FieldError((*where, "timeSliceWindow"), str(exc)) from None
 
 
 def _validate(doc: Any) -> SloDefinition:
