@@ -243,3 +243,13 @@ def test_min_events_must_be_a_positive_integer(tmp_path: Path) -> None:
         load_slo_spec(_spec_with_min_events(tmp_path, "zero"))
     with pytest.raises(SloSpecError, match="greater than or equal to 1"):
         load_slo_spec(_spec_with_min_events(tmp_path, 0))
+
+
+def test_a_timeslices_slo_gets_its_ratios_recorded_and_no_burn_rate_alerts() -> None:
+    slos = load_slo_spec()
+    sliced = slos[0].model_copy(update={"budgeting_method": "Timeslices"})
+    rules = [r for g in generate_rules([sliced, *slos[1:]])["groups"] for r in g["rules"]]
+    assert any(r.get("labels", {}).get("slo") == sliced.name and "record" in r for r in rules)
+    assert not any(r.get("labels", {}).get("slo") == sliced.name and "alert" in r for r in rules)
+    assert any("alert" in r for r in rules)
+    assert f"No alerts for {sliced.name}: Timeslices" in rules_yaml([sliced, *slos[1:]])

@@ -221,3 +221,40 @@ def test_read_samples_names_the_bad_line(tmp_path: Path) -> None:
     path.write_text("")
     with pytest.raises(SamplesError, match="no complete rows"):
         read_samples(path)
+
+
+def test_timeslices_budgeting_counts_good_slices(slos: list[SloDefinition]) -> None:
+    from labkit.measure.slo.spec import Objective
+
+    # 100 requests, one a second, each done 0.5 s later; 10 s slices from the first send. Slice 0 has 2
+    # failures (8 of 10 good, under the slice target 0.9: bad), slice 1 one (9 of 10: good), slice 2 five
+    # (bad); the other 7 slices are clean. 8 of 10 slices good meets a target of 0.8, which 92 of 100 good
+    # requests would say nothing about.
+    failing = {0, 1, 10, 20, 21, 22, 23, 24}
+    frame = _frame([(i, 500 if i in failing else 200, i not in failing, 0.2, 0.5, []) for i in range(100)])
+    objective = Objective(
+        displayName="80% of 10 s slices", target=0.8, timeSliceTarget=0.9, timeSliceWindow="10s"
+    )
+    availability = slos[0].model_copy(update={"budgeting_method": "Timeslices", "objectives": (objective,)})
+    report = evaluate_client_slos(frame, [availability], duration_s=100.0)
+    (result,) = report.results
+    assert (result.good, result.valid) == (8, 10)
+    assert result.met is True
+    assert any("Timeslices" in line for line in report.assumptions)
+    stricter = availability.model_copy(
+        update={"objectives": (objective.model_copy(update={"target": 0.85}),)}
+    )
+    assert evaluate_client_slos(frame, [stricter], duration_s=100.0).results[0].met is False
+
+
+def test_time_slices_without_events_are_no_data() -> None:
+    from labkit.measure.slo.client import time_slice_events
+
+    events = pd.DataFrame({"time": [0.5, 1.5, 30.5], "good": [True, False, True]})
+    slices = time_slice_events(events, start=0.0, slice_s=10.0, slice_target=0.5)
+    assert slices["time"].tolist() == [10.0, 40.0]  # slices 1 and 2 had no traffic: left out
+    assert slices["good"].tolist() == [True, True]  # 1 of 2 reaches 0.5
+    assert time_slice_events(events, start=0.0, slice_s=10.0, slice_target=0.6)["good"].tolist() == [
+        False,
+        True,
+    ]

@@ -38,6 +38,7 @@ __all__ = [
     "requests_meeting_every_slo",
     "run_span",
     "samples_frame",
+    "time_slice_events",
     "valid_requests",
 ]
 
@@ -176,6 +177,24 @@ def objective_events(frame: pd.DataFrame, slo: SloDefinition, objective: Objecti
     values = measured[column].to_numpy(float)
     return pd.DataFrame(
         {"time": (measured["intended_send"].to_numpy(float) + values), "good": values <= threshold}
+    )
+
+
+def time_slice_events(
+    events: pd.DataFrame, *, start: float, slice_s: float, slice_target: float
+) -> pd.DataFrame:
+    """OpenSLO Timeslices: the `objective_events` frame turned into one event per slice of `slice_s` seconds
+    from `start` that holds events, timed at the slice's end, good when the slice's ratio of good events
+    reaches `slice_target`. A slice without events is left out: no traffic is no data, not good or bad."""
+    if events.empty:
+        return events
+    index = np.floor((events["time"].to_numpy(float) - start) / slice_s).astype(int)
+    ratios = events["good"].astype(float).groupby(index).mean()
+    return pd.DataFrame(
+        {
+            "time": start + (ratios.index.to_numpy(float) + 1.0) * slice_s,
+            "good": ratios.to_numpy(float) >= slice_target,
+        }
     )
 
 

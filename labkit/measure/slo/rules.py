@@ -169,7 +169,9 @@ def generate_rules(
                 {"record": events_record(w), "expr": f"sum(increase({total}[{w}]))", "labels": dict(labels)}
                 for w in windows
             )
-        for objective in slo.objectives:
+        # A Timeslices objective's budget is counted in slices, which these occurrence burn rates do not
+        # measure: its error ratios are recorded, it gets no alerts (rules_yaml's header says so).
+        for objective in slo.objectives if slo.budgeting_method == "Occurrences" else ():
             matchers = _matchers(slo, objective)
             for alert in alerts:
                 threshold = alert_threshold(alert.factor, objective.target)
@@ -214,6 +216,9 @@ def rules_yaml(
         "# alerts: the SRE Workbook's multi-window multi-burn-rate pairs for a 30-day SLO,\n"
         f"# {in_force.describe()}.\n"
     )
+    sliced = [slo.name for slo in slos if slo.budgeting_method == "Timeslices"]
+    if sliced:
+        header += f"# No alerts for {', '.join(sliced)}: Timeslices budgeting (error ratios recorded only).\n"
     body = yaml.safe_dump(
         generate_rules(slos, profile=profile), sort_keys=False, allow_unicode=True, width=1_000_000
     )

@@ -24,6 +24,7 @@ from labkit.measure.slo.client import (
     requests_meeting_every_slo,
     run_span,
     samples_frame,
+    time_slice_events,
     valid_requests,
 )
 from labkit.measure.slo.spec import SloDefinition, load_slo_spec
@@ -121,6 +122,15 @@ def evaluate_client_slos(
     for slo in slos:
         for objective in slo.objectives:
             events = objective_events(frame, slo, objective)
+            if slo.budgeting_method == "Timeslices":
+                # good/valid count slices from here on: the target is a ratio of good slices
+                assert objective.time_slice_s is not None and objective.time_slice_target is not None
+                events = time_slice_events(
+                    events,
+                    start=start,
+                    slice_s=objective.time_slice_s,
+                    slice_target=objective.time_slice_target,
+                )
             good, valid = count_events(events)
             ratio = budget.error_ratio(good, valid)
             burn = budget.burn_rate(ratio, objective.target)
@@ -170,6 +180,13 @@ def evaluate_client_slos(
         "goodput counts requests that are ok, within every latency threshold, and whose share of gaps "
         "within the inter-token threshold reaches its target",
         scaling.describe(),
+        *(
+            f"{slo.name}: Timeslices budgeting: good and valid count slices of the run (from its first "
+            "intended send) that hold events; a slice is good when its ratio of good events reaches the "
+            "objective's timeSliceTarget"
+            for slo in slos
+            if slo.budgeting_method == "Timeslices"
+        ),
     ]
     return SloReport(
         verdict=_verdict(results),
