@@ -253,3 +253,20 @@ def test_a_timeslices_slo_gets_its_ratios_recorded_and_no_burn_rate_alerts() -> 
     assert not any(r.get("labels", {}).get("slo") == sliced.name and "alert" in r for r in rules)
     assert any("alert" in r for r in rules)
     assert f"No alerts for {sliced.name}: Timeslices" in rules_yaml([sliced, *slos[1:]])
+
+
+def test_a_new_lab_loads_the_lab_profile_and_records_it_in_lab_json(tmp_path: Path) -> None:
+    import json
+
+    from labkit.lab.local import LocalBackend
+    from tests.conftest import sim_lab_config
+
+    backend = LocalBackend(sim_lab_config(tmp_path))
+    backend._prepare_lab_dir()
+    recorded = json.loads(backend.lab.config_file.read_text())["alert_profile"]
+    assert recorded == {
+        "name": "lab",
+        "window_divisor": LAB_WINDOW_DIVISOR,
+        "window_scale": 1 / LAB_WINDOW_DIVISOR,
+    }
+    assert (backend.lab.rules_dir / RULES_FILE_NAME).read_text() == rules_yaml(profile="lab")

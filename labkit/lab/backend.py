@@ -211,12 +211,10 @@ class Backend(ABC):
         lab_id = uuid.uuid4().hex
         self.lab.new_token()
         # Imported here: the SLO engine pulls in pandas, which `status` and `down` never need.
-        from labkit.measure.slo.alerts import ALERT_PROFILES
-        from labkit.measure.slo.rules import write_rules_file
+        from labkit.measure.slo.rules import alert_profile_record, write_rules_file
 
         # The lab's Prometheus alerts with the lab profile (windows / LAB_WINDOW_DIVISOR) so that a
         # minute-long fault can page; lab.json records it for runs and reports.
-        profile = ALERT_PROFILES["lab"]
         write_atomically(
             self.lab.config_file,
             json.dumps(
@@ -225,14 +223,14 @@ class Backend(ABC):
                     "backend": self.name,
                     **self._saved_extras(),
                     "created_at": time.time(),
-                    "alert_profile": {"name": profile.name, "window_scale": profile.window_scale},
+                    "alert_profile": alert_profile_record("lab"),
                     "config": json.loads(self.config.model_dump_json()),
                 },
                 indent=2,
             ),
         )
         self.lab.state_file.unlink(missing_ok=True)
-        write_rules_file(self.lab.rules_dir, profile=profile.name)
+        write_rules_file(self.lab.rules_dir, profile="lab")
         write_atomically(
             self.lab.prometheus_dir / "prometheus.yml",
             render_prometheus_config(self.config, lab_id=lab_id, rules_dir=self._prometheus_rules_dir()),

@@ -33,6 +33,7 @@ __all__ = [
     "RULES_FILE_NAME",
     "alert_annotations",
     "alert_name",
+    "alert_profile_record",
     "counter_selectors",
     "error_ratio_record",
     "events_record",
@@ -60,6 +61,16 @@ def error_ratio_record(window: str) -> str:
 def alert_name(alert: BurnRateAlert) -> str:
     """`SloErrorBudgetBurnPage` or `SloErrorBudgetBurnTicket`; the pair is in the window labels."""
     return f"SloErrorBudgetBurn{alert.severity.capitalize()}"
+
+
+def alert_profile_record(profile: AlertProfileName) -> dict[str, Any]:
+    """What lab.json (and so runs and reports) records of the alert profile in force."""
+    in_force = ALERT_PROFILES[profile]
+    return {
+        "name": in_force.name,
+        "window_divisor": in_force.window_divisor,
+        "window_scale": in_force.window_scale,
+    }
 
 
 def counter_selectors(slo: SloDefinition) -> tuple[str, str]:
