@@ -13,6 +13,7 @@ the old file or the new one), JSON Lines one flushed line at a time (a torn last
         params.json               what was asked: "load" (the load spec), the experiment, chaos, remediation
         requests.jsonl            one row per scheduled request (labkit.measure.load.REQUEST_COLUMNS)
         events.jsonl              the journal: one EventKind per line, wall-clock and monotonic times
+        alerts.jsonl              Alertmanager's notifications received during the run, one per alert
         slo.json                  the SLO report of the client samples (labkit.measure.slo.SloReport)
         experiment.json           chaos: verdict, faults, recovery measures, remediation actions
         steady_state/before/      a run directory of its own per steady-state check (requests, slo.json)
@@ -86,6 +87,7 @@ class RunFile(StrEnum):
     LAB = "lab.json"  # what the run ran on: engine, model, upstream URL and API, backend, host, versions
     SMOKE = "smoke.json"
     SMOKE_REPORT = "report.md"
+    ALERTS = "alerts.jsonl"  # Alertmanager's notifications received during the run (labkit.notifications)
     WINDOW = "prometheus/window.json"  # written last: its presence means a whole collection
     SERVER_SLIS = "prometheus/server_slis.json"
     CLIENT_VS_SERVER = "prometheus/client_vs_server.csv"

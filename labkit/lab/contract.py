@@ -11,6 +11,8 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "ALERTS_ROUTE",
+    "ALERTS_WEBHOOK_ROUTE",
     "LABEL_LAB",
     "LABEL_MODEL",
     "LABEL_READY",
@@ -65,6 +67,10 @@ class ServiceStatus(BaseModel):
 STATUS_ROUTE = "/v1/status"  # GET: a ServiceStatus per service
 STRESS_ROUTE = "/v1/stress"  # GET, POST {workers, duration_s}, DELETE: the cpu_stress fault (stress-ng)
 SHUTDOWN_ROUTE = "/v1/shutdown"  # POST: the manager stops its services, then itself
+# Alertmanager's webhook receiver (POST, its payload) and the notifications received (GET ?since=N: the
+# lines of the lab's alerts.jsonl from line N on, as labkit.notifications.AlertNotification).
+ALERTS_WEBHOOK_ROUTE = "/v1/alerts/webhook"
+ALERTS_ROUTE = "/v1/alerts"
 ServiceAction = Literal["kill", "restart", "pause", "unpause"]
 SERVICE_ACTIONS: tuple[ServiceAction, ...] = ("kill", "restart", "pause", "unpause")
 
