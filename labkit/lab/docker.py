@@ -82,8 +82,8 @@ class DockerBackend(Backend):
     def _saved_extras(self) -> dict[str, Any]:
         return {"docker_host": self._engine_url()}
 
-    def _prometheus_rules_dir(self) -> Path:
-        return CONTAINER_LAB.rules_dir
+    def _services_lab(self) -> LabDir:
+        return CONTAINER_LAB
 
     def _engine_url(self) -> str:
         return engine_url()
@@ -211,7 +211,7 @@ class DockerBackend(Backend):
         self._hand_over_lab_dir()
         for service, spec in self._container_specs(lab_id).items():
             container = self.client.containers.run(**spec)
-            say(f"  {service:<10} container {container.short_id} ({spec['image']})")
+            say(f"  {service:<12} container {container.short_id} ({spec['image']})")
         return lambda: self._agent_gone(lab_id)
 
     def _user(self) -> str:

@@ -41,6 +41,8 @@ class LabDir:
     logs = _InLab("logs")
     prometheus_dir = _InLab("prometheus")  # prometheus.yml and the TSDB (data/)
     rules_dir = _InLab("prometheus", "rules")
+    alertmanager_dir = _InLab("alertmanager")  # alertmanager.yml and its state (data/: silences, log)
+    alerts_file = _InLab("alerts.jsonl")  # every notification the lab's receiver got (AlertNotification)
     ollama_dir = _InLab("ollama")  # docker, engine ollama: the Ollama container's models
 
     @classmethod
@@ -52,7 +54,13 @@ class LabDir:
         return self.logs / f"{name}.log"
 
     def prepare(self) -> None:
-        for folder in (self.root, self.logs, self.prometheus_dir, self.rules_dir):
+        for folder in (
+            self.root,
+            self.logs,
+            self.prometheus_dir,
+            self.rules_dir,
+            self.alertmanager_dir / "data",
+        ):
             folder.mkdir(parents=True, exist_ok=True)
 
     def new_token(self) -> str:
