@@ -190,6 +190,10 @@ def test_every_service_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch
     assert listen == [f"--web.listen-address=127.0.0.1:{config.prometheus_port}"]
     # Prometheus' lifecycle API (/-/quit, /-/reload) would let anyone who reaches it stop it, token or not.
     assert "--web.enable-lifecycle" not in specs["prometheus"].argv
+    # Alertmanager too, and its cluster gossip (0.0.0.0:9094 by default) is off.
+    alertmanager = specs["alertmanager"].argv
+    assert f"--web.listen-address=127.0.0.1:{config.alertmanager_port}" in alertmanager
+    assert "--cluster.listen-address=" in alertmanager
     assert exposed_services(config) == []
 
 
@@ -200,6 +204,7 @@ def test_another_host_reaches_every_command_line(tmp_path: Path) -> None:
     for name in ("model", "wrapper"):
         assert specs[name].argv[specs[name].argv.index("--host") + 1] == "0.0.0.0"
     assert f"--web.listen-address=0.0.0.0:{config.prometheus_port}" in specs["prometheus"].argv
+    assert f"--web.listen-address=0.0.0.0:{config.alertmanager_port}" in specs["alertmanager"].argv
 
 
 @pytest.mark.parametrize(
@@ -226,12 +231,18 @@ def test_an_exposed_lab_names_every_service_it_exposes(tmp_path: Path) -> None:
     assert exposed_services(cfg) == [
         f"model (0.0.0.0:{cfg.model_port})",
         f"wrapper (0.0.0.0:{cfg.wrapper_port})",
+        f"alertmanager (0.0.0.0:{cfg.alertmanager_port})",
         f"prometheus (0.0.0.0:{cfg.prometheus_port})",
         f"exporter (0.0.0.0:{cfg.exporter_port})",
     ]
     # An Ollama somebody else runs is not the lab's to expose.
     external = sim_lab_config(tmp_path, host="::", engine="ollama", ollama_url="http://10.0.0.9:11434")
-    assert [s.split(" ")[0] for s in exposed_services(external)] == ["wrapper", "prometheus", "exporter"]
+    assert [s.split(" ")[0] for s in exposed_services(external)] == [
+        "wrapper",
+        "alertmanager",
+        "prometheus",
+        "exporter",
+    ]
     assert exposed_services(external)[0] == f"wrapper ([::]:{external.wrapper_port})"
 
 

@@ -274,7 +274,8 @@ def test_kill_and_recover_notebook_runs_on_the_docker_backend(
     cfg = sim_lab_config(tmp_path, backend="docker")
     runs = tmp_path / "reports" / "runs"
     ports = {"LABKIT_" + k.upper(): str(getattr(cfg, k)) for k in
-             ("model_port", "wrapper_port", "prometheus_port", "exporter_port", "alertmanager_port")}  # fmt: skip
+             ("model_port", "wrapper_port", "prometheus_port", "exporter_port",
+              "alertmanager_port")}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "labkit.cli", "--lab-dir", str(cfg.lab_dir), "run", "kill_and_recover",
          "--quick", "--backend", "docker", "--engine", "sim", "--out", str(runs), "--no-progress"],
