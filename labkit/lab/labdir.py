@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.atomic import write_atomically
+from labkit.rundir import RunFile
 
 __all__ = ["LabDir"]
 
@@ -42,7 +43,8 @@ class LabDir:
     prometheus_dir = _InLab("prometheus")  # prometheus.yml and the TSDB (data/)
     rules_dir = _InLab("prometheus", "rules")
     alertmanager_dir = _InLab("alertmanager")  # alertmanager.yml and its state (data/: silences, log)
-    alerts_file = _InLab("alerts.jsonl")  # every notification the lab's receiver got (AlertNotification)
+    # Every notification the lab's receiver got: the same lines as a run's alerts.jsonl (AlertNotification).
+    alerts_file = _InLab(str(RunFile.ALERTS))
     ollama_dir = _InLab("ollama")  # docker, engine ollama: the Ollama container's models
 
     @classmethod
