@@ -278,10 +278,11 @@ def images() -> None:
     help="No registry: a debootstrap base (bookworm + python3; needs root), not the public python image.",
 )
 @click.option("--base", default=None, help="Base image of the Python images [python:3.11-slim-bookworm].")
-@click.option("--only", default=None, help="Comma-separated subset of service,model,prometheus.")
+@click.option("--only", default=None, help="Comma-separated subset of service,model,prometheus,alertmanager.")
 @click.option("--force", is_flag=True, help="Rebuild images that exist (not the offline base).")
 def images_build(offline: bool, base: str | None, only: str | None, force: bool) -> None:
-    """Build the lab's images where they are missing: labkit/service, labkit/model, labkit/prometheus."""
+    """Build the lab's images where they are missing: labkit/service, labkit/model, labkit/prometheus,
+    labkit/alertmanager."""
 
     def action() -> None:
         from labkit.lab.images import IMAGE_NAMES, build_images

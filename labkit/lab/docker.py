@@ -138,6 +138,7 @@ class DockerBackend(Backend):
         images = {
             "wrapper": cfg.service_image,
             "exporter": cfg.service_image,
+            "alertmanager": cfg.alertmanager_image,
             "prometheus": cfg.prometheus_image,
         }
         if cfg.supervised_model:
@@ -330,6 +331,15 @@ class DockerBackend(Backend):
         add(
             "wrapper", cfg.service_image, _in_container(by_name["wrapper"].argv),
             cfg.wrapper_url, "/ready", volumes=wrapper_volumes,
+        )  # fmt: skip
+        # Alertmanager: its folder (alertmanager.yml, its state) and the token it sends the agent's receiver.
+        add(
+            "alertmanager", cfg.alertmanager_image, by_name["alertmanager"].argv[1:],
+            cfg.alertmanager_url, "/-/ready",
+            volumes={
+                str(self.lab.alertmanager_dir): {"bind": str(inside.alertmanager_dir), "mode": "rw"},
+                str(self.lab.token_file): {"bind": str(inside.token_file), "mode": "ro"},
+            },
         )  # fmt: skip
         add(
             "prometheus", cfg.prometheus_image, by_name["prometheus"].argv[1:],
