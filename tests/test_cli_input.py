@@ -85,7 +85,7 @@ def _assert_refused(tmp_path: Path, result: Result, out: Path, code: int, words:
 
 # ---- the CLI's own flags ---------------------------------------------------------------------------
 
-PORT_FLAGS = ["--model-port", "--wrapper-port", "--prometheus-port", "--exporter-port"]
+PORT_FLAGS = ["--model-port", "--wrapper-port", "--prometheus-port", "--exporter-port", "--alertmanager-port"]
 UP_SIM = ["up", "--engine", "sim"]
 
 BAD_FLAGS: list[tuple[list[str], int, list[str]]] = [

@@ -45,6 +45,7 @@ def _ports(cfg: LabConfig) -> list[str]:
         f"--wrapper-port={cfg.wrapper_port}",
         f"--prometheus-port={cfg.prometheus_port}",
         f"--exporter-port={cfg.exporter_port}",
+        f"--alertmanager-port={cfg.alertmanager_port}",
     ]
 
 

@@ -36,9 +36,9 @@ def generate(cfg: LabConfig, prompt: str = "Hello", **extra: object) -> httpx.Re
     )
 
 
-def test_up_starts_four_ready_services_and_serves_requests(running_lab: LocalBackend) -> None:
+def test_up_starts_five_ready_services_and_serves_requests(running_lab: LocalBackend) -> None:
     services = {s.name: s for s in running_lab.status()}
-    assert set(services) == {"model", "wrapper", "prometheus", "exporter"}
+    assert set(services) == {"model", "wrapper", "alertmanager", "prometheus", "exporter"}
     assert all(s.state == "ready" for s in services.values())
     assert all(s.pid and psutil.pid_exists(s.pid) for s in services.values())
     assert all(s.restarts == 0 for s in services.values())
@@ -48,7 +48,10 @@ def test_up_starts_four_ready_services_and_serves_requests(running_lab: LocalBac
     # Prometheus scrapes every service that has metrics.
     cfg = running_lab.config
     wait_for(
-        lambda: prometheus_value(cfg, 'count(up{job=~"model|wrapper|exporter|prometheus"} == 1)') == 4,
+        lambda: (
+            prometheus_value(cfg, 'count(up{job=~"model|wrapper|exporter|alertmanager|prometheus"} == 1)')
+            == 5
+        ),
         what="four healthy scrape targets",
     )
 
@@ -197,6 +200,7 @@ def test_cli_up_status_json_down(lab_config: LabConfig) -> None:
         f"--wrapper-port={lab_config.wrapper_port}",
         f"--prometheus-port={lab_config.prometheus_port}",
         f"--exporter-port={lab_config.exporter_port}",
+        f"--alertmanager-port={lab_config.alertmanager_port}",
     ]
     try:
         up = _cli(lab_config, "up", "--engine", "sim", *ports)
@@ -204,7 +208,7 @@ def test_cli_up_status_json_down(lab_config: LabConfig) -> None:
         status = _cli(lab_config, "status", "--json")
         assert status.returncode == 0, status.stderr
         services = json.loads(status.stdout)
-        assert [s["name"] for s in services] == ["model", "wrapper", "prometheus", "exporter"]
+        assert [s["name"] for s in services] == ["model", "wrapper", "alertmanager", "prometheus", "exporter"]
         for svc in services:
             assert set(svc) == {"name", "state", "pid", "restarts", "url", "container"}
             assert svc["state"] == "ready" and svc["restarts"] == 0 and isinstance(svc["pid"], int)
@@ -226,6 +230,7 @@ def _port_flags(cfg: LabConfig) -> list[str]:
         f"--wrapper-port={cfg.wrapper_port}",
         f"--prometheus-port={cfg.prometheus_port}",
         f"--exporter-port={cfg.exporter_port}",
+        f"--alertmanager-port={cfg.alertmanager_port}",
     ]
 
 
@@ -242,8 +247,8 @@ def test_cli_up_returns_at_services_ready_and_wait_scraped_follows(lab_config: L
         said: list[str] = []
         backend.wait_scraped(say=said.append)
         assert backend.prometheus_unscraped_targets() == {}
-        assert prometheus_value(lab_config, "count(up == 1)") == 4
-        assert prometheus_value(lab_config, "count(up)") == 4
+        assert prometheus_value(lab_config, "count(up == 1)") == 5
+        assert prometheus_value(lab_config, "count(up)") == 5
         status = _cli(lab_config, "status")
         assert status.returncode == 0, status.stderr
         assert status.stdout.rstrip().endswith("prometheus: every service answered its last scrape")
@@ -255,7 +260,13 @@ def test_cli_up_wait_scraped_returns_with_every_target_scraped(lab_config: LabCo
     try:
         up = _cli(lab_config, "up", "--engine", "sim", "--wait-scraped", "--json", *_port_flags(lab_config))
         assert up.returncode == 0, up.stderr
-        assert [s["name"] for s in json.loads(up.stdout)] == ["model", "wrapper", "prometheus", "exporter"]
+        assert [s["name"] for s in json.loads(up.stdout)] == [
+            "model",
+            "wrapper",
+            "alertmanager",
+            "prometheus",
+            "exporter",
+        ]
         assert "prometheus has scraped every service" in up.stderr
         assert LocalBackend.attach(lab_config.lab_dir).prometheus_unscraped_targets() == {}
     finally:
