@@ -19,6 +19,7 @@ from labkit.config import LabConfig
 from labkit.errors import ConfigError, LabAlreadyRunningError, PortInUseError
 from labkit.lab.local import LocalBackend
 from labkit.lab.processes import find_lab_processes
+from labkit.rundir import RunFile
 from tests.conftest import lab_id_of, promtool_check_metrics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -289,6 +290,9 @@ def test_a_kill_right_after_cli_up_is_seen_by_prometheus(lab_config: LabConfig, 
         )
         result = run_experiment(lab_config.lab_dir, spec, out_dir=tmp_path / "runs", say=None)
         assert result.verdict == "not checked", result.summary()
+        # The run followed the lab's Alertmanager notifications (whether or not any alert fired).
+        assert result.run_dir.file(RunFile.ALERTS).is_file()
+        assert all(row["receiver"] == "lab" for row in result.run_dir.read_jsonl(RunFile.ALERTS))
         restarts = 'lab_service_restarts_total{service="model"}'
         wait_for(lambda: prometheus_value(lab_config, restarts) == 1, what="Prometheus sees the restart")
         assert prometheus_value(lab_config, f"min_over_time({restarts}[10m])") == 0
