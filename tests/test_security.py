@@ -252,13 +252,14 @@ def test_labkit_up_on_a_public_address_warns_naming_each_service(tmp_path: Path)
 
     cfg = sim_lab_config(tmp_path)
     ports = [
-        f"--{s}-port={getattr(cfg, f'{s}_port')}" for s in ("model", "wrapper", "prometheus", "exporter")
+        f"--{s}-port={getattr(cfg, f'{s}_port')}"
+        for s in ("model", "wrapper", "alertmanager", "prometheus", "exporter")
     ]
     args = ["--lab-dir", str(cfg.lab_dir), "up", "--engine", "sim", "--prometheus-bin", "/nonexistent/prom"]
     result = CliRunner().invoke(cli, [*args, "--host", "0.0.0.0", *ports])
     assert result.exit_code == 1
     warning = next(line for line in result.stderr.splitlines() if line.startswith("warning:"))
-    for service in ("model", "wrapper", "prometheus", "exporter"):
+    for service in ("model", "wrapper", "alertmanager", "prometheus", "exporter"):
         assert f"{service} (0.0.0.0:{getattr(cfg, f'{service}_port')})" in warning, warning
     assert "reachable from other machines" in warning and "no authentication" in warning
     quiet = CliRunner().invoke(cli, [*args, "--host", "127.0.0.1", *ports])
@@ -538,7 +539,7 @@ def test_every_image_runs_as_a_non_root_user() -> None:
     dockerfiles = sorted((ROOT / "stack" / "docker").glob("*Dockerfile"))
     assert {p.name for p in dockerfiles} == set(_DOCKERFILES.values())  # none is built unchecked
     users = {image: user for path in dockerfiles for image, user in _final_users(path).items()}
-    assert set(users) == {"service", "model", "prometheus.Dockerfile"}
+    assert set(users) == {"service", "model", "prometheus.Dockerfile", "alertmanager.Dockerfile"}
     for image, user in users.items():
         assert user is not None, f"{image} has no USER: it would run as root"
         assert user.split(":")[0] not in ("0", "root"), f"{image} runs as {user}"
@@ -550,7 +551,7 @@ def test_containers_run_unprivileged(
 ) -> None:
     monkeypatch.setattr("labkit.lab.docker.os.geteuid", lambda: euid)
     specs = DockerBackend(sim_lab_config(tmp_path), client=object())._container_specs("0123456789abcdef")
-    assert list(specs) == ["model", "wrapper", "prometheus", "exporter"]
+    assert list(specs) == ["model", "wrapper", "alertmanager", "prometheus", "exporter"]
     for name, spec in specs.items():
         uid = spec["user"].split(":")[0]
         assert uid == (str(CONTAINER_UID) if euid == 0 else str(euid)), (name, spec["user"])
