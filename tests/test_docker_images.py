@@ -240,7 +240,16 @@ def files_in(folder: Path) -> set[str]:
             },
         ),
         ("prometheus", {"prometheus.Dockerfile", "prometheus.yml", "bin/prometheus", "bin/promtool"}),
-        ("alertmanager", {"alertmanager.Dockerfile", "bin/alertmanager", "bin/amtool"}),
+        (
+            "alertmanager",
+            {
+                "alertmanager.Dockerfile",
+                "bin/alertmanager",
+                "bin/amtool",
+                "share/default.tmpl",
+                "share/email.tmpl",
+            },
+        ),
     ],
 )
 def test_build_context_holds_exactly_what_the_build_reads(

@@ -85,6 +85,14 @@ _HOST_BINARIES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
 }
 # What else a binary image's context holds besides its Dockerfile.
 _BINARY_IMAGE_FILES = {"prometheus": ("prometheus.yml",), "alertmanager": ()}
+# The host's data files a binary image copies into share/ of its context: Debian's Alertmanager reads its
+# notification templates from this folder (patched in), and refuses every configuration without them.
+_HOST_DATA: dict[str, tuple[Path, ...]] = {
+    "prometheus": (),
+    "alertmanager": tuple(
+        Path("/usr/share/prometheus/alertmanager") / name for name in ("default.tmpl", "email.tmpl")
+    ),
+}
 _REQUIREMENTS = {"service": "requirements-service.txt", "model": "requirements-model.txt"}
 # The build log lines a failure shows (the classic builder prints the failing RUN's output last).
 _LOG_TAIL_LINES = 40
@@ -186,6 +194,8 @@ def image_fingerprint(name: str, *, base: str) -> str:
             found = shutil.which(binary)
             stat = Path(found).stat() if found else None
             digest.update(f"{binary}\0{stat and (stat.st_size, stat.st_mtime_ns)}\0".encode())
+        for data in _HOST_DATA[name]:
+            digest.update(str(data).encode() + b"\0" + (data.read_bytes() if data.is_file() else b""))
         return digest.hexdigest()
     root = _project_root()
     for relative in _labkit_source_files(root):
@@ -286,7 +296,7 @@ def assemble_build_context(
     service: Dockerfile, requirements-service.txt, wheels/common/ and wheels/labkit/. model: the same (the
     classic builder also runs service's stages), requirements-model.txt and wheels/model/. prometheus:
     prometheus.Dockerfile, prometheus.yml, bin/prometheus, bin/promtool. alertmanager:
-    alertmanager.Dockerfile, bin/alertmanager, bin/amtool.
+    alertmanager.Dockerfile, bin/alertmanager, bin/amtool, share/default.tmpl and email.tmpl.
     """
     if image not in IMAGE_NAMES:
         raise ConfigError(f"unknown image {image!r}; the lab's images are {', '.join(IMAGE_NAMES)}")
@@ -303,6 +313,14 @@ def assemble_build_context(
         (dest / "bin").mkdir(exist_ok=True)
         for binary, name in zip(binaries, names, strict=True):
             shutil.copy2(binary, dest / "bin" / name)
+        for data in _HOST_DATA[image]:
+            if not data.is_file():
+                package = _HOST_BINARIES[image][1]
+                raise ConfigError(
+                    f"the {image} image needs the host's {data}; run `apt-get install {package}`"
+                )
+            (dest / "share").mkdir(exist_ok=True)
+            shutil.copy2(data, dest / "share" / data.name)
         return dest
     if wheels is None:
         raise ConfigError(f"the {image} image needs the wheels that build_wheels() makes")

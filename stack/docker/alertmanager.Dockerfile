@@ -1,7 +1,8 @@
 # labkit/alertmanager:<version> — Alertmanager for the docker backend where no registry is reachable.
 # The shape of prom/alertmanager (ENTRYPOINT is the binary, so the backend passes only flags as the
 # command), built from the offline base and the host's Debian prometheus-alertmanager and amtool (Go
-# binaries linked only against glibc), which the build copies into bin/ of the context.
+# binaries linked only against glibc), which the build copies into bin/ of the context, and Debian's
+# default.tmpl and email.tmpl (share/ of the context).
 #
 # Runtime contract:
 #   command            Alertmanager flags (--config.file=..., --storage.path=..., --web.listen-address=...,
@@ -23,6 +24,8 @@ RUN groupadd --gid 10001 labkit \
  && mkdir -p /alertmanager /etc/alertmanager \
  && chown 10001:10001 /alertmanager
 COPY bin/alertmanager bin/amtool /usr/bin/
+# Debian's build reads its default notification templates from here and refuses to start without them.
+COPY share/default.tmpl share/email.tmpl /usr/share/prometheus/alertmanager/
 USER 10001:10001
 WORKDIR /alertmanager
 EXPOSE 9093

@@ -20,7 +20,7 @@ import pytest
 from labkit.chaos import ExperimentSpec, Fault, run_experiment
 from labkit.config import LabConfig
 from labkit.errors import BackendError
-from labkit.lab.contract import LABEL_LAB, LABEL_SERVICE
+from labkit.lab.contract import LABEL_LAB, LABEL_SERVICE, SERVICE_NAMES
 from labkit.lab.docker import DockerBackend
 from labkit.measure.prom import PrometheusClient
 from tests.conftest import sim_lab_config, wait_for
@@ -104,12 +104,12 @@ def _generate(cfg: LabConfig, timeout: float = 10) -> int:
 def test_up_runs_every_service_as_a_labelled_container(docker_lab: DockerBackend, docker_client: Any) -> None:
     cfg = docker_lab.saved_config()
     status = _status(docker_lab)
-    assert list(status) == ["model", "wrapper", "prometheus", "exporter"]
+    assert list(status) == ["model", "wrapper", "alertmanager", "prometheus", "exporter"]
     assert all(s.state == "ready" for s in status.values()), status
     lab_id = docker_lab._lab_id()
     containers = docker_client.containers.list(filters={"label": f"{LABEL_LAB}={lab_id}"})
     by_service = {c.labels[LABEL_SERVICE]: c for c in containers}
-    assert sorted(by_service) == ["exporter", "model", "prometheus", "wrapper"]
+    assert sorted(by_service) == ["alertmanager", "exporter", "model", "prometheus", "wrapper"]
     assert docker_lab.prometheus_unscraped_targets() == {}  # the fixture passed --wait-scraped
     for name, container in by_service.items():
         attrs = container.attrs
@@ -125,7 +125,11 @@ def test_up_runs_every_service_as_a_labelled_container(docker_lab: DockerBackend
             assert status[name].container == container.short_id
     assert _generate(cfg) == 200
     # Prometheus (a container too) scrapes every service, the agent included.
-    wait_for(lambda: _value(cfg, "sum(up)") == 4, timeout_s=20, what="Prometheus scrapes all four")
+    wait_for(
+        lambda: _value(cfg, "sum(up)") == len(SERVICE_NAMES),
+        timeout_s=20,
+        what="Prometheus scrapes every service",
+    )
 
 
 def test_kill_of_the_model_container_is_counted_by_docker_and_recovers(
@@ -234,9 +238,13 @@ def test_down_removes_the_labs_containers_and_nothing_else(
         up = _cli(cfg.lab_dir, "up", "--backend", "docker", "--engine", "sim", *_ports(cfg))
         assert up.returncode == 0, up.stderr
         lab_id = DockerBackend.attach(cfg.lab_dir)._lab_id()
-        assert len(docker_client.containers.list(filters={"label": f"{LABEL_LAB}={lab_id}"})) == 4
+        assert len(docker_client.containers.list(filters={"label": f"{LABEL_LAB}={lab_id}"})) == len(
+            SERVICE_NAMES
+        )
         down = _cli(cfg.lab_dir, "down")
-        assert down.returncode == 0 and "(4 containers)" in down.stdout, down.stdout + down.stderr
+        assert down.returncode == 0 and f"({len(SERVICE_NAMES)} containers)" in down.stdout, (
+            down.stdout + down.stderr
+        )
         assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_LAB}={lab_id}"}) == []
         assert docker_client.networks.list(filters={"label": f"{LABEL_LAB}={lab_id}"}) == []
         bystander.reload()
