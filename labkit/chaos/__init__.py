@@ -22,7 +22,7 @@ from labkit.chaos._files import EXAMPLE_EXPERIMENT, ExperimentFile, load_experim
 from labkit.chaos._inject import ActiveFault, FaultInjector, HaltReport, RevertOutcome, halt_all
 from labkit.chaos._remediation import (
     DEFAULT_THRESHOLD_S,
-    AlertFeed,
+    AlertSource,
     Decision,
     RemediationPolicy,
     Remediator,
@@ -49,7 +49,7 @@ __all__ = [
     "FAULT_KINDS",
     "MAX_RUN_S",
     "ActiveFault",
-    "AlertFeed",
+    "AlertSource",
     "Decision",
     "ExperimentFile",
     "ExperimentInterrupted",

@@ -25,7 +25,7 @@ from labkit.rundir import EventKind
 
 __all__ = [
     "DEFAULT_THRESHOLD_S",
-    "AlertFeed",
+    "AlertSource",
     "Decision",
     "RemediationPolicy",
     "Remediator",
@@ -126,7 +126,7 @@ class Acts(Protocol):
     def restart(self, service: Any, *, remediation_reason: str | None = None) -> None: ...
 
 
-class AlertFeed(Protocol):
+class AlertSource(Protocol):
     """Where the lab's Alertmanager notifications are read from (labkit.lab.backend.Backend): those from
     index `since` on, and the index to ask for next time."""
 
@@ -204,7 +204,7 @@ class Remediator:
     backend: Acts
     journal: Callable[..., Any] = field(default=lambda kind, **fields: None)
     clock: Callable[[], float] = time.time
-    alerts: AlertFeed | None = None
+    alerts: AlertSource | None = None
     decisions: list[Decision] = field(default_factory=list)
     _breaches: int = field(default=0, init=False)
     _actions: deque[float] = field(default_factory=deque, init=False)  # times of recent actions
