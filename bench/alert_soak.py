@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 def summary(record: dict[str, Any]) -> str:
     """What the soak found, in a few lines: the load, and each distinct alert that paged or ticketed."""
     lines = [
-        f"{record['requests_sent']} requests at {record['rate_asked']:g} req/s for {record['duration_s']:g} s "
+        f"{record['requests_sent']} requests at {record['rate_asked']:g} req/s "
+        f"for {record['duration_s']:g} s "
         f"(engine {record['engine']}, max_tokens {record['max_tokens']}): {record['requests_ok']} ok, "
         f"error ratio {record['error_ratio']}, latency mean {record['latency_mean_s']} s, "
         f"p95 {record['latency_p95_s']} s (model kept up: {record['model_kept_up']})",
