@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Portable CPU build of llama.cpp (AVX2/FMA, no -march=native), so pip's cached wheel fits other hosts.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
-APT_PACKAGES := prometheus curl stress-ng
+APT_PACKAGES := prometheus prometheus-alertmanager curl stress-ng
 # Only the tests need these: a browser (they open a generated report in headless Chromium), a Docker engine
 # (the Docker backend's tests start their own dockerd when none answers), debootstrap (the offline base
 # image) and compose (its file is checked with `docker-compose config`).

@@ -38,8 +38,14 @@ class Lab:
     def __init__(self, engine: str, workdir: Path, index: int) -> None:
         self.engine = engine
         self.dir = workdir / f"lab-{engine}-{index}"
-        model, wrapper, prometheus, exporter = free_ports(4)
-        self.ports = {"model": model, "wrapper": wrapper, "prometheus": prometheus, "exporter": exporter}
+        model, wrapper, prometheus, exporter, alertmanager = free_ports(5)
+        self.ports = {
+            "model": model,
+            "wrapper": wrapper,
+            "prometheus": prometheus,
+            "exporter": exporter,
+            "alertmanager": alertmanager,
+        }
         self.wrapper = f"http://127.0.0.1:{wrapper}"
         self.prometheus = f"http://127.0.0.1:{prometheus}"
         self.env = {**os.environ, "LABKIT_LAB_DIR": str(self.dir)}

@@ -22,7 +22,7 @@ def run(workdir: Path, smoke: bool) -> list[Row]:
     plans = [("sim", ["check_setup"])] if smoke else [("llama", ["--all"])]
     for engine, which in plans:
         out = workdir / f"runs-{engine}"
-        model, wrapper, prometheus, exporter = free_ports(4)
+        model, wrapper, prometheus, exporter, alertmanager = free_ports(5)
         env = {
             **os.environ,
             "LABKIT_LAB_DIR": str(workdir / f"run-all-lab-{engine}"),
@@ -31,6 +31,7 @@ def run(workdir: Path, smoke: bool) -> list[Row]:
             "LABKIT_WRAPPER_PORT": str(wrapper),
             "LABKIT_PROMETHEUS_PORT": str(prometheus),
             "LABKIT_EXPORTER_PORT": str(exporter),
+            "LABKIT_ALERTMANAGER_PORT": str(alertmanager),
         }
         argv = [LABKIT, "run", *which, "--quick", "--engine", engine, "--out", str(out), "--no-progress"]
         start = time.monotonic()

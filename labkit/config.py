@@ -51,7 +51,10 @@ DEFAULT_IMAGES = {
     "service": f"labkit/service:{_IMAGE_VERSION}",
     "model": f"labkit/model:{_IMAGE_VERSION}",
     "prometheus": f"labkit/prometheus:{_IMAGE_VERSION}",
+    "alertmanager": f"labkit/alertmanager:{_IMAGE_VERSION}",
 }
+# Debian's package names its binary prometheus-alertmanager; upstream's release tarball, alertmanager.
+_ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 # For engine "ollama" on the Docker backend; pin a version for repeatable labs.
 DEFAULT_OLLAMA_IMAGE = "ollama/ollama:latest"
 
@@ -116,6 +119,7 @@ class LabConfig(BaseSettings):
     wrapper_port: int = Field(8000, ge=1, le=65535)
     prometheus_port: int = Field(9090, ge=1, le=65535)
     exporter_port: int = Field(9188, ge=1, le=65535)
+    alertmanager_port: int = Field(9093, ge=1, le=65535)
     engine: Engine = "llama"
     model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1)
     model_path: Path | None = Field(None, description="GGUF file for the llama engine")
@@ -134,6 +138,9 @@ class LabConfig(BaseSettings):
         False, description="permit an --openai-url or --upstream-metrics-url that is not this machine"
     )
     prometheus_bin: str = Field("prometheus", min_length=1)
+    alertmanager_bin: str | None = Field(
+        None, min_length=1, description="Alertmanager binary [default: prometheus-alertmanager on PATH]"
+    )
     scrape_interval_s: float = Field(1.0, gt=0, le=60)
     max_in_flight: int = Field(32, ge=1, le=100_000)
     max_prompt_chars: int = Field(16_384, ge=1)
@@ -157,6 +164,7 @@ class LabConfig(BaseSettings):
     )
     service_image: str = Field(DEFAULT_IMAGES["service"], description="docker: wrapper and exporter image")
     prometheus_image: str = Field(DEFAULT_IMAGES["prometheus"], description="docker: Prometheus image")
+    alertmanager_image: str = Field(DEFAULT_IMAGES["alertmanager"], description="docker: Alertmanager image")
     gpus: str | None = Field(
         None,
         description='docker: GPUs for the model container: "all" or ids like "0,1" (needs nvidia runtime)',
@@ -229,9 +237,12 @@ class LabConfig(BaseSettings):
             ids = self.gpus.split(",")
             if not all(i.strip().isdigit() or i.strip().startswith("GPU-") for i in ids):
                 raise ValueError(f'--gpus takes "all" or GPU indices/UUIDs like "0,1", not {self.gpus!r}')
-        ports = [self.model_port, self.wrapper_port, self.prometheus_port, self.exporter_port]
+        ports = [
+            self.model_port, self.wrapper_port, self.prometheus_port, self.exporter_port,
+            self.alertmanager_port,
+        ]  # fmt: skip
         if len(set(ports)) != len(ports):
-            raise ValueError(f"the four service ports must differ, got {ports}")
+            raise ValueError(f"the five service ports must differ, got {ports}")
         return self
 
     def _check_upstream(self) -> None:
@@ -338,15 +349,20 @@ class LabConfig(BaseSettings):
         return http_url(self.host, self.prometheus_port)
 
     @property
+    def alertmanager_url(self) -> str:
+        return http_url(self.host, self.alertmanager_port)
+
+    @property
     def exporter_url(self) -> str:
         """The lab's manager (the local supervisor or the Docker agent): /metrics and the control API."""
         return http_url(self.host, self.exporter_port)
 
     def service_url(self, service: str) -> str:
-        """The URL of `service` (model, wrapper, prometheus, exporter)."""
+        """The URL of `service` (model, wrapper, alertmanager, prometheus, exporter)."""
         urls = {
             "model": self.model_url,
             "wrapper": self.wrapper_url,
+            "alertmanager": self.alertmanager_url,
             "prometheus": self.prometheus_url,
             "exporter": self.exporter_url,
         }
@@ -373,6 +389,24 @@ class LabConfig(BaseSettings):
                     "(or leave it out for the embedded SmolLM2)"
                 )
         return path
+
+    def alertmanager_binary(self) -> str:
+        """The Alertmanager to run: `alertmanager_bin`, else prometheus-alertmanager (Debian) or
+        alertmanager on PATH; ConfigError saying how to install it when there is none."""
+        candidates = (self.alertmanager_bin,) if self.alertmanager_bin else _ALERTMANAGER_BINARIES
+        for name in candidates:
+            found = shutil.which(name)
+            if found is not None:
+                return found
+        given = (
+            f"the Alertmanager binary {self.alertmanager_bin!r} was not found"
+            if self.alertmanager_bin
+            else ("no Alertmanager on PATH (prometheus-alertmanager or alertmanager)")
+        )
+        raise ConfigError(
+            f"{given}; the lab runs one to receive its alerts: install it with `apt-get install "
+            "prometheus-alertmanager` (Debian/Ubuntu) or pass --alertmanager-bin PATH"
+        )
 
     def ollama_binary(self) -> str:
         found = shutil.which("ollama")

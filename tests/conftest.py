@@ -74,7 +74,9 @@ def sim_lab_config(tmp_path: Path, **overrides: object) -> LabConfig:
         "engine": "sim",
         **dict(
             zip(
-                ("model_port", "wrapper_port", "prometheus_port", "exporter_port"), free_ports(4), strict=True
+                ("model_port", "wrapper_port", "prometheus_port", "exporter_port", "alertmanager_port"),
+                free_ports(5),
+                strict=True,
             )
         ),
         "sim_ttft_s": 0.01,

@@ -21,7 +21,7 @@ from labkit.lab.backend import describe_unscraped
 from labkit.lab.local import LocalBackend
 from tests.conftest import free_port, reply_json, sim_lab_config
 
-JOBS = ("model", "wrapper", "exporter", "prometheus")
+JOBS = ("model", "wrapper", "exporter", "alertmanager", "prometheus")
 
 
 class FakePrometheus(ThreadingHTTPServer):
@@ -94,12 +94,13 @@ def test_returns_at_once_when_every_target_is_up(tmp_path: Path, prometheus: Fak
 
 
 def test_waits_until_every_target_has_been_scraped(tmp_path: Path, prometheus: FakePrometheus) -> None:
-    prometheus.targets = {"model": ("up", ""), "wrapper": ("unknown", "")}  # exporter, prometheus: not yet
+    # exporter, alertmanager, prometheus: not yet
+    prometheus.targets = {"model": ("up", ""), "wrapper": ("unknown", "")}
     prometheus.flip_after = 3
     said: list[str] = []
     backend = _backend(tmp_path, prometheus.port)
     assert backend.prometheus_unscraped_targets() == dict.fromkeys(
-        ("wrapper", "exporter", "prometheus"), "not scraped yet"
+        ("wrapper", "exporter", "alertmanager", "prometheus"), "not scraped yet"
     )
     backend.wait_scraped(timeout_s=30, say=said.append)
     assert prometheus.requests == 4
@@ -120,7 +121,7 @@ def test_the_timeout_names_every_target_that_is_not_up(tmp_path: Path, prometheu
     message = str(caught.value)
     assert "within 0.3 s" in message
     assert 'wrapper down: Get "http://127.0.0.1:8000/metrics": connection refused' in message
-    assert "exporter, prometheus not scraped yet" in message
+    assert "exporter, alertmanager, prometheus not scraped yet" in message
     assert "model" not in message.split("(", 1)[1].split(")")[0]  # model is up: not named
     assert "labkit logs prometheus" in message and "longer timeout" in message
 
@@ -143,6 +144,7 @@ def test_an_attached_backend_asks_the_saved_labs_prometheus(
     prometheus.targets = {"model": ("up", ""), "wrapper": ("up", ""), "exporter": ("unknown", "")}
     assert LocalBackend.attach(cfg.lab_dir).prometheus_unscraped_targets() == {
         "exporter": "not scraped yet",
+        "alertmanager": "not scraped yet",
         "prometheus": "not scraped yet",
     }
 
@@ -151,7 +153,7 @@ def test_a_lab_on_an_outside_ollama_waits_for_no_model_target(
     tmp_path: Path, prometheus: FakePrometheus
 ) -> None:
     # A real Ollama has no /metrics (ollama/ollama#3144): it is not a scrape target at all.
-    prometheus.targets = dict.fromkeys(("wrapper", "exporter", "prometheus"), ("up", ""))
+    prometheus.targets = dict.fromkeys(("wrapper", "exporter", "alertmanager", "prometheus"), ("up", ""))
     cfg = sim_lab_config(
         tmp_path, engine="ollama", ollama_url="http://127.0.0.1:1", prometheus_port=prometheus.port
     )

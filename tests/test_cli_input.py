@@ -85,7 +85,7 @@ def _assert_refused(tmp_path: Path, result: Result, out: Path, code: int, words:
 
 # ---- the CLI's own flags ---------------------------------------------------------------------------
 
-PORT_FLAGS = ["--model-port", "--wrapper-port", "--prometheus-port", "--exporter-port"]
+PORT_FLAGS = ["--model-port", "--wrapper-port", "--prometheus-port", "--exporter-port", "--alertmanager-port"]
 UP_SIM = ["up", "--engine", "sim"]
 
 BAD_FLAGS: list[tuple[list[str], int, list[str]]] = [
@@ -302,7 +302,7 @@ BAD_PARAMETERS: list[tuple[list[str], list[str]]] = [
     (["kill_and_recover", "-p", "duration_s", "10"], ["parameter kill_at_s", "20.0", "[0, duration_s = 10)"]),
     (
         ["kill_and_recover", "-p", "target", "exporter"],
-        ["parameter target", "one of model, wrapper, prometheus"],
+        ["parameter target", "one of model, wrapper, alertmanager, prometheus"],
     ),
     (["kill_and_recover", "-p", "steady_state_s", "0"], ["parameter steady_state_s", "(0, 600] s"]),
     (["kill_and_recover", "-p", "steady_state_s", "nan"], ["parameter steady_state_s"]),

@@ -23,7 +23,7 @@ def test_containers_see_the_lab_directory_at_a_path_of_their_own(engine_socket: 
     # A lab under a folder the image also has with another owner (like /root) must still be reachable.
     cfg = sim_lab_config(tmp_path / "root-like" / "deep")
     specs = _specs(cfg)
-    assert list(specs) == ["model", "wrapper", "prometheus", "exporter"]
+    assert list(specs) == ["model", "wrapper", "alertmanager", "prometheus", "exporter"]
     host_lab = str(cfg.lab_dir)
     for name, spec in specs.items():
         binds = [v["bind"] for v in spec.get("volumes", {}).values()]
@@ -39,11 +39,23 @@ def test_containers_see_the_lab_directory_at_a_path_of_their_own(engine_socket: 
     assert (
         f"--config.file={CONTAINER_LAB.prometheus_dir / 'prometheus.yml'}" in specs["prometheus"]["command"]
     )
+    # Alertmanager: the image's binary, the lab's config and state, its token read-only, no gossip.
+    alertmanager = specs["alertmanager"]
+    assert alertmanager["image"].startswith("labkit/alertmanager:")
+    assert alertmanager["command"] == [
+        f"--config.file={CONTAINER_LAB.alertmanager_dir / 'alertmanager.yml'}",
+        f"--storage.path={CONTAINER_LAB.alertmanager_dir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{cfg.alertmanager_port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
+    assert alertmanager["volumes"][str(cfg.lab_dir / "token")] == {"bind": "/lab/token", "mode": "ro"}
+    assert alertmanager["volumes"][str(cfg.lab_dir / "alertmanager")]["bind"] == "/lab/alertmanager"
     agent = specs["exporter"]
     assert agent["pid_mode"] == "host"
     assert agent["volumes"][str(engine_socket)]["bind"] == "/var/run/docker.sock"
     # Only the agent gets the engine's socket and the host's PID namespace.
-    for name in ("model", "wrapper", "prometheus"):
+    for name in ("model", "wrapper", "alertmanager", "prometheus"):
         assert "pid_mode" not in specs[name] and str(engine_socket) not in specs[name].get("volumes", {})
 
 

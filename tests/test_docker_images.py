@@ -33,6 +33,7 @@ from tests.conftest import free_port
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = docker_dir() / "Dockerfile"
 PROMETHEUS_DOCKERFILE = docker_dir() / "prometheus.Dockerfile"
+ALERTMANAGER_DOCKERFILE = docker_dir() / "alertmanager.Dockerfile"
 REQUIREMENTS = [docker_dir() / "requirements-service.txt", docker_dir() / "requirements-model.txt"]
 # What the wrapper, the model server and the agent import (pyproject's runtime dependencies that they use).
 RUNTIME_IMPORTS = {
@@ -146,8 +147,9 @@ def test_dockerfile_defaults_to_the_public_base_and_has_both_targets() -> None:
         (DOCKERFILE, "service", "python"),
         (DOCKERFILE, "model", "python"),
         (PROMETHEUS_DOCKERFILE, None, "python3"),
+        (ALERTMANAGER_DOCKERFILE, None, "python3"),
     ],
-    ids=["service", "model", "prometheus"],
+    ids=["service", "model", "prometheus", "alertmanager"],
 )
 def test_final_stages_run_as_10001_with_a_healthcheck(
     dockerfile: Path, stage: str | None, python: str
@@ -165,6 +167,14 @@ def test_prometheus_image_has_prometheus_shape() -> None:
     found = stages(PROMETHEUS_DOCKERFILE)
     assert "ARG BASE=labkit/base:bookworm" in found[""]
     assert 'ENTRYPOINT ["/usr/bin/prometheus"]' in found[list(found)[-1]]
+
+
+def test_alertmanager_image_has_alertmanager_shape() -> None:
+    found = stages(ALERTMANAGER_DOCKERFILE)
+    assert "ARG BASE=labkit/base:bookworm" in found[""]
+    last = found[list(found)[-1]]
+    assert 'ENTRYPOINT ["/usr/bin/alertmanager"]' in last
+    assert "COPY bin/alertmanager bin/amtool /usr/bin/" in last
 
 
 def test_pip_only_reads_the_wheels_in_the_context() -> None:
@@ -230,15 +240,22 @@ def files_in(folder: Path) -> set[str]:
             },
         ),
         ("prometheus", {"prometheus.Dockerfile", "prometheus.yml", "bin/prometheus", "bin/promtool"}),
+        ("alertmanager", {"alertmanager.Dockerfile", "bin/alertmanager", "bin/amtool"}),
     ],
 )
 def test_build_context_holds_exactly_what_the_build_reads(
     tmp_path: Path, wheels: Path, binaries: tuple[Path, Path], image: str, expected: set[str]
 ) -> None:
-    context = assemble_build_context(tmp_path / "context", image, wheels=wheels, prometheus_binaries=binaries)
+    context = assemble_build_context(
+        tmp_path / "context",
+        image,
+        wheels=wheels,
+        prometheus_binaries=binaries,
+        alertmanager_binaries=binaries,
+    )
     assert files_in(context) == expected
-    if image == "prometheus":
-        assert (context / "bin/prometheus").stat().st_mode & 0o111
+    if image in ("prometheus", "alertmanager"):
+        assert (context / "bin" / image).stat().st_mode & 0o111
 
 
 @pytest.mark.parametrize("image", ["service", "model"])

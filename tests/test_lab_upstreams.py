@@ -77,7 +77,7 @@ def test_an_external_openai_service_is_never_started_and_gets_the_key_file(tmp_p
         tmp_path, engine="openai", openai_url="http://127.0.0.1:8001/v1", upstream_api_key_file=key
     )
     specs = _by_name(cfg)
-    assert list(specs) == ["wrapper", "prometheus"]
+    assert list(specs) == ["wrapper", "alertmanager", "prometheus"]
     argv = specs["wrapper"].argv
     assert _flag(argv, "--backend-url") == "http://127.0.0.1:8001/v1"
     assert _flag(argv, "--backend-api") == "openai"
@@ -175,7 +175,7 @@ def test_the_control_api_refuses_to_act_on_a_model_service_the_lab_does_not_run(
     token = lab.new_token()
     lab.config_file.write_text(f'{{"lab_id": "x", "config": {cfg.model_dump_json()}}}')
     supervisor = Supervisor(lab)
-    assert set(supervisor.services) == {"wrapper", "prometheus"}
+    assert set(supervisor.services) == {"wrapper", "alertmanager", "prometheus"}
     headers = {"Authorization": f"Bearer {token}"}
 
     async def ask() -> tuple[list[httpx.Response], list[dict[str, object]]]:

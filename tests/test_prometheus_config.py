@@ -25,8 +25,11 @@ def test_every_service_with_metrics_is_scraped_at_one_second(tmp_path: Path) -> 
         "model": "127.0.0.1:11434",
         "wrapper": "127.0.0.1:8000",
         "exporter": "127.0.0.1:9188",
+        "alertmanager": "127.0.0.1:9093",
         "prometheus": "127.0.0.1:9090",
     }
+    # Its alerts go to the lab's Alertmanager.
+    assert doc["alerting"]["alertmanagers"] == [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]
 
 
 def test_a_real_ollama_is_not_scraped_because_it_has_no_metrics(tmp_path: Path) -> None:
@@ -61,7 +64,8 @@ def test_an_upstream_metrics_url_is_scraped_as_job_upstream(tmp_path: Path) -> N
         )
     )
     jobs = _jobs(doc)
-    assert set(jobs) == {"upstream", "wrapper", "exporter", "prometheus"}  # the external model: no job model
+    # the external model: no job model
+    assert set(jobs) == {"upstream", "wrapper", "exporter", "alertmanager", "prometheus"}
     assert jobs["upstream"]["metrics_path"] == "/metrics"
     assert jobs["upstream"]["static_configs"][0]["targets"] == ["127.0.0.1:8001"]
     assert "scheme" not in jobs["upstream"]  # Prometheus' default, http
@@ -84,7 +88,7 @@ def test_an_https_upstream_on_ipv6_keeps_its_scheme_port_and_path(tmp_path: Path
 
 def test_llamacpp_server_has_no_metrics_endpoint_to_scrape(tmp_path: Path) -> None:
     doc = yaml.safe_load(_render(tmp_path, engine="llamacpp-server"))
-    assert set(_jobs(doc)) == {"wrapper", "exporter", "prometheus"}
+    assert set(_jobs(doc)) == {"wrapper", "exporter", "alertmanager", "prometheus"}
     none = yaml.safe_load(_render(tmp_path, engine="openai", openai_url="http://127.0.0.1:8001/v1"))
     assert "upstream" not in _jobs(none)
 

@@ -190,6 +190,10 @@ def test_every_service_binds_loopback_by_default(monkeypatch: pytest.MonkeyPatch
     assert listen == [f"--web.listen-address=127.0.0.1:{config.prometheus_port}"]
     # Prometheus' lifecycle API (/-/quit, /-/reload) would let anyone who reaches it stop it, token or not.
     assert "--web.enable-lifecycle" not in specs["prometheus"].argv
+    # Alertmanager too, and its cluster gossip (0.0.0.0:9094 by default) is off.
+    alertmanager = specs["alertmanager"].argv
+    assert f"--web.listen-address=127.0.0.1:{config.alertmanager_port}" in alertmanager
+    assert "--cluster.listen-address=" in alertmanager
     assert exposed_services(config) == []
 
 
@@ -200,6 +204,7 @@ def test_another_host_reaches_every_command_line(tmp_path: Path) -> None:
     for name in ("model", "wrapper"):
         assert specs[name].argv[specs[name].argv.index("--host") + 1] == "0.0.0.0"
     assert f"--web.listen-address=0.0.0.0:{config.prometheus_port}" in specs["prometheus"].argv
+    assert f"--web.listen-address=0.0.0.0:{config.alertmanager_port}" in specs["alertmanager"].argv
 
 
 @pytest.mark.parametrize(
@@ -226,12 +231,18 @@ def test_an_exposed_lab_names_every_service_it_exposes(tmp_path: Path) -> None:
     assert exposed_services(cfg) == [
         f"model (0.0.0.0:{cfg.model_port})",
         f"wrapper (0.0.0.0:{cfg.wrapper_port})",
+        f"alertmanager (0.0.0.0:{cfg.alertmanager_port})",
         f"prometheus (0.0.0.0:{cfg.prometheus_port})",
         f"exporter (0.0.0.0:{cfg.exporter_port})",
     ]
     # An Ollama somebody else runs is not the lab's to expose.
     external = sim_lab_config(tmp_path, host="::", engine="ollama", ollama_url="http://10.0.0.9:11434")
-    assert [s.split(" ")[0] for s in exposed_services(external)] == ["wrapper", "prometheus", "exporter"]
+    assert [s.split(" ")[0] for s in exposed_services(external)] == [
+        "wrapper",
+        "alertmanager",
+        "prometheus",
+        "exporter",
+    ]
     assert exposed_services(external)[0] == f"wrapper ([::]:{external.wrapper_port})"
 
 
@@ -241,13 +252,14 @@ def test_labkit_up_on_a_public_address_warns_naming_each_service(tmp_path: Path)
 
     cfg = sim_lab_config(tmp_path)
     ports = [
-        f"--{s}-port={getattr(cfg, f'{s}_port')}" for s in ("model", "wrapper", "prometheus", "exporter")
+        f"--{s}-port={getattr(cfg, f'{s}_port')}"
+        for s in ("model", "wrapper", "alertmanager", "prometheus", "exporter")
     ]
     args = ["--lab-dir", str(cfg.lab_dir), "up", "--engine", "sim", "--prometheus-bin", "/nonexistent/prom"]
     result = CliRunner().invoke(cli, [*args, "--host", "0.0.0.0", *ports])
     assert result.exit_code == 1
     warning = next(line for line in result.stderr.splitlines() if line.startswith("warning:"))
-    for service in ("model", "wrapper", "prometheus", "exporter"):
+    for service in ("model", "wrapper", "alertmanager", "prometheus", "exporter"):
         assert f"{service} (0.0.0.0:{getattr(cfg, f'{service}_port')})" in warning, warning
     assert "reachable from other machines" in warning and "no authentication" in warning
     quiet = CliRunner().invoke(cli, [*args, "--host", "127.0.0.1", *ports])
@@ -527,7 +539,7 @@ def test_every_image_runs_as_a_non_root_user() -> None:
     dockerfiles = sorted((ROOT / "stack" / "docker").glob("*Dockerfile"))
     assert {p.name for p in dockerfiles} == set(_DOCKERFILES.values())  # none is built unchecked
     users = {image: user for path in dockerfiles for image, user in _final_users(path).items()}
-    assert set(users) == {"service", "model", "prometheus.Dockerfile"}
+    assert set(users) == {"service", "model", "prometheus.Dockerfile", "alertmanager.Dockerfile"}
     for image, user in users.items():
         assert user is not None, f"{image} has no USER: it would run as root"
         assert user.split(":")[0] not in ("0", "root"), f"{image} runs as {user}"
@@ -539,7 +551,7 @@ def test_containers_run_unprivileged(
 ) -> None:
     monkeypatch.setattr("labkit.lab.docker.os.geteuid", lambda: euid)
     specs = DockerBackend(sim_lab_config(tmp_path), client=object())._container_specs("0123456789abcdef")
-    assert list(specs) == ["model", "wrapper", "prometheus", "exporter"]
+    assert list(specs) == ["model", "wrapper", "alertmanager", "prometheus", "exporter"]
     for name, spec in specs.items():
         uid = spec["user"].split(":")[0]
         assert uid == (str(CONTAINER_UID) if euid == 0 else str(euid)), (name, spec["user"])

@@ -30,6 +30,7 @@ from labkit.chaos._schedule import plan_text
 from labkit.chaos._spec import ExperimentSpec
 from labkit.errors import ConfigError, LabkitError
 from labkit.faults import WRAPPER_FAULT_KINDS
+from labkit.lab.alert_feed import AlertFeed
 from labkit.measure.load import LoadResult, LoadSpec
 from labkit.measure.recovery import default_slow_threshold_s, fault_windows_from_journal, recovery_measures
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
@@ -555,6 +556,8 @@ def run_experiment(
         run_dir.journal(EventKind.SCHEDULE, seed=schedule.seed, faults=schedule.to_records(), plan=plan)
         say(plan)
         say(f"run directory: {run_dir.path}")
-        return _Experiment(spec, injector=injector, run_dir=run_dir, say=say).run()
+        # Every notification the lab's Alertmanager sends while the experiment runs lands in its alerts.jsonl.
+        with AlertFeed(injector.backend).follow_into(run_dir):
+            return _Experiment(spec, injector=injector, run_dir=run_dir, say=say).run()
     finally:
         injector.close()

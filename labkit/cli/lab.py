@@ -23,12 +23,12 @@ __all__ = ["down", "images", "logs", "smoke", "status", "up"]
 def _print_table(services: list[ServiceStatus]) -> None:
     containers = any(svc.container for svc in services)
     extra = f"{'CONTAINER':<14}" if containers else ""
-    click.echo(f"{'SERVICE':<11}{'STATE':<11}{'PID':>8}{'RESTARTS':>10}  {extra}URL")
+    click.echo(f"{'SERVICE':<13}{'STATE':<11}{'PID':>8}{'RESTARTS':>10}  {extra}URL")
     for svc in services:
         pid = "-" if svc.pid is None else str(svc.pid)
         restarts = "-" if svc.restarts is None else str(svc.restarts)
         column = f"{svc.container or '-':<14}" if containers else ""
-        click.echo(f"{svc.name:<11}{svc.state:<11}{pid:>8}{restarts:>10}  {column}{svc.url}")
+        click.echo(f"{svc.name:<13}{svc.state:<11}{pid:>8}{restarts:>10}  {column}{svc.url}")
 
 
 @cli.command()
@@ -75,7 +75,13 @@ def _print_table(services: list[ServiceStatus]) -> None:
 @click.option("--wrapper-port", type=int, default=None, help="[default 8000]")
 @click.option("--prometheus-port", type=int, default=None, help="[default 9090]")
 @click.option("--exporter-port", type=int, default=None, help="[default 9188]")
+@click.option("--alertmanager-port", type=int, default=None, help="[default 9093]")
 @click.option("--prometheus-bin", default=None, help="Prometheus binary [default: prometheus on PATH].")
+@click.option(
+    "--alertmanager-bin",
+    default=None,
+    help="Alertmanager binary [default: prometheus-alertmanager, else alertmanager, on PATH].",
+)
 @click.option("--max-in-flight", type=int, default=None, help="Wrapper's in-flight bound [default 32].")
 @click.option("--max-prompt-chars", type=int, default=None, help="Longest prompt the wrapper takes [16384].")
 @click.option(
@@ -102,6 +108,7 @@ def _print_table(services: list[ServiceStatus]) -> None:
 @click.option("--model-image", default=None, help="docker: model image [labkit/model, or ollama/ollama].")
 @click.option("--service-image", default=None, help="docker: wrapper and exporter image [labkit/service].")
 @click.option("--prometheus-image", default=None, help="docker: Prometheus image [labkit/prometheus].")
+@click.option("--alertmanager-image", default=None, help="docker: Alertmanager image [labkit/alertmanager].")
 @click.option("--gpus", default=None, help='docker: GPUs for the model container, "all" or "0,1".')
 @click.option(
     "--wait-scraped",
@@ -118,7 +125,7 @@ def up(
     ollama_url: str | None,
     **options: Any,
 ) -> None:
-    """Start the lab (model, wrapper, Prometheus, exporter) and wait until every service is ready.
+    """Start the lab (model, wrapper, Alertmanager, Prometheus, exporter); wait until every service is ready.
 
     Prometheus' first scrape of every service follows within ~6 s (Prometheus 2.42 applies new targets
     every 5 s); `labkit run`, `labkit chaos run` and `labkit smoke` wait for it themselves."""
@@ -271,10 +278,11 @@ def images() -> None:
     help="No registry: a debootstrap base (bookworm + python3; needs root), not the public python image.",
 )
 @click.option("--base", default=None, help="Base image of the Python images [python:3.11-slim-bookworm].")
-@click.option("--only", default=None, help="Comma-separated subset of service,model,prometheus.")
+@click.option("--only", default=None, help="Comma-separated subset of service,model,prometheus,alertmanager.")
 @click.option("--force", is_flag=True, help="Rebuild images that exist (not the offline base).")
 def images_build(offline: bool, base: str | None, only: str | None, force: bool) -> None:
-    """Build the lab's images where they are missing: labkit/service, labkit/model, labkit/prometheus."""
+    """Build the lab's images where they are missing: labkit/service, labkit/model, labkit/prometheus,
+    labkit/alertmanager."""
 
     def action() -> None:
         from labkit.lab.images import IMAGE_NAMES, build_images

@@ -32,7 +32,11 @@ from labkit.errors import (
     PortInUseError,
     ServiceStartError,
 )
+from labkit.lab.alertmanager_config import render_alertmanager_config
 from labkit.lab.contract import (
+    ALERTS_ROUTE,
+    ALERTS_WEBHOOK_ROUTE,
+    SERVICE_NAMES,
     STATUS_ROUTE,
     STRESS_ROUTE,
     ServiceAction,
@@ -42,6 +46,7 @@ from labkit.lab.contract import (
 )
 from labkit.lab.labdir import LabDir
 from labkit.lab.prometheus_config import render_prometheus_config, scrape_jobs
+from labkit.notifications import AlertNotification
 from labkit.sockets import port_is_free
 
 __all__ = ["DEFAULT_SCRAPE_TIMEOUT_S", "Backend", "describe_unscraped", "saved_backend_name"]
@@ -56,6 +61,7 @@ CONTROL_TIMEOUT_S = 10.0
 _PORT_FLAGS = {
     "model": ("model_port", "--model-port"),
     "wrapper": ("wrapper_port", "--wrapper-port"),
+    "alertmanager": ("alertmanager_port", "--alertmanager-port"),
     "prometheus": ("prometheus_port", "--prometheus-port"),
     "exporter": ("exporter_port", "--exporter-port"),
 }
@@ -235,11 +241,25 @@ class Backend(ABC):
             self.lab.prometheus_dir / "prometheus.yml",
             render_prometheus_config(self.config, lab_id=lab_id, rules_dir=self._prometheus_rules_dir()),
         )
+        # Alertmanager notifies the manager's receiver with the lab's token; the lab's notifications start
+        # empty with the lab, like its TSDB.
+        write_atomically(
+            self.lab.alertmanager_dir / "alertmanager.yml",
+            render_alertmanager_config(
+                webhook_url=self.config.exporter_url + ALERTS_WEBHOOK_ROUTE,
+                token_file=self._services_lab().token_file,
+            ),
+        )
+        self.lab.alerts_file.unlink(missing_ok=True)
         return lab_id
 
     def _prometheus_rules_dir(self) -> Path:
         """The rules folder as Prometheus sees it (in a container, not the host's path)."""
-        return self.lab.rules_dir
+        return self._services_lab().rules_dir
+
+    def _services_lab(self) -> LabDir:
+        """The lab directory as the services see it (in a container, not the host's path)."""
+        return self.lab
 
     def _saved_extras(self) -> dict[str, Any]:
         """What else this backend keeps in config.json (the Docker engine's address)."""
@@ -328,6 +348,22 @@ class Backend(ABC):
         """End the cpu_stress fault (idempotent); whether one was running."""
         return bool(self._control("DELETE", STRESS_ROUTE).get("stopped"))
 
+    def alert_notifications(self, since: int = 0) -> tuple[list[AlertNotification], int]:
+        """The Alertmanager notifications the lab received, from the `since`-th on (one per alert per
+        notification, in arrival order), and the index to ask for next time."""
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            raise ConfigError(f"since must be a whole number of notifications, 0 or more, not {since!r}")
+        answer = self._control("GET", ALERTS_ROUTE, params={"since": since})
+        try:
+            notifications = [AlertNotification(**item) for item in answer["notifications"]]
+            return notifications, int(answer["next"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BackendError(
+                f"the {self.manager_name} answered GET {ALERTS_ROUTE} with something else than its "
+                f"notifications ({exc}); is the lab older than this labkit? restart it with `labkit down` "
+                "and `labkit up`"
+            ) from exc
+
     def _wait_ready(
         self,
         say: Callable[[str], None],
@@ -350,7 +386,7 @@ class Backend(ABC):
             for svc in services:
                 if seen.get(svc["name"]) != svc["state"]:
                     seen[svc["name"]] = svc["state"]
-                    say(f"  {svc['name']:<10} {svc['state']}")
+                    say(f"  {svc['name']:<12} {svc['state']}")
             failed = [s for s in services if s["state"] == "failed"]
             if failed:
                 name = failed[0]["name"]
@@ -358,7 +394,9 @@ class Backend(ABC):
                     f"service {name} failed to start: {details.get(name, '')}\n"
                     f"last lines of {self.log_source(name)}:\n{self.logs(name, 20)}"  # type: ignore[arg-type]
                 )
-            if len(services) == 4 and all(s["state"] in ("ready", "external") for s in services):
+            if len(services) == len(SERVICE_NAMES) and all(
+                s["state"] in ("ready", "external") for s in services
+            ):
                 break
             if time.monotonic() > deadline:
                 waiting = [s["name"] for s in services if s["state"] not in ("ready", "external")]

@@ -32,10 +32,11 @@ __all__ = [
     "service_action_route",
 ]
 
-ServiceName = Literal["model", "wrapper", "prometheus", "exporter"]
+ServiceName = Literal["model", "wrapper", "alertmanager", "prometheus", "exporter"]
 SERVICE_NAMES: tuple[ServiceName, ...] = get_args(ServiceName)
-# The services the manager runs, restarts, pauses and kills (the exporter is the manager itself).
-ManagedServiceName = Literal["model", "wrapper", "prometheus"]
+# The services the manager runs, restarts, pauses and kills (the exporter is the manager itself), in start
+# order: Alertmanager before the Prometheus that sends it alerts.
+ManagedServiceName = Literal["model", "wrapper", "alertmanager", "prometheus"]
 MANAGED_SERVICES: tuple[ManagedServiceName, ...] = get_args(ManagedServiceName)
 
 ServiceState = Literal[

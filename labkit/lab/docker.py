@@ -82,8 +82,8 @@ class DockerBackend(Backend):
     def _saved_extras(self) -> dict[str, Any]:
         return {"docker_host": self._engine_url()}
 
-    def _prometheus_rules_dir(self) -> Path:
-        return CONTAINER_LAB.rules_dir
+    def _services_lab(self) -> LabDir:
+        return CONTAINER_LAB
 
     def _engine_url(self) -> str:
         return engine_url()
@@ -138,6 +138,7 @@ class DockerBackend(Backend):
         images = {
             "wrapper": cfg.service_image,
             "exporter": cfg.service_image,
+            "alertmanager": cfg.alertmanager_image,
             "prometheus": cfg.prometheus_image,
         }
         if cfg.supervised_model:
@@ -211,7 +212,7 @@ class DockerBackend(Backend):
         self._hand_over_lab_dir()
         for service, spec in self._container_specs(lab_id).items():
             container = self.client.containers.run(**spec)
-            say(f"  {service:<10} container {container.short_id} ({spec['image']})")
+            say(f"  {service:<12} container {container.short_id} ({spec['image']})")
         return lambda: self._agent_gone(lab_id)
 
     def _user(self) -> str:
@@ -330,6 +331,15 @@ class DockerBackend(Backend):
         add(
             "wrapper", cfg.service_image, _in_container(by_name["wrapper"].argv),
             cfg.wrapper_url, "/ready", volumes=wrapper_volumes,
+        )  # fmt: skip
+        # Alertmanager: its folder (alertmanager.yml, its state) and the token it sends the agent's receiver.
+        add(
+            "alertmanager", cfg.alertmanager_image, by_name["alertmanager"].argv[1:],
+            cfg.alertmanager_url, "/-/ready",
+            volumes={
+                str(self.lab.alertmanager_dir): {"bind": str(inside.alertmanager_dir), "mode": "rw"},
+                str(self.lab.token_file): {"bind": str(inside.token_file), "mode": "ro"},
+            },
         )  # fmt: skip
         add(
             "prometheus", cfg.prometheus_image, by_name["prometheus"].argv[1:],

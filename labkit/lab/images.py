@@ -1,5 +1,6 @@
-"""The docker backend's images (`labkit/service`, `labkit/model`, `labkit/prometheus`), built with no
-registry and no package index in reach: a debootstrap base, wheels built on the host, the Docker SDK's build.
+"""The docker backend's images (`labkit/service`, `labkit/model`, `labkit/prometheus`,
+`labkit/alertmanager`), built with no registry and no package index in reach: a debootstrap base, wheels
+built on the host, the Docker SDK's build.
 
 `python -m labkit.lab.images build --offline` is the whole recipe; docs/decisions.md says why.
 """
@@ -41,6 +42,7 @@ __all__ = [
     "build_images",
     "build_wheels",
     "docker_dir",
+    "find_image_binaries",
     "find_prometheus_binaries",
     "image_fingerprint",
     "image_states",
@@ -53,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
 
-IMAGE_NAMES: tuple[str, ...] = ("service", "model", "prometheus")
+IMAGE_NAMES: tuple[str, ...] = ("service", "model", "prometheus", "alertmanager")
 IMAGE_TAGS: dict[str, str] = {name: f"labkit/{name}:{__version__}" for name in IMAGE_NAMES}
 PUBLIC_BASE = "python:3.11-slim-bookworm"
 # Both bases run CPython 3.11 (bookworm's python3, the public 3.11 image): the host-built wheels must match.
@@ -66,14 +68,30 @@ FINGERPRINT_LABEL = "io.labkit.fingerprint"
 BASE_LABEL = "io.labkit.base"
 
 _PYTHON_IMAGES = ("service", "model")
-_DOCKERFILES = {"service": "Dockerfile", "model": "Dockerfile", "prometheus": "prometheus.Dockerfile"}
+_DOCKERFILES = {
+    "service": "Dockerfile",
+    "model": "Dockerfile",
+    "prometheus": "prometheus.Dockerfile",
+    "alertmanager": "alertmanager.Dockerfile",
+}
+# The images made of the host's Debian Go binaries: each binary's name on the host's PATH and in the image's
+# bin/, and the Debian package that has them.
+_HOST_BINARIES: dict[str, tuple[tuple[tuple[str, str], ...], str]] = {
+    "prometheus": ((("prometheus", "prometheus"), ("promtool", "promtool")), "prometheus"),
+    "alertmanager": (
+        (("prometheus-alertmanager", "alertmanager"), ("amtool", "amtool")),
+        "prometheus-alertmanager",
+    ),
+}
+# What else a binary image's context holds besides its Dockerfile.
+_BINARY_IMAGE_FILES = {"prometheus": ("prometheus.yml",), "alertmanager": ()}
 _REQUIREMENTS = {"service": "requirements-service.txt", "model": "requirements-model.txt"}
 # The build log lines a failure shows (the classic builder prints the failing RUN's output last).
 _LOG_TAIL_LINES = 40
 
 
 def images_present(client: Any) -> dict[str, bool]:
-    """Whether each of the lab's images (by name: service, model, prometheus) exists in the engine."""
+    """Whether each of the lab's images (by name: service, model, prometheus, alertmanager) exists."""
     return {name: image_exists(client, tag) for name, tag in IMAGE_TAGS.items()}
 
 
@@ -154,17 +172,17 @@ def _stage_labkit_source(dest: Path) -> Path:
 
 def image_fingerprint(name: str, *, base: str) -> str:
     """A digest of everything image `name` is built from: the Dockerfile and requirements, labkit's
-    sources (for the Python images) or the host's prometheus binaries (size and mtime), the base's name
+    sources (for the Python images) or the host's Go binaries it copies (size and mtime), the base's name
     and labkit's version. Builds label the image with it (FINGERPRINT_LABEL), so a changed checkout
     makes its image stale although its tag, labkit's version, is the same."""
     if name not in IMAGE_NAMES:
         raise ConfigError(f"unknown image {name!r}; the lab's images are {', '.join(IMAGE_NAMES)}")
     digest = hashlib.sha256(f"{name}\0{base}\0{__version__}\0".encode())
     source = docker_dir()
-    if name == "prometheus":
-        for file in (source / "prometheus.Dockerfile", source / "prometheus.yml"):
+    if name in _HOST_BINARIES:
+        for file in (source / _DOCKERFILES[name], *(source / f for f in _BINARY_IMAGE_FILES[name])):
             digest.update(file.name.encode() + b"\0" + file.read_bytes())
-        for binary in ("prometheus", "promtool"):
+        for binary, _ in _HOST_BINARIES[name][0]:
             found = shutil.which(binary)
             stat = Path(found).stat() if found else None
             digest.update(f"{binary}\0{stat and (stat.st_size, stat.st_mtime_ns)}\0".encode())
@@ -236,14 +254,22 @@ def _pip_wheel(dest: Path, args: Sequence[str]) -> None:
 
 def find_prometheus_binaries() -> tuple[Path, Path]:
     """The host's prometheus and promtool (Debian package prometheus), for the offline prometheus image."""
-    found = [shutil.which(name) for name in ("prometheus", "promtool")]
-    if found[0] is None or found[1] is None:
+    first, second = find_image_binaries("prometheus")
+    return first, second
+
+
+def find_image_binaries(image: str) -> tuple[Path, ...]:
+    """The host's binaries a binary image (prometheus, alertmanager) copies, in the order of its bin/."""
+    names, package = _HOST_BINARIES[image]
+    found = [shutil.which(host) for host, _ in names]
+    if any(path is None for path in found):
+        others = ",".join(n for n in IMAGE_NAMES if n != image)
         raise ConfigError(
-            "the prometheus image needs the host's prometheus and promtool binaries; run "
-            "`apt-get install prometheus`, or leave the image out (--only service,model) and use "
-            "prom/prometheus where a registry is reachable"
+            f"the {image} image needs the host's {' and '.join(host for host, _ in names)} binaries; run "
+            f"`apt-get install {package}`, or leave the image out (--only {others}) and use "
+            f"prom/{image} where a registry is reachable"
         )
-    return Path(found[0]), Path(found[1])
+    return tuple(Path(path) for path in found if path is not None)
 
 
 def assemble_build_context(
@@ -252,25 +278,30 @@ def assemble_build_context(
     *,
     wheels: Path | None = None,
     prometheus_binaries: Sequence[Path] = (),
+    alertmanager_binaries: Sequence[Path] = (),
 ) -> Path:
     """Fill `dest` with exactly what `image`'s build reads, and nothing else (there is no .dockerignore:
     the context is built, not filtered). Returns `dest`.
 
     service: Dockerfile, requirements-service.txt, wheels/common/ and wheels/labkit/. model: the same (the
     classic builder also runs service's stages), requirements-model.txt and wheels/model/. prometheus:
-    prometheus.Dockerfile, prometheus.yml, bin/prometheus, bin/promtool.
+    prometheus.Dockerfile, prometheus.yml, bin/prometheus, bin/promtool. alertmanager:
+    alertmanager.Dockerfile, bin/alertmanager, bin/amtool.
     """
     if image not in IMAGE_NAMES:
         raise ConfigError(f"unknown image {image!r}; the lab's images are {', '.join(IMAGE_NAMES)}")
     source = docker_dir()
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source / _DOCKERFILES[image], dest / _DOCKERFILES[image])
-    if image == "prometheus":
-        if len(prometheus_binaries) != 2:
-            raise ConfigError("the prometheus image needs two binaries: prometheus and promtool")
-        shutil.copy2(source / "prometheus.yml", dest / "prometheus.yml")
+    if image in _HOST_BINARIES:
+        binaries = prometheus_binaries if image == "prometheus" else alertmanager_binaries
+        names = [inside for _, inside in _HOST_BINARIES[image][0]]
+        if len(binaries) != len(names):
+            raise ConfigError(f"the {image} image needs {len(names)} binaries: {' and '.join(names)}")
+        for file in _BINARY_IMAGE_FILES[image]:
+            shutil.copy2(source / file, dest / file)
         (dest / "bin").mkdir(exist_ok=True)
-        for binary, name in zip(prometheus_binaries, ("prometheus", "promtool"), strict=True):
+        for binary, name in zip(binaries, names, strict=True):
             shutil.copy2(binary, dest / "bin" / name)
         return dest
     if wheels is None:
@@ -330,6 +361,7 @@ def build_images(
         build_offline_base(client, progress=progress, mirror=mirror, force=force_base)
     _check_host_python(todo, base)
     binaries = find_prometheus_binaries() if "prometheus" in todo else ()
+    alertmanager = find_image_binaries("alertmanager") if "alertmanager" in todo else ()
     with tempfile.TemporaryDirectory(prefix="labkit-images-") as tmp:
         wheels = Path(tmp) / "wheels"
         started = time.monotonic()
@@ -337,7 +369,11 @@ def build_images(
         progress(f"wheels built in {time.monotonic() - started:.0f} s")
         for name in todo:
             context = assemble_build_context(
-                Path(tmp) / f"context-{name}", name, wheels=wheels, prometheus_binaries=binaries
+                Path(tmp) / f"context-{name}",
+                name,
+                wheels=wheels,
+                prometheus_binaries=binaries,
+                alertmanager_binaries=alertmanager,
             )
             _build_image(
                 client,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit.atomic import write_atomically
+from labkit.rundir import RunFile
 
 __all__ = ["LabDir"]
 
@@ -41,6 +42,9 @@ class LabDir:
     logs = _InLab("logs")
     prometheus_dir = _InLab("prometheus")  # prometheus.yml and the TSDB (data/)
     rules_dir = _InLab("prometheus", "rules")
+    alertmanager_dir = _InLab("alertmanager")  # alertmanager.yml and its state (data/: silences, log)
+    # Every notification the lab's receiver got: the same lines as a run's alerts.jsonl (AlertNotification).
+    alerts_file = _InLab(str(RunFile.ALERTS))
     ollama_dir = _InLab("ollama")  # docker, engine ollama: the Ollama container's models
 
     @classmethod
@@ -52,7 +56,13 @@ class LabDir:
         return self.logs / f"{name}.log"
 
     def prepare(self) -> None:
-        for folder in (self.root, self.logs, self.prometheus_dir, self.rules_dir):
+        for folder in (
+            self.root,
+            self.logs,
+            self.prometheus_dir,
+            self.rules_dir,
+            self.alertmanager_dir / "data",
+        ):
             folder.mkdir(parents=True, exist_ok=True)
 
     def new_token(self) -> str:

@@ -68,6 +68,7 @@ class LocalBackend(Backend):
                 f"the Prometheus binary {cfg.prometheus_bin!r} was not found; install it with "
                 "`make setup` (Debian: `apt-get install prometheus`) or pass --prometheus-bin PATH"
             )
+        cfg.alertmanager_binary()
         if cfg.engine in ("llama", "llamacpp-server"):
             cfg.resolved_model_path()
         if cfg.engine == "ollama" and cfg.supervised_model:

@@ -1,8 +1,9 @@
 """Renders the lab's Prometheus configuration from the `stack/prometheus` template.
 
-One scrape job per service that exposes `/metrics`; a real Ollama has none (ollama/ollama#3144), nor has
-llama-cpp-python's server. An upstream's own endpoint (vLLM, SGLang, TGI: `--upstream-metrics-url`) is the
-job `upstream`; its series keep their names (`vllm:num_requests_waiting`: Prometheus stores the colon).
+One scrape job per service that exposes `/metrics` (Alertmanager included); a real Ollama has none
+(ollama/ollama#3144), nor has llama-cpp-python's server. An upstream's own endpoint (vLLM, SGLang, TGI:
+`--upstream-metrics-url`) is the job `upstream`; its series keep their names (`vllm:num_requests_waiting`:
+Prometheus stores the colon).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from labkit.config import LabConfig, stack_dir
 __all__ = [
     "UPSTREAM_JOB",
     "ScrapeJob",
+    "alertmanager_target",
     "render_prometheus_config",
     "render_scrape_config",
     "scrape_jobs",
@@ -50,6 +52,7 @@ def scrape_jobs(config: LabConfig) -> list[ScrapeJob]:
     jobs = [
         ScrapeJob("wrapper", f"{host}:{config.wrapper_port}"),
         ScrapeJob("exporter", f"{host}:{config.exporter_port}"),
+        ScrapeJob("alertmanager", alertmanager_target(config)),
         ScrapeJob("prometheus", f"{host}:{config.prometheus_port}"),
     ]
     if config.engine in ("llama", "sim"):
@@ -60,25 +63,38 @@ def scrape_jobs(config: LabConfig) -> list[ScrapeJob]:
     return jobs
 
 
+def alertmanager_target(config: LabConfig) -> str:
+    """The lab's Alertmanager as Prometheus addresses it (host:port)."""
+    return f"{config.host}:{config.alertmanager_port}"
+
+
 def _duration(seconds: float) -> str:
     millis = max(1, round(seconds * 1000))
     return f"{millis}ms"
 
 
 def render_prometheus_config(config: LabConfig, *, lab_id: str, rules_dir: Path) -> str:
-    """The configuration of a lab's Prometheus: every service of `config` on its host and port."""
+    """The configuration of a lab's Prometheus: every service of `config` on its host and port, its alerts
+    sent to the lab's Alertmanager."""
     return render_scrape_config(
         scrape_jobs(config),
         scrape_interval_s=config.scrape_interval_s,
         lab_id=lab_id,
         rules_dir=str(rules_dir),
+        alertmanagers=[alertmanager_target(config)],
     )
 
 
 def render_scrape_config(
-    jobs: Sequence[ScrapeJob], *, scrape_interval_s: float, lab_id: str, rules_dir: str
+    jobs: Sequence[ScrapeJob],
+    *,
+    scrape_interval_s: float,
+    lab_id: str,
+    rules_dir: str,
+    alertmanagers: Sequence[str] = (),
 ) -> str:
-    """The template rendered for any set of targets, e.g. compose's service names (generators.compose)."""
+    """The template rendered for any set of targets, e.g. compose's service names (generators.compose);
+    `alertmanagers` (host:port each) receive the alerts, none: the alerts stay in Prometheus."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(stack_dir() / "prometheus"),
         undefined=jinja2.StrictUndefined,
@@ -94,4 +110,5 @@ def render_scrape_config(
         lab_id=lab_id,
         rules_dir=rules_dir,
         jobs=list(jobs),
+        alertmanagers=list(alertmanagers),
     )

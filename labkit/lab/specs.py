@@ -13,7 +13,7 @@ from labkit.lab.contract import ServiceName
 from labkit.lab.labdir import LabDir
 from labkit.sockets import http_url, is_loopback_address
 
-__all__ = ["ServiceSpec", "exposed_services", "llamacpp_server_spec", "service_specs"]
+__all__ = ["ServiceSpec", "alertmanager_spec", "exposed_services", "llamacpp_server_spec", "service_specs"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
         upstream_key = lab.upstream_api_key_copy if for_containers else config.upstream_api_key_file
         wrapper_argv += ["--backend-api-key-file", str(upstream_key)]
     specs.append(ServiceSpec("wrapper", wrapper_argv, config.wrapper_url, "/ready"))
+    specs.append(alertmanager_spec(config, lab, for_containers=for_containers))
     prometheus_argv = [
         config.prometheus_bin,
         f"--config.file={lab.prometheus_dir / 'prometheus.yml'}",
@@ -98,6 +99,22 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
     ]
     specs.append(ServiceSpec("prometheus", prometheus_argv, config.prometheus_url, "/-/ready"))
     return specs
+
+
+def alertmanager_spec(config: LabConfig, lab: LabDir, *, for_containers: bool = False) -> ServiceSpec:
+    """The lab's Alertmanager: its configuration and state in the lab directory, its API and UI on the lab's
+    host and port, and no cluster (an empty --cluster.listen-address turns the gossip off, which would
+    otherwise listen on 0.0.0.0:9094). In a container the image's own binary runs (argv[0] is dropped)."""
+    binary = "alertmanager" if for_containers else config.alertmanager_binary()
+    argv = [
+        binary,
+        f"--config.file={lab.alertmanager_dir / 'alertmanager.yml'}",
+        f"--storage.path={lab.alertmanager_dir / 'data'}",
+        f"--web.listen-address={config.host}:{config.alertmanager_port}",
+        "--cluster.listen-address=",
+        "--log.level=warn",
+    ]
+    return ServiceSpec("alertmanager", argv, config.alertmanager_url, "/-/ready")
 
 
 def llamacpp_server_spec(config: LabConfig, url: str) -> ServiceSpec:
@@ -131,7 +148,11 @@ def exposed_services(config: LabConfig) -> list[str]:
     /metrics; an Ollama the lab did not start is not the lab's to expose."""
     if is_loopback_address(config.host, resolve=True):
         return []
-    ports = {"wrapper": config.wrapper_port, "prometheus": config.prometheus_port}
+    ports = {
+        "wrapper": config.wrapper_port,
+        "alertmanager": config.alertmanager_port,
+        "prometheus": config.prometheus_port,
+    }
     if config.supervised_model:
         ports = {"model": config.model_port, **ports}
     ports["exporter"] = config.exporter_port

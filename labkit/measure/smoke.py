@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from labkit.config import LabConfig
 from labkit.errors import LabkitError
+from labkit.lab.contract import SERVICE_NAMES
 from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER, GENERATION_ENDPOINTS
 from labkit.rundir import RunDirectory, RunFile
 
@@ -55,9 +56,9 @@ class SmokeResult:
     def prometheus_agrees(self) -> bool:
         """Prometheus counted exactly the requests the wrapper counted, and saw every service up."""
         p = self.prometheus
-        return (
-            p["requests_counted_by_prometheus"] == p["requests_counted_by_wrapper"] and p["services_up"] == 4
-        )
+        return p["requests_counted_by_prometheus"] == p["requests_counted_by_wrapper"] and p[
+            "services_up"
+        ] == len(SERVICE_NAMES)
 
 
 def _one_request(

@@ -45,6 +45,7 @@ def _ports(cfg: LabConfig) -> list[str]:
         f"--wrapper-port={cfg.wrapper_port}",
         f"--prometheus-port={cfg.prometheus_port}",
         f"--exporter-port={cfg.exporter_port}",
+        f"--alertmanager-port={cfg.alertmanager_port}",
     ]
 
 
@@ -274,7 +275,8 @@ def test_kill_and_recover_notebook_runs_on_the_docker_backend(
     cfg = sim_lab_config(tmp_path, backend="docker")
     runs = tmp_path / "reports" / "runs"
     ports = {"LABKIT_" + k.upper(): str(getattr(cfg, k)) for k in
-             ("model_port", "wrapper_port", "prometheus_port", "exporter_port")}  # fmt: skip
+             ("model_port", "wrapper_port", "prometheus_port", "exporter_port",
+              "alertmanager_port")}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "labkit.cli", "--lab-dir", str(cfg.lab_dir), "run", "kill_and_recover",
          "--quick", "--backend", "docker", "--engine", "sim", "--out", str(runs), "--no-progress"],
@@ -304,7 +306,8 @@ def test_a_lab_a_notebook_started_is_removed_when_its_kernel_exits(
         "from labkit import scenarios\n"
         f"lab = scenarios.open_lab({str(cfg.lab_dir)!r}, engine='sim', backend='docker', say=None,\n"
         f"    model_port={cfg.model_port}, wrapper_port={cfg.wrapper_port},\n"
-        f"    prometheus_port={cfg.prometheus_port}, exporter_port={cfg.exporter_port})\n"
+        f"    prometheus_port={cfg.prometheus_port}, exporter_port={cfg.exporter_port},\n"
+        f"    alertmanager_port={cfg.alertmanager_port})\n"
         "print(lab.status().to_json())\n"
     )
     done = subprocess.run(

@@ -186,7 +186,8 @@ def test_kill_and_recover_runs_on_the_real_llamacpp_server(server_config: LabCon
 
     runs = tmp_path / "reports" / "runs"
     ports = {"LABKIT_" + k.upper(): str(getattr(server_config, k)) for k in
-             ("model_port", "wrapper_port", "prometheus_port", "exporter_port")}  # fmt: skip
+             ("model_port", "wrapper_port", "prometheus_port", "exporter_port",
+              "alertmanager_port")}  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "labkit.cli", "--lab-dir", str(server_config.lab_dir), "run",
          "kill_and_recover", "--quick", "--engine", "llamacpp-server", "--out", str(runs), "--no-progress"],

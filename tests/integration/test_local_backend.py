@@ -19,6 +19,7 @@ from labkit.config import LabConfig
 from labkit.errors import ConfigError, LabAlreadyRunningError, PortInUseError
 from labkit.lab.local import LocalBackend
 from labkit.lab.processes import find_lab_processes
+from labkit.rundir import RunFile
 from tests.conftest import lab_id_of, promtool_check_metrics, wait_for
 
 pytestmark = pytest.mark.integration
@@ -36,9 +37,9 @@ def generate(cfg: LabConfig, prompt: str = "Hello", **extra: object) -> httpx.Re
     )
 
 
-def test_up_starts_four_ready_services_and_serves_requests(running_lab: LocalBackend) -> None:
+def test_up_starts_five_ready_services_and_serves_requests(running_lab: LocalBackend) -> None:
     services = {s.name: s for s in running_lab.status()}
-    assert set(services) == {"model", "wrapper", "prometheus", "exporter"}
+    assert set(services) == {"model", "wrapper", "alertmanager", "prometheus", "exporter"}
     assert all(s.state == "ready" for s in services.values())
     assert all(s.pid and psutil.pid_exists(s.pid) for s in services.values())
     assert all(s.restarts == 0 for s in services.values())
@@ -48,7 +49,10 @@ def test_up_starts_four_ready_services_and_serves_requests(running_lab: LocalBac
     # Prometheus scrapes every service that has metrics.
     cfg = running_lab.config
     wait_for(
-        lambda: prometheus_value(cfg, 'count(up{job=~"model|wrapper|exporter|prometheus"} == 1)') == 4,
+        lambda: (
+            prometheus_value(cfg, 'count(up{job=~"model|wrapper|exporter|alertmanager|prometheus"} == 1)')
+            == 5
+        ),
         what="four healthy scrape targets",
     )
 
@@ -197,6 +201,7 @@ def test_cli_up_status_json_down(lab_config: LabConfig) -> None:
         f"--wrapper-port={lab_config.wrapper_port}",
         f"--prometheus-port={lab_config.prometheus_port}",
         f"--exporter-port={lab_config.exporter_port}",
+        f"--alertmanager-port={lab_config.alertmanager_port}",
     ]
     try:
         up = _cli(lab_config, "up", "--engine", "sim", *ports)
@@ -204,7 +209,7 @@ def test_cli_up_status_json_down(lab_config: LabConfig) -> None:
         status = _cli(lab_config, "status", "--json")
         assert status.returncode == 0, status.stderr
         services = json.loads(status.stdout)
-        assert [s["name"] for s in services] == ["model", "wrapper", "prometheus", "exporter"]
+        assert [s["name"] for s in services] == ["model", "wrapper", "alertmanager", "prometheus", "exporter"]
         for svc in services:
             assert set(svc) == {"name", "state", "pid", "restarts", "url", "container"}
             assert svc["state"] == "ready" and svc["restarts"] == 0 and isinstance(svc["pid"], int)
@@ -226,6 +231,7 @@ def _port_flags(cfg: LabConfig) -> list[str]:
         f"--wrapper-port={cfg.wrapper_port}",
         f"--prometheus-port={cfg.prometheus_port}",
         f"--exporter-port={cfg.exporter_port}",
+        f"--alertmanager-port={cfg.alertmanager_port}",
     ]
 
 
@@ -242,8 +248,8 @@ def test_cli_up_returns_at_services_ready_and_wait_scraped_follows(lab_config: L
         said: list[str] = []
         backend.wait_scraped(say=said.append)
         assert backend.prometheus_unscraped_targets() == {}
-        assert prometheus_value(lab_config, "count(up == 1)") == 4
-        assert prometheus_value(lab_config, "count(up)") == 4
+        assert prometheus_value(lab_config, "count(up == 1)") == 5
+        assert prometheus_value(lab_config, "count(up)") == 5
         status = _cli(lab_config, "status")
         assert status.returncode == 0, status.stderr
         assert status.stdout.rstrip().endswith("prometheus: every service answered its last scrape")
@@ -255,7 +261,13 @@ def test_cli_up_wait_scraped_returns_with_every_target_scraped(lab_config: LabCo
     try:
         up = _cli(lab_config, "up", "--engine", "sim", "--wait-scraped", "--json", *_port_flags(lab_config))
         assert up.returncode == 0, up.stderr
-        assert [s["name"] for s in json.loads(up.stdout)] == ["model", "wrapper", "prometheus", "exporter"]
+        assert [s["name"] for s in json.loads(up.stdout)] == [
+            "model",
+            "wrapper",
+            "alertmanager",
+            "prometheus",
+            "exporter",
+        ]
         assert "prometheus has scraped every service" in up.stderr
         assert LocalBackend.attach(lab_config.lab_dir).prometheus_unscraped_targets() == {}
     finally:
@@ -278,6 +290,9 @@ def test_a_kill_right_after_cli_up_is_seen_by_prometheus(lab_config: LabConfig, 
         )
         result = run_experiment(lab_config.lab_dir, spec, out_dir=tmp_path / "runs", say=None)
         assert result.verdict == "not checked", result.summary()
+        # The run followed the lab's Alertmanager notifications (whether or not any alert fired).
+        assert result.run_dir.file(RunFile.ALERTS).is_file()
+        assert all(row["receiver"] == "lab" for row in result.run_dir.read_jsonl(RunFile.ALERTS))
         restarts = 'lab_service_restarts_total{service="model"}'
         wait_for(lambda: prometheus_value(lab_config, restarts) == 1, what="Prometheus sees the restart")
         assert prometheus_value(lab_config, f"min_over_time({restarts}[10m])") == 0

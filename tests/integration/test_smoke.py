@@ -20,7 +20,7 @@ def test_smoke_run_is_counted_by_prometheus_and_written(running_lab: LocalBacken
     assert all(r.output_tokens == 5 and r.time_to_first_token_s is not None for r in result.requests)
     assert result.prometheus["requests_counted_by_wrapper"] == 3
     assert result.prometheus["requests_counted_by_prometheus"] == 3
-    assert result.prometheus["services_up"] == 4
+    assert result.prometheus["services_up"] == 5  # model, wrapper, alertmanager, prometheus, exporter
     assert result.prometheus["restarts_total"] == 0
     assert result.prometheus_agrees
     saved = json.loads((result.directory / "smoke.json").read_text())

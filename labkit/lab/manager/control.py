@@ -45,6 +45,7 @@ from labkit.lab.contract import (
 )
 from labkit.lab.gpu import GpuReader
 from labkit.lab.labdir import LabDir
+from labkit.lab.manager.alert_receiver import AlertJournal, alert_routes
 from labkit.lab.manager.exporter import LabCollector, ServiceSample
 from labkit.lab.manager.readiness import PROBE_TIMEOUT_S
 from labkit.lab.processes import LAB_ID_ENV, set_parent_death_signal
@@ -248,6 +249,9 @@ class ControlServer:
         self.own_restarts = 0
         self.own_container: str | None = None
         self.stress = CpuStress(self.lab, self.lab_id)
+        self.alerts = AlertJournal(
+            self.lab
+        )  # Alertmanager's notifications (labkit.lab.manager.alert_receiver)
         self.gpus = GpuReader()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(LabCollector(self.samples, self.gpus))
@@ -459,6 +463,7 @@ class ControlServer:
             Route(service_action_route(), self._action, methods=["POST"]),
             Route(STRESS_ROUTE, self._stress, methods=["GET", "POST", "DELETE"]),
             Route(SHUTDOWN_ROUTE, self._shutdown, methods=["POST"]),
+            *alert_routes(self.alerts, self._authorized),
         ])  # fmt: skip
 
     # ---- main loop ---------------------------------------------------------------------------
