@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -102,6 +103,23 @@ def soak(
 ) -> dict[str, Any]:
     """Run the soak; the result as written to alert_soak.json (see `main` for the exit status)."""
     root, settings = _lab_settings(lab_dir)
+    try:
+        return _soak_in(root, settings, duration_s, rate, max_tokens, engine, out, say)
+    finally:
+        if lab_dir is None:  # the fresh lab, down by now: its folder goes too (the record is in the run)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _soak_in(
+    root: Path,
+    settings: dict[str, Any],
+    duration_s: float,
+    rate: float,
+    max_tokens: int,
+    engine: str,
+    out: Path,
+    say: Any,
+) -> dict[str, Any]:
     with open_lab(root, engine=engine, say=say, **settings) as lab:
         lab_json = json.loads(lab.backend.lab.config_file.read_text(encoding="utf-8"))
         profile = lab_json.get("alert_profile")
