@@ -15,10 +15,12 @@ from typing import Any
 
 from labkit.config import stack_dir
 from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER
+from labkit.measure.slo.alerts import ALERT_PROFILES, AlertProfile, AlertProfileName, BurnRateAlert
 from labkit.measure.slo.rules import error_ratio_record, objective_error_ratio_expr
 from labkit.measure.slo.spec import Objective, SloDefinition, load_slo_spec
 
 __all__ = [
+    "DASHBOARD_ALERT_PROFILE",
     "DASHBOARD_FILE",
     "DASHBOARD_UID",
     "DATASOURCE_UID",
@@ -40,6 +42,9 @@ DATASOURCE_UID = "labkit-prometheus"
 DATASOURCE_VARIABLE = "datasource"
 # Grafana 11.0's schema; later 11.x versions migrate it on load.
 SCHEMA_VERSION = 39
+# The alert profile whose windows the burn-rate panels read: the one the lab's Prometheus loads (`labkit up`
+# and the compose stack's rules, generators.compose). docs/grafana.md lists the production windows.
+DASHBOARD_ALERT_PROFILE: AlertProfileName = "lab"
 
 _DATASOURCE = {"type": "prometheus", "uid": f"${{{DATASOURCE_VARIABLE}}}"}
 _GENERATE = GENERATION_ENDPOINT_MATCHER  # the wrapper's generation endpoints, as its metrics label them
@@ -414,6 +419,7 @@ def _overview(layout: _Layout, slos: Sequence[SloDefinition]) -> None:
 
 def _traffic(layout: _Layout, slos: Sequence[SloDefinition]) -> None:
     availability = _ratio_slo(slos)
+    page = _fast_page(ALERT_PROFILES[DASHBOARD_ALERT_PROFILE])
     objective = availability.objectives[0]
     layout.row("Traffic and errors")
     layout.add(
@@ -465,13 +471,16 @@ def _traffic(layout: _Layout, slos: Sequence[SloDefinition]) -> None:
     layout.add(
         _timeseries(
             "Availability vs objective",
-            f"1 - the recorded error ratio of the {availability.name} SLO over 5 minutes and 1 hour "
-            "(the recording rules of labkit.measure.slo.rules). "
+            f"1 - the recorded error ratio of the {availability.name} SLO over {page.short_window} and "
+            f"{page.long_window}, the windows of the page alert (the recording rules of "
+            f"labkit.measure.slo.rules, {ALERT_PROFILES[DASHBOARD_ALERT_PROFILE].describe()}). "
             f"Dashed: the objective, {objective.target:.2%}. "
             "No line where there was no valid request in the window.",
             _targets(
-                (f"1 - {_recorded_ratio(availability, objective, '5m')}", "availability (5m)"),
-                (f"1 - {_recorded_ratio(availability, objective, '1h')}", "availability (1h)"),
+                *(
+                    (f"1 - {_recorded_ratio(availability, objective, w)}", f"availability ({w})")
+                    for w in (page.short_window, page.long_window)
+                )
             ),
             unit="percentunit",
             thresholds=_thresholds("red", (objective.target, "green")),
@@ -680,16 +689,27 @@ def _budget(layout: _Layout, slos: Sequence[SloDefinition]) -> None:
         w=8,
         h=10,
     )
+    profile = ALERT_PROFILES[DASHBOARD_ALERT_PROFILE]
+    page = _fast_page(profile)
+    factors = sorted({a.factor for a in profile.alerts if a.severity == "page"})
+    dashed = " and ".join(f"{f:g}" for f in factors)
     for window, description in (
-        ("5m", "the page alert's short window: with 1h it pages at 14.4x"),
-        ("1h", "the page alert's long window: with 5m it pages at 14.4x"),
+        (
+            page.short_window,
+            f"the page alert's short window: with {page.long_window} it pages at {page.factor:g}x",
+        ),
+        (
+            page.long_window,
+            f"the page alert's long window: with {page.short_window} it pages at {page.factor:g}x",
+        ),
     ):
         layout.add(
             _timeseries(
                 f"Burn rate over {window}",
                 f"Error ratio over {window} / (1 - target), per objective, from the recorded "
-                f"{error_ratio_record(window)} ({description}). 1 = the budget lasts exactly the SLO "
-                "window; dashed: the page factors 6 and 14.4.",
+                f"{error_ratio_record(window)} ({description}; {profile.describe()}, as the lab's "
+                "Prometheus loads). 1 = the budget lasts exactly the SLO window; dashed: the page factors "
+                f"{dashed}.",
                 _targets(
                     *(
                         (f"{_recorded_ratio(slo, o, window)} / {o.error_budget:.12g}", _legend(slo, o))
@@ -697,12 +717,20 @@ def _budget(layout: _Layout, slos: Sequence[SloDefinition]) -> None:
                     )
                 ),
                 unit="suffix:x",
-                thresholds=_thresholds("green", (1.0, "yellow"), (6.0, "orange"), (14.4, "red")),
+                thresholds=_thresholds(
+                    "green", (1.0, "yellow"), *zip(factors, ("orange", "red"), strict=True)
+                ),
                 show_thresholds=True,
             ),
             w=8,
             h=10,
         )
+
+
+def _fast_page(profile: AlertProfile) -> BurnRateAlert:
+    """The profile's page with the shortest long window (the Workbook's 1h/5m at 14.4x; 2m/10s in the lab):
+    the first to fire on a fast burn."""
+    return min((a for a in profile.alerts if a.severity == "page"), key=lambda a: a.long_window_s)
 
 
 def _chaos(layout: _Layout) -> None:

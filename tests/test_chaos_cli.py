@@ -44,3 +44,18 @@ def test_remediation_options_are_checked_before_the_lab(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "threshold_s: Input should be greater than 0" in bad.stderr
     unknown = _labkit(*lab, "--remediate", "database")
     assert unknown.returncode == 2 and "'database' is not one of" in unknown.stderr
+
+
+def test_on_alert_is_one_trigger_and_needs_a_target(tmp_path: Path) -> None:
+    lab = ["--lab-dir", str(tmp_path / "none"), "chaos", "run", "--seed", "1", "--duration-s", "10"]
+    both = _labkit(*lab, "--remediate", "wrapper", "--on-alert", "SloErrorBudgetBurnPage",
+                   "--remediation-threshold-s", "1")  # fmt: skip
+    assert both.returncode == 2
+    assert "--on-alert" in both.stderr and "--remediation-threshold-s" in both.stderr
+    alone = _labkit(*lab, "--on-alert", "SloErrorBudgetBurnPage")
+    assert alone.returncode == 2 and "--on-alert ALERTNAME needs --remediate SERVICE" in alone.stderr
+    bad = _labkit(*lab, "--remediate", "wrapper", "--on-alert", "no such name")
+    assert bad.returncode == 1 and "on_alert: String should match pattern" in bad.stderr
+    # Well-formed: checked as far as it can be without a lab, then the missing lab is the error.
+    fine = _labkit(*lab, "--remediate", "wrapper", "--on-alert", "SloErrorBudgetBurnPage")
+    assert fine.returncode == 1 and "labkit up" in fine.stderr

@@ -264,3 +264,14 @@ def test_an_unknown_api_in_an_experiment_file_names_its_field(tmp_path: Path) ->
     text = "duration_s: 20\nload: {api: grpc}\nfaults: [{kind: pause, start_s: 5, duration_s: 3}]\n"
     with pytest.raises(ConfigError, match=r"load\.api.*'generate', 'openai-chat' or 'openai-completions'"):
         load_experiment_file(write(tmp_path, "exp.yaml", text)).spec()
+
+
+def test_a_remediation_on_an_alert_has_no_p95_trigger_beside_it(tmp_path: Path) -> None:
+    faults = "faults:\n  - {kind: error, start_s: 5, duration_s: 10}\n"
+    on_alert = "remediation: {target: wrapper, on_alert: SloErrorBudgetBurnPage, cooldown_s: 20}\n"
+    spec = load_experiment_file(write(tmp_path, "a.yaml", "duration_s: 30\n" + on_alert + faults)).spec()
+    assert spec.remediation == RemediationPolicy(on_alert="SloErrorBudgetBurnPage", cooldown_s=20)
+    assert spec.replace(load={"rate": 1}).remediation == spec.remediation  # survives a round trip
+    both = "remediation: {on_alert: SloErrorBudgetBurnPage, breaches_to_act: 2}\n"
+    with pytest.raises(ConfigError, match=r"b\.yaml:2: .*give on_alert or breaches_to_act, not both"):
+        load_experiment_file(write(tmp_path, "b.yaml", "duration_s: 30\n" + both + faults))

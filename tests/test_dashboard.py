@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from generators.dashboard import (
+    DASHBOARD_ALERT_PROFILE,
     DASHBOARD_FILE,
     DASHBOARD_UID,
     DATASOURCE_UID,
@@ -30,7 +31,8 @@ from generators.dashboard import (
     panel_table_markdown,
 )
 from labkit.config import stack_dir
-from labkit.measure.slo.rules import error_ratio_record
+from labkit.measure.slo.alerts import ALERT_PROFILES
+from labkit.measure.slo.rules import RULES_FILE_NAME, error_ratio_record, generate_rules, rules_yaml
 from labkit.measure.slo.spec import load_slo_spec
 
 # Concrete values for Grafana's variables, so that promtool can parse the expressions. A variable not in
@@ -187,7 +189,7 @@ def test_the_panels_the_lab_promises_are_there(dashboard: dict[str, Any]) -> Non
         "lab_service_restarts_total",
         "lab_gpu_utilization_ratio",
         "lab_gpu_memory_used_bytes",
-        error_ratio_record("5m"),  # burn rates from the recording rules
+        error_ratio_record("10s"),  # burn rates from the recording rules, the lab profile's windows
         "llm_faults_active",
         "lab_remediation_actions_total",
     ):
@@ -223,14 +225,35 @@ def test_thresholds_are_the_slo_specs(dashboard: dict[str, Any]) -> None:
 
 def test_budget_and_burn_rate_panels_have_one_line_per_objective(dashboard: dict[str, Any]) -> None:
     objectives = [(s, o) for s in load_slo_spec() for o in s.objectives]
-    for title in ("Error budget remaining (time range)", "Burn rate over 5m", "Burn rate over 1h"):
+    for title in ("Error budget remaining (time range)", "Burn rate over 10s", "Burn rate over 2m"):
         panel = _panel(dashboard, title)
         assert len(panel["targets"]) == len(objectives), title
         for target, (_slo, objective) in zip(panel["targets"], objectives, strict=True):
             assert target["expr"].endswith(f" / {objective.error_budget:.12g}"), (title, target["expr"])
             assert objective.display_name in target["legendFormat"], title
-    burn = _panel(dashboard, "Burn rate over 1h")
-    assert all(t["expr"].startswith(error_ratio_record("1h") + "{slo=") for t in burn["targets"])
+    burn = _panel(dashboard, "Burn rate over 2m")
+    assert all(t["expr"].startswith(error_ratio_record("2m") + "{slo=") for t in burn["targets"])
+
+
+def test_burn_rate_panels_read_the_windows_of_the_profile_the_lab_loads(dashboard: dict[str, Any]) -> None:
+    # The lab's Prometheus loads the lab profile (windows / 30): its fast page is 2m/10s, not 1h/5m.
+    lab = ALERT_PROFILES[DASHBOARD_ALERT_PROFILE]
+    assert DASHBOARD_ALERT_PROFILE == "lab" and rules_yaml(profile="lab") == (
+        stack_dir() / "prometheus/compose/rules" / RULES_FILE_NAME
+    ).read_text(encoding="utf-8")
+    page = min((a for a in lab.alerts if a.severity == "page"), key=lambda a: a.long_window_s)
+    assert (page.long_window, page.short_window, page.factor) == ("2m", "10s", 14.4)
+    burn = [p for p in _panels(dashboard) if p["title"].startswith("Burn rate over")]
+    assert [p["title"] for p in burn] == ["Burn rate over 10s", "Burn rate over 2m"]
+    for panel in burn:
+        steps = [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+        assert steps == [None, 1.0, 6.0, 14.4]  # the profile's page factors, dashed
+        assert "alert profile lab" in panel["description"]
+    windows = {w for q in dashboard_queries(dashboard) for w in re.findall(r"ratio_rate(\w+)\{", q.expr)}
+    assert windows == {"10s", "2m"}  # no production window (5m, 1h) left on a lab dashboard
+    groups = generate_rules(load_slo_spec(), profile="lab")["groups"]
+    recorded = {rule.get("record") for group in groups for rule in group["rules"]}
+    assert {error_ratio_record(w) for w in windows} <= recorded
 
 
 def test_a_changed_spec_changes_the_dashboard() -> None:

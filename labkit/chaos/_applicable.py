@@ -4,15 +4,22 @@ service it does not run (an Ollama at --ollama-url, an OpenAI-compatible service
 
 The wrapper's faults (latency, error, stream_cut) sit in front of any model service and always apply; so do
 the faults on the wrapper, Prometheus and the machine. The injector refuses the rest before anything starts,
-and random schedules never draw them.
+and random schedules never draw them. Remediation on an alert can only wait for an alert the lab's rules
+define.
 """
 
 from __future__ import annotations
 
-from labkit.config import LabConfig
-from labkit.faults import FAULT_KINDS, FAULT_TARGETS, FaultKind
+from pathlib import Path
 
-__all__ = ["applicable_faults", "fault_refusal", "remediation_refusal"]
+import yaml
+
+from labkit.config import LabConfig
+from labkit.errors import ConfigError
+from labkit.faults import FAULT_KINDS, FAULT_TARGETS, FaultKind
+from labkit.measure.slo.rules import RULES_FILE_NAME
+
+__all__ = ["alert_refusal", "applicable_faults", "fault_refusal", "lab_alert_names", "remediation_refusal"]
 
 # The kinds the lab's manager applies to a service it runs.
 _MANAGER_KINDS: frozenset[FaultKind] = frozenset({"kill", "restart", "pause"})
@@ -65,3 +72,28 @@ def remediation_refusal(config: LabConfig, target: str) -> str | None:
         f"remediation cannot restart the {target}: it is {_model_service(config)}, which the lab does not "
         "run; remediate the wrapper instead (--remediate wrapper, or target: wrapper)"
     )
+
+
+def lab_alert_names(rules_dir: Path) -> tuple[str, ...]:
+    """The alert names the lab's Prometheus rules define (the rule file `labkit up` generated in
+    `rules_dir` for the lab's alert profile), sorted; ConfigError when the lab has none."""
+    path = rules_dir / RULES_FILE_NAME
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read the lab's alert rules {path} ({exc}); restart the lab (labkit down, labkit up)"
+        ) from exc
+    groups = document.get("groups") if isinstance(document, dict) else None
+    rules = [rule for group in groups or () if isinstance(group, dict) for rule in group.get("rules") or ()]
+    return tuple(sorted({str(rule["alert"]) for rule in rules if isinstance(rule, dict) and "alert" in rule}))
+
+
+def alert_refusal(rules_dir: Path, alert: str) -> str | None:
+    """Why remediation cannot wait for `alert` on the lab whose rules are in `rules_dir` (its rules define
+    no such alert), listing the names they do define; None when they define it."""
+    known = lab_alert_names(rules_dir)
+    if alert in known:
+        return None
+    listed = ", ".join(known) if known else "none (the SLO spec has no Occurrences objective)"
+    return f"remediation on alert {alert!r}: the lab's alert rules define no such alert (known: {listed})"

@@ -21,11 +21,11 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from labkit.chaos._applicable import remediation_refusal
+from labkit.chaos._applicable import alert_refusal, remediation_refusal
 from labkit.chaos._background import BackgroundLoad, ExperimentInterrupted, signals_stop
 from labkit.chaos._inject import ActiveFault, FaultInjector
 from labkit.chaos._remediation import Remediator, p95_latency_query, prometheus_signal
-from labkit.chaos._result import ExperimentResult, Verdict, recovery_records
+from labkit.chaos._result import ExperimentResult, Verdict, recovery_records, remediation_cause
 from labkit.chaos._schedule import plan_text
 from labkit.chaos._spec import ExperimentSpec
 from labkit.errors import ConfigError, LabkitError
@@ -74,7 +74,9 @@ class _Experiment:
         slow_threshold_s = spec.slow_threshold_s
         if slow_threshold_s is None:
             slow_threshold_s = (
-                remediation.threshold_s if remediation is not None else default_slow_threshold_s(self.slos)
+                remediation.threshold_s
+                if remediation is not None and remediation.threshold_s is not None
+                else default_slow_threshold_s(self.slos)
             )
         self.slow_threshold_s = slow_threshold_s
         self.say = say
@@ -170,18 +172,19 @@ class _Experiment:
         if policy is None:
             yield
             return
-        cfg = self.injector.config
-        query = p95_latency_query(policy.window_s)
+        backend = self.injector.backend
+        # The p95 trigger reads Prometheus; the alert trigger reads the notifications the lab received.
+        query = None if policy.window_s is None else p95_latency_query(policy.window_s)
         self.remediator = Remediator(
             policy,
-            prometheus_signal(cfg.prometheus_url, query),
+            None if query is None else prometheus_signal(self.injector.config.prometheus_url, query),
             _RestartsUnderLock(self),
             journal=self._journal_remediation,
+            alerts=backend if policy.on_alert is not None else None,
         )
         self.journal(EventKind.REMEDIATION_STARTED, policy=policy.model_dump(mode="json"), query=query)
         self.say(
-            f"remediation: {'dry run, ' if policy.dry_run else ''}restart {policy.target} after "
-            f"{policy.breaches_to_act} reading(s) of p95 > {policy.threshold_s:g}s"
+            f"remediation: {'dry run, ' if policy.dry_run else ''}restart {policy.target} on {policy.trigger}"
         )
         stop = threading.Event()
         thread = threading.Thread(
@@ -213,7 +216,7 @@ class _Experiment:
             self.result.remediation_actions.append(event)
             self.say(
                 f"  remediation: {'would restart' if fields.get('dry_run') else 'restarted'} "
-                f"{fields['target']} (p95 {fields['value_s']:.3f}s > {fields['threshold_s']:g}s)"
+                f"{fields['target']} ({remediation_cause(fields)})"
             )
         return event
 
@@ -527,13 +530,16 @@ def run_experiment(
     injector = FaultInjector(lab_dir)  # LabNotRunningError when the lab is not up
     try:
         injector.preflight(spec.schedule.faults)
+        if spec.remediation is not None:
+            on_alert = spec.remediation.on_alert
+            refusal = remediation_refusal(injector.config, spec.remediation.target) or (
+                None if on_alert is None else alert_refusal(injector.backend.lab.rules_dir, on_alert)
+            )
+            if refusal is not None:
+                raise ConfigError(refusal)
         # Right after `labkit up`, Prometheus may not have scraped yet: a fault before its first scrape
         # (a kill) would be missing from the run's series and invisible to increase().
         injector.backend.wait_scraped(say=say)
-        if spec.remediation is not None:
-            refusal = remediation_refusal(injector.config, spec.remediation.target)
-            if refusal is not None:
-                raise ConfigError(refusal)
         load_slo_spec(spec.slo_spec)  # a broken SLO spec is a ConfigError now, not after the method
         plan = plan_text(spec.schedule, duration_s=spec.duration_s)
         run_dir = _run_directory(run_dir, out_dir, spec.scenario)

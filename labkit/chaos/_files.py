@@ -32,6 +32,7 @@ load: {rate: 2, stream: true, max_tokens: 32}
 # load: {api: openai-chat, rate: 2, prompt_tokens: "128:32", max_tokens: 32}   (the wrapper's /v1 API)
 steady_state: {enabled: true, duration_s: 5}
 # remediation: {target: wrapper, threshold_s: 1.0, breaches_to_act: 2, cooldown_s: 30, dry_run: false}
+# remediation: {target: wrapper, on_alert: SloErrorBudgetBurnPage, cooldown_s: 30}   (on Alertmanager's page)
 faults:
   - {kind: latency, start_s: 10, duration_s: 15, params: {delay_s: 0.5}}
   - {kind: kill, target: model, start_s: 35, duration_s: 15}

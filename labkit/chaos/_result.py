@@ -15,7 +15,7 @@ from labkit.measure.slo import SloReport
 from labkit.rundir import RunDirectory, RunFile
 from labkit.verdicts import ExperimentVerdict
 
-__all__ = ["ExperimentResult", "Verdict", "recovery_records"]
+__all__ = ["ExperimentResult", "Verdict", "recovery_records", "remediation_cause"]
 
 Verdict = ExperimentVerdict  # labkit.verdicts: held, deviated, aborted, not checked
 
@@ -61,7 +61,7 @@ class ExperimentResult:
             what = "would restart" if action.get("dry_run") else "restarted"
             lines.append(
                 f"  remediation: {what} {action['target']} at +{action.get('offset_s', 0):.1f}s "
-                f"(p95 {action['value_s']:.3f}s > {action['threshold_s']:g}s)"
+                f"({remediation_cause(action)})"
             )
         lines.append(f"  journal: {self.run_dir.file(RunFile.EVENTS)}")
         return "\n".join(lines)
@@ -91,3 +91,11 @@ def recovery_records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
         {str(k): (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
         for row in frame.to_dict("records")
     ]
+
+
+def remediation_cause(action: dict[str, Any]) -> str:
+    """Why a journaled remediation action acted, in words: the alert it saw, or the p95 reading."""
+    alert = action.get("alert")
+    if isinstance(alert, dict):
+        return f"alert {alert.get('alertname')} firing since {alert.get('startsAt')}"
+    return f"p95 {action['value_s']:.3f}s > {action['threshold_s']:g}s"

@@ -105,7 +105,8 @@ def chaos_plan(
     "--remediate",
     type=click.Choice(MANAGED_SERVICES),
     default=None,
-    help="Run automated remediation beside the load: restart this service when p95 latency breaches.",
+    help="Run automated remediation beside the load: restart this service when p95 latency breaches "
+    "(or, with --on-alert, when that alert fires).",
 )
 @renamed_option(
     "--remediation-threshold-s",
@@ -114,6 +115,14 @@ def chaos_plan(
     type=float,
     default=None,
     help="p95 latency (seconds) above which remediation counts a breach [default: 3].",
+)
+@click.option(
+    "--on-alert",
+    "on_alert",
+    metavar="ALERTNAME",
+    default=None,
+    help="Remediate when Alertmanager notifies this alert firing (e.g. SloErrorBudgetBurnPage), "
+    "instead of polling p95; one of the alerts the lab's rules define.",
 )
 @click.option(
     "--remediation-dry-run", is_flag=True, help="Journal what remediation would do; restart nothing."
@@ -129,10 +138,17 @@ def chaos_run(
     no_steady_state: bool,
     remediate: str | None,
     remediation_threshold_s: float | None,
+    on_alert: str | None,
     remediation_dry_run: bool,
     out: Path,
 ) -> None:
     """Run an experiment against the running lab; exit 1 unless its verdict is `completed`."""
+    if on_alert is not None and remediation_threshold_s is not None:
+        raise click.UsageError(
+            "--on-alert and --remediation-threshold-s are two triggers for remediation; give one", ctx=ctx
+        )
+    if on_alert is not None and remediate is None and experiment is None:
+        raise click.UsageError("--on-alert ALERTNAME needs --remediate SERVICE (what to restart)", ctx=ctx)
 
     def action() -> None:
         from labkit.chaos import run_experiment
@@ -141,7 +157,7 @@ def chaos_run(
             spec = _experiment_spec(seed, experiment, duration_s, lab)
             changes: dict[str, Any] = {
                 "remediation": _remediation(
-                    spec.remediation, remediate, remediation_threshold_s, remediation_dry_run
+                    spec.remediation, remediate, remediation_threshold_s, on_alert, remediation_dry_run
                 )
             }
             if rate is not None:
@@ -169,20 +185,30 @@ def chaos_run(
 
 
 def _remediation(
-    from_file: RemediationPolicy | None, target: str | None, threshold_s: float | None, dry_run: bool
+    from_file: RemediationPolicy | None,
+    target: str | None,
+    threshold_s: float | None,
+    on_alert: str | None,
+    dry_run: bool,
 ) -> RemediationPolicy | None:
-    """The remediation policy: the experiment file's, with the command line's choices on top."""
+    """The remediation policy: the experiment file's, with the command line's choices on top (a trigger
+    given on the command line, p95 threshold or alert, replaces the file's)."""
     from labkit.chaos import RemediationPolicy
 
     if from_file is None and target is None:
-        if threshold_s is not None or dry_run:
+        if threshold_s is not None or on_alert is not None or dry_run:
             raise LabkitError(
-                "--remediation-threshold-s and --remediation-dry-run need --remediate SERVICE "
+                "--remediation-threshold-s, --on-alert and --remediation-dry-run need --remediate SERVICE "
                 "(or a `remediation:` section in the experiment file)"
             )
         return None
     fields = from_file.model_dump() if from_file is not None else {}
-    overrides = {"target": target, "threshold_s": threshold_s, "dry_run": dry_run or None}
+    if on_alert is not None:
+        fields.update(threshold_s=None, window_s=None, breaches_to_act=None)
+    elif threshold_s is not None:
+        fields["on_alert"] = None
+    overrides: dict[str, Any] = {"target": target, "threshold_s": threshold_s, "on_alert": on_alert}
+    overrides["dry_run"] = dry_run or None
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return RemediationPolicy.from_options(**fields)
 

@@ -1,6 +1,6 @@
 """Every metric the Grafana dashboard reads is one the lab exports: names parsed out of each panel's and
 annotation's PromQL, compared with what a running sim lab's services expose, what its Prometheus holds,
-the recording rules of labkit.measure.slo.rules, and the GPU series of labkit.lab.manager.exporter (which
+the recording rules the lab loaded (its rule file), and the GPU series of labkit.lab.manager.exporter (which
 appear only where
 NVML reports a GPU, so they are taken from the exporter's own code, run on a stand-in NVML).
 """
@@ -11,6 +11,7 @@ import re
 
 import httpx
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from generators.dashboard import build_dashboard, dashboard_queries
@@ -18,8 +19,7 @@ from labkit.lab.gpu import GpuReader
 from labkit.lab.local import LocalBackend
 from labkit.lab.manager.exporter import LabCollector
 from labkit.measure.promql import metric_names
-from labkit.measure.slo.rules import generate_rules
-from labkit.measure.slo.spec import load_slo_spec
+from labkit.measure.slo.rules import RULES_FILE_NAME
 from tests.test_exporter import FakeNvml
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,9 @@ def test_every_metric_the_dashboard_reads_is_exported_by_the_lab(running_lab: Lo
     # What Prometheus itself holds: scraped series plus those it synthesises (up, scrape_*).
     held = httpx.get(f"{base}:{cfg.prometheus_port}/api/v1/label/__name__/values", timeout=10).json()["data"]
     exported |= set(held)
-    rules = [rule for group in generate_rules(load_slo_spec())["groups"] for rule in group["rules"]]
+    # What the lab's rules record: the rule file `labkit up` wrote for Prometheus (the lab alert profile).
+    lab_rules = yaml.safe_load((running_lab.lab.rules_dir / RULES_FILE_NAME).read_text(encoding="utf-8"))
+    rules = [rule for group in lab_rules["groups"] for rule in group["rules"]]
     recorded = {rule["record"] for rule in rules if "record" in rule}
     known = exported | recorded | _gpu_names()
 
