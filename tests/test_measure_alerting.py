@@ -11,6 +11,7 @@ import pytest
 
 from labkit.measure.alerting import (
     AlertDelays,
+    WindowHistory,
     alert_episodes,
     expected_time_to_fire_s,
     measure_alerting,
@@ -93,28 +94,21 @@ def _measure(notes, *, storm_s: float, baseline_s: float = 200.0, rate: float = 
 
 
 def test_the_formula_is_the_long_window_times_the_threshold_over_the_error_ratio_plus_the_delays():
-    expected = expected_time_to_fire_s(
-        error_ratio=0.5, threshold=0.144, long_window_s=120, fault_s=60, delays=DELAYS
-    )
-    assert expected == pytest.approx(120 * 0.144 / 0.5 + 3.0)
+    def expected(**given):
+        return expected_time_to_fire_s(
+            threshold=0.144, long_window_s=120, short_window_s=10, delays=DELAYS, **given
+        )
+
+    assert expected(error_ratio=0.5, fault_s=60) == pytest.approx(120 * 0.144 / 0.5 + 3.0)
     # below the threshold, or a fault shorter than the long window needs: it cannot fire
-    assert (
-        expected_time_to_fire_s(
-            error_ratio=0.1, threshold=0.144, long_window_s=120, fault_s=600, delays=DELAYS
-        )
-        is None
-    )
-    assert (
-        expected_time_to_fire_s(
-            error_ratio=0.5, threshold=0.144, long_window_s=120, fault_s=30, delays=DELAYS
-        )
-        is None
-    )
+    assert expected(error_ratio=0.1, fault_s=600) is None
+    assert expected(error_ratio=0.5, fault_s=30) is None
     # a young lab: 20 s of good events in the long window fill with errors sooner
-    young = expected_time_to_fire_s(
-        error_ratio=0.5, threshold=0.144, long_window_s=120, fault_s=60, delays=DELAYS, history_s=20
-    )
+    young = expected(error_ratio=0.5, fault_s=60, long_history=WindowHistory(good_s=20))
     assert young == pytest.approx(0.144 * 20 / (0.5 - 0.144) + 3.0)
+    # errors already in the long window (a storm just before): only the short window has to cross
+    after_storm = WindowHistory(good_s=100, bad_s=20)
+    assert expected(error_ratio=1.0, fault_s=3, long_history=after_storm) == pytest.approx(10 * 0.144 + 3.0)
 
 
 def test_a_storm_pages_at_the_expected_time_and_resolves_after_it():
@@ -218,3 +212,25 @@ def test_repeated_notifications_of_one_alert_are_one_episode():
     (episode,) = alert_episodes(notes)
     assert episode.fired_unix == T0 + 2 and episode.resolved_unix == T0 + 9
     assert math.isclose(episode.at, T0 + 1)
+
+
+def test_a_short_outage_right_after_a_storm_is_expected_to_page_again():
+    # the storm's errors are still in the 2 min long window: 3 s of failures cross the 10 s short window
+    storm = FaultWindow("f1", "error", "model", T0 + 200, T0 + 260)
+    kill = FaultWindow("k1", "kill", "model", T0 + 290, T0 + 290)
+    samples = _samples(until=T0 + 350, rate=4.0, storm=(T0 + 200, T0 + 260))
+    outage = (samples["intended_send"] >= T0 + 290) & (samples["intended_send"] < T0 + 293)
+    samples.loc[outage, ["status", "ok"]] = [502, False]
+    result = measure_alerting(
+        notifications=[],
+        faults=[storm, kill],
+        samples=samples,
+        slos=_availability(),
+        profile=ONLY_FAST_PAGE,
+        delays=DELAYS,
+        recovered={"k1": T0 + 293.0},
+    )
+    storm_page, kill_page = result.measures
+    assert kill_page.arithmetic.should_fire
+    assert kill_page.arithmetic.expected_s == pytest.approx(10 * 0.144 / 1.0 + 3.0)
+    assert result.time_to_page_s is None  # the storm should have paged first, and nothing did

@@ -30,6 +30,7 @@ __all__ = [
     "AlertMeasure",
     "AlertingMeasures",
     "FiringArithmetic",
+    "WindowHistory",
     "alert_episodes",
     "expected_time_to_fire_s",
     "firing_arithmetic",
@@ -81,37 +82,60 @@ class AlertDelays:
         return self.scrape_interval_s + self.evaluation_interval_s + self.group_wait_s
 
 
+@dataclass(frozen=True)
+class WindowHistory:
+    """What a window already held when the fault started, in seconds' worth of events at the fault's rate:
+    `good_s` of good events and `bad_s` of bad ones. The default (infinite good history, no bad) is a lab
+    whose windows were full of fault-free traffic."""
+
+    good_s: float = math.inf
+    bad_s: float = 0.0
+
+
+def _crossing_s(window_s: float, threshold: float, error_ratio: float, history: WindowHistory) -> float:
+    """When one window's error ratio reaches `threshold`, seconds into the fault (see the formula)."""
+    full = window_s * threshold / error_ratio
+    held = history.good_s + history.bad_s
+    if error_ratio <= threshold or not math.isfinite(held):
+        return full
+    return max(0.0, min(full, (threshold * held - history.bad_s) / (error_ratio - threshold)))
+
+
 def expected_time_to_fire_s(
     *,
     error_ratio: float,
     threshold: float,
     long_window_s: float,
+    short_window_s: float,
     fault_s: float,
     delays: AlertDelays,
-    history_s: float = math.inf,
+    long_history: WindowHistory | None = None,
+    short_history: WindowHistory | None = None,
 ) -> float | None:
     """Seconds from a fault's start to the alert's notification, by the rules' own arithmetic; None when the
     alert cannot fire for this fault.
 
     With error ratio e during the fault, threshold thr = factor x (1 - target) (`alert_threshold`) and long
-    window W, the long window's error ratio after t seconds of fault is e t / W (the window was full of
-    good events before), so it reaches thr at t = W thr / e. A young lab (or a lab idle before the fault)
-    has fewer good events in its long window: with `history_s` = H seconds' worth of them at the fault's
-    rate, the ratio is e t / (H + t) until the window is full, reaching thr at t = thr H / (e - thr). The
-    alert's own time is the earlier of the two:
+    window W, the long window's error ratio after t seconds of fault is e t / W when the window was full of
+    good events, so it reaches thr at t = W thr / e. A window holding less (a young lab, a lab idle before
+    the fault: H seconds' worth of events at the fault's rate, B of them bad) has ratio (B + e t) / (H + t)
+    until it is full, reaching thr at t = (thr H - B) / (e - thr). Each window w (long W, short s) crosses at
+    the earlier of the two, and the alert fires when both have crossed:
 
-        t_fire = min(W thr / e, thr H / (e - thr))
+        t_w = max(0, min(w thr / e, (thr H_w - B_w) / (e - thr)))
+        t_fire = max(t_W, t_s)          (= W thr / e for a lab that ran fault-free for a long window)
         expected = t_fire + scrape interval + evaluation interval + Alertmanager's group_wait
 
     It can fire only when e >= thr and the fault lasts at least t_fire (after the fault ends the long
-    window's ratio stops growing). The short window (shorter than W) crosses thr no later than the long
-    one. The minimum number of events in the short window is checked by `firing_arithmetic`.
+    window's ratio stops growing). The minimum number of events in the short window is checked by
+    `firing_arithmetic`.
     """
     if not error_ratio > 0 or error_ratio < threshold or long_window_s <= 0:
         return None
-    t_fire = long_window_s * threshold / error_ratio
-    if error_ratio > threshold and math.isfinite(history_s):
-        t_fire = min(t_fire, threshold * max(history_s, 0.0) / (error_ratio - threshold))
+    t_fire = max(
+        _crossing_s(long_window_s, threshold, error_ratio, long_history or WindowHistory()),
+        _crossing_s(short_window_s, threshold, error_ratio, short_history or WindowHistory()),
+    )
     if fault_s < t_fire:
         return None
     return t_fire + delays.total_s
@@ -136,7 +160,8 @@ def firing_arithmetic(
     rate_per_s: float,
     min_events: int,
     delays: AlertDelays,
-    history_s: float = math.inf,
+    long_history: WindowHistory | None = None,
+    short_history: WindowHistory | None = None,
 ) -> FiringArithmetic:
     """`expected_time_to_fire_s` for `alert` with an objective of `target`, plus the minimum-events
     condition: at `rate_per_s` events per second the short window holds rate x short window events, and
@@ -160,9 +185,11 @@ def firing_arithmetic(
         error_ratio=error_ratio,
         threshold=threshold,
         long_window_s=alert.long_window_s,
+        short_window_s=alert.short_window_s,
         fault_s=fault_s,
         delays=delays,
-        history_s=history_s,
+        long_history=long_history,
+        short_history=short_history,
     )
     if expected is None:
         return FiringArithmetic(
@@ -351,6 +378,15 @@ def _during_a_fault(episode: AlertEpisode, spans: Sequence[tuple[float, float]],
     return any(start <= episode.at <= end + short + delays.total_s for start, end in spans)
 
 
+def _history(events: pd.DataFrame | None, start: float, window_s: float, rate: float) -> WindowHistory:
+    """The good and bad events in the `window_s` before `start`, in seconds at `rate`."""
+    if events is None or rate <= 0:
+        return WindowHistory()
+    before = _events_in(events, start - window_s, start - 1e-9)
+    bad = int((~before["good"].astype(bool)).sum())
+    return WindowHistory(good_s=(len(before) - bad) / rate, bad_s=bad / rate)
+
+
 def _events_in(events: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
     times = events["time"].to_numpy(float)
     return events[(times >= start) & (times <= end)]
@@ -398,12 +434,6 @@ def measure_alerting(
                 span = end - fault.start
                 rate = count / span if span > 0 else 0.0
                 for alert in profile.alerts:
-                    before = (
-                        len(_events_in(events, fault.start - alert.long_window_s, fault.start - 1e-9))
-                        if events is not None
-                        else 0
-                    )
-                    history = before / rate if rate > 0 else math.inf
                     arithmetic = firing_arithmetic(
                         alert=alert,
                         target=objective.target,
@@ -412,7 +442,8 @@ def measure_alerting(
                         rate_per_s=rate,
                         min_events=slo.alert_min_events,
                         delays=delays,
-                        history_s=history,
+                        long_history=_history(events, fault.start, alert.long_window_s, rate),
+                        short_history=_history(events, fault.start, alert.short_window_s, rate),
                     )
                     until = end + alert.short_window_s + delays.total_s
                     episode = None
