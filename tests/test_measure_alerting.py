@@ -83,7 +83,7 @@ def _measure(notes, *, storm_s: float, baseline_s: float = 200.0, rate: float = 
     start = T0 + baseline_s
     end = start + storm_s
     fault = FaultWindow("f1", "error", "model", start, end)
-    return fault, measure_alerting(
+    return measure_alerting(
         notifications=notes,
         faults=[fault],
         samples=_samples(until=end + 60, rate=rate, storm=(start, end)),
@@ -114,7 +114,7 @@ def test_the_formula_is_the_long_window_times_the_threshold_over_the_error_ratio
 def test_a_storm_pages_at_the_expected_time_and_resolves_after_it():
     start = T0 + 200
     notes = [_note("firing", start + 35.0, start + 36.2), _note("resolved", start + 35.0, start + 60 + 12.5)]
-    fault, result = _measure(notes, storm_s=60)
+    result = _measure(notes, storm_s=60)
     (measure,) = result.measures
     assert measure.arithmetic.should_fire
     assert measure.error_ratio == pytest.approx(0.5)
@@ -131,7 +131,7 @@ def test_a_storm_pages_at_the_expected_time_and_resolves_after_it():
 
 
 def test_a_fault_too_short_to_page_is_not_missed():
-    fault, result = _measure([], storm_s=10)
+    result = _measure([], storm_s=10)
     (measure,) = result.measures
     assert not measure.arithmetic.should_fire
     assert measure.arithmetic.why.startswith("too short")
@@ -140,7 +140,7 @@ def test_a_fault_too_short_to_page_is_not_missed():
 
 
 def test_a_page_that_should_have_fired_and_did_not_is_missed():
-    fault, result = _measure([], storm_s=60)
+    result = _measure([], storm_s=60)
     (measure,) = result.measures
     assert measure.arithmetic.should_fire and measure.outcome == "missed"
     assert result.missed == [measure]
@@ -152,25 +152,25 @@ def test_a_page_in_the_fault_free_baseline_is_a_false_page():
         _note("firing", T0 + 50, T0 + 51, fp="early"),
         _note("resolved", T0 + 50, T0 + 70, fp="early"),
     ]
-    fault, result = _measure(baseline, storm_s=10)
+    result = _measure(baseline, storm_s=10)
     assert result.false_page_count == 1
     assert result.false_pages[0].fingerprint == "early"
     # a ticket outside every fault is not a page
     ticket = [_note("firing", T0 + 50, T0 + 51, severity="ticket", fp="t")]
-    assert _measure(ticket, storm_s=10)[1].false_page_count == 0
+    assert _measure(ticket, storm_s=10).false_page_count == 0
 
 
 def test_a_page_just_after_the_fault_within_its_short_window_is_the_fault_s():
-    start, end = T0 + 200, T0 + 260
+    end = T0 + 260
     late = [_note("firing", end + 5, end + 6)]
-    fault, result = _measure(late, storm_s=60)
+    result = _measure(late, storm_s=60)
     assert result.false_page_count == 0
     assert result.measures[0].fired_s == pytest.approx(66.0)
 
 
 def test_too_few_events_in_the_short_window_cannot_page():
     # 1 request/s: 10 events in the lab's 10 s short window, fewer than the 20 the spec asks for
-    fault, result = _measure([], storm_s=120, rate=1.0)
+    result = _measure([], storm_s=120, rate=1.0)
     (measure,) = result.measures
     assert not measure.arithmetic.should_fire
     assert "too few events" in measure.arithmetic.why and "20" in measure.arithmetic.why
@@ -178,7 +178,7 @@ def test_too_few_events_in_the_short_window_cannot_page():
 
 
 def test_a_young_lab_pages_sooner_and_every_alert_pair_is_measured():
-    fault, result = _measure([], storm_s=30, baseline_s=20, profile=LAB)
+    result = _measure([], storm_s=30, baseline_s=20, profile=LAB)
     assert len(result.measures) == len(LAB.alerts)
     fast = result.measures[0]
     assert fast.arithmetic.expected_s == pytest.approx(0.144 * 20 / (0.5 - 0.144) + 3.0, rel=0.02)
@@ -230,7 +230,16 @@ def test_a_short_outage_right_after_a_storm_is_expected_to_page_again():
         delays=DELAYS,
         recovered={"k1": T0 + 293.0},
     )
-    storm_page, kill_page = result.measures
+    _, kill_page = result.measures
     assert kill_page.arithmetic.should_fire
     assert kill_page.arithmetic.expected_s == pytest.approx(10 * 0.144 / 1.0 + 3.0)
     assert result.time_to_page_s is None  # the storm should have paged first, and nothing did
+
+
+def test_an_alert_firing_since_before_the_fault_is_already_firing_not_missed():
+    start = T0 + 200
+    ongoing = [_note("firing", start - 20, start - 19)]
+    result = _measure(ongoing, storm_s=60)
+    (measure,) = result.measures
+    assert measure.arithmetic.should_fire and measure.outcome == "already firing"
+    assert result.missed == []

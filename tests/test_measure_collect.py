@@ -43,8 +43,8 @@ def _range_answer(query: str, start: float, end: float, step: float) -> list[dic
     if "llm_output_tokens_total" in query:
         return [{"metric": {}, "values": [[t, "110"] for t in grid]}]
     if query == "ALERTS":  # the fast page firing for 10 s after the kill
-        labels = {"alertname": "SloErrorBudgetBurnPage", "alertstate": "firing", "severity": "page",
-                  "slo": "availability", "objective": "99%", "long_window": "2m", "short_window": "10s"}  # fmt: skip
+        labels = {"alertname": "SloErrorBudgetBurnPage", "alertstate": "firing", "severity": "page"}
+        labels |= {"slo": "availability", "objective": "99%", "long_window": "2m", "short_window": "10s"}
         return [{"metric": labels, "values": [[t, "1"] for t in grid if RESTART_AT <= t < RESTART_AT + 10]}]
     return []
 

@@ -1,6 +1,7 @@
 """The report's alerts (labkit.report.alert_data, labkit.report.alerts) on a synthetic alerting run: 4
 requests/s, a fault-free baseline, an error storm at 50 % for 60 s, a kill; the fast page firing and
-resolved in alerts.jsonl and Prometheus' ALERTS in prometheus/alerts.csv. A run without alert data renders too.
+resolved in alerts.jsonl and Prometheus' ALERTS in prometheus/alerts.csv. A run without alert data renders
+too.
 """
 
 from __future__ import annotations
@@ -51,27 +52,40 @@ def _requests() -> list[dict[str, Any]]:
         rows.append(
             {
                 "intended_send": T0 + t,
+                "actual_send": T0 + t,
                 "status": 500 if failed else 200,
                 "ok": not failed,
                 "e2e_s": 0.05,
                 "ttft_s": None if failed else 0.01,
                 "itl_s": [] if failed else [0.005],
-            }  # fmt: skip
+            }
         )
     return rows
 
 
 def _notification(status: str, received: float, *, starts: float, fingerprint: str = "fast") -> dict:
     labels = {
-        "alertname": "SloErrorBudgetBurnPage", "severity": "page", "slo": "availability",
-        "objective": OBJECTIVE, "long_window": "2m", "short_window": "10s", "burn_factor": "14.4",
-        "alert_profile": "lab", "window_scale": "1/30",
-    }  # fmt: skip
+        "alertname": "SloErrorBudgetBurnPage",
+        "severity": "page",
+        "slo": "availability",
+        "objective": OBJECTIVE,
+        "long_window": "2m",
+        "short_window": "10s",
+        "burn_factor": "14.4",
+        "alert_profile": "lab",
+        "window_scale": "1/30",
+    }
     return {
-        "alertname": "SloErrorBudgetBurnPage", "status": status, "labels": labels, "startsAt": _iso(starts),
+        "alertname": "SloErrorBudgetBurnPage",
+        "status": status,
+        "labels": labels,
+        "startsAt": _iso(starts),
         "endsAt": _iso(received) if status == "resolved" else "0001-01-01T00:00:00Z",
-        "fingerprint": fingerprint, "receiver": "lab", "received_at": _iso(received), "received_unix": received,
-    }  # fmt: skip
+        "fingerprint": fingerprint,
+        "receiver": "lab",
+        "received_at": _iso(received),
+        "received_unix": received,
+    }
 
 
 def write_alerting_run(parent: Path, *, false_page: bool = False) -> Path:
@@ -96,7 +110,7 @@ def write_alerting_run(parent: Path, *, false_page: bool = False) -> Path:
             "alert_profile": alert_profile_record("lab"),
             "scrape_interval_s": 1.0,
             "alertmanager_group_wait_s": 1.0,
-        },  # fmt: skip
+        },
     )
     notes = [
         _notification("firing", T0 + PAGE_AT, starts=T0 + PAGE_AT - 1.2),
@@ -119,7 +133,7 @@ def write_alerting_run(parent: Path, *, false_page: bool = False) -> Path:
             "long_window": "2m",
             "short_window": "10s",
             "value": 1.0,
-        }  # fmt: skip
+        }
     )
     save_series(run.path, {"alerts": alerts})
     run.write_json(RunFile.WINDOW, {"start": T0, "end": T0 + END, "step_s": 1.0})

@@ -37,7 +37,7 @@ __all__ = [
     "measure_alerting",
 ]
 
-Outcome = Literal["fired", "missed", "fired, not expected", "silent, as expected"]
+Outcome = Literal["fired", "missed", "already firing", "fired, not expected", "silent, as expected"]
 
 ALERT_MEASURE_COLUMNS = (
     "fault_id",
@@ -273,6 +273,9 @@ class AlertMeasure:
     rate_per_s: float
     arithmetic: FiringArithmetic
     episode: AlertEpisode | None
+    ongoing: AlertEpisode | None = (
+        None  # the same alert, firing since before the fault (it cannot fire again)
+    )
 
     @property
     def error_ratio(self) -> float | None:
@@ -299,6 +302,8 @@ class AlertMeasure:
     @property
     def outcome(self) -> Outcome:
         fired = self.episode is not None and self.episode.fired_unix is not None
+        if not fired and self.ongoing is not None:
+            return "already firing"
         if self.arithmetic.should_fire:
             return "fired" if fired else "missed"
         return "fired, not expected" if fired else "silent, as expected"
@@ -452,6 +457,16 @@ def measure_alerting(
                             episode = candidate
                             claimed.add(index)
                             break
+                    ongoing = next(
+                        (
+                            e
+                            for e in episodes
+                            if e.matches(alert, slo, objective)
+                            and e.at < fault.start
+                            and (e.resolved_unix is None or e.resolved_unix > fault.start)
+                        ),
+                        None,
+                    )
                     measures.append(
                         AlertMeasure(
                             fault=fault,
@@ -465,6 +480,7 @@ def measure_alerting(
                             rate_per_s=rate,
                             arithmetic=arithmetic,
                             episode=episode,
+                            ongoing=ongoing,
                         )
                     )
     false_pages = tuple(

@@ -6,6 +6,7 @@ Alertmanager) gets an empty table, and a figure that says what is missing.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 import pandas as pd
@@ -70,7 +71,7 @@ def alert_table(run: RunData, *, every: bool = False) -> ReportTable:
             "bad of events": [
                 f"{b} of {n}" for b, n in zip(frame["bad_events"], frame["events"], strict=True)
             ],
-            "events/s": frame["rate_per_s"].astype(float).round(1),
+            "events/s": [f"{r:.1f}" for r in frame["rate_per_s"].astype(float)],
             "expected page after (s)": expected,
             "page after (s)": fired,
             f"measured / expected ({TIMES})": fired / expected,
@@ -83,8 +84,8 @@ def alert_table(run: RunData, *, every: bool = False) -> ReportTable:
 
 
 def alerting_note(run: RunData) -> str:
-    """One paragraph: the profile and window factor in force, the delays the expected times include, the
-    pages without a fault, and how many rows the table leaves out."""
+    """A few lines (for print): the profile and window factor in force, the delays the expected times
+    include, the pages without a fault, and how many rows the table leaves out."""
     notes = alert_notifications(run)
     profile = alert_profile_of(run, notes)
     said = (
@@ -113,7 +114,7 @@ def alerting_note(run: RunData) -> str:
         quiet = sum(1 for m in measures.measures if m.outcome == "silent, as expected" and m.bad_events == 0)
         if quiet:
             parts.append(f"{quiet} alert pair(s) silent as expected with no bad event are not listed.")
-    return " ".join(parts)
+    return "\n".join(textwrap.fill(part, width=100) for part in parts)
 
 
 def alerts_figure(run: RunData) -> ReportFigure:

@@ -263,7 +263,7 @@ def state_spans(times: Iterable[float], step: float) -> list[tuple[float, float]
     return spans
 
 
-def _mark_alerts(fig: ReportFigure, ax: Axes, run: RunData) -> None:
+def _mark_alerts(fig: ReportFigure, ax: Axes, run: RunData, seen: set[str]) -> None:
     """Each severity's pending (light) and firing (solid) time as a band along the bottom of the axes, from
     Prometheus' ALERTS; the end of a firing band is where the alert resolved."""
     frame = run.series.get("alerts")
@@ -275,8 +275,11 @@ def _mark_alerts(fig: ReportFigure, ax: Axes, run: RunData) -> None:
         for state, alpha in (("pending", 0.35), ("firing", 0.9)):
             rows = frame[(frame["severity"].astype(str) == severity) & (frame["alertstate"] == state)]
             for start, end in state_spans(rows.loc[rows["value"] > 0, "t_s"].astype(float), step):
+                legend = f"alert: {severity} {state}"
                 ax.axvspan(start, end, ymin=0.04 * row, ymax=0.04 * (row + 1), color=colour, alpha=alpha,
-                           linewidth=0, gid=f"alert:{severity}:{state}", label="_nolegend_")  # fmt: skip
+                           linewidth=0, gid=f"alert:{severity}:{state}",
+                           label=legend if legend not in seen else "_nolegend_")  # fmt: skip
+                seen.add(legend)
                 ended = "" if state == "pending" else f", resolved at {seconds(end)} s"
                 fig.describe(
                     "marks",
@@ -308,7 +311,7 @@ def finish(fig: ReportFigure, run: RunData, *, warm_up: bool = False, alerts: bo
         _mark_faults(fig, ax, run, seen)
         _mark_remediation(fig, ax, run, seen)
         if alerts:
-            _mark_alerts(fig, ax, run)
+            _mark_alerts(fig, ax, run, seen)
         if t_range is not None:
             ax.set_xlim(*t_range)
         if ax.get_legend_handles_labels()[0]:
