@@ -27,6 +27,7 @@ from labkit.runner.notebooks import notebook_parameters, notebooks_dir
 from labkit.runner.runs import ScenarioRunner
 from labkit.scenarios import (
     SCENARIOS,
+    Alerting,
     Baseline,
     KillAndRecover,
     LatencyAndRemediation,
@@ -378,6 +379,9 @@ def test_a_notebook_checks_its_parameters_before_it_touches_the_lab() -> None:
         RandomChaos(rate=0)
     with pytest.raises(ConfigError, match="parameter max_tokens of scenario baseline is 'many'"):
         Baseline(max_tokens="many")
+    # the alerting scenario's phases must leave its recovery inside the method
+    with pytest.raises(ConfigError, match=r"storm_s \+ kill_after_s = 210 s leaves less than 20 s"):
+        Alerting(duration_s=220, baseline_s=100, storm_s=60, kill_after_s=50)
 
 
 def test_counts() -> None:

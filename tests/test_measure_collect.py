@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labkit.measure.collect import SERIES, save_prometheus_series
+from labkit.measure.collect import ALERT_LABELS, SERIES, save_prometheus_series
 from labkit.measure.prom import QUANTILE_COLUMNS, PrometheusUnreachableError
 from labkit.report import RunData, client_server_table, restarts_figure
 from labkit.rundir import RunDirectoryError
@@ -42,6 +42,10 @@ def _range_answer(query: str, start: float, end: float, step: float) -> list[dic
         ]
     if "llm_output_tokens_total" in query:
         return [{"metric": {}, "values": [[t, "110"] for t in grid]}]
+    if query == "ALERTS":  # the fast page firing for 10 s after the kill
+        labels = {"alertname": "SloErrorBudgetBurnPage", "alertstate": "firing", "severity": "page"}
+        labels |= {"slo": "availability", "objective": "99%", "long_window": "2m", "short_window": "10s"}
+        return [{"metric": labels, "values": [[t, "1"] for t in grid if RESTART_AT <= t < RESTART_AT + 10]}]
     return []
 
 
@@ -100,6 +104,10 @@ def test_every_series_is_written_and_read_back(tmp_path: Path, prometheus: tuple
     # No data: the header only, never a made-up value.
     assert (directory / "gpu_utilization.csv").read_text().strip() == "timestamp,t_s,gpu,uuid,name,value"
     assert (directory / "latency_quantiles.csv").read_text().strip() == ",".join(QUANTILE_COLUMNS)
+
+    alerts = pd.read_csv(directory / "alerts.csv")
+    assert list(alerts.columns) == ["timestamp", "t_s", *ALERT_LABELS, "value"]
+    assert set(alerts["alertstate"]) == {"firing"} and len(alerts) == 10
 
     window = json.loads((directory / "window.json").read_text())
     # run_start: the journal's first event (experiment_started, 5 s before the method)

@@ -152,6 +152,8 @@ def test_headline_numbers_are_exact_client_side(tmp_path: Path) -> None:
         "verdict": "held",  # the journal's experiment_finished
         "steady_state": "held",
         "slos": "violated",
+        "time_to_page_s": None,  # no alerts.jsonl: no alert numbers
+        "false_pages": None,
     }
     assert numbers["e2e_p95_s"] == 4.0 and numbers["ttft_p95_s"] == 3.6
 
@@ -173,6 +175,8 @@ def test_headline_of_an_empty_run_is_unknown(tmp_path: Path) -> None:
         "verdict": None,
         "steady_state": None,
         "slos": None,
+        "time_to_page_s": None,
+        "false_pages": None,
     }
 
 

@@ -25,6 +25,7 @@ def test_every_scenario_names_an_existing_notebook() -> None:
         "kill_and_recover",
         "latency_and_remediation",
         "random_chaos",
+        "alerting",
     ]
     for scenario in scenarios.SCENARIOS.values():
         assert (NOTEBOOKS / scenario.notebook).is_file(), scenario.notebook

@@ -39,7 +39,7 @@ from labkit.measure.slo.spec import SloDefinition, load_slo_spec
 from labkit.measure.upstream import upstream_names_query, upstream_queries
 from labkit.rundir import RunDirectory, RunDirectoryError, RunFile, RunFolder
 
-__all__ = ["SERIES", "collect_series", "save_prometheus_series", "upstream_metrics_found"]
+__all__ = ["ALERT_LABELS", "SERIES", "collect_series", "save_prometheus_series", "upstream_metrics_found"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ SERIES = (
     "upstream_running",  # requests it is generating for
     "upstream_kv_cache",  # KV-cache in use, ratio 0-1
     "upstream_ttft_p95",  # its own p95 time to first token, seconds
+    "alerts",  # Prometheus' ALERTS: 1 while an alert is pending or firing, by ALERT_LABELS
 )
+
+# The labels of the alerts series: the rules' (labkit.measure.slo.rules) and Prometheus' alertstate.
+ALERT_LABELS = ("alertname", "alertstate", "severity", "slo", "objective", "long_window", "short_window")
 
 
 def _availability_queries(slos: Sequence[SloDefinition]) -> tuple[str, str]:
@@ -100,6 +104,8 @@ def collect_series(series: PrometheusSeries, slos: Sequence[SloDefinition]) -> d
         "gpu_memory": series.gpu_memory(),
     }
     frames.update({name: series.query_range(query) for name, query in upstream_queries(window).items()})
+    # The alerts' states as Prometheus evaluated them, so that a report draws them even without Alertmanager.
+    frames["alerts"] = series.query_range("ALERTS", ALERT_LABELS)
     return frames
 
 

@@ -6,6 +6,14 @@ and table functions that take the RunData and return `ReportFigure`s (SVG with a
 `ReportTable`s (DataFrames that display for people).
 """
 
+from labkit.report.alert_data import (
+    alert_delays,
+    alert_measures,
+    alert_notifications,
+    alert_profile_of,
+    alerting_headline,
+)
+from labkit.report.alerts import ALERT_TABLE_COLUMNS, alert_table, alerting_note, alerts_figure
 from labkit.report.compare import (
     METRICS,
     Comparison,
@@ -77,6 +85,7 @@ from labkit.report.tables import (
 from labkit.report.upstream import upstream_figure, upstream_note
 
 __all__ = [
+    "ALERT_TABLE_COLUMNS",
     "CLIENT_BIN_S",
     "CLIENT_SERVER_COLUMNS",
     "CLIENT_WINDOW_S",
@@ -102,6 +111,14 @@ __all__ = [
     "ReportServer",
     "ReportTable",
     "RunData",
+    "alert_delays",
+    "alert_measures",
+    "alert_notifications",
+    "alert_profile_of",
+    "alert_table",
+    "alerting_headline",
+    "alerting_note",
+    "alerts_figure",
     "availability_figure",
     "client_binned_failures",
     "client_in_flight",

@@ -231,7 +231,7 @@ def _quantile_figure(
     if server is None and client is None:
         note_missing(fig, ax, f"{_why_missing(run, name)}; no client {column} samples either")
     ax.set_ylim(bottom=0)
-    return finish(fig, run, warm_up=server is not None)
+    return finish(fig, run, warm_up=server is not None, alerts=True)
 
 
 def latency_figure(run: RunData) -> ReportFigure:
@@ -276,7 +276,7 @@ def itl_figure(run: RunData) -> ReportFigure:
     if server is None and gaps is None:
         note_missing(fig, ax, f"{_why_missing(run, 'itl_quantiles')}; no client token gaps either")
     ax.set_ylim(bottom=0)
-    return finish(fig, run, warm_up=server is not None)
+    return finish(fig, run, warm_up=server is not None, alerts=True)
 
 
 def _bin_counts(fig: ReportFigure, ax: Axes, bins: pd.DataFrame, values: pd.Series, what: str) -> None:
@@ -380,7 +380,7 @@ def error_rate_figure(run: RunData) -> ReportFigure:
         run, "Errors", "errors (% of requests)", "error_ratio", "server 5xx", failures=True
     )
     ax.set_ylim(bottom=0, top=max(5.0, ax.get_ylim()[1] * 1.1))
-    return finish(fig, run, warm_up=server is not None)
+    return finish(fig, run, warm_up=server is not None, alerts=True)
 
 
 def _availability_target(run: RunData) -> float | None:
@@ -415,7 +415,7 @@ def availability_figure(run: RunData) -> ReportFigure:
         if y.size and np.isfinite(y).any() and line.get_label() != "_nolegend_":
             lows.append(float(np.nanmin(y)))
     ax.set_ylim(bottom=max(0.0, min(lows) - 8), top=102)
-    return finish(fig, run, warm_up=server is not None)
+    return finish(fig, run, warm_up=server is not None, alerts=True)
 
 
 def request_rate_figure(run: RunData) -> ReportFigure:

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import jinja2
 
 from labkit.atomic import write_atomically
 from labkit.errors import LabkitError
+from labkit.report.alert_data import alerting_headline
 from labkit.report.data import RunData, run_sort_key
 from labkit.report.tables import HEADLINE_KEYS, MISSING, format_ms, headline, slo_report
 from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunFile
@@ -71,6 +72,8 @@ class IndexEntry:
     e2e_p95: Cell = field(default_factory=Cell)
     ttft_p95: Cell = field(default_factory=Cell)
     requests: Cell = field(default_factory=Cell)
+    time_to_page: Cell = field(default_factory=Cell)
+    false_pages: Cell = field(default_factory=Cell)
     objectives: dict[str, Cell] = field(default_factory=dict)  # per SLO objective: its SLI, met or not
     parameters: str = ""
     report_href: str | None = None
@@ -140,11 +143,14 @@ def _error_text(error: Any) -> str | None:
 
 
 def _headline_of(run: RunData) -> dict[str, Any]:
-    """run.json's headline when the runner wrote one, else computed from the run's files."""
+    """run.json's headline when the runner wrote one, else computed from the run's files (a headline written
+    before labkit measured alerts gets its alert numbers from the files)."""
     recorded = run.info.get("headline")
     words = {"verdict", "steady_state", "slos"}
-    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words <= set(recorded):
+    alerting = {"time_to_page_s", "false_pages"}
+    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words - alerting <= set(recorded):
         return {
+            **(alerting_headline(run) if not alerting <= set(recorded) else {}),
             **recorded,
             "verdict": run.verdict,
             "steady_state": run.experiment_verdict,
@@ -182,6 +188,11 @@ def index_entry(run_dir: Path) -> IndexEntry:
     entry.e2e_p95 = _cell(numbers.get("e2e_p95_s"), format_ms)
     entry.ttft_p95 = _cell(numbers.get("ttft_p95_s"), format_ms)
     entry.requests = _cell(numbers.get("requests"), "{:.0f}".format)
+    entry.time_to_page = _cell(numbers.get("time_to_page_s"), format_ms)
+    pages = _cell(numbers.get("false_pages"), "{:.0f}".format)
+    entry.false_pages = (
+        replace(pages, tone="bad" if pages.sort else "good") if pages.text != MISSING else pages
+    )
     entry.objectives = _objective_cells(run)
     entry.parameters = compact_parameters(parameters if isinstance(parameters, dict) else run.params)
     entry.problems.extend(run.problems)

@@ -20,6 +20,7 @@ from matplotlib.transforms import blended_transform_factory
 from labkit.report.data import RunData
 
 __all__ = [
+    "ALERT_COLOURS",
     "CLIENT_COLOUR",
     "FAULT_STYLES",
     "REMEDIATION_STYLES",
@@ -30,6 +31,7 @@ __all__ = [
     "new_figure",
     "note_missing",
     "seconds",
+    "state_spans",
     "x_label",
 ]
 
@@ -47,6 +49,8 @@ FAULT_STYLES: dict[str, tuple[str, str]] = {
 }
 # Each remediation action: (colour, marker); acted is dashed, a dry run dotted with a hollow marker.
 REMEDIATION_STYLES: dict[str, tuple[str, str]] = {"restart": ("black", "o")}
+# Alerts by severity (prometheus/alerts.csv), drawn as a band along the bottom of the SLI timelines.
+ALERT_COLOURS: dict[str, str] = {"page": "#000080", "ticket": "#5f9ea0"}
 SERVER_COLOUR = "#1f77b4"
 CLIENT_COLOUR = "#444444"
 SERVICE_COLOURS = {"model": "#1f77b4", "wrapper": "#2ca02c", "prometheus": "#b8860b", "exporter": "#999999"}
@@ -247,17 +251,56 @@ def _mark_remediation(fig: ReportFigure, ax: Axes, run: RunData, seen: set[str])
         )
 
 
+def state_spans(times: Iterable[float], step: float) -> list[tuple[float, float]]:
+    """Sample times (one per `step`) as contiguous intervals, each to its last sample + step; a gap over
+    1.5 steps starts a new interval."""
+    spans: list[tuple[float, float]] = []
+    for t in sorted(set(times)):
+        if spans and t - spans[-1][1] <= 0.5 * step + 1e-9:
+            spans[-1] = (spans[-1][0], t + step)
+        else:
+            spans.append((t, t + step))
+    return spans
+
+
+def _mark_alerts(fig: ReportFigure, ax: Axes, run: RunData, seen: set[str]) -> None:
+    """Each severity's pending (light) and firing (solid) time as a band along the bottom of the axes, from
+    Prometheus' ALERTS; the end of a firing band is where the alert resolved."""
+    frame = run.series.get("alerts")
+    if frame is None or frame.empty or not {"severity", "alertstate"} <= set(frame.columns):
+        return
+    step = float((run.window or {}).get("step_s") or 1.0)
+    for row, severity in enumerate(("page", "ticket")):
+        colour = ALERT_COLOURS[severity]
+        for state, alpha in (("pending", 0.35), ("firing", 0.9)):
+            rows = frame[(frame["severity"].astype(str) == severity) & (frame["alertstate"] == state)]
+            for start, end in state_spans(rows.loc[rows["value"] > 0, "t_s"].astype(float), step):
+                legend = f"alert: {severity} {state}"
+                ax.axvspan(start, end, ymin=0.04 * row, ymax=0.04 * (row + 1), color=colour, alpha=alpha,
+                           linewidth=0, gid=f"alert:{severity}:{state}",
+                           label=legend if legend not in seen else "_nolegend_")  # fmt: skip
+                seen.add(legend)
+                ended = "" if state == "pending" else f", resolved at {seconds(end)} s"
+                fig.describe(
+                    "marks",
+                    f"{severity} alert {state} from {seconds(start)} s{ended} "
+                    f"({colour_name(colour)} band along the bottom)",
+                )
+
+
 def colour_name(colour: str) -> str:
     """A colour as a reader names it, for captions and alt text."""
     names = {
         "#d62728": "red", "#ff7f0e": "orange", "#9467bd": "purple", "#bcbd22": "olive", "#8c564b": "brown",
-        "#e377c2": "pink", "#17becf": "cyan", "#7f7f7f": "grey", "black": "black",
+        "#e377c2": "pink", "#17becf": "cyan", "#7f7f7f": "grey", "black": "black", "#000080": "navy",
+        "#5f9ea0": "teal",
     }  # fmt: skip
     return names.get(colour, colour)
 
 
-def finish(fig: ReportFigure, run: RunData, *, warm_up: bool = False) -> ReportFigure:
-    """Phases, warm-up, faults, remediation, the shared x range and the legend on every axes of `fig`."""
+def finish(fig: ReportFigure, run: RunData, *, warm_up: bool = False, alerts: bool = False) -> ReportFigure:
+    """Phases, warm-up, faults, remediation, the shared x range and the legend on every axes of `fig`; with
+    `alerts` (the SLI timelines), the alert states too."""
     t_range = run.t_range
     axes: Iterable[Axes] = fig.axes
     for index, ax in enumerate(axes):
@@ -267,6 +310,8 @@ def finish(fig: ReportFigure, run: RunData, *, warm_up: bool = False) -> ReportF
             _mark_warm_up(fig, ax, run)
         _mark_faults(fig, ax, run, seen)
         _mark_remediation(fig, ax, run, seen)
+        if alerts:
+            _mark_alerts(fig, ax, run, seen)
         if t_range is not None:
             ax.set_xlim(*t_range)
         if ax.get_legend_handles_labels()[0]:

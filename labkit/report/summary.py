@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pandas as pd
 
 import labkit.report.figures as timelines
+from labkit.report.alerts import alerts_figure
 from labkit.report.data import RunData
 from labkit.report.distribution import events_figure, latency_distribution_figure
 from labkit.report.marks import ReportFigure
@@ -33,6 +34,7 @@ RAW_FILES: dict[str, str] = {
     RunFile.PARAMS: "parameters",
     RunFile.RUN: "status and headline",
     RunFile.LAB: "what it ran on",
+    RunFile.ALERTS: "Alertmanager's notifications",
     RunFile.NOTEBOOK: "the executed scenario notebook",
     RunFolder.PROMETHEUS: "the Prometheus series (CSV)",
 }
@@ -129,10 +131,18 @@ def _facts(run: RunData) -> str:
         ("host", lab.get("host")),
         ("labkit", lab.get("labkit_version") or run.info.get("labkit_version")),
         ("Prometheus", lab.get("prometheus_version")),
+        ("alert profile", _profile_text(lab.get("alert_profile"))),
         ("started (UTC)", run.info.get("started_at")),
         ("length", None if run.duration_s is None else f"{run.duration_s:.0f} s"),
     ]
     return " · ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in parts if v not in (None, ""))
+
+
+def _profile_text(recorded: Any) -> str:
+    """The alert profile in force as lab.json recorded it: `lab (windows / 30)`, or that it was not."""
+    if not isinstance(recorded, dict) or not recorded.get("name"):
+        return "not recorded"
+    return f"{recorded['name']} (windows / {recorded.get('window_divisor', '?')})"
 
 
 def _numbers(run: RunData) -> str:
@@ -144,6 +154,11 @@ def _numbers(run: RunData) -> str:
         ("p95 end-to-end", format_ms(numbers.get("e2e_p95_s"))),
         ("p95 time to first token", format_ms(numbers.get("ttft_p95_s"))),
     ]
+    if numbers.get("false_pages") is not None:
+        cells += [
+            ("time to page", format_ms(numbers.get("time_to_page_s"))),
+            ("pages without a fault", str(numbers["false_pages"])),
+        ]
     return " · ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in cells)
 
 
@@ -272,6 +287,8 @@ def report_figures(run: RunData) -> dict[str, ReportFigure]:
         "resources": timelines.resources_figure(run),
         "events": events_figure(run),
     }
+    if (run.path / RunFile.ALERTS).exists() or "alerts" in run.series:
+        figures["alerts"] = alerts_figure(run)
     gpu = timelines.gpu_figure(run)
     if gpu is not None:
         figures["gpu"] = gpu

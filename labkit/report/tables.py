@@ -21,6 +21,7 @@ from labkit.measure.slo import (
     exact_quantile,
     valid_requests,
 )
+from labkit.report.alert_data import alerting_headline
 from labkit.report.data import RunData
 
 __all__ = [
@@ -129,7 +130,17 @@ class ReportTable(pd.DataFrame):
         return self.to_html_for_people()
 
 
-HEADLINE_KEYS = ("availability", "e2e_p95_s", "ttft_p95_s", "requests", "verdict", "steady_state", "slos")
+HEADLINE_KEYS = (
+    "availability",
+    "e2e_p95_s",
+    "ttft_p95_s",
+    "requests",
+    "verdict",
+    "steady_state",
+    "slos",
+    "time_to_page_s",
+    "false_pages",
+)
 
 
 def _percent(value: Any, digits: int = 3) -> float:
@@ -243,13 +254,16 @@ def headline(run: RunData) -> dict[str, Any]:
     `availability` (0-1: ok / valid requests, client side), `e2e_p95_s` and `ttft_p95_s` (exact nearest-rank
     p95 of successful valid requests, seconds), `requests` (client samples), `verdict` (`RunData.verdict`),
     `steady_state` (the experiment's verdict) and `slos` (the SLOs' verdict; judged from the samples when
-    slo.json is missing). Without samples, availability and requests come from slo.json; None: unknown."""
+    slo.json is missing), `time_to_page_s` and `false_pages` (labkit.report.alert_data: from the first fault
+    that should page to its first page, seconds; pages without a fault). Without samples, availability and
+    requests come from slo.json; None: unknown (no alerts.jsonl: no alert numbers)."""
     samples = run.samples
     report = slo_report(run)
     words = {
         "verdict": run.verdict,
         "steady_state": run.experiment_verdict,
         "slos": run.slo_verdict or (report.verdict if report else None),
+        **alerting_headline(run),
     }
     if not samples.empty:
         valid = valid_requests(samples)
@@ -295,6 +309,8 @@ def overview_table(run: RunData) -> ReportTable:
         ("availability", MISSING if numbers["availability"] is None else f"{numbers['availability']:.2%}"),
         ("p95 end-to-end", format_ms(numbers["e2e_p95_s"])),
         ("p95 time to first token", format_ms(numbers["ttft_p95_s"])),
+        ("time to page", format_ms(numbers["time_to_page_s"])),
+        ("pages without a fault", MISSING if numbers["false_pages"] is None else str(numbers["false_pages"])),
         ("parameters", ", ".join(f"{k}={v}" for k, v in sorted(parameters.items())) or MISSING),
     ]
     return ReportTable(rows, columns=["fact", "value"])

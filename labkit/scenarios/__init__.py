@@ -10,6 +10,7 @@ from __future__ import annotations
 from labkit.scenarios.catalog import NOTEBOOK_PARAMS, SCENARIOS, Scenario
 from labkit.scenarios.runs import (
     ScenarioRun,
+    alerting,
     baseline,
     kill_and_recover,
     latency_and_remediation,
@@ -20,6 +21,7 @@ from labkit.scenarios.setup_check import check_setup
 from labkit.scenarios.specs import (
     REPORT_NOTEBOOK,
     RESERVED_PARAMETERS,
+    Alerting,
     Baseline,
     CheckSetup,
     ExperimentParams,
@@ -38,6 +40,7 @@ __all__ = [
     "REPORT_NOTEBOOK",
     "RESERVED_PARAMETERS",
     "SCENARIOS",
+    "Alerting",
     "Baseline",
     "CheckSetup",
     "ExperimentParams",
@@ -52,6 +55,7 @@ __all__ = [
     "SloReport",
     "WorkshopExperiment",
     "WorkshopPredictP95",
+    "alerting",
     "baseline",
     "check_setup",
     "kill_and_recover",

@@ -11,6 +11,7 @@ from typing import Any
 from labkit.params import Params
 from labkit.scenarios.specs import (
     REPORT_NOTEBOOK,
+    Alerting,
     Baseline,
     CheckSetup,
     KillAndRecover,
@@ -63,6 +64,7 @@ SCENARIOS: dict[str, Scenario] = {
             LatencyAndRemediation,
         ),
         Scenario("04_random_chaos.ipynb", "A seeded random chaos schedule", RandomChaos),
+        Scenario("06_alerting.ipynb", "Does the pager go off? Alerts proven by an error storm", Alerting),
     )
 }
 

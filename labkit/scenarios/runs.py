@@ -1,11 +1,12 @@
 """The scenarios a notebook runs, one call each (the notebook only narrates): a baseline under load, a kill
-and its recovery, latency healed by remediation, a seeded random schedule. Each writes one run directory
-and, while Prometheus is reachable, saves the run's series into it, so that the report renders from files
-after the lab is gone.
+and its recovery, latency healed by remediation, a seeded random schedule, alerts proven by an error storm.
+Each writes one run directory and, while Prometheus is reachable, saves the run's series into it, so that
+the report renders from files after the lab is gone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -38,6 +39,7 @@ from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
 from labkit.rundir import RunDirectory, RunFile
 from labkit.scenarios.session import LabSession, resolve_out_dir
 from labkit.scenarios.specs import (
+    Alerting,
     ExperimentParams,
     KillAndRecover,
     LabParams,
@@ -46,7 +48,14 @@ from labkit.scenarios.specs import (
     RandomChaos,
 )
 
-__all__ = ["ScenarioRun", "baseline", "kill_and_recover", "latency_and_remediation", "random_chaos"]
+__all__ = [
+    "ScenarioRun",
+    "alerting",
+    "baseline",
+    "kill_and_recover",
+    "latency_and_remediation",
+    "random_chaos",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +143,24 @@ def _describe_lab(session: LabSession, run_dir: RunDirectory) -> None:
             "labkit_version": __version__,
             "prometheus_version": prometheus_version,
             "wrapper_url": session.wrapper_url,
+            # What the alert measures need: the rules' profile the lab loaded, and its scrape (and rule
+            # evaluation) interval.
+            "alert_profile": _alert_profile_of(session),
+            "scrape_interval_s": config.scrape_interval_s,
         },
     )
+
+
+def _alert_profile_of(session: LabSession) -> dict[str, object] | None:
+    """The alert profile the lab recorded when it started (rules.alert_profile_record); None for a lab
+    started by a labkit that recorded none."""
+    try:
+        saved = json.loads(session.backend.lab.config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.info("the lab's alert profile is unknown: %s", exc)
+        return None
+    profile = saved.get("alert_profile") if isinstance(saved, dict) else None
+    return profile if isinstance(profile, dict) else None
 
 
 def _save_series(session: LabSession, run_dir: RunDirectory, start: float, end: float) -> list[Path]:
@@ -270,3 +295,22 @@ def random_chaos(
         params.seed, params.duration_s, kinds=params.kind_list, applicable=applicable_faults(session.config)
     )
     return _experiment(session, params, schedule, say=say)
+
+
+def alerting(
+    session: LabSession, params: Alerting, *, say: Callable[[str], None] | None = print
+) -> ScenarioRun:
+    """A fault-free baseline of `baseline_s`, then the wrapper answers 5xx with `error_probability` for
+    `storm_s` (long enough, at the default rate, for the lab profile's fast page to fire by the rules'
+    arithmetic), then `kill_after_s` later a SIGKILL of the model, then recovery to the end of the method.
+    Alertmanager's notifications land in the run's alerts.jsonl; the report measures them per fault."""
+    storm = Fault(
+        kind="error",
+        start_s=params.baseline_s,
+        duration_s=params.storm_s,
+        params={"probability": params.error_probability},
+    )
+    kill = Fault(
+        kind="kill", target="model", start_s=params.kill_at_s, duration_s=params.duration_s - params.kill_at_s
+    )
+    return _experiment(session, params, [storm, kill], say=say)

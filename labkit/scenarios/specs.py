@@ -6,7 +6,9 @@ spec's `parameters_cell()` (a test compares them; `python -m generators.notebook
 
 from __future__ import annotations
 
-from typing import Annotated, get_args
+from typing import Annotated, Self, get_args
+
+from pydantic import model_validator
 
 from labkit.chaos import MAX_RUN_S
 from labkit.config import BackendName, Engine
@@ -17,6 +19,7 @@ from labkit.params import Bound, Params, param
 __all__ = [
     "REPORT_NOTEBOOK",
     "RESERVED_PARAMETERS",
+    "Alerting",
     "Baseline",
     "CheckSetup",
     "ExperimentParams",
@@ -154,6 +157,51 @@ class RandomChaos(ExperimentParams):
     def kind_list(self) -> list[str] | None:
         """`kinds` as a list; None for the default mix."""
         return [k.strip() for k in self.kinds.split(",") if k.strip()] or None
+
+
+class Alerting(ExperimentParams):
+    """A fault-free baseline, an error storm long enough for the lab profile's fast page (14.4x over 2m and
+    10s) to fire by the rules' arithmetic, a kill of the model, and recovery for the pages to resolve."""
+
+    scenario = "alerting"
+
+    duration_s: LoadSeconds = param(300, _DURATION_HELP, quick=100)
+    # 20 events in the fast page's 10 s short window (the spec's alert_min_events) need 2 requests/s
+    rate: Rate = param(4.0, "requests per second (a page needs 20 events in its 10 s short window)")
+    max_tokens: MaxTokens = param(
+        8, "tokens generated per request (short: a CPU model keeps up with the rate)"
+    )
+    baseline_s: Annotated[float, Bound(0, below="duration_s", unit="s")] = param(
+        120, "fault-free load before the storm, seconds into the method", quick=30
+    )
+    storm_s: Annotated[float, Bound(0, 3600, low_open=True, unit="s")] = param(
+        60, "how long the wrapper answers errors, in seconds", quick=30
+    )
+    error_probability: Annotated[float, Bound(0, 1, low_open=True)] = param(
+        0.5, "chance that a request gets a 5xx during the storm"
+    )
+    kill_after_s: Annotated[float, Bound(0, 3600, low_open=True, unit="s")] = param(
+        40, "seconds from the storm's end to the kill of the model", quick=20
+    )
+
+    @property
+    def kill_at_s(self) -> float:
+        return self.baseline_s + self.storm_s + self.kill_after_s
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        if self.kill_at_s + ALERTING_RECOVERY_S > self.duration_s:
+            raise ValueError(
+                f"baseline_s + storm_s + kill_after_s = {self.kill_at_s:g} s leaves less than "
+                f"{ALERTING_RECOVERY_S:g} s of recovery in duration_s = {self.duration_s:g} s; "
+                "raise duration_s or shorten the phases"
+            )
+        return self
+
+
+# The least time the alerting scenario keeps after its kill: the fast page's 10 s short window, Alertmanager's
+# group interval and a scrape, so that a page the kill raised can resolve before the method ends.
+ALERTING_RECOVERY_S = 20.0
 
 
 class SloReport(Params):
