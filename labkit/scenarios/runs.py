@@ -33,6 +33,7 @@ from labkit.chaos import (
     run_experiment,
 )
 from labkit.errors import LabkitError
+from labkit.lab.alertmanager_config import ALERTMANAGER_GROUP_WAIT_S
 from labkit.measure.load import LoadApi, LoadResult, LoadSpec, run_load, wrapper_api_url
 from labkit.measure.prom import PrometheusError
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
@@ -143,10 +144,11 @@ def _describe_lab(session: LabSession, run_dir: RunDirectory) -> None:
             "labkit_version": __version__,
             "prometheus_version": prometheus_version,
             "wrapper_url": session.wrapper_url,
-            # What the alert measures need: the rules' profile the lab loaded, and its scrape (and rule
-            # evaluation) interval.
+            # What the alert measures need: the rules' profile the lab loaded, its scrape (and rule
+            # evaluation) interval, and how long Alertmanager waits before it notifies a new alert.
             "alert_profile": _alert_profile_of(session),
             "scrape_interval_s": config.scrape_interval_s,
+            "alertmanager_group_wait_s": ALERTMANAGER_GROUP_WAIT_S,
         },
     )
 
