@@ -243,3 +243,16 @@ def test_an_alert_firing_since_before_the_fault_is_already_firing_not_missed():
     (measure,) = result.measures
     assert measure.arithmetic.should_fire and measure.outcome == "already firing"
     assert result.missed == []
+
+
+def test_an_alert_that_flapped_within_the_group_interval_resolves_its_episode():
+    # Seen in a real run: the rule fired at 44 s, stopped at 45 s, fired again at 46 s; Alertmanager had
+    # notified the first firing only, and its resolved notification carries the second startsAt.
+    notes = [
+        _note("firing", 1044.0, 1044.6),
+        _note("resolved", 1046.0, 1069.6),
+        _note("firing", 1090.0, 1090.5),
+    ]
+    first, second = alert_episodes(notes)
+    assert (first.starts_unix, first.fired_unix, first.resolved_unix) == (1044.0, 1044.6, 1069.6)
+    assert (second.fired_unix, second.resolved_unix) == (1090.5, None)

@@ -88,3 +88,26 @@ def test_the_last_request_of_a_run_counts_at_unix_time_magnitudes() -> None:
     samples = pd.DataFrame({"intended_send": [t + 1, t + 2], "e2e_s": [0.1, 0.1], "ok": [False, False]})
     (row,) = recovery_measures([FaultWindow("f1", "kill", "model", t, t)], samples).to_dict("records")
     assert row["requests_lost"] == 2 and row["requests_in_window"] == 2
+
+
+def test_a_request_in_flight_when_the_next_fault_strikes_is_that_faults() -> None:
+    # An error storm from 10 to 20 s, users fine again from 20 s; a kill at 30 s fails a request sent at
+    # 29.97 s and still in flight. It is the kill's lost request: the storm recovered at 20.1 s.
+    rows = [
+        (12.0, 0.1, False),
+        (19.5, 0.1, False),
+        (20.0, 0.1, True),
+        (25.0, 0.1, True),
+        (29.97, 0.05, False),
+    ]
+    rows += [(30.2, 0.1, False), (31.0, 0.1, True)]
+    windows = [
+        FaultWindow("storm", "error", "model", 10.0, 20.0),
+        FaultWindow("kill", "kill", "model", 30.0, 30.0),
+    ]
+    out = recovery_measures(windows, _samples(rows)).set_index("fault_id")
+    assert out.loc["storm", "recovered"] == pytest.approx(20.1)
+    assert out.loc["storm", "requests_lost"] == 2
+    assert out.loc["kill", "requests_lost"] == 2
+    assert out.loc["kill", "time_to_detect_s"] == pytest.approx(0.02)
+    assert out.loc["kill", "recovered"] == pytest.approx(31.1)

@@ -9,6 +9,7 @@ expected time is `expected_time_to_fire_s`; SLO.md ("Measuring alerts") states t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,8 +203,9 @@ def firing_arithmetic(
 
 @dataclass(frozen=True)
 class AlertEpisode:
-    """One alert from its first firing notification to its resolved one (an alert is identified by its
-    fingerprint and startsAt: Alertmanager repeats both in every notification of it)."""
+    """One alert from its first firing notification to the next resolved one of the same alert (its
+    fingerprint, a digest of its labels). Not keyed by startsAt: an alert that stops and fires again within
+    Alertmanager's group interval is notified once, resolved with the later startsAt."""
 
     alertname: str
     labels: dict[str, str]
@@ -236,25 +238,40 @@ class AlertEpisode:
 
 
 def alert_episodes(notifications: Iterable[AlertNotification]) -> list[AlertEpisode]:
-    """The notifications grouped into episodes (one per fingerprint and startsAt), in start order."""
-    grouped: dict[tuple[str, str], list[AlertNotification]] = {}
-    for note in notifications:
+    """The notifications in episodes, in start order: per alert (fingerprint), a firing notification opens
+    one (repeats while it is open change nothing) and the next resolved notification closes it; a resolved
+    notification with none open (the alert fired before the run) is an episode of its own."""
+    open_: dict[str, AlertEpisode] = {}
+    episodes: list[AlertEpisode] = []
+    for note in sorted(notifications, key=lambda n: n.received_unix):
         key = note.fingerprint or repr(sorted(note.labels.items()))
-        grouped.setdefault((key, note.startsAt), []).append(note)
-    episodes = []
-    for (key, _), notes in grouped.items():
-        firing = [n.received_unix for n in notes if n.status == "firing"]
-        resolved = [n.received_unix for n in notes if n.status == "resolved"]
-        episodes.append(
-            AlertEpisode(
-                alertname=notes[0].alertname,
-                labels=dict(notes[0].labels),
-                fingerprint=key,
-                starts_unix=notes[0].starts_unix,
-                fired_unix=min(firing) if firing else None,
-                resolved_unix=min(resolved) if resolved else None,
+        current = open_.get(key)
+        if note.status == "firing":
+            if current is None:
+                open_[key] = AlertEpisode(
+                    alertname=note.alertname,
+                    labels=dict(note.labels),
+                    fingerprint=key,
+                    starts_unix=note.starts_unix,
+                    fired_unix=note.received_unix,
+                    resolved_unix=None,
+                )
+            continue
+        opened = open_.pop(key, None)
+        if opened is not None:
+            episodes.append(dataclasses.replace(opened, resolved_unix=note.received_unix))
+        else:
+            episodes.append(
+                AlertEpisode(
+                    alertname=note.alertname,
+                    labels=dict(note.labels),
+                    fingerprint=key,
+                    starts_unix=note.starts_unix,
+                    fired_unix=None,
+                    resolved_unix=note.received_unix,
+                )
             )
-        )
+    episodes.extend(open_.values())
     return sorted(episodes, key=lambda e: e.at)
 
 

@@ -3,8 +3,9 @@ fault windows (its journal) and its per-request samples (the load generator's ro
 
 Definitions (all times unix seconds; a request's completion is `intended_send + e2e_s`):
 - a request is *bad* when it failed (`ok` false) or was slow (`e2e_s` above `slow_threshold_s`);
-- the requests a fault is answerable for are those completing after its start and sent before the
-  next fault starts (or the run ends);
+- the requests a fault is answerable for are those completing after its start and before the next fault
+  starts (the last fault: sent before the run ends): a request in flight when the next fault strikes, and
+  failed by it, is that fault's, not a sign that the previous one never recovered;
 - *detected* at the completion of the first bad one: `time_to_detect_s = detected - start`;
 - *recovered* at the completion of the first good request sent after both the fault's end and the
   last bad request: `time_to_recover_s = recovered - end` (after an instantaneous fault such as a kill,
@@ -127,8 +128,10 @@ def recovery_measures(
     last_horizon = math.inf if run_end is None else run_end
     rows = []
     for index, window in enumerate(windows):
-        horizon = windows[index + 1].start if index + 1 < len(windows) else last_horizon
-        mine = (done >= window.start) & (sent < horizon)
+        if index + 1 < len(windows):
+            mine = (done >= window.start) & (done < windows[index + 1].start)
+        else:
+            mine = (done >= window.start) & (sent < last_horizon)
         bad_mine = mine & bad
         if not bad_mine.any():
             rows.append(_row(window, None, None, 0, 0, int(mine.sum())))
