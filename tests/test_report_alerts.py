@@ -88,7 +88,7 @@ def _notification(status: str, received: float, *, starts: float, fingerprint: s
     }
 
 
-def write_alerting_run(parent: Path, *, false_page: bool = False) -> Path:
+def write_alerting_run(parent: Path, *, false_page: bool = False, firing_until: float | None = None) -> Path:
     run = RunDirectory.create(parent, "alerting", run_id="20270115T080000.00Z-alerting")
     with run.jsonl_writer(RunFile.REQUESTS) as write:
         for row in _requests():
@@ -120,7 +120,8 @@ def write_alerting_run(parent: Path, *, false_page: bool = False) -> Path:
         notes.insert(0, _notification("firing", T0 + 30.0, starts=T0 + 29.0, fingerprint="early"))
     for note in notes:
         run.append_jsonl(RunFile.ALERTS, note)
-    grid = [t for t in range(int(END)) if PAGE_AT - 1 <= t < RESOLVED_AT - 4]
+    until = RESOLVED_AT - 4 if firing_until is None else firing_until
+    grid = [t for t in range(int(END)) if PAGE_AT - 1 <= t < until]
     alerts = pd.DataFrame(
         {
             "timestamp": pd.to_datetime([T0 + t for t in grid], unit="s", utc=True),
@@ -179,6 +180,10 @@ def test_alert_states_are_drawn_on_the_sli_timelines_and_in_their_own_figure(tmp
     assert (
         f"page alert firing from {PAGE_AT - 1:.1f} s, resolved at {RESOLVED_AT - 4:.1f} s" in errors.caption
     )
+    # ALERTS has samples only while an alert is active: one still active when the series end is not resolved.
+    still = error_rate_figure(RunData.load(write_alerting_run(tmp_path / "still", firing_until=END)))
+    assert f"page alert firing from {PAGE_AT - 1:.1f} s, still firing when the series end" in still.caption
+    assert "resolved at" not in still.caption
     figure = alerts_figure(run)
     (ax,) = figure.axes
     gids = {a.get_gid() for a in [*ax.collections, *ax.lines]}

@@ -270,6 +270,13 @@ def _mark_alerts(fig: ReportFigure, ax: Axes, run: RunData, seen: set[str]) -> N
     if frame is None or frame.empty or not {"severity", "alertstate"} <= set(frame.columns):
         return
     step = float((run.window or {}).get("step_s") or 1.0)
+    # ALERTS has samples only while an alert is active: a band that reaches the end of the collected window
+    # had not resolved when the collection ended.
+    window_end = (run.window or {}).get("end")
+    if isinstance(window_end, int | float) and run.origin is not None:
+        collected_until = float(window_end) - run.origin
+    else:
+        collected_until = float(frame["t_s"].astype(float).max()) + step
     for row, severity in enumerate(("page", "ticket")):
         colour = ALERT_COLOURS[severity]
         for state, alpha in (("pending", 0.35), ("firing", 0.9)):
@@ -280,7 +287,12 @@ def _mark_alerts(fig: ReportFigure, ax: Axes, run: RunData, seen: set[str]) -> N
                            linewidth=0, gid=f"alert:{severity}:{state}",
                            label=legend if legend not in seen else "_nolegend_")  # fmt: skip
                 seen.add(legend)
-                ended = "" if state == "pending" else f", resolved at {seconds(end)} s"
+                if state == "pending":
+                    ended = ""
+                elif end >= collected_until - step:
+                    ended = f", still firing when the series end ({seconds(end)} s)"
+                else:
+                    ended = f", resolved at {seconds(end)} s"
                 fig.describe(
                     "marks",
                     f"{severity} alert {state} from {seconds(start)} s{ended} "
