@@ -252,6 +252,7 @@ def test_down_removes_the_labs_containers_and_nothing_else(
         again = _cli(cfg.lab_dir, "down")
         assert again.returncode == 0 and "nothing to stop" in again.stdout
     finally:
+        _cli(cfg.lab_dir, "down")  # a failed check above must not leave the lab's containers running
         bystander.remove(force=True)
 
 
