@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import Metric
 
 from labkit.errors import LabkitError
-from labkit.measure.collect import collect_series
+from labkit.measure.collect import ALERT_LABELS, collect_series
 from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER, REQUEST_DURATION_BUCKETS, bucket_quantile
 from labkit.measure.prom import (
     QUANTILE_COLUMNS,
@@ -324,6 +324,7 @@ def test_frames_have_the_documented_columns_and_stay_inside_the_window(scenario:
         "service_memory": ["service"],
         "gpu_utilization": ["gpu", "uuid", "name"],
         "gpu_memory": ["gpu", "uuid", "name", "memory"],
+        "alerts": list(ALERT_LABELS),
     }
     start = pd.Timestamp(scenario.t0, unit="s", tz="UTC")
     end = pd.Timestamp(scenario.t2, unit="s", tz="UTC")
