@@ -14,6 +14,7 @@ import pytest
 
 from labkit.config import LabConfig
 from labkit.errors import ConfigError, ModelNotFoundError
+from labkit.lab.contract import SERVICE_NAMES
 from labkit.lab.local import LocalBackend
 from labkit.services.modelserver import BackgroundModelServer, ModelServerSettings
 from tests.conftest import promtool_check_metrics
@@ -32,7 +33,7 @@ def test_default_engine_serves_real_smollm2_text(lab_config: LabConfig) -> None:
     backend = LocalBackend(lab_config.model_copy(update={"engine": "llama"}))
     try:
         services = backend.up()
-        assert [s.state for s in services] == ["ready"] * 4
+        assert [s.state for s in services] == ["ready"] * len(SERVICE_NAMES)
         r = httpx.post(
             f"http://127.0.0.1:{lab_config.wrapper_port}/generate",
             json={
@@ -125,8 +126,11 @@ def test_engine_ollama_without_binary_or_url_says_what_to_do(
     lab_config: LabConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prometheus = shutil.which(lab_config.prometheus_bin) or "/usr/bin/prometheus"
+    alertmanager = lab_config.alertmanager_binary()  # found before PATH goes
     monkeypatch.setenv("PATH", "/nonexistent")
-    cfg = lab_config.model_copy(update={"engine": "ollama", "prometheus_bin": prometheus})
+    cfg = lab_config.model_copy(
+        update={"engine": "ollama", "prometheus_bin": prometheus, "alertmanager_bin": alertmanager}
+    )
     with pytest.raises(ConfigError, match="--ollama-url"):
         LocalBackend(cfg).up()
 

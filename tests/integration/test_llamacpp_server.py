@@ -164,7 +164,7 @@ def test_labkit_up_runs_llamacpp_server_behind_the_wrapper(llamacpp_lab: LocalBa
     assert answer.json()["output_tokens"] > 0
     # Prometheus scrapes the lab's own services and no job of the server (it has no /metrics).
     targets = httpx.get(f"{cfg.prometheus_url}/api/v1/targets", timeout=3).json()["data"]["activeTargets"]
-    assert {t["labels"]["job"] for t in targets} == {"wrapper", "exporter", "prometheus"}
+    assert {t["labels"]["job"] for t in targets} == {"wrapper", "exporter", "prometheus", "alertmanager"}
     llamacpp_lab.kill("model")
     wait_for(
         lambda: next(s for s in llamacpp_lab.status() if s.name == "model").restarts == 1,
