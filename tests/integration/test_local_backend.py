@@ -53,7 +53,7 @@ def test_up_starts_five_ready_services_and_serves_requests(running_lab: LocalBac
             prometheus_value(cfg, 'count(up{job=~"model|wrapper|exporter|alertmanager|prometheus"} == 1)')
             == 5
         ),
-        what="four healthy scrape targets",
+        what="five healthy scrape targets",
     )
 
 
