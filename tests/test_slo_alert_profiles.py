@@ -6,7 +6,6 @@ errors stop; and that one failure at low traffic does not page.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,41 +29,12 @@ from labkit.measure.slo.spec import (
     default_spec_path,
     load_slo_spec,
 )
+from tests.promtool import promtool, run_promtool_tests
 
 GOOD = 'llm_requests_total{endpoint="/generate",status_code="200"}'
 ERRORS = 'llm_requests_total{endpoint="/generate",status_code="500"}'
 TARGET = 0.99  # the availability objective of stack/slo.yaml
 PER_INTERVAL = 1000  # requests per input sample interval
-
-
-def _promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    return promtool
-
-
-def _run_promtool_tests(
-    tmp_path: Path, tests: list[dict[str, Any]], *, rules: str, evaluation_interval: str
-) -> None:
-    promtool = _promtool()
-    (tmp_path / RULES_FILE_NAME).write_text(rules)
-    test_file = tmp_path / "slo_test.yml"
-    test_file.write_text(
-        yaml.safe_dump(
-            {"rule_files": [RULES_FILE_NAME], "evaluation_interval": evaluation_interval, "tests": tests},
-            sort_keys=False,
-        )
-    )
-    result = subprocess.run(
-        [promtool, "test", "rules", test_file.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_lab_profile_scales_every_window_by_one_divisor() -> None:
@@ -103,7 +73,7 @@ def test_promtool_check_rules_accepts_both_profiles(tmp_path: Path, profile: Ale
     path = tmp_path / RULES_FILE_NAME
     path.write_text(rules_yaml(profile=profile))
     result = subprocess.run(
-        [_promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False, timeout=60
+        [promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -164,8 +134,12 @@ def test_promtool_every_alert_fires_at_its_burn_rate_not_below_and_resolves(
         at_threshold = round(alert_threshold(alert.factor, TARGET) * PER_INTERVAL)  # 144, 60, 30, 10
         tests.append(_burn_then_stop(alert, at_threshold, interval_s))  # exactly its burn rate: fires
         tests.append(_burn_then_stop(alert, at_threshold - 1, interval_s))  # just below: silent
-    _run_promtool_tests(
-        tmp_path, tests, rules=rules_yaml(profile=profile), evaluation_interval=format_duration(interval_s)
+    run_promtool_tests(
+        tmp_path,
+        tests,
+        rules=rules_yaml(profile=profile),
+        evaluation_interval=format_duration(interval_s),
+        timeout_s=300,
     )
 
 
@@ -197,7 +171,9 @@ def test_promtool_one_failure_at_1_req_per_s_does_not_page(tmp_path: Path) -> No
             ],
         }
     ]
-    _run_promtool_tests(tmp_path, tests, rules=rules_yaml(profile="lab"), evaluation_interval="5s")
+    run_promtool_tests(
+        tmp_path, tests, rules=rules_yaml(profile="lab"), evaluation_interval="5s", timeout_s=300
+    )
 
 
 @pytest.mark.parametrize(("min_events", "pages"), [(DEFAULT_ALERT_MIN_EVENTS, False), (1, True)])
@@ -235,7 +211,9 @@ def test_promtool_one_failure_at_one_request_a_minute_pages_only_without_the_min
             ],
         }
     ]
-    _run_promtool_tests(tmp_path, tests, rules=rules_yaml(slos, profile="lab"), evaluation_interval="1m")
+    run_promtool_tests(
+        tmp_path, tests, rules=rules_yaml(slos, profile="lab"), evaluation_interval="1m", timeout_s=300
+    )
 
 
 def test_min_events_must_be_a_positive_integer(tmp_path: Path) -> None:

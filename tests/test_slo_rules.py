@@ -7,13 +7,11 @@ run against the generated rule file in a temporary directory.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER
 from labkit.measure.slo.alerts import WORKBOOK_ALERTS, BurnRateAlert
@@ -27,6 +25,7 @@ from labkit.measure.slo.rules import (
     write_rules_file,
 )
 from labkit.measure.slo.spec import SloDefinition, SloSpecError, load_slo_spec
+from tests.promtool import promtool, run_promtool_tests
 
 AVAILABILITY_OBJECTIVE = "99% of valid requests succeed"
 GOOD = 'llm_requests_total{endpoint="/generate",status_code="200"}'
@@ -37,13 +36,6 @@ CLIENT_ERRORS = 'llm_requests_total{endpoint="/generate",status_code="422"}'
 @pytest.fixture(scope="module")
 def slos() -> list[SloDefinition]:
     return load_slo_spec()
-
-
-def _promtool() -> str:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    return promtool
 
 
 def _rules(slos: list[SloDefinition]) -> list[dict[str, Any]]:
@@ -101,12 +93,12 @@ def test_ratio_queries_must_be_sums_of_a_selector(slos: list[SloDefinition]) -> 
 
 
 def test_promtool_check_rules_accepts_the_generated_rules(tmp_path: Path) -> None:
-    promtool = _promtool()
+    binary = promtool()
     path = write_rules_file(tmp_path / "rules")
     assert path == tmp_path / "rules" / RULES_FILE_NAME
     assert path.read_text() == rules_yaml()
     result = subprocess.run(
-        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False, timeout=60
+        [binary, "check", "rules", str(path)], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
     # 5 objectives x 7 windows x (error ratio, events) + 5 x 4 alerts
@@ -136,28 +128,6 @@ def _ratio_sample(value: float) -> dict[str, Any]:
         "labels": f'slo:sli_error:ratio_rate5m{{objective="{AVAILABILITY_OBJECTIVE}", slo="availability"}}',
         "value": value,
     }
-
-
-def _run_promtool_tests(tmp_path: Path, tests: list[dict[str, Any]]) -> None:
-    promtool = _promtool()
-    write_rules_file(tmp_path)
-    test_file = tmp_path / "slo_test.yml"
-    test_file.write_text(
-        yaml.safe_dump(
-            {"rule_files": [RULES_FILE_NAME], "evaluation_interval": "1m", "tests": tests},
-            sort_keys=False,
-            allow_unicode=True,
-        )
-    )
-    result = subprocess.run(
-        [promtool, "test", "rules", test_file.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_promtool_page_fires_under_a_sustained_14_4x_burn(tmp_path: Path, slos: list[SloDefinition]) -> None:
@@ -218,7 +188,7 @@ def test_promtool_page_fires_under_a_sustained_14_4x_burn(tmp_path: Path, slos: 
             ],
         },
     ]
-    _run_promtool_tests(tmp_path, tests)
+    run_promtool_tests(tmp_path, tests, rules=rules_yaml())
 
 
 def test_promtool_page_stays_silent_at_1x(tmp_path: Path, slos: list[SloDefinition]) -> None:
@@ -252,7 +222,7 @@ def test_promtool_page_stays_silent_at_1x(tmp_path: Path, slos: list[SloDefiniti
             ],
         }
     ]
-    _run_promtool_tests(tmp_path, tests)
+    run_promtool_tests(tmp_path, tests, rules=rules_yaml())
 
 
 def test_promtool_no_traffic_records_nothing_and_total_failure_is_a_ratio_of_one(tmp_path: Path) -> None:
@@ -277,7 +247,7 @@ def test_promtool_no_traffic_records_nothing_and_total_failure_is_a_ratio_of_one
             ],
         },
     ]
-    _run_promtool_tests(tmp_path, tests)
+    run_promtool_tests(tmp_path, tests, rules=rules_yaml())
 
 
 def test_promtool_availability_counts_every_generation_endpoint_and_429_as_bad(tmp_path: Path) -> None:
@@ -304,7 +274,7 @@ def test_promtool_availability_counts_every_generation_endpoint_and_429_as_bad(t
             ],
         }
     ]
-    _run_promtool_tests(tmp_path, tests)
+    run_promtool_tests(tmp_path, tests, rules=rules_yaml())
 
 
 def test_promtool_latency_ratio_reads_the_bucket_at_the_threshold(tmp_path: Path) -> None:
@@ -339,4 +309,4 @@ def test_promtool_latency_ratio_reads_the_bucket_at_the_threshold(tmp_path: Path
             ],
         }
     ]
-    _run_promtool_tests(tmp_path, tests)
+    run_promtool_tests(tmp_path, tests, rules=rules_yaml())
