@@ -88,6 +88,8 @@ class RunFile(StrEnum):
     SMOKE = "smoke.json"
     SMOKE_REPORT = "report.md"
     ALERTS = "alerts.jsonl"  # Alertmanager's notifications received during the run (labkit.notifications)
+    CAPACITY = "capacity.json"  # the capacity search: its points, the knee and its interval, the limiting SLO
+    REMEDIATION_AB = "remediation_ab.json"  # the A/B: the arms' measures per fault kind, the verdicts
     WINDOW = "prometheus/window.json"  # written last: its presence means a whole collection
     SERVER_SLIS = "prometheus/server_slis.json"
     CLIENT_VS_SERVER = "prometheus/client_vs_server.csv"
@@ -98,6 +100,8 @@ class RunFolder(StrEnum):
 
     PROMETHEUS = "prometheus"
     STEADY_STATE = "steady_state"  # before/ and after/, each a run directory of its own
+    POINTS = "points"  # the capacity search: one run directory per measured load point
+    ARMS = "arms"  # the remediation A/B: one run directory per experiment, remediation off or on
 
 
 def series_file(name: str) -> str:
