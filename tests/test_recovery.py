@@ -111,3 +111,33 @@ def test_a_request_in_flight_when_the_next_fault_strikes_is_that_faults() -> Non
     assert out.loc["kill", "requests_lost"] == 2
     assert out.loc["kill", "time_to_detect_s"] == pytest.approx(0.02)
     assert out.loc["kill", "recovered"] == pytest.approx(31.1)
+
+
+def test_budget_burned_is_the_faults_bad_requests_over_the_runs_error_budget() -> None:
+    # 20 requests, a 10 % error budget allows 2 bad ones. A kill loses 2 and a latency fault slows 1 of
+    # its own: 2 / 2 = 1.0 and 1 / 2 = 0.5; without an error budget the column is None.
+    rows = [(float(t), 0.5, True) for t in range(20)]
+    rows[10] = (10.0, 0.1, False)
+    rows[11] = (11.0, 0.1, False)
+    rows[15] = (15.0, 4.0, True)
+    windows = [
+        FaultWindow("f1", "kill", "model", 10.0, 10.0),
+        FaultWindow("f2", "latency", "model", 15.0, 16.0),
+    ]
+    out = recovery_measures(windows, _samples(rows), error_budget=0.1)
+    assert list(out["budget_burned"]) == pytest.approx([1.0, 0.5])
+    assert recovery_measures(windows, _samples(rows))["budget_burned"].isna().all()
+    quiet = recovery_measures(
+        [FaultWindow("f", "latency", "model", 3.0, 4.0)], _samples(rows[:5]), error_budget=0.1
+    )
+    assert list(quiet["budget_burned"]) == [0.0]
+
+
+def test_the_default_error_budget_is_the_specs_tightest() -> None:
+    from labkit.measure.recovery import default_error_budget
+    from labkit.measure.slo import load_slo_spec
+
+    slos = load_slo_spec()
+    targets = [o.target for slo in slos for o in slo.objectives]
+    assert default_error_budget(slos) == pytest.approx(1 - max(targets))
+    assert default_error_budget([]) is None

@@ -219,7 +219,8 @@ def test_recovery_is_computed_from_the_journal_and_samples(chaos_run: Path) -> N
 def test_recovery_recorded_by_the_experiment_wins(tmp_path: Path) -> None:
     recorded = {"fault_id": "f1", "kind": "kill", "target": "model", "start": T0 + 20, "end": T0 + 20,
                 "detected": T0 + 21, "recovered": T0 + 29, "time_to_detect_s": 1.0, "time_to_recover_s": 9.0,
-                "requests_lost": 17, "requests_slow": 0, "requests_in_window": 40}  # fmt: skip
+                "requests_lost": 17, "requests_slow": 0, "requests_in_window": 40,
+                "budget_burned": 1.7}  # fmt: skip
     path = write_chaos_run(
         tmp_path,
         experiment={"verdict": "deviated", "recovery": {"slow_threshold_s": 2.0, "faults": [recorded]}},

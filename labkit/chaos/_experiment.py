@@ -32,7 +32,12 @@ from labkit.errors import ConfigError, LabkitError
 from labkit.faults import WRAPPER_FAULT_KINDS
 from labkit.lab.alert_feed import AlertFeed
 from labkit.measure.load import LoadResult, LoadSpec
-from labkit.measure.recovery import default_slow_threshold_s, fault_windows_from_journal, recovery_measures
+from labkit.measure.recovery import (
+    default_error_budget,
+    default_slow_threshold_s,
+    fault_windows_from_journal,
+    recovery_measures,
+)
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
 from labkit.rundir import EventKind, RunDirectory, RunFile
 
@@ -361,7 +366,12 @@ class _Experiment:
     def measure_recovery(self, load: LoadResult) -> pd.DataFrame:
         """Per fault: time to detect, time to recover, requests lost (labkit.measure.recovery), journaled."""
         windows = fault_windows_from_journal(self.run_dir.events())
-        frame = recovery_measures(windows, load.frame, slow_threshold_s=self.slow_threshold_s)
+        frame = recovery_measures(
+            windows,
+            load.frame,
+            slow_threshold_s=self.slow_threshold_s,
+            error_budget=default_error_budget(self.slos),
+        )
         for row in recovery_records(frame):
             row["fault_kind"] = row.pop("kind")  # `kind` is the event's own
             self.journal(EventKind.RECOVERY, slow_threshold_s=self.slow_threshold_s, **row)

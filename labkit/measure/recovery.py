@@ -10,7 +10,11 @@ Definitions (all times unix seconds; a request's completion is `intended_send + 
 - *recovered* at the completion of the first good request sent after both the fault's end and the
   last bad request: `time_to_recover_s = recovered - end` (after an instantaneous fault such as a kill,
   end = start, so this is the outage as users saw it);
-- *requests lost*: failed requests (not merely slow) sent from the fault's start until recovery.
+- *requests lost*: failed requests (not merely slow) sent from the fault's start until recovery;
+- *error budget burned*: the fault's bad requests (lost and slow) as a share of the run's error budget, the
+  requests of the run times the spec's tightest error budget (1 - the highest objective target):
+  `budget_burned = (requests_lost + requests_slow) / (error_budget * requests)`; 1.0 means the fault alone
+  spent everything the objectives allow over the run (SLO.md, "Recovery measures").
 A fault with no bad request has no detection and recovery time (None): users did not notice it.
 """
 
@@ -29,6 +33,7 @@ __all__ = [
     "FALLBACK_SLOW_S",
     "RECOVERY_COLUMNS",
     "FaultWindow",
+    "default_error_budget",
     "default_slow_threshold_s",
     "fault_windows_from_journal",
     "recovery_measures",
@@ -51,6 +56,7 @@ RECOVERY_COLUMNS = [
     "requests_lost",
     "requests_slow",
     "requests_in_window",
+    "budget_burned",
 ]
 
 
@@ -65,6 +71,13 @@ def default_slow_threshold_s(slos: Iterable[Any]) -> float:
         if o.value is not None
     ]
     return min(values) if values else FALLBACK_SLOW_S
+
+
+def default_error_budget(slos: Iterable[Any]) -> float | None:
+    """The tightest error budget of an SLO spec (labkit.measure.slo.load_slo_spec): 1 - the highest objective
+    target, the ratio of bad requests the strictest objective allows; None for a spec without objectives."""
+    budgets = [o.error_budget for slo in slos for o in slo.objectives]
+    return min(budgets) if budgets else None
 
 
 @dataclass(frozen=True)
@@ -113,12 +126,15 @@ def recovery_measures(
     *,
     slow_threshold_s: float = 3.0,
     run_end: float | None = None,
+    error_budget: float | None = None,
 ) -> pd.DataFrame:
-    """One row per fault with the measures defined in the module docstring (columns RECOVERY_COLUMNS)."""
+    """One row per fault with the measures defined in the module docstring (columns RECOVERY_COLUMNS).
+    `error_budget` (default_error_budget of the SLO spec) gives `budget_burned`; without it, None."""
     if samples.empty or not windows:
-        return pd.DataFrame([_row(w, None, None, 0, 0, 0) for w in windows], columns=RECOVERY_COLUMNS).astype(
-            {"requests_lost": int, "requests_slow": int, "requests_in_window": int}
-        )
+        return pd.DataFrame(
+            [_row(w, None, None, 0, 0, 0, None) for w in windows], columns=RECOVERY_COLUMNS
+        ).astype({"requests_lost": int, "requests_slow": int, "requests_in_window": int})
+    allowed = None if error_budget is None else error_budget * len(samples)
     sent = samples["intended_send"].astype(float)
     done = sent + samples["e2e_s"].astype(float)
     ok = samples["ok"].astype(bool)
@@ -134,7 +150,7 @@ def recovery_measures(
             mine = (done >= window.start) & (sent < last_horizon)
         bad_mine = mine & bad
         if not bad_mine.any():
-            rows.append(_row(window, None, None, 0, 0, int(mine.sum())))
+            rows.append(_row(window, None, None, 0, 0, int(mine.sum()), 0.0 if allowed else None))
             continue
         detected = float(done[bad_mine].min())
         last_bad_sent = float(sent[bad_mine].max())
@@ -143,7 +159,8 @@ def recovery_measures(
         until = recovered if recovered is not None else float("inf")
         lost = int((mine & ~ok & (sent < until)).sum())
         slow_count = int((mine & ok & slow & (sent < until)).sum())
-        rows.append(_row(window, detected, recovered, lost, slow_count, int(mine.sum())))
+        burned = (lost + slow_count) / allowed if allowed else None
+        rows.append(_row(window, detected, recovered, lost, slow_count, int(mine.sum()), burned))
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
 
 
@@ -154,6 +171,7 @@ def _row(
     lost: int,
     slow: int,
     in_window: int,
+    budget_burned: float | None,
 ) -> dict[str, Any]:
     return {
         "fault_id": window.fault_id,
@@ -168,4 +186,5 @@ def _row(
         "requests_lost": lost,
         "requests_slow": slow,
         "requests_in_window": in_window,
+        "budget_burned": budget_burned,
     }

@@ -28,6 +28,7 @@ from labkit.measure.recovery import (
     FALLBACK_SLOW_S,
     RECOVERY_COLUMNS,
     FaultWindow,
+    default_error_budget,
     default_slow_threshold_s,
     fault_windows_from_journal,
     recovery_measures,
@@ -581,8 +582,14 @@ class RunData:
         if not windows or self.samples.empty:
             return pd.DataFrame(columns=RECOVERY_COLUMNS)
         # run_end: the run's end bounds the last fault's requests (see labkit.measure.recovery).
+        try:
+            budget = default_error_budget(load_slo_spec())
+        except LabkitError as exc:
+            logger.warning("no SLO spec for the error budget (%s); budget burned left out", exc)
+            budget = None
+        slow = self.slow_threshold_s
         return recovery_measures(
-            windows, self.samples, slow_threshold_s=self.slow_threshold_s, run_end=self.end
+            windows, self.samples, slow_threshold_s=slow, run_end=self.end, error_budget=budget
         )
 
 
