@@ -16,7 +16,8 @@ message says what happened and what to do about it. The whole tree (a test keeps
     │   ├── LabNotRunningError        an action needs a running lab
     │   └── StressUnavailableError    stress-ng is missing where the manager runs (labkit.lab.manager.control)
     ├── RunDirectoryError             a run directory is missing or cannot hold what is asked (labkit.rundir)
-    │   └── ReportError               a run directory cannot be reported on (labkit.report.data)
+    │   ├── ReportError               a run directory cannot be reported on (labkit.report.data)
+    │   └── DiskFullError             no room for a run's files, before or during it (labkit.diskspace)
     ├── SamplesError                  a run's per-request samples are unreadable (labkit.measure.slo.client)
     ├── PrometheusError               Prometheus failed a query (labkit.measure.prom)
     │   ├── PrometheusUnreachableError

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from labkit.cli._base import backend_option, cli, engine_option, out_option, run_action
+from labkit.diskspace import check_free_space
 from labkit.errors import ConfigError, LabkitError
 from labkit.rundir import INDEX_FILE
 
@@ -133,6 +134,7 @@ def run_command(
             else runner.plan_all(parameters, quick=quick)
         )
         needs_lab = any("lab_dir" in plan.declared for plan in plans)
+        check_free_space(runner.out, what="labkit run")  # before a lab starts for nothing
         with _lab_for_runs(ctx, engine, backend) if needs_lab else contextlib.nullcontext():
             if scenario is not None:
                 try:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import labkit.diskspace as diskspace
 from labkit._version import __version__
 from labkit.errors import ConfigError, LabkitError
 from labkit.params import ParameterError
@@ -349,7 +350,9 @@ class ScenarioRunner:
         A failing notebook gives a failed result (the report of what exists is still rendered);
         Ctrl-C marks the run failed, updates the index and raises RunInterruptedError."""
         self._ensure_kernel()
+        diskspace.check_free_space(self.out, what=f"labkit run {plan.scenario}")
         run_dir = RunDirectory.create(self.out, plan.scenario)
+        reserve = diskspace.SpaceReserve(run_dir.path).claim()
         injected = self._injected(plan, run_dir)
         record: dict[str, Any] = {
             "run_id": run_dir.run_id,
@@ -370,9 +373,25 @@ class ScenarioRunner:
             "headline": None,
             "labkit_version": __version__,
         }
+        try:
+            return self._execute(plan, run_dir, record, {**plan.parameters, **injected})
+        except OSError as exc:
+            if not diskspace.is_disk_full(exc):
+                raise
+            error = diskspace.record_disk_full(run_dir, {**record, "finished_at": _now()}, reserve)
+            self.update_index([])
+            raise error from None
+        finally:
+            reserve.release()
+
+    def _execute(
+        self, plan: RunPlan, run_dir: RunDirectory, record: dict[str, Any], parameters: dict[str, Any]
+    ) -> RunResult:
         run_dir.write_run_record(record)
         self.say(f"running {plan.notebook.name} into {run_dir.path}")
-        result = self._run_scenario_notebook(plan, run_dir, {**plan.parameters, **injected})
+        result = self._run_scenario_notebook(plan, run_dir, parameters)
+        if result.status == "failed":
+            diskspace.raise_if_disk_full(result.error, run_dir.path)
         record.update(status=result.status, error=result.error)
         run_dir.write_run_record(record)
 
@@ -392,6 +411,7 @@ class ScenarioRunner:
         result.index_html = self.update_index(result.problems)
         if interrupted:
             raise RunInterruptedError(result.message or "interrupted", result)
+        diskspace.raise_if_disk_full(result.problems, run_dir.path)
         return result
 
     def _run_scenario_notebook(
@@ -452,12 +472,12 @@ class ScenarioRunner:
     def _execute_notebook(
         self, notebook: Path, output: Path, parameters: Mapping[str, Any], *, kernel_log: Path
     ) -> None:
-        import papermill
+        from labkit.runner.notebook_io import execute_notebook
 
         with open(kernel_log, "ab") as log:
-            papermill.execute_notebook(
-                str(notebook),
-                str(output),
+            execute_notebook(
+                notebook,
+                output,
                 parameters=dict(parameters),
                 kernel_name=self.kernel_name,
                 language="python",
