@@ -242,7 +242,11 @@ def load(
     """Send open-loop (--rate) or closed-loop (--concurrency) load and record every request.
 
     The prompts are one of: --prompt TEXT (repeatable), --prompt-tokens MEAN[:STDDEV] or --prompts FILE.
+    The open loop's shape is --arrival: constant, poisson, ramp (--rate-end, --ramp), gamma (--burstiness)
+    or trace (--trace FILE.jsonl); docs/load.md, "Load shapes".
     """
+    if options["duration_s"] is None and options["arrival"] != "trace":  # a trace lasts its own length
+        raise click.UsageError("Missing option '--duration-s' (needed unless --arrival trace).", ctx=ctx)
 
     def action() -> None:
         from labkit.measure.load import LoadSpec, run_load

@@ -13,9 +13,11 @@ __all__ = [
     "LOAD_APIS",
     "OPENAI_BASE_PATH",
     "RAMPS",
+    "STEADY_ARRIVALS",
     "Arrival",
     "LoadApi",
     "Ramp",
+    "SteadyArrival",
     "is_openai",
     "wrapper_api_url",
 ]
@@ -26,6 +28,9 @@ LOAD_APIS: tuple[LoadApi, ...] = get_args(LoadApi)
 # The open loop's load shapes (labkit.measure.load._shapes draws them), and the two ways a ramp climbs.
 Arrival = Literal["constant", "poisson", "ramp", "gamma", "trace"]
 ARRIVALS: tuple[Arrival, ...] = get_args(Arrival)
+# The shapes whose mean rate holds for the whole run: what an experiment's and a notebook's load may take.
+SteadyArrival = Literal["constant", "poisson", "gamma"]
+STEADY_ARRIVALS: tuple[SteadyArrival, ...] = get_args(SteadyArrival)
 Ramp = Literal["linear", "exponential"]
 RAMPS: tuple[Ramp, ...] = get_args(Ramp)
 

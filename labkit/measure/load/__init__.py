@@ -38,9 +38,11 @@ from labkit.measure.load_apis import (
     ARRIVALS,
     LOAD_APIS,
     RAMPS,
+    STEADY_ARRIVALS,
     Arrival,
     LoadApi,
     Ramp,
+    SteadyArrival,
     wrapper_api_url,
 )
 
@@ -55,6 +57,7 @@ __all__ = [
     "MAX_WORK_TOKENS",
     "RAMPS",
     "REQUEST_COLUMNS",
+    "STEADY_ARRIVALS",
     "Arrival",
     "LoadApi",
     "LoadResult",
@@ -62,6 +65,7 @@ __all__ = [
     "PromptEntry",
     "Ramp",
     "RequestOverride",
+    "SteadyArrival",
     "TokenDistribution",
     "TraceLine",
     "Workload",
