@@ -69,8 +69,10 @@ def test_a_ramp_sends_its_integral_and_its_rate_grows(
 
 
 def test_a_linear_ramp_follows_its_rate_at_every_point() -> None:
-    offsets = schedule(_spec(arrival="ramp", rate=1, rate_end=10, duration_s=20))
+    spec = _spec(arrival="ramp", rate=1, rate_end=10, duration_s=20)
+    offsets = schedule(spec)
     assert len(offsets) == 110  # (1 + 10) / 2 x 20
+    assert spec.offered_rate == 5.5  # the mean rate, what a run's summary calls its target
     for i, (a, b) in enumerate(itertools.pairwise(offsets)):
         # request i + 1 leaves where the integral R1 t + (R2 - R1) t^2 / 2D reaches i + 1
         assert a + (10 - 1) * a * a / 40 == pytest.approx(i, abs=1e-9)
@@ -148,6 +150,7 @@ def test_a_trace_is_replayed_at_its_offsets_with_its_own_lengths(tmp_path: Path)
     spec = _spec(arrival="trace", trace_file=path, duration_s=None, prompts=["fixed"], max_tokens=9)
     assert schedule(spec) == [0, 0.25, 0.25, 1.125, 2.5]
     assert spec.duration_s == math.nextafter(2.5, math.inf)  # the trace's own length: every line is sent
+    assert spec.offered_rate is None  # a trace sets its own times
     work = workload(spec)
     requests = [work.next() for _ in range(5)]
     bodies = [json.loads(body) for _, body in requests]

@@ -380,6 +380,16 @@ class LoadSpec(BaseModel):
             )
 
     @property
+    def offered_rate(self) -> float | None:
+        """The mean rate the open loop offers over duration_s, requests per second: `rate`, a ramp's
+        integral / duration_s; None for a trace (it sets its own times) and a closed loop."""
+        if self.rate is None or self.mode != "open":
+            return None
+        if self.arrival == "ramp" and self.rate_end is not None and self.ramp is not None:
+            return ramp_integral(self.rate, self.rate_end, self.duration_s, self.ramp) / self.duration_s
+        return self.rate
+
+    @property
     def target(self) -> str:
         """The URL every request is POSTed to."""
         return self.url + API_ENDPOINTS[self.api]
