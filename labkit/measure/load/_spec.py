@@ -162,9 +162,13 @@ class LoadSpec(BaseModel):
       `prompt_tokens` (a synthetic prompt of that many tokens per request, `MEAN[:STDDEV]`) or
       `prompts_file` (JSON Lines of `prompt` or `messages`, optional `max_tokens`). `max_tokens` is a
       count or a distribution (`MEAN:STDDEV`). Every draw is seeded by `seed`.
-    - `mode="open"`: requests leave at the times of `schedule(spec)` (`rate` per second, `constant` spacing
-      or `poisson` arrivals), whether or not earlier ones have answered; at most `max_in_flight` are
-      outstanding at once, and a request that has to wait for a slot shows that wait in `queue_delay_s`.
+    - `mode="open"`: requests leave at the times of `schedule(spec)`, whether or not earlier ones have
+      answered; at most `max_in_flight` are outstanding at once, and a request that has to wait for a slot
+      shows that wait in `queue_delay_s`. The shape is `arrival`: `constant` or `poisson` at `rate` per
+      second, `ramp` from `rate` to `rate_end` (`ramp` linear or exponential), `gamma` at `rate` with gaps
+      of shape `burstiness` (as vLLM's), or `trace` at the offsets of `trace_file`, whose lines may set
+      their request's prompt_tokens (or prompt) and max_tokens; a trace lasts its own length unless
+      `duration_s` is given.
     - `mode="closed"`: `concurrency` workers each send back to back for `duration_s`.
     - `timeout_s` bounds a request from its intended send time to its last byte (the same clock as its
       latency), so a run ends at most `timeout_s` after its last send.
