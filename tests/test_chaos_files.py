@@ -275,3 +275,30 @@ def test_a_remediation_on_an_alert_has_no_p95_trigger_beside_it(tmp_path: Path) 
     both = "remediation: {on_alert: SloErrorBudgetBurnPage, breaches_to_act: 2}\n"
     with pytest.raises(ConfigError, match=r"b\.yaml:2: .*give on_alert or breaches_to_act, not both"):
         load_experiment_file(write(tmp_path, "b.yaml", "duration_s: 30\n" + both + faults))
+
+
+def test_an_experiment_may_send_bursty_gamma_arrivals(tmp_path: Path) -> None:
+    text = (
+        "duration_s: 20\n"
+        "load: {rate: 4, arrival: gamma, burstiness: 0.25}\n"
+        "faults: [{kind: pause, start_s: 5, duration_s: 3}]\n"
+    )
+    spec = load_experiment_file(write(tmp_path, "exp.yaml", text)).spec()
+    record = spec.params_record(tmp_path, plan="")["experiment"]
+    assert (record["arrival"], record["burstiness"]) == ("gamma", 0.25)
+    load = spec.load.load_spec("http://127.0.0.1:8000", duration_s=spec.duration_s, api_key_file=None)
+    assert (load.arrival, load.burstiness, load.rate) == ("gamma", 0.25, 4)
+
+
+@pytest.mark.parametrize(
+    ("load", "match"),
+    [
+        ("{arrival: gamma}", r"exp\.yaml:2: .*burstiness: arrival 'gamma' needs the gaps' shape"),
+        ("{burstiness: 2}", r"exp\.yaml:2: .*burstiness applies to arrival 'gamma' only .*'constant'"),
+        ("{arrival: ramp}", r"load\.arrival.*'constant', 'poisson' or 'gamma'"),
+    ],
+)
+def test_an_experiment_s_arrival_and_burstiness_go_together(tmp_path: Path, load: str, match: str) -> None:
+    text = f"duration_s: 20\nload: {load}\nfaults: [{{kind: pause, start_s: 5, duration_s: 3}}]\n"
+    with pytest.raises(ConfigError, match=match):
+        load_experiment_file(write(tmp_path, "exp.yaml", text)).spec()

@@ -6,13 +6,13 @@ scenarios build one; params.json records one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labkit.chaos._remediation import RemediationPolicy
 from labkit.chaos._schedule import MAX_RUN_S, Schedule, as_schedule, check_schedule_fits
-from labkit.measure.load import LoadApi, LoadSpec, TokenDistribution, wrapper_api_url
+from labkit.measure.load import LoadApi, LoadSpec, SteadyArrival, TokenDistribution, wrapper_api_url
 from labkit.validation import CheckedModel
 
 __all__ = ["DEFAULT_SETTLE_TIMEOUT_S", "ExperimentLoad", "ExperimentSpec", "SteadyState"]
@@ -31,7 +31,8 @@ class ExperimentLoad(_Settings):
     """The open-loop load the experiment sends: during the method, and during each steady-state check.
     `api` picks the wrapper's API it speaks (`generate`, or the OpenAI-compatible chat or text completions
     under the wrapper's /v1); `prompt_tokens` (`MEAN[:STDDEV]`) sends synthetic prompts of that many tokens
-    instead of the default prompts."""
+    instead of the default prompts. `arrival` spaces the requests: constant, Poisson, or bursty gamma gaps
+    of shape `burstiness` (as `vllm bench serve --burstiness`; given with `gamma` only)."""
 
     api: LoadApi = Field(default="generate", description="the wrapper's API the requests speak")
     rate: float = Field(default=2.0, gt=0, le=1000, description="requests per second")
@@ -42,11 +43,28 @@ class ExperimentLoad(_Settings):
     prompt_tokens: TokenDistribution | None = Field(
         default=None, description="synthetic prompts of this many tokens, MEAN[:STDDEV]; None: fixed prompts"
     )
-    arrival: Literal["constant", "poisson"] = Field(default="constant", description="spacing of the requests")
+    arrival: SteadyArrival = Field(default="constant", description="spacing of the requests")
+    burstiness: float | None = Field(
+        default=None, gt=0, description="gamma: the gaps' shape, 1 Poisson, below 1 burstier"
+    )
     seed: int = Field(
-        default=0, description="seeds the prompts and Poisson arrivals (not the fault schedule)"
+        default=0, description="seeds the prompts and Poisson or gamma arrivals (not the fault schedule)"
     )
     timeout_s: float = Field(default=30.0, gt=0, le=600, description="seconds a request may take")
+
+    @model_validator(mode="after")
+    def _burstiness_with_gamma(self) -> ExperimentLoad:
+        if self.arrival == "gamma" and self.burstiness is None:
+            raise ValueError(
+                "burstiness: arrival 'gamma' needs the gaps' shape: 1 Poisson, below 1 burstier, above 1 "
+                "more regular"
+            )
+        if self.arrival != "gamma" and self.burstiness is not None:
+            raise ValueError(
+                f"burstiness applies to arrival 'gamma' only (arrival is {self.arrival!r}); drop it, or set "
+                "arrival to gamma"
+            )
+        return self
 
     def load_spec(self, wrapper_url: str, *, duration_s: float, api_key_file: Path | None) -> LoadSpec:
         """The load run this asks for, `duration_s` long, against the lab's wrapper at `wrapper_url` (its
@@ -59,6 +77,7 @@ class ExperimentLoad(_Settings):
             max_tokens=self.max_tokens,
             prompt_tokens=self.prompt_tokens,
             arrival=self.arrival,
+            burstiness=self.burstiness,
             seed=self.seed,
             timeout_s=self.timeout_s,
             duration_s=duration_s,
@@ -133,6 +152,7 @@ class ExperimentSpec(CheckedModel, _Settings):
                 "stream": self.load.stream,
                 "max_tokens": self.load.max_tokens,
                 "arrival": self.load.arrival,
+                "burstiness": self.load.burstiness,
                 "load_seed": self.load.seed,
                 "request_timeout_s": self.load.timeout_s,
                 "steady_state": self.steady_state.enabled,

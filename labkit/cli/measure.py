@@ -11,7 +11,7 @@ import click
 
 from labkit.cli._base import attached, cli, out_option, renamed_option, run_action
 from labkit.errors import LabNotRunningError
-from labkit.measure.load_apis import LOAD_APIS, wrapper_api_url
+from labkit.measure.load_apis import ARRIVALS, LOAD_APIS, RAMPS, wrapper_api_url
 from labkit.rundir import RunFile
 
 __all__ = ["load", "slo"]
@@ -123,14 +123,16 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
 @click.option(
     "--model", default=None, help="Model to ask for [default: the only one GET {url}/models lists]."
 )
-@click.option("--rate", type=float, default=None, help="Open loop: requests per second.")
+@click.option(
+    "--rate", type=float, default=None, help="Open loop: requests per second (a ramp's first rate)."
+)
 @renamed_option(
     "--duration-s",
     "--duration",
     "duration_s",
     type=float,
-    required=True,
-    help="Seconds to send requests for.",
+    default=None,
+    help="Seconds to send requests for [required, except with --arrival trace: the trace's own length].",
 )
 @click.option(
     "--concurrency", type=int, default=None, help="Closed loop instead: N workers sending back to back."
@@ -140,10 +142,38 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
     "--poisson",
     "arrival",
     old_flag_value="poisson",
-    type=click.Choice(["constant", "poisson"]),
+    type=click.Choice(ARRIVALS),
     default="constant",
     show_default=True,
-    help="Open loop: constant spacing, or seeded Poisson arrivals.",
+    help="Open loop: constant spacing, seeded Poisson arrivals, a ramp (--rate to --rate-end), bursty gamma "
+    "gaps (--burstiness), or a trace's offsets (--trace).",
+)
+@click.option(
+    "--rate-end",
+    type=float,
+    default=None,
+    help="--arrival ramp: the rate at the end of --duration-s, requests per second.",
+)
+@click.option(
+    "--ramp",
+    type=click.Choice(RAMPS),
+    default=None,
+    help="--arrival ramp: linear or exponential (geometric) from --rate to --rate-end [default: linear].",
+)
+@click.option(
+    "--burstiness",
+    type=float,
+    default=None,
+    help="--arrival gamma: the gaps' gamma shape, as vllm bench serve's: 1 Poisson, below 1 burstier, "
+    "above 1 more regular.",
+)
+@click.option(
+    "--trace",
+    "trace_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help='--arrival trace: a JSON Lines file, {"offset_s": S} per request, optional "prompt_tokens" (or '
+    '"prompt") and "max_tokens" that win over the workload\'s.',
 )
 @click.option(
     "--stream/--no-stream",
@@ -212,7 +242,11 @@ def load(
     """Send open-loop (--rate) or closed-loop (--concurrency) load and record every request.
 
     The prompts are one of: --prompt TEXT (repeatable), --prompt-tokens MEAN[:STDDEV] or --prompts FILE.
+    The open loop's shape is --arrival: constant, poisson, ramp (--rate-end, --ramp), gamma (--burstiness)
+    or trace (--trace FILE.jsonl); docs/load.md, "Load shapes".
     """
+    if options["duration_s"] is None and options["arrival"] != "trace":  # a trace lasts its own length
+        raise click.UsageError("Missing option '--duration-s' (needed unless --arrival trace).", ctx=ctx)
 
     def action() -> None:
         from labkit.measure.load import LoadSpec, run_load
@@ -246,6 +280,8 @@ def load(
         s = result.summary()
         rate = "-" if s["achieved_rate"] is None else f"{s['achieved_rate']:.2f}/s"
         target_rate = "" if spec.rate is None else f" (target {spec.rate:g}/s)"
+        if spec.rate_end is not None:
+            target_rate = f" (target {spec.rate:g} to {spec.rate_end:g}/s, {spec.ramp})"
         availability = "-" if s["availability"] is None else f"{s['availability']:.2%}"
         model = result.model or "the wrapper's default"
         click.echo(f"api {spec.api}  model {model}  target {spec.target}")

@@ -34,7 +34,7 @@ from labkit.chaos import (
 )
 from labkit.errors import LabkitError
 from labkit.lab.alertmanager_config import ALERTMANAGER_GROUP_WAIT_S
-from labkit.measure.load import LoadApi, LoadResult, LoadSpec, run_load, wrapper_api_url
+from labkit.measure.load import Arrival, LoadApi, LoadResult, LoadSpec, run_load, wrapper_api_url
 from labkit.measure.prom import PrometheusError
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
 from labkit.rundir import RunDirectory, RunFile
@@ -194,9 +194,9 @@ def baseline(
     scenario: str | None = None,
     progress: bool = True,
 ) -> ScenarioRun:
-    """Open-loop load with nothing broken (`params`: its duration, rate, max_tokens, seed and api); the SLOs
-    judged on the client's samples. `scenario` names the run directory when `params.run_dir` is not given
-    (default: the spec's scenario)."""
+    """Open-loop load with nothing broken (`params`: its duration, rate, max_tokens, seed, api, arrival and
+    burstiness, which only `gamma` arrivals use); the SLOs judged on the client's samples. `scenario` names
+    the run directory when `params.run_dir` is not given (default: the spec's scenario)."""
     api = cast(LoadApi, params.api)  # one of them: its Bound checked it
     spec = LoadSpec(
         url=wrapper_api_url(session.wrapper_url, api),
@@ -206,6 +206,8 @@ def baseline(
         max_tokens=params.max_tokens,
         stream=True,
         seed=params.seed,
+        arrival=cast(Arrival, params.arrival),  # one of them: its Bound checked it
+        burstiness=params.burstiness if params.arrival == "gamma" else None,
         api_key_file=session.config.api_key_file,
     )
     out = _run_dir(params.run_dir, params.out_dir, scenario or params.scenario)

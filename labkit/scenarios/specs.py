@@ -13,7 +13,7 @@ from pydantic import model_validator
 from labkit.chaos import MAX_RUN_S
 from labkit.config import BackendName, Engine
 from labkit.faults import FAULT_KINDS, FAULT_TARGETS
-from labkit.measure.load_apis import LOAD_APIS
+from labkit.measure.load_apis import LOAD_APIS, STEADY_ARRIVALS
 from labkit.params import Bound, Params, param
 
 __all__ = [
@@ -39,6 +39,8 @@ Rate = Annotated[float, Bound(0, 1000, low_open=True, unit="requests/s")]
 MaxTokens = Annotated[int, Bound(1, 4096)]
 SteadySeconds = Annotated[float, Bound(0, 600, low_open=True, unit="s")]
 LoadApiName = Annotated[str, Bound(choices=LOAD_APIS)]
+ArrivalName = Annotated[str, Bound(choices=STEADY_ARRIVALS)]
+Burstiness = Annotated[float, Bound(0, low_open=True)]
 
 _DURATION_HELP = "how long the method sends load, in seconds"
 _RATE_HELP = "requests per second"
@@ -89,6 +91,10 @@ class LoadParams(LabParams):
     max_tokens: MaxTokens = param(32, _TOKENS_HELP)
     seed: int = param(0, "seeds the prompts and arrival times")
     api: LoadApiName = param("generate", _API_HELP)
+    arrival: ArrivalName = param("constant", "spacing of the requests: constant, poisson or gamma (bursty)")
+    burstiness: Burstiness = param(
+        1.0, "gamma arrivals: the gaps' shape, 1 Poisson, below 1 burstier, above 1 more regular"
+    )
 
 
 class ExperimentParams(LabParams):

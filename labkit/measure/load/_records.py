@@ -49,7 +49,7 @@ ERROR_KINDS: dict[str, str] = {
 # Column order of `requests.jsonl` rows and of the DataFrame. Times are seconds.
 REQUEST_COLUMNS: tuple[str, ...] = (
     "request_id",  # 0, 1, ... in schedule order (open loop) or start order (closed loop)
-    "prompt_index",  # which prompt (or prompts-file entry) it sent; its own number for synthetic prompts
+    "prompt_index",  # which prompt (or prompts-file entry) it sent; its own number for a prompt of its own
     "intended_send",  # unix time the schedule meant it to leave
     "actual_send",  # unix time it left (None if it never got a connection slot)
     "queue_delay_s",  # actual_send - intended_send: the client's own lag (0 in a closed loop)

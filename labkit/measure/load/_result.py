@@ -80,7 +80,7 @@ class LoadResult:
             "sent": self.sent,
             "ok": len(ok),
             "availability": self.availability,
-            "target_rate": self.spec.rate,
+            "target_rate": self.spec.offered_rate,
             "achieved_rate": self.achieved_rate,
             "elapsed_s": self.elapsed_s,
             "ttft_s": _quantiles(ok["ttft_s"], qs),

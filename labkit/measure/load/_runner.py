@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import statistics
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from labkit.measure.load._api import discover_model
 from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, Attempt, ClockAnchor, requests_frame
 from labkit.measure.load._result import LoadResult, achieved_rate
 from labkit.measure.load._sender import RequestSender
+from labkit.measure.load._shapes import read_trace_file
 from labkit.measure.load._spec import LoadSpec, schedule, workload
 from labkit.measure.load._workload import Workload, file_digest
 from labkit.measure.load_apis import is_openai
@@ -46,16 +48,33 @@ _DRAIN_GRACE_S = 1.0
 _OPEN_LOOP_KEEPALIVE = 32
 
 
-def _schedule_summary(offsets: list[float] | None) -> dict[str, Any]:
+def _schedule_summary(spec: LoadSpec, offsets: list[float] | None) -> dict[str, Any]:
+    """What was scheduled: the shape and its settings, how many requests, over what span, at what mean
+    rate, and how irregular the gaps are (their coefficient of variation: 0 constant, 1 Poisson)."""
     if offsets is None:
         return {"scheduled": None}
     span = offsets[-1] - offsets[0] if len(offsets) > 1 else 0.0
-    return {
+    gaps = [b - a for a, b in itertools.pairwise(offsets)]
+    mean_gap = statistics.fmean(gaps) if len(gaps) > 1 else 0.0
+    summary: dict[str, Any] = {
+        "arrival": spec.arrival,
         "scheduled": len(offsets),
         "first_offset_s": offsets[0] if offsets else None,
         "last_offset_s": offsets[-1] if offsets else None,
         "schedule_rate": (len(offsets) - 1) / span if span > 0 else None,
+        "gap_cv": statistics.pstdev(gaps) / mean_gap if mean_gap > 0 else None,
     }
+    if spec.arrival == "ramp":
+        summary |= {"rate": spec.rate, "rate_end": spec.rate_end, "ramp": spec.ramp}
+        half = spec.duration_s / 2
+        summary["first_half"] = sum(1 for t in offsets if t < half)
+        summary["second_half"] = len(offsets) - summary["first_half"]
+    elif spec.arrival == "gamma":
+        summary |= {"rate": spec.rate, "burstiness": spec.burstiness}
+    elif spec.arrival == "trace" and spec.trace_file is not None:
+        summary["trace_file"] = {"path": str(spec.trace_file), "sha256": file_digest(spec.trace_file)}
+        summary["trace_lines"] = len(read_trace_file(spec.trace_file))
+    return summary
 
 
 def _workload_record(spec: LoadSpec, model: str | None) -> dict[str, Any]:
@@ -89,7 +108,7 @@ def _write_params(
     params["load"] = {
         "spec": spec.model_dump(mode="json"),
         "workload": work,
-        "schedule": _schedule_summary(offsets),
+        "schedule": _schedule_summary(spec, offsets),
         "clock_anchor": {"wall": anchor.wall, "monotonic": anchor.monotonic},
         "columns": list(REQUEST_COLUMNS),
         "error_kinds": ERROR_KINDS,

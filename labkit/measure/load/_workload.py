@@ -12,7 +12,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from labkit.validation import describe_validation_error
 __all__ = [
     "MAX_WORK_TOKENS",
     "PromptEntry",
+    "RequestOverride",
     "TokenDistribution",
     "Workload",
     "read_prompts_file",
@@ -151,6 +152,31 @@ class PromptEntry(BaseModel):
         return self
 
 
+class RequestOverride(BaseModel):
+    """What one request asks for instead of the workload's draw (a trace line's own lengths): its own
+    `prompt` text or a synthetic prompt of `prompt_tokens`, and its own `max_tokens`; what it leaves out
+    comes from the workload as for any other request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str | None = Field(default=None, min_length=1)
+    prompt_tokens: int | None = Field(default=None, ge=1, le=MAX_WORK_TOKENS)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_WORK_TOKENS)
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> RequestOverride:
+        if self.prompt is not None and self.prompt_tokens is not None:
+            raise ValueError('give "prompt" or "prompt_tokens", not both: each says what to send')
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError('"prompt" is blank')
+        return self
+
+    @property
+    def own_prompt(self) -> bool:
+        """Whether the request sends a prompt of its own rather than the workload's."""
+        return self.prompt is not None or self.prompt_tokens is not None
+
+
 def read_prompts_file(path: Path, api: LoadApi) -> tuple[PromptEntry, ...]:
     """The entries of a prompts file (JSON Lines; blank lines skipped), each checked. A ConfigError names
     `file:line` and what is wrong there; `messages` entries need the chat API."""
@@ -199,6 +225,8 @@ class Workload:
     Exactly one source of prompts: `texts` (chosen per request), `entries` of a prompts file (likewise,
     their own max_tokens winning), or `prompt_tokens` (a synthetic prompt per request; its index is the
     request's own number). `max_tokens` is a fixed count, a distribution, or None (the server decides).
+    `overrides[n]`, where given, wins for request n (a trace line's lengths): a prompt of its own (its
+    index is then the request's own number, as for synthetic prompts) and/or its own max_tokens.
     """
 
     def __init__(
@@ -213,12 +241,14 @@ class Workload:
         texts: tuple[str, ...] = (),
         entries: tuple[PromptEntry, ...] = (),
         prompt_tokens: TokenDistribution | None = None,
+        overrides: Sequence[RequestOverride | None] = (),
     ) -> None:
         if sum((bool(texts), bool(entries), prompt_tokens is not None)) != 1:
             raise ConfigError("a workload needs exactly one of texts, entries or prompt_tokens")
         self.api, self.stream, self.model, self.options = api, stream, model, options
         self.max_tokens = max_tokens
         self.prompt_tokens = prompt_tokens
+        self.overrides = overrides
         self.entries: tuple[PromptEntry, ...] = entries or tuple(PromptEntry(prompt=t) for t in texts)
         # Seeded as the load generator always has: a spec of fixed prompts picks the same ones as before.
         self._choices = random.Random(f"labkit.measure.load.prompts:{seed}")
@@ -255,6 +285,9 @@ class Workload:
         """The next request's prompt index and JSON body."""
         number = self._count
         self._count += 1
+        override = self.overrides[number] if number < len(self.overrides) else None
+        if override is not None and (override.own_prompt or override.max_tokens is not None):
+            return self._overridden(number, override)
         if self.prompt_tokens is not None:
             prompt = synthetic_prompt(self._words, self.prompt_tokens.draw(self._lengths))
             return number, self._encode(None, prompt, self._answer_tokens(None))
@@ -263,3 +296,20 @@ class Workload:
             return index, self._fixed[index]
         entry = self.entries[index]
         return index, self._encode(entry, entry.prompt, self._answer_tokens(entry))
+
+    def _overridden(self, number: int, override: RequestOverride) -> tuple[int, bytes]:
+        """Request `number` with what `override` sets; the rest drawn as for any request."""
+        index, entry = number, None
+        prompt: str | None
+        if override.prompt is not None:
+            prompt = override.prompt
+        elif override.prompt_tokens is not None:
+            prompt = synthetic_prompt(self._words, override.prompt_tokens)
+        elif self.prompt_tokens is not None:
+            prompt = synthetic_prompt(self._words, self.prompt_tokens.draw(self._lengths))
+        else:
+            index = self._choices.randrange(len(self.entries))
+            entry = self.entries[index]
+            prompt = entry.prompt
+        answer = override.max_tokens if override.max_tokens is not None else self._answer_tokens(entry)
+        return index, self._encode(entry, prompt, answer)
