@@ -7,6 +7,7 @@ the session ends. Tests skip, saying why, only when no engine answers and none c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 START_TIMEOUT_S = 60.0
 
@@ -98,6 +101,8 @@ def docker_engine() -> Iterator[tuple[Any | None, str]]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        else:  # a test stopped it and started it again (engine_stopped): the pidfile names the new one
+            _stop_pidfile(root / "docker.pid")
         log.close()
         # The data root holds overlay mounts while dockerd runs; after it stops they are gone, but dockerd
         # leaves its default network namespace mounted under the exec root (as .ci/run also undoes).
@@ -105,3 +110,56 @@ def docker_engine() -> Iterator[tuple[Any | None, str]]:
         if os.path.ismount(netns):
             subprocess.run(["umount", str(netns)], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_pidfile(pidfile: Path) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    _terminate(psutil.Process(pid) if psutil.pid_exists(pid) else None)
+
+
+def _terminate(proc: psutil.Process | None, timeout_s: float = 30.0) -> None:
+    if proc is None:
+        return
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+
+
+def _engine_process(url: str) -> psutil.Process | None:
+    """The dockerd serving `url` (unix://...), found by its --host flag; None for one started otherwise."""
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if proc.info["name"] == "dockerd" and (f"--host={url}" in argv or ("--host" in argv and url in argv)):
+            return proc
+    return None
+
+
+@contextmanager
+def engine_stopped(url: str, log: Path) -> Iterator[None]:
+    """Stop the dockerd serving `url` (SIGTERM, as `systemctl stop docker` does), then start it again with
+    the same command line and wait until it answers: its data root keeps the images. Skips where the engine
+    was not started with --host (a system service this test must not restart)."""
+    import pytest
+
+    proc = _engine_process(url)
+    if proc is None:
+        pytest.skip(f"the Docker engine at {url} was not started with --host={url}: not restarted by a test")
+    argv, cwd = proc.cmdline(), proc.cwd()
+    _terminate(proc)
+    try:
+        yield
+    finally:
+        with open(log, "ab") as out:
+            subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _ping(url)[0] is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd did not answer at {url} again after a restart; see {log}")
+            time.sleep(0.5)

@@ -179,6 +179,12 @@ class Backend(ABC):
                     svc.update(state="stopped", pid=None)
             self.lab.write_state(state)
 
+    def stopped_by_down(self) -> bool:
+        """Whether `labkit down` stopped this lab (state.json says `running: false`): nothing of it runs, so
+        status, up and run need nothing of its engine."""
+        state = self.lab.read_state()
+        return state is not None and state.get("running") is False
+
     def _check_ports_free(self) -> None:
         """Every port the lab will listen on is free now (the model's only when the lab runs it)."""
         cfg = self.config

@@ -107,7 +107,7 @@ class DockerBackend(Backend):
         return None
 
     def is_running(self) -> bool:
-        if self._lab_id() is None:
+        if self._lab_id() is None or self.stopped_by_down():  # `down` removed its containers
             return False
         agent = self._container("exporter")
         return agent is not None and agent.status == "running"
@@ -387,6 +387,8 @@ class DockerBackend(Backend):
         try:
             containers = self.containers(lab_id)
         except BackendError:
+            if self.stopped_by_down():  # `down` removed them; its engine is gone since: nothing to stop
+                return 0
             raise
         except docker.errors.DockerException as exc:
             raise BackendError(f"cannot list the lab's containers: {exc}") from exc
