@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import lab, load_generator, model, openai_peers, overload, run_all, wrapper
+from bench import lab, load_generator, model, openai_peers, overload, run_all, soak, wrapper
 from bench._common import ROOT, Row, machine
 from bench._report import write_markdown
 
@@ -34,13 +34,19 @@ SUITES: dict[str, Callable[[Path, bool], list[Row]]] = {
     "overload": overload.run,
     "openai_peers": openai_peers.run,
 }
+# Suites that take long (the soak: an hour on the real model) run only when named: `--only soak`.
+ON_REQUEST: dict[str, Callable[[Path, bool], list[Row]]] = {"soak": soak.run}
+ALL_SUITES = {**SUITES, **ON_REQUEST}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny parameters: checks the code, measures nothing")
     ap.add_argument(
-        "--only", action="append", choices=sorted(SUITES), help="run only this suite (repeatable)"
+        "--only",
+        action="append",
+        choices=sorted(ALL_SUITES),
+        help=f"run only this suite (repeatable); {', '.join(ON_REQUEST)} only when named",
     )
     ap.add_argument(
         "--out",
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"labkit-bench-{name}-") as tmp:
             try:
-                got = SUITES[name](Path(tmp), args.smoke)
+                got = ALL_SUITES[name](Path(tmp), args.smoke)
                 error = None
             except Exception as exc:  # one failed suite must not cost the others their numbers
                 got = []
@@ -119,7 +125,7 @@ def _merge(path: Path, new: dict[str, Any]) -> dict[str, Any]:
     suites = {k: v for k, v in old["suites"].items() if k not in new["suites"]} | new["suites"]
     replaced = {name for suite in new["suites"] for name in old["suites"].get(suite, {}).get("rows", [])}
     rows = [r for r in old.get("rows", []) if r["name"] not in replaced] + new["rows"]
-    order = {name: i for i, name in enumerate(SUITES)}
+    order = {name: i for i, name in enumerate(ALL_SUITES)}
     suite_of = {row: name for name, info in suites.items() for row in info.get("rows", [])}
     rows.sort(key=lambda r: order.get(suite_of.get(r["name"], ""), len(order)))
     ordered = dict(sorted(suites.items(), key=lambda kv: order.get(kv[0], len(order))))

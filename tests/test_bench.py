@@ -114,3 +114,19 @@ def test_only_merges_its_suites_into_the_results_already_there(tmp_path: Path) -
     doc = tmp_path / "b.md"
     write_markdown(doc, merged)
     assert "between 2026-11-27T00:00:00Z and 2026-11-28T00:00:00Z" in doc.read_text()
+
+
+def test_soak_growth_is_the_least_squares_slope_after_the_warm_up() -> None:
+    import pandas as pd
+
+    from bench.soak import growth_per_hour
+
+    # 100 MB flat during the warm-up's first 10 minutes (noise ignored), then +10 MB per hour exactly.
+    rows = [
+        {"t_s": t, "rss": 100e6 + (0 if t < 600 else (t - 600) / 3600 * 10e6)} for t in range(0, 4200, 60)
+    ]
+    rows[3]["rss"] = 500e6  # a spike inside the warm-up does not count
+    growth = growth_per_hour(pd.DataFrame(rows), "rss", warmup_s=600)
+    assert growth["per_hour"] == pytest.approx(10e6)
+    assert growth["pct_per_hour"] == pytest.approx(100 * 10e6 / growth["mean"])
+    assert growth_per_hour(pd.DataFrame(rows[:12]), "rss", warmup_s=600)["per_hour"] is None

@@ -1,0 +1,348 @@
+"""The soak (`python -m bench --only soak`): the lab over an hour on the real model, with a seeded random
+fault every few minutes and remediation on, sampled every minute: each service's RSS, open file descriptors
+and threads (its process and children), the disk used by the lab's logs, Prometheus' TSDB, Alertmanager's data
+and the run directory, the requests so far and how many succeeded. At the end: the growth per hour of each
+figure after the warm-up (a least-squares slope over the samples, so one restart's dip does not decide it),
+and the pages that no fault explains (labkit.measure.alerting, as the report counts them).
+
+Writes soak.json, soak_samples.csv and soak.png into the run directory, and rows for bench/results.json.
+Not a test, and not CI: an hour on a machine with nothing else busy. `--smoke` runs a minute on the sim
+engine to check the code.
+
+    .venv/bin/python -m bench --only soak
+    .venv/bin/python -m bench.soak --duration-s 600           # ten minutes, by hand
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+
+from bench._common import Row, Target, free_ports
+from labkit import LabConfig, open_lab
+from labkit.chaos import (
+    ExperimentLoad,
+    ExperimentSpec,
+    RemediationPolicy,
+    SteadyState,
+    applicable_faults,
+    random_schedule,
+    run_experiment,
+)
+from labkit.rundir import RunDirectory, RunFile
+
+RESULT_FILE = "soak.json"
+SAMPLES_FILE = "soak_samples.csv"
+PLOT_FILE = "soak.png"
+RSS_GROWTH_TARGET_PCT_PER_H = 10.0
+
+
+@dataclass(frozen=True)
+class SoakSettings:
+    duration_s: float = 3600.0
+    rate: float = 1.0  # the alert soak's light load: the model keeps up between faults
+    max_tokens: int = 16
+    fault_gap_s: float = 240.0  # mean gap between two faults: one every few minutes
+    fault_duration_s: tuple[float, float] = (10.0, 40.0)
+    sample_s: float = 60.0
+    warmup_s: float = 600.0  # growth is measured after this: caches, JIT-less imports, the TSDB's head
+    engine: str = "llama"
+    seed: int = 20
+
+
+SMOKE = SoakSettings(duration_s=60, rate=2, max_tokens=8, fault_gap_s=15, fault_duration_s=(3, 6),
+                     sample_s=5, warmup_s=10, engine="sim")  # fmt: skip
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        proc = psutil.Process(pid)
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _usage(procs: list[psutil.Process]) -> dict[str, int]:
+    rss = fds = threads = 0
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                rss += proc.memory_info().rss
+                fds += proc.num_fds()
+                threads += proc.num_threads()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return {"rss_bytes": rss, "fds": fds, "threads": threads}
+
+
+def _du(path: Path) -> int:
+    total = 0
+    for item in path.rglob("*") if path.exists() else ():
+        try:
+            if item.is_file() and not item.is_symlink():
+                total += item.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+class Sampler:
+    """Samples every `every_s` in its own thread until stopped; one row per service per sample, and one
+    `disk` row."""
+
+    def __init__(self, lab: Any, run_path: Path, every_s: float) -> None:
+        self.lab, self.run_path, self.every_s = lab, run_path, every_s
+        self.rows: list[dict[str, Any]] = []
+        self.start = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="soak-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.sample()  # the last one
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.sample()
+
+    def sample(self) -> None:
+        t_s = round(time.time() - self.start, 1)
+        try:
+            services = self.lab.backend.status()
+        except Exception as exc:  # the manager restarting: that sample has no per-service figures
+            self.rows.append({"t_s": t_s, "service": "error", "detail": str(exc)})
+            services = []
+        for svc in services:
+            if svc.pid:
+                self.rows.append({"t_s": t_s, "service": svc.name, "pid": svc.pid, **_usage(_tree(svc.pid))})
+        lab_dir = self.lab.backend.lab
+        requests = list(RunDirectory(self.run_path).read_jsonl(RunFile.REQUESTS, problems=[]))
+        self.rows.append(
+            {
+                "t_s": t_s,
+                "service": "disk",
+                "logs_bytes": _du(lab_dir.logs),
+                "tsdb_bytes": _du(lab_dir.prometheus_dir / "data"),
+                "alertmanager_bytes": _du(lab_dir.alertmanager_dir),
+                "run_bytes": _du(self.run_path),
+                "requests": len(requests),
+                "requests_ok": sum(1 for r in requests if r.get("ok")),
+            }
+        )
+
+
+def growth_per_hour(frame: pd.DataFrame, column: str, warmup_s: float) -> dict[str, float | None]:
+    """Least-squares slope of `column` against time after `warmup_s`, per hour, and relative to the mean
+    after warm-up (percent per hour)."""
+    after = frame[frame["t_s"] >= warmup_s][["t_s", column]].dropna()
+    if len(after) < 3:
+        return {"per_hour": None, "pct_per_hour": None, "mean": None}
+    t = after["t_s"].astype(float) / 3600.0
+    y = after[column].astype(float)
+    slope = float(((t - t.mean()) * (y - y.mean())).sum() / ((t - t.mean()) ** 2).sum())
+    mean = float(y.mean())
+    return {"per_hour": slope, "pct_per_hour": 100 * slope / mean if mean else None, "mean": mean}
+
+
+def false_pages(run_path: Path) -> int | None:
+    """Pages that no fault explains, as the report counts them; None when the run has no alert data."""
+    from labkit.report import RunData
+    from labkit.report.alert_data import alert_measures
+
+    measures = alert_measures(RunData.load(run_path))
+    return None if measures is None else measures.false_page_count
+
+
+def plot(frame: pd.DataFrame, path: Path, warmup_s: float) -> str:
+    """RSS per service, open files per service and disk use against time; returns the caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    procs = frame[~frame["service"].isin(["disk", "error"])]
+    disk = frame[frame["service"] == "disk"]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    for name, rows in procs.groupby("service"):
+        axes[0].plot(rows["t_s"] / 60, rows["rss_bytes"] / 2**20, label=str(name))
+        axes[1].plot(rows["t_s"] / 60, rows["fds"], label=str(name))
+    for column, label in (
+        ("logs_bytes", "logs"),
+        ("tsdb_bytes", "Prometheus TSDB"),
+        ("run_bytes", "run dir"),
+    ):
+        axes[2].plot(disk["t_s"] / 60, disk[column] / 2**20, label=label)
+    for ax, ylabel in zip(axes, ("RSS (MiB)", "open file descriptors", "disk used (MiB)"), strict=True):
+        ax.set_ylabel(ylabel)
+        ax.axvline(warmup_s / 60, color="grey", linestyle=":", linewidth=1)
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(alpha=0.3)
+    axes[2].set_xlabel("minutes since the soak started")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    samples = len(disk)
+    return (
+        f"{samples} samples over {disk['t_s'].max() / 60:.0f} min: RSS and open file descriptors of each "
+        f"service (its process and children), and the disk used by the lab's logs, Prometheus' TSDB and the "
+        f"run directory; the dotted line ends the {warmup_s / 60:g}-minute warm-up before which growth is "
+        "not counted"
+    )
+
+
+def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="labkit-soak-"))
+    names = [name for name in LabConfig.model_fields if name.endswith("_port")]
+    ports: dict[str, Any] = dict(zip(names, free_ports(len(names)), strict=True))
+    try:
+        with open_lab(root, engine=settings.engine, say=say, **ports) as lab:
+            schedule = random_schedule(
+                settings.seed,
+                settings.duration_s,
+                mean_gap_s=settings.fault_gap_s,
+                fault_duration_s=settings.fault_duration_s,
+                applicable=applicable_faults(lab.config),
+            )
+            spec = ExperimentSpec(
+                schedule=schedule,
+                duration_s=settings.duration_s,
+                load=ExperimentLoad(rate=settings.rate, max_tokens=settings.max_tokens),
+                steady_state=SteadyState(enabled=False),
+                remediation=RemediationPolicy(
+                    target="wrapper",
+                    threshold_s=2.0,
+                    window_s=30,
+                    interval_s=5,
+                    breaches_to_act=3,
+                    cooldown_s=60,
+                ),
+                scenario="soak",
+            )
+            run_dir = RunDirectory.create(out, "soak")
+            say(f"soak: {settings.duration_s:g} s, {len(schedule.faults)} faults, into {run_dir.path}")
+            with Sampler(lab, run_dir.path, settings.sample_s) as sampler:
+                result = run_experiment(lab.lab_dir, spec, run_dir=run_dir, say=say)
+            services = {s.name: {"restarts": s.restarts, "state": s.state} for s in lab.backend.status()}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    frame = pd.DataFrame(sampler.rows)
+    frame.to_csv(run_dir.file(SAMPLES_FILE), index=False)
+    caption = plot(frame, run_dir.file(PLOT_FILE), settings.warmup_s)
+    growth: dict[str, Any] = {}
+    for name, rows in frame[~frame["service"].isin(["disk", "error"])].groupby("service"):
+        growth[str(name)] = {
+            col: growth_per_hour(rows, col, settings.warmup_s) for col in ("rss_bytes", "fds", "threads")
+        }
+    disk = frame[frame["service"] == "disk"]
+    growth["disk"] = {
+        col: growth_per_hour(disk, col, settings.warmup_s)
+        for col in ("logs_bytes", "tsdb_bytes", "alertmanager_bytes", "run_bytes")
+    }
+    last = disk.iloc[-1].to_dict() if not disk.empty else {}
+    record = {
+        "settings": settings.__dict__,
+        "run_dir": str(run_dir.path),
+        "faults": len(schedule.faults),
+        "fault_kinds": sorted({f.kind for f in schedule.faults}),
+        "verdict": result.verdict,
+        "requests": last.get("requests"),
+        "requests_ok": last.get("requests_ok"),
+        "false_pages": false_pages(run_dir.path),
+        "services": services,
+        "growth": growth,
+        "plot_caption": caption,
+    }
+    run_dir.write_json(RESULT_FILE, record)
+    return record
+
+
+def rows_of(record: dict[str, Any]) -> list[Row]:
+    rows = []
+    for service, figures in sorted(record["growth"].items()):
+        if service == "disk":
+            continue
+        rss = figures["rss_bytes"]
+        rows.append(
+            Row(
+                name=f"soak_rss_growth_{service}_pct_per_h",
+                what=f"{service}: RSS growth after warm-up (least-squares slope over the samples)",
+                unit="%/h",
+                value=rss["pct_per_hour"],
+                target=Target(
+                    "value_max", RSS_GROWTH_TARGET_PCT_PER_H, f"< {RSS_GROWTH_TARGET_PCT_PER_H:g} %/h"
+                ),
+                detail={"mean_rss_mib": None if rss["mean"] is None else rss["mean"] / 2**20},
+            )
+        )
+        fds = figures["fds"]
+        rows.append(
+            Row(
+                name=f"soak_fd_growth_{service}_per_h",
+                what=f"{service}: open file descriptors' growth after warm-up",
+                unit="fds/h",
+                value=fds["per_hour"],
+                target=Target("value_max", 1.0, "no growth (< 1 fd/h)"),
+                detail={"mean_fds": fds["mean"]},
+            )
+        )
+    for column, what in (("logs_bytes", "the lab's logs"), ("tsdb_bytes", "Prometheus' TSDB"),
+                         ("run_bytes", "the run directory")):  # fmt: skip
+        g = record["growth"]["disk"][column]
+        rows.append(
+            Row(
+                name=f"soak_disk_{column.removesuffix('_bytes')}_mib_per_h",
+                what=f"disk used by {what}: growth per hour after warm-up",
+                unit="MiB/h",
+                value=None if g["per_hour"] is None else g["per_hour"] / 2**20,
+            )
+        )
+    rows.append(
+        Row(
+            name="soak_false_pages",
+            what=f"pages no fault explains, over {record['faults']} faults and {record['requests']} requests",
+            unit="pages",
+            value=record["false_pages"],
+            target=Target("value_max", 0, "0"),
+        )
+    )
+    return rows
+
+
+def run(workdir: Path, smoke: bool) -> list[Row]:
+    """The bench suite: SMOKE on the sim engine, else the hour on the real model."""
+    return rows_of(soak(SMOKE if smoke else SoakSettings(), workdir / "runs"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.soak", description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--duration-s", type=float, default=SoakSettings.duration_s)
+    ap.add_argument("--engine", default=SoakSettings.engine)
+    ap.add_argument("--smoke", action="store_true", help="a minute on the sim engine")
+    ap.add_argument("--out", type=Path, default=Path("reports/runs"))
+    args = ap.parse_args(argv)
+    settings = SMOKE if args.smoke else SoakSettings(duration_s=args.duration_s, engine=args.engine)
+    record = soak(settings, args.out)
+    print(json.dumps({k: v for k, v in record.items() if k != "growth"}, indent=2, default=str))
+    for row in rows_of(record):
+        print(f"{row.name}: {row.value} {row.unit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
