@@ -240,10 +240,6 @@ def _cell(record: Mapping[Any, Any], measure: str) -> ScorecardCell:
 
 
 # ---- reading the runs ---------------------------------------------------------------------------------
-class _Skip(Exception):
-    """A run directory the scorecard leaves out, and why (never raised out of this module)."""
-
-
 def _remediation_of(params: Mapping[str, Any] | None, experiment: Mapping[str, Any] | None) -> str:
     """`on` when the run's remediation policy acted (not a dry run), `off` without one or with a dry run,
     `unknown` when neither params.json nor experiment.json says."""
