@@ -48,7 +48,7 @@ _DISPLAY: dict[str, tuple[str, float, int]] = {
     "time_to_detect_s": ("time to detect (ms)", 1000.0, 0),
     "time_to_recover_s": ("time to recover (ms)", 1000.0, 0),
     "requests_lost": ("requests lost", 1.0, 1),
-    "budget_burned": ("budget burned (% of the run's)", 100.0, 1),
+    "budget_burned": ("budget burned (%)", 100.0, 1),  # percent of its run's error budget
 }
 assert set(_DISPLAY) == set(RESILIENCE_MEASURES)  # one header per measure the scorecard reports
 SCORECARD_COLUMNS = ("remediation", "fault kind", "runs", "faults", *(h for h, _, _ in _DISPLAY.values()))
@@ -231,7 +231,9 @@ def _cell(record: Mapping[Any, Any], measure: str) -> ScorecardCell:
     if n == faults:
         note = ""
     else:
-        note = f"{n} of {faults} faults, {_plural(runs, 'run')}" if n else f"none of {faults} faults"
+        note = (
+            f"{n} of {faults} faults, {_plural(runs, 'run')}" if n else f"none of {_plural(faults, 'fault')}"
+        )
     median = _plain(record[f"{measure}_median"])
     if median is None:
         return ScorecardCell(MISSING, note)
@@ -365,9 +367,14 @@ def scorecard(
             break  # newest first: every later one is older
         if scenario is not None and _scenario_of(RunDirectory(run_dir)) != scenario:
             continue
+        try:
+            experiments = list(_experiments(run_dir))
+        except OSError as exc:  # an arms/ folder that cannot be listed
+            notes.append(f"{run_dir.name}: {RunFolder.ARMS}/ unreadable ({exc})")
+            continue
         found = [
             read
-            for path in _experiments(run_dir)
+            for path in experiments
             if (read := _read_experiment(path, _name_of(path, runs_dir), started, notes)) is not None
         ]
         if found:
@@ -399,7 +406,8 @@ def _table(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=columns)
-    recovery = pd.concat(frames, ignore_index=True)
+    # From records, not pd.concat: a measure an older run lacks is an all-None column, which concat warns of.
+    recovery = pd.DataFrame([row for frame in frames for row in frame.to_dict("records")])
     parts = [
         summarize_by_kind(recovery[recovery["remediation"] == group], run_column="run_id").assign(
             remediation=group
