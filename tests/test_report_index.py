@@ -50,7 +50,7 @@ def reports(tmp_path: Path) -> Path:
 
 
 def _rows(page: str) -> list[str]:
-    body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    body = page.split('<table id="runs">', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
     return re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)
 
 

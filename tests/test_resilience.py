@@ -76,3 +76,24 @@ def test_bootstrap_difference_without_values_says_nothing() -> None:
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_difference([1.0], [2.0], confidence=1.0)
     assert not math.isnan(bootstrap_difference([1.0], [2.0]).difference or math.nan)
+
+
+def test_summarize_by_kind_counts_the_runs_behind_each_figure_when_told_which_column_names_them() -> None:
+    recovery = pd.DataFrame(
+        [
+            {"run_id": "a", "kind": "kill", "time_to_detect_s": 1.0, "time_to_recover_s": None},
+            {"run_id": "a", "kind": "kill", "time_to_detect_s": 2.0, "time_to_recover_s": 5.0},
+            {"run_id": "b", "kind": "kill", "time_to_detect_s": 3.0, "time_to_recover_s": float("nan")},
+        ]
+    )
+    measures = ("time_to_detect_s", "time_to_recover_s")
+    row = summarize_by_kind(recovery, measures, run_column="run_id").iloc[0]
+    assert (row["faults"], row["runs"]) == (3, 2)
+    assert (row["time_to_detect_s_n"], row["time_to_detect_s_runs"]) == (3, 2)
+    assert (row["time_to_recover_s_n"], row["time_to_recover_s_runs"]) == (1, 1)  # NaN and None: no value
+    assert "runs" not in summarize_by_kind(recovery, measures).columns  # unchanged without run_column
+    assert list(summarize_by_kind(pd.DataFrame(), measures, run_column="run_id").columns)[:3] == [
+        "kind",
+        "faults",
+        "runs",
+    ]

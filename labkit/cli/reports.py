@@ -1,9 +1,12 @@
-"""`labkit compare`, `labkit export` and `labkit serve`: runs side by side, a run's data for other tools, and
-the reports folder over HTTP on a headless box."""
+"""`labkit compare`, `labkit export`, `labkit serve` and `labkit scorecard`: runs side by side, a run's data
+for other tools, the reports folder over HTTP on a headless box, and recovery per fault kind over the latest
+runs."""
 
 from __future__ import annotations
 
+import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -12,9 +15,10 @@ from labkit.cli._base import cli, run_action
 from labkit.errors import ConfigError
 from labkit.rundir import RUNS_FOLDER
 
-__all__ = ["compare_command", "export_command", "serve_command"]
+__all__ = ["compare_command", "export_command", "scorecard_command", "serve_command"]
 
 _RUN_DIR = click.Path(file_okay=False, exists=True, path_type=Path)
+_SINCE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]
 
 
 def _reports_dir_of(run_dir: Path) -> Path:
@@ -102,5 +106,29 @@ def serve_command(port: int, reports_dir: Path) -> None:
         finally:
             server.shutdown()
             server.server_close()
+
+    run_action(action)
+
+
+@cli.command("scorecard")
+@click.option("--reports", "--dir", "reports_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("reports"), show_default=True, help="The reports folder (its runs/).")  # fmt: skip
+@click.option("--last", type=click.IntRange(1, 10_000), default=None,
+              help="The newest N runs with faults measured; an A/B run is one (default 20).")  # fmt: skip
+@click.option("--scenario", default=None, metavar="NAME", help="Only runs of this scenario.")
+@click.option("--since", type=click.DateTime(_SINCE_FORMATS), default=None, metavar="DATE",
+              help="Only runs started at or after this UTC time: YYYY-MM-DD[THH:MM:SS].")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the scorecard as JSON.")
+def scorecard_command(reports_dir: Path, last: int | None, scenario: str | None, since: datetime | None,
+                      as_json: bool) -> None:  # fmt: skip
+    """Per fault kind over the latest chaos runs: time to detect and to recover, requests lost and error
+    budget burned, each a median with its interquartile range and the runs and faults behind it, split by
+    whether remediation acted. Exits 0 with a line saying so when no run has recovery measures."""
+
+    def action() -> None:
+        from labkit.report import DEFAULT_LAST, scorecard
+
+        card = scorecard(reports_dir, last=last or DEFAULT_LAST, scenario=scenario, since=since)
+        click.echo(json.dumps(card.as_dict(), indent=2) if as_json else card.text())
 
     run_action(action)

@@ -53,18 +53,19 @@ class Spread:
         return asdict(self)
 
 
+def _number(value: Any) -> float | None:
+    """`value` as a finite float; None for None, booleans, text and NaN or infinity."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _finite(values: Iterable[Any]) -> np.ndarray:
-    out = []
-    for value in values:
-        if value is None or isinstance(value, bool):
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(number):
-            out.append(number)
-    return np.asarray(out, dtype=float)
+    return np.asarray([n for n in map(_number, values) if n is not None], dtype=float)
 
 
 def spread(values: Iterable[Any]) -> Spread:
@@ -78,24 +79,38 @@ def spread(values: Iterable[Any]) -> Spread:
 
 
 def summarize_by_kind(
-    recovery: pd.DataFrame, measures: Sequence[str] = tuple(RESILIENCE_MEASURES)
+    recovery: pd.DataFrame,
+    measures: Sequence[str] = tuple(RESILIENCE_MEASURES),
+    *,
+    run_column: str | None = None,
 ) -> pd.DataFrame:
     """One row per fault kind of `recovery` (rows of RECOVERY_COLUMNS, from one run or many), with `faults`
     (how many rows of that kind) and, per measure, `<measure>_n`, `_median`, `_low`, `_high`. A measure
     that is None for a fault (no bad request: nothing to detect or recover) is
-    left out of that measure's count."""
-    columns = ["kind", "faults"] + [
-        f"{m}_{part}" for m in measures for part in ("n", "median", "low", "high")
+    left out of that measure's count.
+
+    With `run_column` (a column naming each row's run), also `runs` (how many runs had a fault of that
+    kind) and, per measure, `<measure>_runs` (how many runs gave it a value): faults of one run share its
+    conditions, so the runs say how far a figure generalises."""
+    with_runs = run_column is not None
+    parts = ("n", "runs", "median", "low", "high") if with_runs else ("n", "median", "low", "high")
+    columns = ["kind", "faults", *(["runs"] if with_runs else [])] + [
+        f"{m}_{part}" for m in measures for part in parts
     ]
     if recovery.empty:
         return pd.DataFrame(columns=columns)
     rows = []
     for kind, group in recovery.groupby("kind", sort=True):
         row: dict[str, Any] = {"kind": kind, "faults": len(group)}
+        if run_column is not None:
+            row["runs"] = int(group[run_column].nunique())
         for measure in measures:
-            values: Iterable[Any] = group.get(measure, [])
+            values = group[measure] if measure in group else pd.Series([None] * len(group), index=group.index)
             for part, value in spread(values).as_dict().items():
                 row[f"{measure}_{part}"] = value
+            if run_column is not None:
+                has_value = values.map(lambda v: _number(v) is not None).astype(bool)
+                row[f"{measure}_runs"] = int(group.loc[has_value, run_column].nunique())
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 

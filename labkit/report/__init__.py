@@ -66,6 +66,15 @@ from labkit.report.index import (
     write_index,
 )
 from labkit.report.marks import FAULT_STYLES, REMEDIATION_STYLES, ReportFigure
+from labkit.report.scorecard import (
+    DEFAULT_LAST,
+    SCORECARD_COLUMNS,
+    Scorecard,
+    ScorecardCell,
+    ScorecardRow,
+    ScorecardRun,
+    scorecard,
+)
 from labkit.report.serve import ReportServer, serve_reports
 from labkit.report.summary import RAW_FILES, ReportHTML, raw_files, report_figures, summary, verdict_sentences
 from labkit.report.tables import (
@@ -89,6 +98,7 @@ __all__ = [
     "CLIENT_BIN_S",
     "CLIENT_SERVER_COLUMNS",
     "CLIENT_WINDOW_S",
+    "DEFAULT_LAST",
     "EVENT_ROWS",
     "EXPORT_FORMATS",
     "FAULT_COLUMNS",
@@ -100,6 +110,7 @@ __all__ = [
     "RECOVERY_TABLE_COLUMNS",
     "REMEDIATION_COLUMNS",
     "REMEDIATION_STYLES",
+    "SCORECARD_COLUMNS",
     "SLO_TABLE_COLUMNS",
     "Comparison",
     "IndexEntry",
@@ -111,6 +122,10 @@ __all__ = [
     "ReportServer",
     "ReportTable",
     "RunData",
+    "Scorecard",
+    "ScorecardCell",
+    "ScorecardRow",
+    "ScorecardRun",
     "alert_delays",
     "alert_measures",
     "alert_notifications",
@@ -154,6 +169,7 @@ __all__ = [
     "resources_figure",
     "restarts_figure",
     "run_sort_key",
+    "scorecard",
     "serve_reports",
     "service_up_figure",
     "slo_report",

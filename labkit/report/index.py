@@ -1,6 +1,7 @@
 """`reports/index.html`: every run under `reports/runs/`, newest first, with its scenario, date, status,
 verdicts, one pass/fail cell per SLO objective, headline SLIs (latencies in ms), parameters and a link to its
-report; self-contained HTML (inline CSS, and a small inline script that sorts and filters the table).
+report, above them the resilience scorecard of the latest chaos runs (labkit.report.scorecard); self-contained
+HTML (inline CSS, and a small inline script that sorts and filters the table).
 
 A run directory that cannot be read completely is listed with what is known and what went wrong;
 one broken run never keeps the others off the index. Every value is HTML-escaped (jinja2 autoescape).
@@ -24,6 +25,7 @@ from labkit.atomic import write_atomically
 from labkit.errors import LabkitError
 from labkit.report.alert_data import alerting_headline
 from labkit.report.data import RunData, run_sort_key
+from labkit.report.scorecard import SCORECARD_COLUMNS, scorecard
 from labkit.report.tables import HEADLINE_KEYS, MISSING, format_ms, headline, slo_report
 from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunFile
 from labkit.verdicts import MEANING, tone
@@ -210,7 +212,8 @@ def _environment() -> jinja2.Environment:
 
 
 def render_index(reports_dir: Path | str) -> str:
-    """The HTML of the index of `reports_dir` (its `runs/` subdirectories, newest first)."""
+    """The HTML of the index of `reports_dir` (its `runs/` subdirectories, newest first, under the
+    scorecard of the latest chaos runs)."""
     reports = Path(reports_dir)
     runs_dir = reports / RUNS_FOLDER
     directories = (
@@ -224,7 +227,15 @@ def render_index(reports_dir: Path | str) -> str:
     return (
         _environment()
         .get_template("index.html.j2")
-        .render(runs=entries, objectives=objectives, generated=generated, missing=Cell(), meaning=MEANING)
+        .render(
+            runs=entries,
+            objectives=objectives,
+            generated=generated,
+            missing=Cell(),
+            meaning=MEANING,
+            scorecard=scorecard(reports),
+            scorecard_columns=SCORECARD_COLUMNS,
+        )
     )
 
 
