@@ -104,7 +104,7 @@ audit: venv
 test: setup test-packages
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+	$(BIN)/pytest -q --durations=40 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 # ~10 minutes on 2 cores; BENCH_ARGS="--smoke" runs every suite small (seconds each), "--only wrapper" one.
 bench: setup
