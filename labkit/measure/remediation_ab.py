@@ -102,7 +102,9 @@ class AbTest:
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must be between 0 and 1, not {self.confidence}")
         if self.min_runs < 2:
-            raise ValueError(f"min_runs must be 2 or more (never a verdict from one run), not {self.min_runs}")
+            raise ValueError(
+                f"min_runs must be 2 or more (never a verdict from one run), not {self.min_runs}"
+            )
         if not (math.isfinite(self.min_effect_s) and self.min_effect_s >= 0):
             raise ValueError(f"min_effect_s must be 0 or more, not {self.min_effect_s}")
 
@@ -132,7 +134,7 @@ class AbDecision:
 
 
 def _seconds(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.2f} s"
+    return "unknown" if value is None else f"{value:+.2f} s"
 
 
 def ab_verdict(
@@ -177,9 +179,7 @@ def ab_verdict(
                 "not recover by their end (lower bounds): their true times could close the gap",
             )
         return AbDecision("hurts", difference, f"{interval} lies wholly above +{margin:g} s")
-    return AbDecision(
-        "no difference", difference, f"{interval} is not wholly beyond ±{margin:g} s of zero"
-    )
+    return AbDecision("no difference", difference, f"{interval} is not wholly beyond ±{margin:g} s of zero")
 
 
 @dataclass
@@ -236,9 +236,7 @@ def analyze_arms(arms: Sequence[AbArm], test: AbTest = AbTest()) -> dict[str, An
     kinds = list(dict.fromkeys(arm.kind for arm in arms))
     out: dict[str, Any] = {}
     for kind in kinds:
-        sides = {
-            side: [a for a in arms if a.kind == kind and a.arm == side] for side in ("off", "on")
-        }
+        sides = {side: [a for a in arms if a.kind == kind and a.arm == side] for side in ("off", "on")}
         per_arm = {
             side: {
                 "runs": len(group),
