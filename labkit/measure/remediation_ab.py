@@ -222,7 +222,7 @@ def _clean(value: Any) -> Any:
 
 def arm_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """`ab_rows` output as JSON-ready dicts."""
-    return [{k: _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
+    return [{str(k): _clean(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 def _values(arms: Sequence[AbArm], measure: str) -> list[Any]:
@@ -237,7 +237,7 @@ def analyze_arms(arms: Sequence[AbArm], test: AbTest = AbTest()) -> dict[str, An
     out: dict[str, Any] = {}
     for kind in kinds:
         sides = {side: [a for a in arms if a.kind == kind and a.arm == side] for side in ("off", "on")}
-        per_arm = {
+        per_arm: dict[str, dict[str, Any]] = {
             side: {
                 "runs": len(group),
                 "faults": sum(len(a.rows) for a in group),

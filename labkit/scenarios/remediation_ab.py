@@ -21,6 +21,7 @@ from labkit.chaos import (
     ExperimentSpec,
     Fault,
     SteadyState,
+    as_schedule,
     fault_refusal,
     run_experiment,
 )
@@ -67,23 +68,23 @@ class AbRun(ScenarioRun):
 def _fault(params: RemediationAB, kind: str) -> Fault:
     """The arm's one fault: from `fault_at_s` to `after_s` before the method's end, with its kind's
     parameters from `params`."""
-    kind_params: dict[str, Any] = {
+    by_kind: dict[str, dict[str, Any]] = {
         "latency": {"delay_s": params.delay_s},
         "error": {"probability": params.error_probability, "seed": params.seed},
         "cpu_stress": {"workers": params.cpu_workers} if params.cpu_workers else {},
-    }.get(kind, {})
+    }
     return Fault(
         kind=cast(FaultKind, kind),
         target=DEFAULT_TARGETS[cast(FaultKind, kind)],
         start_s=params.fault_at_s,
         duration_s=params.duration_s - params.fault_at_s - params.after_s,
-        params=kind_params,
+        params=by_kind.get(kind, {}),
     )
 
 
 def _spec(params: RemediationAB, fault: Fault, *, on: bool) -> ExperimentSpec:
     return ExperimentSpec(
-        schedule=[fault],
+        schedule=as_schedule([fault]),
         duration_s=params.duration_s,
         load=ExperimentLoad(
             api=cast(LoadApi, params.api), rate=params.rate, max_tokens=params.max_tokens, seed=params.seed

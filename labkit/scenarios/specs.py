@@ -6,7 +6,7 @@ spec's `parameters_cell()` (a test compares them; `python -m generators.notebook
 
 from __future__ import annotations
 
-from typing import Annotated, Self, get_args
+from typing import Annotated, Any, Self, get_args
 
 from pydantic import model_validator
 
@@ -242,7 +242,7 @@ class RemediationAB(LabParams):
         "", "restart on a firing notification of this alert name instead of on p95 (empty: p95)"
     )
     steady_state_s: Annotated[float, Bound(0, 600, unit="s")] = param(
-        0, "load before and after each arm, judged against the SLOs; 0: no check (shorter arms)"
+        0, "load before and after each arm, judged by the SLOs; 0: none (shorter arms)"
     )
     gap_s: Annotated[float, Bound(0, 600, unit="s")] = param(
         5, "quiet seconds before an arm with remediation (at least the p95 window and 2 scrapes)"
@@ -273,7 +273,7 @@ class RemediationAB(LabParams):
         """The remediation of an arm: restart the wrapper on p95 (or on the alert `on_alert`), once per arm
         at most (the cooldown spans the arm: a restart that does not cure must not loop); `dry_run` for the
         arms without remediation, which run the same loop and restart nothing."""
-        trigger: dict[str, object] = (
+        trigger: dict[str, Any] = (
             {"on_alert": self.on_alert}
             if self.on_alert
             else {
@@ -283,8 +283,14 @@ class RemediationAB(LabParams):
             }
         )
         try:
-            return RemediationPolicy(
-                target="wrapper", interval_s=1, cooldown_s=self.duration_s, dry_run=dry_run, **trigger
+            return RemediationPolicy.model_validate(
+                {
+                    "target": "wrapper",
+                    "interval_s": 1,
+                    "cooldown_s": self.duration_s,
+                    "dry_run": dry_run,
+                    **trigger,
+                }
             )
         except ValueError as exc:
             raise ValueError(
