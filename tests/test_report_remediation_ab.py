@@ -74,7 +74,7 @@ def test_the_table_gives_each_arm_s_median_spread_and_count_with_units(tmp_path:
     assert on["time to recover from the fault's start median (ms)"] == pytest.approx(6600)
     assert on["time to recover from the fault's start IQR (ms)"] == "6000 to 6850"
     assert on["time to recover from the fault's start n"] == 3
-    assert on["error budget burned median (% of the run's)"] == pytest.approx(150)
+    assert on["error budget burned median (\u00d7)"] == pytest.approx(1.5)
     assert (on["runs"], on["restarts"], on["not recovered by the end"]) == (3, 3, 0)
     assert "<th" in table.to_html_for_people() and "index" not in table.to_html_for_people()
 
@@ -99,6 +99,7 @@ def test_the_figure_draws_every_run_and_the_medians_and_says_so(tmp_path: Path) 
     points = {line.get_gid(): line.get_ydata() for line in ax.get_lines() if line.get_gid()}
     assert sorted(points["ab:latency:on"]) == pytest.approx([5400, 6600, 7100])
     assert len(points["ab:latency:off"]) == 3
+    assert "Points: time to detect, latency remediation off: 3 run(s)" in fig.caption
     assert "latency remediation on: 3 run(s) as filled olive points, median 6600 ms" in fig.caption
     assert "n=3" in [t.get_text() for t in ax.texts]
     assert fig.alt.startswith("Remediation A/B")

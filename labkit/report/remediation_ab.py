@@ -17,7 +17,7 @@ from labkit.measure.remediation_ab import AB_MEASURES, AB_TEST_MEASURE
 from labkit.report.ab_data import ab_record
 from labkit.report.data import RunData
 from labkit.report.marks import FAULT_STYLES, ReportFigure, colour_name
-from labkit.report.tables import MISSING, ReportTable
+from labkit.report.tables import MISSING, TIMES, ReportTable
 from labkit.verdicts import AB_VERDICT_TEXT
 
 __all__ = [
@@ -35,7 +35,8 @@ _SHOWN: dict[str, tuple[str, str, float]] = {
     "time_to_detect_s": ("time to detect", "ms", 1000.0),
     AB_TEST_MEASURE: ("time to recover from the fault's start", "ms", 1000.0),
     "requests_lost": ("requests lost", "requests", 1.0),
-    "budget_burned": ("error budget burned", "% of the run's", 100.0),
+    # 1x: the fault alone spent all the error budget of the arm's requests (SLO.md, "Recovery measures")
+    "budget_burned": ("error budget burned", TIMES, 1.0),
 }
 assert set(_SHOWN) == set(AB_MEASURES)
 
@@ -51,8 +52,11 @@ AB_TABLE_COLUMNS = (
 )
 AB_DIFFERENCE_COLUMNS = (
     "fault kind",
-    *(f"{name}: on \u2212 off ({unit})" for name, unit, _ in _SHOWN.values()),
-    *(f"{name}: interval ({unit})" for name, unit, _ in _SHOWN.values()),
+    *(
+        f"{name}: {part} ({unit})"
+        for name, unit, _ in _SHOWN.values()
+        for part in ("on \u2212 off", "interval")
+    ),
     "verdict",
     "why",
 )
@@ -62,11 +66,11 @@ def _number(value: Any, factor: float) -> float:
     return value * factor if isinstance(value, int | float) and math.isfinite(value) else math.nan
 
 
-def _text_range(low: Any, high: Any, factor: float) -> str:
+def _text_range(low: Any, high: Any, factor: float, unit: str) -> str:
     a, b = _number(low, factor), _number(high, factor)
     if math.isnan(a) or math.isnan(b):
         return MISSING
-    digits = 0 if factor == 1000.0 else 2 if factor == 100.0 else 1
+    digits = 0 if unit in ("ms", "requests") else 2
     return f"{a:.{digits}f} to {b:.{digits}f}"
 
 
@@ -92,7 +96,7 @@ def ab_table(run: RunData) -> ReportTable:
             for measure, (name, unit, factor) in _SHOWN.items():
                 s = arm["measures"][measure]
                 row[f"{name} median ({unit})"] = _number(s["median"], factor)
-                row[f"{name} IQR ({unit})"] = _text_range(s["low"], s["high"], factor)
+                row[f"{name} IQR ({unit})"] = _text_range(s["low"], s["high"], factor, unit)
                 row[f"{name} n"] = s["n"]
             rows.append(row)
     return ReportTable(rows, columns=list(AB_TABLE_COLUMNS))
@@ -110,7 +114,7 @@ def ab_difference_table(run: RunData) -> ReportTable:
         for measure, (name, unit, factor) in _SHOWN.items():
             d = result["differences"][measure]
             row[f"{name}: on \u2212 off ({unit})"] = _number(d["difference"], factor)
-            row[f"{name}: interval ({unit})"] = _text_range(d["low"], d["high"], factor)
+            row[f"{name}: interval ({unit})"] = _text_range(d["low"], d["high"], factor, unit)
         row["verdict"] = AB_VERDICT_TEXT.get(result["verdict"], result["verdict"])
         row["why"] = result["why"]
         rows.append(row)
@@ -158,13 +162,14 @@ def ab_figure(run: RunData) -> ReportFigure:
             ax.annotate(f"n={len(values)}", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
                         textcoords="offset points", ha="center", fontsize=8, color="0.3")  # fmt: skip
             fig.describe(
-                "series",
+                "Points",
                 f"{name}, {kind} remediation {side}: {len(values)} run(s) as "
                 f"{'filled' if side == 'on' else 'hollow'} {colour_name(colour)} points"
                 + ("" if not len(values) else f", median {_format(median, unit)}"),
             )
         ax.set_xticks(range(len(groups)), [f"{kind}\n{side}" for kind, side in groups], fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.margins(y=0.12)
         ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
     fig.describe("marks", "black bars: each arm's median")
     fig.describe(
