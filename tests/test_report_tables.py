@@ -14,6 +14,7 @@ import pytest
 from labkit.measure.histograms import bucket_quantile
 from labkit.measure.slo import SERVER_SLI_COLUMNS, explain_client_server, load_slo_spec
 from labkit.report import (
+    AB_HEADLINE_KEYS,
     CLIENT_SERVER_COLUMNS,
     RECOVERY_TABLE_COLUMNS,
     SLO_TABLE_COLUMNS,
@@ -154,6 +155,7 @@ def test_headline_numbers_are_exact_client_side(tmp_path: Path) -> None:
         "slos": "violated",
         "time_to_page_s": None,  # no alerts.jsonl: no alert numbers
         "false_pages": None,
+        **dict.fromkeys(AB_HEADLINE_KEYS),  # not a remediation A/B: no verdicts
     }
     assert numbers["e2e_p95_s"] == 4.0 and numbers["ttft_p95_s"] == 3.6
 
@@ -177,6 +179,7 @@ def test_headline_of_an_empty_run_is_unknown(tmp_path: Path) -> None:
         "slos": None,
         "time_to_page_s": None,
         "false_pages": None,
+        **dict.fromkeys(AB_HEADLINE_KEYS),  # not a remediation A/B: no verdicts
     }
 
 

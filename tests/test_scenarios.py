@@ -26,6 +26,7 @@ def test_every_scenario_names_an_existing_notebook() -> None:
         "latency_and_remediation",
         "random_chaos",
         "alerting",
+        "remediation_ab",
     ]
     for scenario in scenarios.SCENARIOS.values():
         assert (NOTEBOOKS / scenario.notebook).is_file(), scenario.notebook
@@ -46,6 +47,12 @@ def test_out_dir_is_the_given_one_else_the_environment_s_else_reports_runs(
     [
         (scenarios.KillAndRecover, {"duration_s": 10, "kill_at_s": 20}, r"kill_at_s must be in \[0, "),
         (scenarios.LatencyAndRemediation, {"duration_s": 10, "latency_at_s": 9.5}, r"latency_at_s must be"),
+        (
+            scenarios.RemediationAB,
+            {"duration_s": 10, "fault_at_s": 6, "after_s": 4},
+            r"leaves the fault no time",
+        ),
+        (scenarios.RemediationAB, {"on_alert": "two words"}, r"on_alert 'two words' is not an alert name"),
     ],
 )
 def test_timeline_values_outside_the_run_are_refused_before_the_lab_is_touched(

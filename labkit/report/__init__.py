@@ -6,6 +6,7 @@ and table functions that take the RunData and return `ReportFigure`s (SVG with a
 `ReportTable`s (DataFrames that display for people).
 """
 
+from labkit.report.ab_data import AB_HEADLINE_KEYS, ab_headline, ab_record
 from labkit.report.alert_data import (
     alert_delays,
     alert_measures,
@@ -66,6 +67,15 @@ from labkit.report.index import (
     write_index,
 )
 from labkit.report.marks import FAULT_STYLES, REMEDIATION_STYLES, ReportFigure
+from labkit.report.remediation_ab import (
+    AB_DIFFERENCE_COLUMNS,
+    AB_TABLE_COLUMNS,
+    AbSection,
+    ab_difference_table,
+    ab_figure,
+    ab_section,
+    ab_table,
+)
 from labkit.report.scorecard import (
     DEFAULT_LAST,
     SCORECARD_COLUMNS,
@@ -94,6 +104,9 @@ from labkit.report.tables import (
 from labkit.report.upstream import upstream_figure, upstream_note
 
 __all__ = [
+    "AB_DIFFERENCE_COLUMNS",
+    "AB_HEADLINE_KEYS",
+    "AB_TABLE_COLUMNS",
     "ALERT_TABLE_COLUMNS",
     "CLIENT_BIN_S",
     "CLIENT_SERVER_COLUMNS",
@@ -112,6 +125,7 @@ __all__ = [
     "REMEDIATION_STYLES",
     "SCORECARD_COLUMNS",
     "SLO_TABLE_COLUMNS",
+    "AbSection",
     "Comparison",
     "IndexEntry",
     "MetricDiff",
@@ -126,6 +140,12 @@ __all__ = [
     "ScorecardCell",
     "ScorecardRow",
     "ScorecardRun",
+    "ab_difference_table",
+    "ab_figure",
+    "ab_headline",
+    "ab_record",
+    "ab_section",
+    "ab_table",
     "alert_delays",
     "alert_measures",
     "alert_notifications",

@@ -23,12 +23,13 @@ import jinja2
 
 from labkit.atomic import write_atomically
 from labkit.errors import LabkitError
+from labkit.report.ab_data import AB_HEADLINE_KEYS, ab_headline
 from labkit.report.alert_data import alerting_headline
 from labkit.report.data import RunData, run_sort_key
 from labkit.report.scorecard import SCORECARD_COLUMNS, scorecard
 from labkit.report.tables import HEADLINE_KEYS, MISSING, format_ms, headline, slo_report
 from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunFile
-from labkit.verdicts import MEANING, tone
+from labkit.verdicts import AB_VERDICT_TEXT, MEANING, tone
 
 __all__ = [
     "Cell",
@@ -76,6 +77,7 @@ class IndexEntry:
     requests: Cell = field(default_factory=Cell)
     time_to_page: Cell = field(default_factory=Cell)
     false_pages: Cell = field(default_factory=Cell)
+    ab_verdicts: list[Cell] = field(default_factory=list)  # the remediation A/B: one per fault kind
     objectives: dict[str, Cell] = field(default_factory=dict)  # per SLO objective: its SLI, met or not
     parameters: str = ""
     report_href: str | None = None
@@ -109,6 +111,26 @@ def _cell(value: Any, text: Callable[[float], str]) -> Cell:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return Cell()
     return Cell(text(float(value)), sort=float(value))
+
+
+def _ab_cells(numbers: dict[str, Any]) -> list[Cell]:
+    """One cell per fault kind of a remediation A/B: `latency: helps, -5.2 s`, toned by the verdict, the
+    interval in its tooltip; none for a run that is not an A/B."""
+    verdicts = numbers.get("ab_verdicts")
+    if not isinstance(verdicts, dict):
+        return []
+    cells = []
+    for kind, word in verdicts.items():
+        difference, low, high = (
+            (numbers.get(key) or {}).get(kind)
+            for key in ("mttr_difference_s", "mttr_difference_low_s", "mttr_difference_high_s")
+        )
+        shown = AB_VERDICT_TEXT.get(str(word), str(word))
+        text = f"{kind}: {shown}" + ("" if difference is None else f", {format_ms(difference)}")
+        interval = "" if low is None or high is None else f" (interval {format_ms(low)} to {format_ms(high)})"
+        title = f"time to recover with remediation minus without{interval}: {MEANING.get(str(word), '')}"
+        cells.append(Cell(text, tone(str(word)), text, title))
+    return cells
 
 
 def _objective_cells(run: RunData) -> dict[str, Cell]:
@@ -146,13 +168,16 @@ def _error_text(error: Any) -> str | None:
 
 def _headline_of(run: RunData) -> dict[str, Any]:
     """run.json's headline when the runner wrote one, else computed from the run's files (a headline written
-    before labkit measured alerts gets its alert numbers from the files)."""
+    before labkit measured alerts, or ran A/Bs, gets those numbers from the files)."""
     recorded = run.info.get("headline")
     words = {"verdict", "steady_state", "slos"}
     alerting = {"time_to_page_s", "false_pages"}
-    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words - alerting <= set(recorded):
+    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words - alerting - set(AB_HEADLINE_KEYS) <= set(
+        recorded
+    ):
         return {
             **(alerting_headline(run) if not alerting <= set(recorded) else {}),
+            **(ab_headline(run) if not set(AB_HEADLINE_KEYS) <= set(recorded) else {}),
             **recorded,
             "verdict": run.verdict,
             "steady_state": run.experiment_verdict,
@@ -195,6 +220,7 @@ def index_entry(run_dir: Path) -> IndexEntry:
     entry.false_pages = (
         replace(pages, tone="bad" if pages.sort else "good") if pages.text != MISSING else pages
     )
+    entry.ab_verdicts = _ab_cells(numbers)
     entry.objectives = _objective_cells(run)
     entry.parameters = compact_parameters(parameters if isinstance(parameters, dict) else run.params)
     entry.problems.extend(run.problems)

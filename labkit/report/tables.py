@@ -21,6 +21,7 @@ from labkit.measure.slo import (
     exact_quantile,
     valid_requests,
 )
+from labkit.report.ab_data import AB_HEADLINE_KEYS, ab_headline
 from labkit.report.alert_data import alerting_headline
 from labkit.report.data import RunData
 
@@ -140,6 +141,7 @@ HEADLINE_KEYS = (
     "slos",
     "time_to_page_s",
     "false_pages",
+    *AB_HEADLINE_KEYS,
 )
 
 
@@ -255,8 +257,10 @@ def headline(run: RunData) -> dict[str, Any]:
     p95 of successful valid requests, seconds), `requests` (client samples), `verdict` (`RunData.verdict`),
     `steady_state` (the experiment's verdict) and `slos` (the SLOs' verdict; judged from the samples when
     slo.json is missing), `time_to_page_s` and `false_pages` (labkit.report.alert_data: from the first fault
-    that should page to its first page, seconds; pages without a fault). Without samples, availability and
-    requests come from slo.json; None: unknown (no alerts.jsonl: no alert numbers)."""
+    that should page to its first page, seconds; pages without a fault), and for a remediation A/B
+    `ab_verdicts` and `mttr_difference_s` with `_low_s`, `_high_s`, per fault kind (labkit.report.ab_data).
+    Without samples, availability and requests come from slo.json; None: unknown (no alerts.jsonl: no alert
+    numbers)."""
     samples = run.samples
     report = slo_report(run)
     words = {
@@ -264,6 +268,7 @@ def headline(run: RunData) -> dict[str, Any]:
         "steady_state": run.experiment_verdict,
         "slos": run.slo_verdict or (report.verdict if report else None),
         **alerting_headline(run),
+        **ab_headline(run),
     }
     if not samples.empty:
         valid = valid_requests(samples)

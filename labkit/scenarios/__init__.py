@@ -8,6 +8,7 @@ brings one up (and takes down only a lab it started), then one scenario call wri
 from __future__ import annotations
 
 from labkit.scenarios.catalog import NOTEBOOK_PARAMS, SCENARIOS, Scenario
+from labkit.scenarios.remediation_ab import AbRun, remediation_ab
 from labkit.scenarios.runs import (
     ScenarioRun,
     alerting,
@@ -30,6 +31,7 @@ from labkit.scenarios.specs import (
     LatencyAndRemediation,
     LoadParams,
     RandomChaos,
+    RemediationAB,
     SloReport,
     WorkshopExperiment,
     WorkshopPredictP95,
@@ -40,6 +42,7 @@ __all__ = [
     "REPORT_NOTEBOOK",
     "RESERVED_PARAMETERS",
     "SCENARIOS",
+    "AbRun",
     "Alerting",
     "Baseline",
     "CheckSetup",
@@ -50,6 +53,7 @@ __all__ = [
     "LatencyAndRemediation",
     "LoadParams",
     "RandomChaos",
+    "RemediationAB",
     "Scenario",
     "ScenarioRun",
     "SloReport",
@@ -62,6 +66,7 @@ __all__ = [
     "latency_and_remediation",
     "open_lab",
     "random_chaos",
+    "remediation_ab",
     "resolve_out_dir",
     "warm_up",
 ]

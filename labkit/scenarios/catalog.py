@@ -17,6 +17,7 @@ from labkit.scenarios.specs import (
     KillAndRecover,
     LatencyAndRemediation,
     RandomChaos,
+    RemediationAB,
     SloReport,
     WorkshopExperiment,
     WorkshopPredictP95,
@@ -65,6 +66,11 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("04_random_chaos.ipynb", "A seeded random chaos schedule", RandomChaos),
         Scenario("06_alerting.ipynb", "Does the pager go off? Alerts proven by an error storm", Alerting),
+        Scenario(
+            "08_remediation_ab.ipynb",
+            "Does remediation help? The same faults with remediation off and on",
+            RemediationAB,
+        ),
     )
 }
 

@@ -6,11 +6,11 @@ spec's `parameters_cell()` (a test compares them; `python -m generators.notebook
 
 from __future__ import annotations
 
-from typing import Annotated, Self, get_args
+from typing import Annotated, Any, Self, get_args
 
 from pydantic import model_validator
 
-from labkit.chaos import MAX_RUN_S
+from labkit.chaos import MAX_RUN_S, RemediationPolicy
 from labkit.config import BackendName, Engine
 from labkit.faults import FAULT_KINDS, FAULT_TARGETS
 from labkit.measure.load_apis import LOAD_APIS, STEADY_ARRIVALS
@@ -28,6 +28,7 @@ __all__ = [
     "LatencyAndRemediation",
     "LoadParams",
     "RandomChaos",
+    "RemediationAB",
     "SloReport",
     "WorkshopExperiment",
     "WorkshopPredictP95",
@@ -203,6 +204,105 @@ class Alerting(ExperimentParams):
                 "raise duration_s or shorten the phases"
             )
         return self
+
+
+class RemediationAB(LabParams):
+    """The remediation A/B: one fault per arm on the same timeline and the same seeded load, `runs_per_arm`
+    arms with remediation off (its loop in dry run) and as many with it on, interleaved; per fault kind a
+    verdict from a stated test (labkit.measure.remediation_ab.AbTest; SLO.md, "The remediation A/B")."""
+
+    scenario = "remediation_ab"
+
+    kinds: Annotated[str, Bound(choices=FAULT_KINDS, many=True)] = param(
+        "latency", "comma-separated fault kinds, each its own A/B (empty: latency)"
+    )
+    runs_per_arm: Annotated[int, Bound(1, 50)] = param(
+        5, "runs with remediation off, and as many on (a verdict needs at least 3 each)", quick=3
+    )
+    duration_s: LoadSeconds = param(40, "how long each arm's method sends load, in seconds", quick=14)
+    rate: Rate = param(4.0, "requests per second (the p95 trigger needs a few requests per window)")
+    max_tokens: MaxTokens = param(8, _TOKENS_HELP)
+    api: LoadApiName = param("generate", _API_HELP)
+    seed: int = param(0, "seeds the load's prompts and the error fault's draws: the same in every arm")
+    fault_at_s: Annotated[float, Bound(0, below="duration_s", unit="s")] = param(
+        5, "when the fault starts, seconds into each arm's method", quick=2
+    )
+    after_s: Annotated[float, Bound(0, 600, low_open=True, unit="s")] = param(
+        5, "load after the fault's planned end, where an arm without remediation recovers", quick=2
+    )
+    delay_s: Annotated[float, Bound(0, 60, low_open=True, unit="s")] = param(
+        1.5, "latency: seconds added to every model call"
+    )
+    error_probability: Annotated[float, Bound(0, 1, low_open=True)] = param(
+        0.5, "error: chance that a request gets a 5xx"
+    )
+    cpu_workers: Annotated[int, Bound(0, 1024)] = param(0, "cpu_stress: stress-ng workers, 0 for one per CPU")
+    threshold_s: Annotated[float, Bound(0, 600, low_open=True, unit="s")] = param(
+        1.0, "p95 above this is a breach; in both arms a request above it is slow"
+    )
+    window_s: Annotated[float, Bound(2, 600, unit="s")] = param(
+        5, "the p95 trigger's rate window, in seconds", quick=3
+    )
+    breaches_to_act: Annotated[int, Bound(1, 100)] = param(2, "consecutive breaches before the restart")
+    on_alert: str = param(
+        "", "restart on a firing notification of this alert name instead of on p95 (empty: p95)"
+    )
+    steady_state_s: Annotated[float, Bound(0, 600, unit="s")] = param(
+        0, "load before and after each arm, judged by the SLOs; 0: none (shorter arms)"
+    )
+    gap_s: Annotated[float, Bound(0, 600, unit="s")] = param(
+        5, "quiet seconds before an arm with remediation (at least the p95 window and 2 scrapes)"
+    )
+    min_effect_s: Annotated[float, Bound(0, 600, unit="s")] = param(
+        1.0, "the test's minimum effect: the interval must clear zero by this much"
+    )
+    confidence: Annotated[float, Bound(0.5, 1, high_open=True)] = param(
+        0.95, "the bootstrap interval's confidence"
+    )
+
+    @property
+    def kind_list(self) -> list[str]:
+        """`kinds` as a list, in the order given (latency when empty), each once."""
+        return list(dict.fromkeys(k.strip() for k in self.kinds.split(",") if k.strip())) or ["latency"]
+
+    @model_validator(mode="after")
+    def _fault_fits(self) -> Self:
+        if self.fault_at_s + self.after_s >= self.duration_s:
+            raise ValueError(
+                f"fault_at_s + after_s = {self.fault_at_s + self.after_s:g} s leaves the fault no time in "
+                f"duration_s = {self.duration_s:g} s; raise duration_s or lower fault_at_s or after_s"
+            )
+        self.remediation(dry_run=False)  # a bad alert name is refused now, before any arm runs
+        return self
+
+    def remediation(self, *, dry_run: bool) -> RemediationPolicy:
+        """The remediation of an arm: restart the wrapper on p95 (or on the alert `on_alert`), once per arm
+        at most (the cooldown spans the arm: a restart that does not cure must not loop); `dry_run` for the
+        arms without remediation, which run the same loop and restart nothing."""
+        trigger: dict[str, Any] = (
+            {"on_alert": self.on_alert}
+            if self.on_alert
+            else {
+                "threshold_s": self.threshold_s,
+                "window_s": self.window_s,
+                "breaches_to_act": self.breaches_to_act,
+            }
+        )
+        try:
+            return RemediationPolicy.model_validate(
+                {
+                    "target": "wrapper",
+                    "interval_s": 1,
+                    "cooldown_s": self.duration_s,
+                    "dry_run": dry_run,
+                    **trigger,
+                }
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"on_alert {self.on_alert!r} is not an alert name: letters, digits, '_' and ':', not "
+                "starting with a digit, at most 58 characters"
+            ) from exc
 
 
 # The least time the alerting scenario keeps after its kill: the fast page's 10 s short window, Alertmanager's

@@ -30,6 +30,12 @@ QUICK: dict[str, dict[str, Any]] = {
 }
 
 
+# Smaller than `--quick` where a scenario's quick run is long and has its own integration test: here only the
+# notebook's cells must run (the A/B's quick run, 6 arms, is in test_remediation_ab_scenario.py).
+SMALLER: dict[str, dict[str, Any]] = {
+    "08_remediation_ab.ipynb": {"runs_per_arm": 1, "duration_s": 6, "fault_at_s": 1, "after_s": 1},
+}
+
 # The notebook whose scenario renders its own report and index line, as a run made in JupyterLab does.
 REPORTS_ITSELF = "02_kill_and_recover.ipynb"
 
@@ -40,7 +46,7 @@ def quick_parameters(name: str) -> dict[str, Any] | None:
         return None
     for scenario in SCENARIOS.values():
         if scenario.notebook == name:
-            return dict(scenario.quick)
+            return dict(scenario.quick) | SMALLER.get(name, {})
     return QUICK[name]
 
 
