@@ -1,5 +1,6 @@
 """The lab's load generator: open loop (constant or Poisson arrivals, seeded) or closed loop, streaming-aware,
-every scheduled request one row in a DataFrame and in the run directory's requests.jsonl.
+every scheduled request one row in a DataFrame and in the run directory's requests.jsonl; a monitor may
+watch a run and stop it early (the capacity search stops an over-saturated point).
 
 It speaks the wrapper's `POST /generate` or the OpenAI-compatible chat and text completions (`LoadSpec.api`),
 with fixed prompts, synthetic prompts of a token length, or a prompts file, and seeded token-count
@@ -11,7 +12,7 @@ row holds.
 from __future__ import annotations
 
 from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, load_requests_frame, requests_frame
-from labkit.measure.load._result import LoadResult, achieved_rate
+from labkit.measure.load._result import LoadMonitor, LoadProgress, LoadResult, achieved_rate
 from labkit.measure.load._runner import run_load, run_load_async
 from labkit.measure.load._spec import (
     DEFAULT_MAX_DURATION_S,
@@ -42,6 +43,8 @@ __all__ = [
     "MAX_WORK_TOKENS",
     "REQUEST_COLUMNS",
     "LoadApi",
+    "LoadMonitor",
+    "LoadProgress",
     "LoadResult",
     "LoadSpec",
     "PromptEntry",
