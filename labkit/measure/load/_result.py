@@ -20,7 +20,8 @@ __all__ = ["LoadMonitor", "LoadProgress", "LoadResult", "achieved_rate"]
 class LoadProgress:
     """A running load's state, as a monitor sees it (`run_load(..., monitor=...)`) a few times a second.
 
-    - `elapsed_s`: seconds since the first intended send (the schedule's clock).
+    - `elapsed_s`: seconds since the schedule's start (its offset 0), `started_at` that start in unix time
+      (the clock of the rows' `intended_send`).
     - `scheduled`: requests whose intended send time has come (sent, waiting for a slot, or done).
     - `completed`: requests recorded (answered, failed or timed out); `in_flight` = scheduled - completed.
     - `duration_s`: the spec's duration: past it, no new request is scheduled and the run drains.
@@ -28,6 +29,7 @@ class LoadProgress:
     """
 
     elapsed_s: float
+    started_at: float
     scheduled: int
     completed: int
     duration_s: float

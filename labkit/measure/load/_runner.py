@@ -200,6 +200,7 @@ class _LoadRun:
                 continue
             progress = LoadProgress(
                 elapsed_s=loop.time() - self.started,
+                started_at=self.anchor.to_wall(self.started),
                 scheduled=self.scheduled,
                 completed=len(self.rows),
                 duration_s=self.spec.duration_s,
