@@ -139,7 +139,7 @@ class EventKind(StrEnum):
     REMEDIATION_STOPPED = "remediation_stopped"
     # the capacity search (labkit.measure.capacity)
     CAPACITY_STARTED = "capacity_started"
-    CAPACITY_POINT = "capacity_point"  # a point measured: its rate, passed or not, saturated, its run directory
+    CAPACITY_POINT = "capacity_point"  # a point measured: its rate, passed or not, saturated, its folder
     CAPACITY_FINISHED = "capacity_finished"  # the knee, its interval, the limiting SLO
 
 

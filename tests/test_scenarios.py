@@ -26,6 +26,7 @@ def test_every_scenario_names_an_existing_notebook() -> None:
         "latency_and_remediation",
         "random_chaos",
         "alerting",
+        "capacity",
     ]
     for scenario in scenarios.SCENARIOS.values():
         assert (NOTEBOOKS / scenario.notebook).is_file(), scenario.notebook

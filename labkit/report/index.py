@@ -23,6 +23,7 @@ import jinja2
 from labkit.atomic import write_atomically
 from labkit.errors import LabkitError
 from labkit.report.alert_data import alerting_headline
+from labkit.report.capacity_data import CAPACITY_HEADLINE_KEYS, capacity_headline
 from labkit.report.data import RunData, run_sort_key
 from labkit.report.tables import HEADLINE_KEYS, MISSING, format_ms, headline, slo_report
 from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunFile
@@ -74,6 +75,7 @@ class IndexEntry:
     requests: Cell = field(default_factory=Cell)
     time_to_page: Cell = field(default_factory=Cell)
     false_pages: Cell = field(default_factory=Cell)
+    capacity: Cell = field(default_factory=Cell)  # max_rate_meeting_slos, its interval, the limiting SLO
     objectives: dict[str, Cell] = field(default_factory=dict)  # per SLO objective: its SLI, met or not
     parameters: str = ""
     report_href: str | None = None
@@ -107,6 +109,19 @@ def _cell(value: Any, text: Callable[[float], str]) -> Cell:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return Cell()
     return Cell(text(float(value)), sort=float(value))
+
+
+def capacity_cell(numbers: dict[str, Any]) -> Cell:
+    """`5.66/s [5.66 to 6.17]`: the highest rate meeting every SLO and its interval, sorted by the rate, the
+    limiting SLO in the tooltip; the missing cell for a run without a capacity search."""
+    value = numbers.get("max_rate_meeting_slos")
+    cell = _cell(value, "{:.3g}/s".format)
+    if cell.text == MISSING:
+        return cell
+    low, high = numbers.get("max_rate_meeting_slos_low"), numbers.get("max_rate_meeting_slos_high")
+    ends = [MISSING if not isinstance(v, int | float) else f"{v:.3g}" for v in (low, high)]
+    limiting = numbers.get("limiting_slo") or "none (no failing point above the knee)"
+    return replace(cell, text=f"{cell.text} [{ends[0]} to {ends[1]}]", title=f"limiting: {limiting}")
 
 
 def _objective_cells(run: RunData) -> dict[str, Cell]:
@@ -144,13 +159,15 @@ def _error_text(error: Any) -> str | None:
 
 def _headline_of(run: RunData) -> dict[str, Any]:
     """run.json's headline when the runner wrote one, else computed from the run's files (a headline written
-    before labkit measured alerts gets its alert numbers from the files)."""
+    before labkit measured alerts or capacity gets those numbers from the files)."""
     recorded = run.info.get("headline")
     words = {"verdict", "steady_state", "slos"}
     alerting = {"time_to_page_s", "false_pages"}
-    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words - alerting <= set(recorded):
+    capacity = set(CAPACITY_HEADLINE_KEYS)
+    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words - alerting - capacity <= set(recorded):
         return {
             **(alerting_headline(run) if not alerting <= set(recorded) else {}),
+            **(capacity_headline(run) if not capacity <= set(recorded) else {}),
             **recorded,
             "verdict": run.verdict,
             "steady_state": run.experiment_verdict,
@@ -193,6 +210,7 @@ def index_entry(run_dir: Path) -> IndexEntry:
     entry.false_pages = (
         replace(pages, tone="bad" if pages.sort else "good") if pages.text != MISSING else pages
     )
+    entry.capacity = capacity_cell(numbers)
     entry.objectives = _objective_cells(run)
     entry.parameters = compact_parameters(parameters if isinstance(parameters, dict) else run.params)
     entry.problems.extend(run.problems)

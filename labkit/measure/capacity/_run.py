@@ -122,7 +122,6 @@ class CapacityResult(BaseModel):
             "max_rate_meeting_slos": self.max_rate_meeting_slos,
             "max_rate_meeting_slos_low": self.max_rate_meeting_slos_low,
             "max_rate_meeting_slos_high": self.max_rate_meeting_slos_high,
-            "max_rate_meeting_slos_confidence": self.confidence,
             "limiting_slo": self.limiting_slo,
         }
 
@@ -221,6 +220,11 @@ def find_capacity(
     plan = spec.plan()
     points: list[PointResult] = []
     began = time.monotonic()
+    params = run_dir.read_json(RunFile.PARAMS) if run_dir.file(RunFile.PARAMS).exists() else {}
+    run_dir.write_json(
+        RunFile.PARAMS,
+        {**(params if isinstance(params, dict) else {}), "capacity": spec.model_dump(mode="json")},
+    )
     run_dir.journal(EventKind.CAPACITY_STARTED, plan=spec.model_dump(mode="json", exclude={"load"}))
 
     def measure(rate: float, repeat: int, phase: Phase) -> PointResult:

@@ -173,10 +173,6 @@ class SearchOutcome:
     elapsed_s: float
 
 
-class _OutOfBudget(Exception):
-    """The next point would exceed the search's bound on points or time."""
-
-
 @dataclass
 class _Search:
     plan: SearchPlan
@@ -184,17 +180,21 @@ class _Search:
     clock: Callable[[], float]
     started: float
     points: list[Measured] = field(default_factory=list)
+    stopped: str | None = None  # the bound that was reached: no point is measured after it
 
-    def point(self, rate: float, outcome: RepeatOutcome, phase: Phase) -> bool:
+    def point(self, rate: float, outcome: RepeatOutcome, phase: Phase) -> bool | None:
+        """Whether the point at `rate` passed; None when a bound forbids it (`stopped` says which)."""
         plan = self.plan
-        if len(self.points) >= plan.max_points:
-            raise _OutOfBudget(f"the bound of {plan.max_points} points was reached")
         used = self.clock() - self.started
-        if used + plan.point_s + plan.settle_s > plan.max_search_s:
-            raise _OutOfBudget(
+        if len(self.points) >= plan.max_points:
+            self.stopped = f"the bound of {plan.max_points} points was reached"
+        elif used + plan.point_s + plan.settle_s > plan.max_search_s:
+            self.stopped = (
                 f"the time bound: {used:.0f} s used of max_search_s {plan.max_search_s:g} s, and a point "
                 f"takes up to {plan.point_s + plan.settle_s:g} s"
             )
+        if self.stopped is not None:
+            return None
         measured = self.measure(rate, outcome.repeat, phase)
         self.points.append(measured)
         outcome.points.append(measured)
@@ -212,21 +212,25 @@ class _Search:
                     return
             return
         rate = plan.start_rate
-        if self.point(rate, outcome, "sweep"):
+        first = self.point(rate, outcome, "sweep")
+        if first:
             while rate < plan.max_rate:
                 rate = min(rate * 2, plan.max_rate)
                 if not self.point(rate, outcome, "sweep"):
                     return
-        else:
+        elif first is False:
             while rate > plan.min_rate:
                 rate = max(rate / 2, plan.min_rate)
-                if self.point(rate, outcome, "sweep"):
+                if self.point(rate, outcome, "sweep") is not False:
                     return
 
     def bisect(self, outcome: RepeatOutcome, low: float | None, high: float | None) -> None:
         while low is not None and high is not None and high / low > 1 + self.plan.precision:
             middle = math.sqrt(low * high)
-            if self.point(middle, outcome, "bisect"):
+            passed = self.point(middle, outcome, "bisect")
+            if passed is None:
+                return
+            if passed:
                 low = middle
             else:
                 high = middle
@@ -242,27 +246,25 @@ def search_capacity(
     in its bracket. A bound reached ends the search with what it has (`stopped` says which)."""
     search = _Search(plan, measure, clock, clock())
     repeats: list[RepeatOutcome] = []
-    stopped = None
     bracket: tuple[float | None, float | None] = (None, None)
-    try:
-        for repeat in range(1, plan.repeats + 1):
-            # A further repeat starts from the sweep's bracket, its ends taken as measured by the sweep.
-            outcome = RepeatOutcome(repeat, knee=bracket[0], first_fail=bracket[1])
-            repeats.append(outcome)
-            if repeat == 1:
-                search.sweep(outcome)
-                bracket = (outcome.knee, outcome.first_fail)
-                if outcome.knee is None or outcome.first_fail is None:
-                    break  # nothing passed, or nothing failed: there is no bracket to bisect (again)
-            search.bisect(outcome, *bracket)
-    except _OutOfBudget as exc:
-        stopped = str(exc)
-        if len(repeats) > 1:
-            # A further repeat cut short has not converged: its knee would only pull the estimate to the
-            # sweep's bracket. Its points stay in the record; the first repeat is kept, it is all there is.
-            repeats.pop().stopped = stopped
-        else:
-            repeats[-1].stopped = stopped
+    for repeat in range(1, plan.repeats + 1):
+        # A further repeat starts from the sweep's bracket, its ends taken as measured by the sweep.
+        outcome = RepeatOutcome(repeat, knee=bracket[0], first_fail=bracket[1])
+        repeats.append(outcome)
+        if repeat == 1:
+            search.sweep(outcome)
+            bracket = (outcome.knee, outcome.first_fail)
+            if search.stopped is None and (outcome.knee is None or outcome.first_fail is None):
+                break  # nothing passed, or nothing failed: there is no bracket to bisect (again)
+        search.bisect(outcome, *bracket)
+        if search.stopped is not None:
+            outcome.stopped = search.stopped
+            if repeat > 1:
+                # A further repeat cut short has not converged: its knee would only pull the estimate to
+                # the sweep's bracket. Its points stay in the record; the first repeat is all there is.
+                repeats.pop()
+            break
+    stopped = search.stopped
     return SearchOutcome(
         repeats=repeats,
         points=search.points,
