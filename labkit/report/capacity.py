@@ -45,6 +45,7 @@ CAPACITY_TABLE_COLUMNS = (
 )
 _KNEE_COLOUR = "#2ca02c"
 _FAIL_COLOUR = "#d62728"
+_GOODPUT_COLOUR = "#e6550d"  # dark orange: no fault kind's colour, apart from the knee's green
 _LATENCY_SERIES = (
     ("e2e_p50_s", "end-to-end p50", CLIENT_COLOUR, "o", ":"),
     ("e2e_p95_s", "end-to-end p95", CLIENT_COLOUR, "s", "-"),
@@ -185,13 +186,17 @@ def capacity_figure(run: RunData) -> ReportFigure:
         axes[0].axhline(seconds * 1000, color="0.5", linestyle="--", linewidth=0.8, gid="threshold")
         fig.describe("marks", f"dashed grey: threshold {label} ({seconds * 1000:.0f} ms)")
     axes[1].plot(rates, rates, color="0.6", linestyle=":", label="offered", gid="offered")
-    axes[1].plot(rates, [p.throughput_rps for p in points], color=CLIENT_COLOUR, marker="o",
-                 label="throughput (ok answers)", gid="throughput")  # fmt: skip
+    # Thick and pale under goodput: where every answer met the SLOs the two lines coincide.
+    axes[1].plot(rates, [p.throughput_rps for p in points], color=CLIENT_COLOUR, marker="o", linewidth=4,
+                 markersize=9, alpha=0.45, label="throughput (ok answers)", gid="throughput")  # fmt: skip
     goodput = [(p.rate, p.goodput_rps) for p in points if p.goodput_rps is not None]
     if goodput:
-        axes[1].plot([r for r, _ in goodput], [g for _, g in goodput], color=_KNEE_COLOUR, marker="s",
+        axes[1].plot([r for r, _ in goodput], [g for _, g in goodput], color=_GOODPUT_COLOUR, marker="s",
                      label="goodput (meeting every SLO)", gid="goodput")  # fmt: skip
-    fig.describe("series", f"offered rate (dotted), throughput and goodput of {len(points)} points")
+    fig.describe(
+        "series",
+        f"offered rate (dotted), throughput (thick grey) and goodput (orange) of {len(points)} points",
+    )
     failed = [p for p in points if not p.passed]
     stopped = [p for p in failed if p.stopped_early]
     if failed:
