@@ -83,7 +83,7 @@ def run(workdir: Path, smoke: bool) -> list[Row]:
                         "failed_slos": p["failed_slos"],
                     }
                     for p in result.get("points", [])
-                ],  # fmt: skip
+                ],
                 "seconds": round(took, 1),
             },
         )
