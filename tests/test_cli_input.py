@@ -171,6 +171,7 @@ BAD_FLAGS: list[tuple[list[str], int, list[str]]] = [
     (["load", "--url", "ftp://127.0.0.1:9", "--rate", "1", "--duration-s", "1"], 1, ["--url"]),
     (["load", "--url", "http://10.1.2.3:8000", "--rate", "1", "--duration-s", "1"], 1, ["--url"]),
     (["load", "--url", "http://127.0.0.1:9", "--rate", "1000", "--duration-s", "3600"], 1, ["--rate"]),
+    (["run", "capacity", "-p", "point_s", "60", "-p", "max_search_s", "30"], 1, ["leaves no time"]),
     # labkit capacity: the search's bounds, its rates, the load of its points
     (["capacity", "--url", "http://127.0.0.1:9", "--precision", "0"], 1, ["precision"]),
     (["capacity", "--url", "http://127.0.0.1:9", "--repeats", "0"], 1, ["repeats"]),

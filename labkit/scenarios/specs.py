@@ -226,6 +226,15 @@ class Capacity(LabParams):
     seed: int = param(0, "seeds the prompts and arrival times (each point adds its index)")
     api: LoadApiName = param("generate", _API_HELP)
 
+    @model_validator(mode="after")
+    def _one_point_fits(self) -> Self:
+        if self.max_search_s < self.point_s:
+            raise ValueError(
+                f"max_search_s = {self.max_search_s:g} s leaves no time for one point of point_s = "
+                f"{self.point_s:g} s; raise max_search_s or shorten point_s"
+            )
+        return self
+
 
 # The least time the alerting scenario keeps after its kill: the fast page's 10 s short window, Alertmanager's
 # group interval and a scrape, so that a page the kill raised can resolve before the method ends.
