@@ -17,7 +17,15 @@ from labkit.measure.load import LoadSpec, run_load
 from labkit.measure.slo import SloDefinition, SloReport, evaluate_client_slos
 from labkit.rundir import RunDirectory, RunFolder
 
-__all__ = ["PointResult", "SloOutcome", "describe_point", "measure_point", "point_run_id", "point_summary"]
+__all__ = [
+    "PointResult",
+    "SloOutcome",
+    "describe_point",
+    "drain_service",
+    "measure_point",
+    "point_run_id",
+    "point_summary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +82,7 @@ class PointResult(BaseModel):
     stopped_early: bool
     saturation: str | None
     passed: bool
+    drain_s: float | None = None  # the probe's latency after the point (see `drain_service`), seconds
 
 
 def point_run_id(index: int, rate: float) -> str:
@@ -176,8 +185,22 @@ def measure_point(
         saturation=reason,
         passed=slos_met and reason is None,
     )
+    if reason is not None or frame["error_kind"].isin(["cancelled", "timeout"]).any():
+        point = point.model_copy(update={"drain_s": drain_service(run_dir, spec)})
     run_dir.write_run_record({"status": "completed", "capacity_point": point.model_dump(mode="json")})
     return point
+
+
+def drain_service(run_dir: RunDirectory, load: LoadSpec) -> float | None:
+    """One request after a point that left work behind (stopped early, or requests the client gave up on),
+    waited for: a request the client cancelled may still sit in the service's queue or be generating, and
+    would slow the next point down. The probe queues behind that work, so its answer means the service has
+    caught up (up to the load's timeout). Recorded in `<point>/drain/`; returns its latency, seconds."""
+    folder = RunDirectory.create(run_dir.path, "drain", run_id="drain")
+    values = {**load.model_dump(), "rate": 1.0, "duration_s": 0.5, "mode": "open", "arrival": "constant"}
+    probe = run_load(LoadSpec(**values), folder, progress=False)
+    latency = probe.frame["e2e_s"].dropna()
+    return float(latency.iloc[0]) if len(latency) else None
 
 
 def describe_point(point: PointResult) -> str:
@@ -193,6 +216,8 @@ def describe_point(point: PointResult) -> str:
         cells.append("SLOs broken: " + ", ".join(point.failed_slos))
     if point.saturation:
         cells.append(("stopped early, " if point.stopped_early else "") + point.saturation)
+    if point.drain_s is not None:
+        cells.append(f"drained in {point.drain_s:.1f} s")
     return head + "  " + "  ".join(cells)
 
 
