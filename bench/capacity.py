@@ -14,11 +14,13 @@ from pathlib import Path
 from bench._common import LABKIT, Row, free_ports
 from labkit.rundir import RunFile
 
-# The search's settings on the real model: each point 20 s (the warm-up before saturation is judged is twice
-# the fastest answer, about 3 s for 64 tokens on 2 cores), the knee to 10 %, measured three times.
+# The search's settings on the real model: each point 20 s and 10 requests at least (the warm-up before
+# saturation is judged is twice the fastest answer, a few seconds for 64 tokens on 2 cores), the knee to 10 %,
+# measured three times, within 20 minutes.
 SETTINGS = {
     "max_tokens": 64,
     "point_s": 20,
+    "min_requests": 10,
     "start_rate": 1.0,
     "precision": 0.1,
     "repeats": 3,

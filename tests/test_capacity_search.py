@@ -123,6 +123,16 @@ def test_the_time_bound_ends_the_search_with_what_it_has() -> None:
     assert outcome.estimate.value == pytest.approx(math.sqrt(32)) and outcome.estimate.high == 8
 
 
+def test_a_low_rate_gets_a_point_long_enough_for_its_requests_within_the_time_bound() -> None:
+    plan = _plan(point_s=10, min_requests=10)
+    assert plan.point_duration(5.0) == 10 and plan.point_duration(0.1) == 100
+    service = FakeService(0.001, point_s=10)
+    outcome = search_capacity(service.measure, _plan(min_requests=10, max_search_s=100), clock=service.clock)
+    # 1, 0.5, 0.25 fit (10, 20, 40 s points); the next, 80 s at 0.125/s, would end past 100 s.
+    assert [p.rate for p in service.points] == [1, 0.5, 0.25]
+    assert outcome.stopped is not None and "0.125/s takes up to 80 s" in outcome.stopped
+
+
 def test_the_points_bound_ends_the_search() -> None:
     service = FakeService(5.7)
     outcome = search_capacity(service.measure, _plan(max_points=3, precision=0.01), clock=service.clock)

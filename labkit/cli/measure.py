@@ -294,6 +294,13 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 )
 @click.option("--point-s", type=float, default=30.0, show_default=True, help="Seconds of load per point.")
 @click.option(
+    "--min-requests",
+    type=int,
+    default=10,
+    show_default=True,
+    help="A point lasts for at least this many requests.",
+)
+@click.option(
     "--start-rate", type=float, default=1.0, show_default=True, help="The sweep's first rate (req/s)."
 )
 @click.option(
@@ -402,6 +409,7 @@ def capacity(
         )
         search_fields = (
             "point_s",
+            "min_requests",
             "start_rate",
             "rates",
             "max_rate",

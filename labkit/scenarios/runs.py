@@ -347,6 +347,7 @@ def capacity(
     spec = CapacitySpec(
         load=load,
         point_s=params.point_s,
+        min_requests=params.min_requests,
         start_rate=params.start_rate,
         max_rate=max(params.max_rate, params.start_rate),
         precision=params.precision,

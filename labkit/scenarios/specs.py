@@ -208,6 +208,9 @@ class Capacity(LabParams):
     scenario = "capacity"
 
     point_s: LoadSeconds = param(30, "how long each load point sends, in seconds", quick=6)
+    min_requests: Annotated[int, Bound(1, 10_000)] = param(
+        10, "each point lasts long enough for this many requests at its rate", quick=5
+    )
     start_rate: Rate = param(1.0, "the sweep's first rate, requests per second (then doubled or halved)")
     max_rate: Rate = param(1000.0, "the sweep doubles no further, requests per second")
     precision: Annotated[float, Bound(0, 1, low_open=True)] = param(

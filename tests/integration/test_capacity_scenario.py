@@ -56,6 +56,11 @@ def test_the_quick_capacity_run_finds_the_sims_capacity_and_stops_saturated_poin
     assert all(p.saturated and not p.passed and p.saturation for p in stopped)
     # A point stopped early sent load for less than the point's length.
     assert all(p.duration_s < Capacity.quick()["point_s"] for p in stopped)
+    # ... and was followed by a probe that waited for what it left in the service.
+    assert all(
+        p.drain_s is not None and (run_dir / p.run_dir / "drain" / RunFile.REQUESTS).is_file()
+        for p in stopped
+    )
     # Every point is a run directory of its own, with its requests and its SLO report (when judged).
     for point in result.points:
         folder = run_dir / point.run_dir

@@ -51,6 +51,7 @@ class CapacitySpec(BaseModel):
 
     load: LoadSpec
     point_s: float = Field(30.0, gt=0, le=3600, description="how long each point sends load, seconds")
+    min_requests: int = Field(10, ge=1, le=10_000, description="a point lasts long enough for this many")
     start_rate: float = Field(1.0, gt=0, le=10_000, description="the sweep's first rate, requests/s")
     rates: tuple[float, ...] | None = Field(None, description="the sweep's rates instead of doubling")
     min_rate: float = Field(0.01, gt=0, description="the sweep halves down no further")
@@ -89,6 +90,7 @@ class CapacitySpec(BaseModel):
             max_points=self.max_points,
             max_search_s=self.max_search_s,
             point_s=self.point_s,
+            min_requests=self.min_requests,
             settle_s=self.settle_s,
             confidence=self.confidence,
         )
@@ -238,7 +240,7 @@ def find_capacity(
             repeat=repeat,
             phase=phase,
             rate=rate,
-            point_s=spec.point_s,
+            point_s=plan.point_duration(rate),
             seed=spec.load.seed + index,
             slos=slos,
             check=check,

@@ -79,8 +79,10 @@ class SearchPlan:
     - `repeats`: the first repeat sweeps and bisects; each further one bisects the sweep's bracket again,
       with a seed of its own (the sweep's points are a factor of two from the knee: measuring them again
       would tell nothing new).
+    - a point lasts `point_s`, or long enough for `min_requests` requests at its rate (`point_duration`):
+      a pass or a fail on two requests says nothing.
     - bounds: at most `max_points` points; no point is started that would end past `max_search_s`
-      (`point_s` + `settle_s` each, the time a point may take at most, stops early excepted).
+      (its duration + `settle_s`, the time a point may take at most, stops early excepted).
     """
 
     start_rate: float = 1.0
@@ -92,6 +94,7 @@ class SearchPlan:
     max_points: int = 40
     max_search_s: float = 1800.0
     point_s: float = 30.0
+    min_requests: int = 1
     settle_s: float = 1.0
     confidence: float = 0.95
 
@@ -107,14 +110,18 @@ class SearchPlan:
             problems.append(f"repeats must be 1 to {MAX_REPEATS}")
         if self.confidence not in CONFIDENCE_LEVELS:
             problems.append(f"confidence must be one of {', '.join(map(str, CONFIDENCE_LEVELS))}")
-        if self.max_points < 1 or self.point_s <= 0 or self.settle_s < 0:
-            problems.append("need max_points >= 1, point_s > 0 and settle_s >= 0")
+        if self.max_points < 1 or self.point_s <= 0 or self.settle_s < 0 or self.min_requests < 1:
+            problems.append("need max_points >= 1, min_requests >= 1, point_s > 0 and settle_s >= 0")
         if self.max_search_s < self.point_s:
             problems.append(
                 f"max_search_s {self.max_search_s:g} s leaves no time for one {self.point_s:g} s point"
             )
         if problems:
             raise ConfigError("invalid capacity search: " + "; ".join(problems))
+
+    def point_duration(self, rate: float) -> float:
+        """How long a point at `rate` sends load: `point_s`, or long enough for `min_requests` requests."""
+        return max(self.point_s, self.min_requests / rate)
 
 
 @dataclass
@@ -188,10 +195,10 @@ class _Search:
         used = self.clock() - self.started
         if len(self.points) >= plan.max_points:
             self.stopped = f"the bound of {plan.max_points} points was reached"
-        elif used + plan.point_s + plan.settle_s > plan.max_search_s:
+        elif used + plan.point_duration(rate) + plan.settle_s > plan.max_search_s:
             self.stopped = (
-                f"the time bound: {used:.0f} s used of max_search_s {plan.max_search_s:g} s, and a point "
-                f"takes up to {plan.point_s + plan.settle_s:g} s"
+                f"the time bound: {used:.0f} s used of max_search_s {plan.max_search_s:g} s, and the point "
+                f"at {rate:.3g}/s takes up to {plan.point_duration(rate) + plan.settle_s:g} s"
             )
         if self.stopped is not None:
             return None
