@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import lab, load_generator, model, openai_peers, overload, run_all, soak, wrapper
+from bench import capacity, lab, load_generator, model, openai_peers, overload, run_all, soak, wrapper
 from bench._common import ROOT, Row, machine
 from bench._report import write_markdown
 
@@ -33,6 +33,7 @@ SUITES: dict[str, Callable[[Path, bool], list[Row]]] = {
     "run_all": run_all.run,
     "overload": overload.run,
     "openai_peers": openai_peers.run,
+    "capacity": capacity.run,
 }
 # Suites that take long (the soak: an hour on the real model) run only when named: `--only soak`.
 ON_REQUEST: dict[str, Callable[[Path, bool], list[Row]]] = {"soak": soak.run}

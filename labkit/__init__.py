@@ -38,6 +38,7 @@ if _typing.TYPE_CHECKING:
     from labkit.lab.docker import DockerBackend
     from labkit.lab.local import LocalBackend
     from labkit.lab.registry import attach_backend, backend_for
+    from labkit.measure.capacity import CapacityResult, CapacitySpec, find_capacity
     from labkit.measure.collect import save_prometheus_series
     from labkit.measure.histograms import (
         INTER_TOKEN_LATENCY_BUCKETS,
@@ -61,6 +62,8 @@ __all__ = [
     "TIME_TO_FIRST_TOKEN_BUCKETS",
     "Backend",
     "BackendError",
+    "CapacityResult",
+    "CapacitySpec",
     "ConfigError",
     "DockerBackend",
     "EventKind",
@@ -92,6 +95,7 @@ __all__ = [
     "chaos",
     "compare_client_server",
     "evaluate_client_slos",
+    "find_capacity",
     "halt_all",
     "load_config",
     "load_slo_spec",

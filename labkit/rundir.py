@@ -137,6 +137,10 @@ class EventKind(StrEnum):
     REMEDIATION_ACTION = "remediation_action"  # acted, or would have (dry run)
     REMEDIATION_ERROR = "remediation_error"
     REMEDIATION_STOPPED = "remediation_stopped"
+    # the capacity search (labkit.measure.capacity)
+    CAPACITY_STARTED = "capacity_started"
+    CAPACITY_POINT = "capacity_point"  # a point measured: its rate, passed or not, saturated, its folder
+    CAPACITY_FINISHED = "capacity_finished"  # the knee, its interval, the limiting SLO
 
 
 def new_run_id(scenario: str) -> str:

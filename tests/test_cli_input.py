@@ -64,7 +64,7 @@ def tripwires(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def _invoke(tmp_path: Path, args: list[str]) -> tuple[Result, Path]:
     out = tmp_path / "out"
     lab = tmp_path / "lab"
-    with_out = args[0] in ("run", "load", "smoke") or args[:2] == ["chaos", "run"]
+    with_out = args[0] in ("run", "load", "smoke", "capacity") or args[:2] == ["chaos", "run"]
     result = CliRunner().invoke(
         cli, ["--lab-dir", str(lab), *args, *(["--out", str(out)] if with_out else [])]
     )
@@ -171,6 +171,20 @@ BAD_FLAGS: list[tuple[list[str], int, list[str]]] = [
     (["load", "--url", "ftp://127.0.0.1:9", "--rate", "1", "--duration-s", "1"], 1, ["--url"]),
     (["load", "--url", "http://10.1.2.3:8000", "--rate", "1", "--duration-s", "1"], 1, ["--url"]),
     (["load", "--url", "http://127.0.0.1:9", "--rate", "1000", "--duration-s", "3600"], 1, ["--rate"]),
+    (["run", "capacity", "-p", "point_s", "60", "-p", "max_search_s", "30"], 1, ["leaves no time"]),
+    # labkit capacity: the search's bounds, its rates, the load of its points
+    (["capacity", "--url", "http://127.0.0.1:9", "--precision", "0"], 1, ["precision"]),
+    (["capacity", "--url", "http://127.0.0.1:9", "--repeats", "0"], 1, ["repeats"]),
+    (["capacity", "--url", "http://127.0.0.1:9", "--repeats", "30"], 1, ["repeats"]),
+    (
+        ["capacity", "--url", "http://127.0.0.1:9", "--point-s", "60", "--max-search-s", "10"],
+        1,
+        ["max_search_s"],
+    ),
+    (["capacity", "--url", "http://127.0.0.1:9", "--rates", "1,two"], 2, ["--rates", "separated by commas"]),
+    (["capacity", "--url", "http://10.1.2.3:8000"], 1, ["--url", "loopback"]),
+    (["capacity", "--url", "http://127.0.0.1:9", "--max-tokens", "0"], 1, ["--max-tokens"]),
+    (["capacity", "--url", "http://127.0.0.1:9", "--arrival", "bursty"], 2, ["--arrival"]),
     # labkit chaos plan / run: durations (0 once silently meant the default 120 s), rates, choices
     *[
         (["chaos", "plan", "--seed", "1", "--duration-s", value], 1, ["--duration-s"])

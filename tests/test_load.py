@@ -32,6 +32,7 @@ from labkit.errors import ConfigError
 from labkit.measure.load import (
     ERROR_KINDS,
     REQUEST_COLUMNS,
+    LoadProgress,
     LoadResult,
     LoadSpec,
     load_requests_frame,
@@ -525,6 +526,42 @@ def test_cancelling_a_run_records_what_was_in_flight(tmp_path: Path) -> None:
     assert (frame["error_kind"] == "cancelled").all()
     finished = [e for e in run_dir.read_jsonl(RunFile.EVENTS) if e["kind"] == "load_finished"]
     assert finished[0]["interrupted"] is True and finished[0]["requests"] == len(frame)
+
+
+def test_a_monitor_stops_a_run_early_and_its_reason_is_kept(tmp_path: Path) -> None:
+    seen: list[LoadProgress] = []
+
+    def monitor(progress: LoadProgress) -> str | None:
+        seen.append(progress)
+        return "too many in flight" if progress.in_flight >= 3 else None
+
+    with raw_server(stall) as server:
+        result = run_load(_spec(server.url, rate=10, duration_s=5), tmp_path, progress=False, monitor=monitor)
+    assert result.stopped == "too many in flight"
+    # Stopped long before the 50 requests of its schedule: every row is a request cancelled by the stop.
+    assert 3 <= len(result.frame) < 10 and result.scheduled == 50
+    assert (result.frame["error_kind"] == "cancelled").all()
+    assert result.frame["error"].str.contains("stopped early: too many in flight").all()
+    assert seen[-1].in_flight >= 3 and seen[-1].duration_s == 5
+    assert all(b.elapsed_s > a.elapsed_s for a, b in itertools.pairwise(seen))
+    finished = [e for e in result.run_dir.read_jsonl(RunFile.EVENTS) if e["kind"] == "load_finished"]
+    assert finished[0]["stopped"] == "too many in flight" and finished[0]["interrupted"] is False
+    assert result.summary()["stopped"] == "too many in flight"
+
+
+def test_a_monitor_that_never_objects_changes_nothing(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def monitor(progress: LoadProgress) -> str | None:
+        calls.append(progress.completed)
+        return None
+
+    with raw_server(ok_stream) as server:
+        result = run_load(
+            _spec(server.url, rate=10, duration_s=0.6), tmp_path, progress=False, monitor=monitor
+        )
+    assert result.stopped is None and result.frame["ok"].all() and len(result.frame) == 6
+    assert calls and calls == sorted(calls)
 
 
 def test_run_load_works_inside_a_running_event_loop(tmp_path: Path) -> None:

@@ -156,6 +156,10 @@ def test_headline_numbers_are_exact_client_side(tmp_path: Path) -> None:
         "time_to_page_s": None,  # no alerts.jsonl: no alert numbers
         "false_pages": None,
         **dict.fromkeys(AB_HEADLINE_KEYS),  # not a remediation A/B: no verdicts
+        "max_rate_meeting_slos": None,  # no capacity.json: no capacity
+        "max_rate_meeting_slos_low": None,
+        "max_rate_meeting_slos_high": None,
+        "limiting_slo": None,
     }
     assert numbers["e2e_p95_s"] == 4.0 and numbers["ttft_p95_s"] == 3.6
 
@@ -180,6 +184,10 @@ def test_headline_of_an_empty_run_is_unknown(tmp_path: Path) -> None:
         "time_to_page_s": None,
         "false_pages": None,
         **dict.fromkeys(AB_HEADLINE_KEYS),  # not a remediation A/B: no verdicts
+        "max_rate_meeting_slos": None,
+        "max_rate_meeting_slos_low": None,
+        "max_rate_meeting_slos_high": None,
+        "limiting_slo": None,
     }
 
 

@@ -26,6 +26,7 @@ def test_every_scenario_names_an_existing_notebook() -> None:
         "latency_and_remediation",
         "random_chaos",
         "alerting",
+        "capacity",
         "remediation_ab",
     ]
     for scenario in scenarios.SCENARIOS.values():

@@ -1,4 +1,5 @@
-"""`labkit load` and `labkit slo`: send load and record every request; judge a run against the SLOs."""
+"""`labkit load`, `labkit capacity` and `labkit slo`: send load and record every request; find the highest
+rate that meets every SLO; judge a run against the SLOs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from labkit.errors import LabNotRunningError
 from labkit.measure.load_apis import ARRIVALS, LOAD_APIS, RAMPS, wrapper_api_url
 from labkit.rundir import RunFile
 
-__all__ = ["load", "slo"]
+__all__ = ["capacity", "load", "slo"]
 
 
 _SPEC_OPTION = click.option(
@@ -295,5 +296,174 @@ def load(
         kinds = ", ".join(f"{k} {n}" for k, n in s["error_kinds"].items()) or "none"
         click.echo(f"errors      {kinds}")
         click.echo(f"run directory: {result.run_dir.path}")
+
+    run_action(action)
+
+
+def _rates(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if not value:
+        return None
+    try:
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give rates in requests/s separated by commas, e.g. 1,2,4"
+        ) from None
+
+
+@cli.command()
+@click.option(
+    "--api",
+    type=click.Choice(LOAD_APIS),
+    default="generate",
+    show_default=True,
+    help="The API to speak: the wrapper's POST /generate, or OpenAI-compatible chat or text completions.",
+)
+@click.option(
+    "--url",
+    default=None,
+    help="Target: a wrapper's base URL (--api generate), or an OpenAI base URL such as "
+    "http://127.0.0.1:11434/v1 [default: the running lab's wrapper].",
+)
+@click.option(
+    "--model", default=None, help="Model to ask for [default: the only one GET {url}/models lists]."
+)
+@click.option("--point-s", type=float, default=30.0, show_default=True, help="Seconds of load per point.")
+@click.option(
+    "--min-requests",
+    type=int,
+    default=10,
+    show_default=True,
+    help="A point lasts for at least this many requests.",
+)
+@click.option(
+    "--start-rate", type=float, default=1.0, show_default=True, help="The sweep's first rate (req/s)."
+)
+@click.option(
+    "--rates",
+    callback=_rates,
+    default=None,
+    help="The sweep's rates instead of doubling, e.g. 1,2,4,8 (req/s).",
+)
+@click.option(
+    "--max-rate", type=float, default=1000.0, show_default=True, help="The sweep doubles no further."
+)
+@click.option(
+    "--precision",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Bisect until the first failing rate is within this share above the last passing one.",
+)
+@click.option(
+    "--repeats",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Knee measurements; 2 or more give a t-interval.",
+)
+@click.option(
+    "--max-search-s", type=float, default=1800.0, show_default=True, help="The search's time bound."
+)
+@click.option("--max-points", type=int, default=40, show_default=True, help="Points at most.")
+@click.option(
+    "--arrival",
+    type=click.Choice(["constant", "poisson"]),
+    default="constant",
+    show_default=True,
+    help="Arrivals within a point.",
+)
+@click.option(
+    "--max-tokens", default="64", show_default=True, metavar="N|MEAN:STDDEV", help="Tokens per answer."
+)
+@click.option(
+    "--stream/--no-stream",
+    default=True,
+    show_default=True,
+    help="Streamed answers (client-side TTFT and ITL).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seeds arrivals and prompts (+ point index)."
+)
+@click.option("--timeout-s", type=float, default=60.0, show_default=True, help="Seconds a request may take.")
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File holding the target's API key, sent as a Bearer token [default: the lab's key, without --url].",
+)
+@click.option("--allow-non-loopback", is_flag=True, help="Permit a target that is not this machine.")
+@_SPEC_OPTION
+@out_option
+@click.pass_context
+def capacity(
+    ctx: click.Context,
+    url: str | None,
+    api_key_file: Path | None,
+    spec_path: Path | None,
+    out: Path,
+    **options: Any,
+) -> None:
+    """Find the highest offered rate at which every SLO holds: a sweep, then a bisection, over open-loop
+    points; an over-saturated point is stopped early. Prints each point as it finishes, then the knee with
+    its interval and the SLO that broke first; the run directory holds capacity.json and one folder per
+    point (render its report with `labkit report RUN_DIR`). docs/capacity.md explains the search.
+    """
+
+    def action() -> None:
+        from labkit.measure.capacity import CapacitySpec, find_capacity
+        from labkit.measure.load import LoadSpec
+        from labkit.rundir import RunDirectory
+
+        target = url
+        key_file = api_key_file
+        if target is None:
+            try:
+                saved = attached(ctx).saved_config()
+            except LabNotRunningError as exc:
+                raise LabNotRunningError(
+                    f"{exc}, or pass --url URL of a wrapper or an OpenAI base URL"
+                ) from exc
+            target = wrapper_api_url(saved.wrapper_url, options["api"])
+            key_file = api_key_file or saved.api_key_file
+        load_fields = (
+            "api",
+            "model",
+            "arrival",
+            "max_tokens",
+            "stream",
+            "seed",
+            "timeout_s",
+            "allow_non_loopback",
+        )
+        load = LoadSpec(
+            url=target,
+            api_key_file=key_file,
+            rate=options["start_rate"],
+            duration_s=options["point_s"],
+            **{name: options[name] for name in load_fields},
+        )
+        search_fields = (
+            "point_s",
+            "min_requests",
+            "start_rate",
+            "rates",
+            "max_rate",
+            "precision",
+            "repeats",
+            "max_search_s",
+            "max_points",
+        )
+        spec = CapacitySpec(load=load, slo_spec=spec_path, **{name: options[name] for name in search_fields})
+        run_dir = RunDirectory.create(out, "capacity")
+        click.echo(
+            f"capacity search of {load.target}, {spec.point_s:g} s per point; run directory {run_dir.path}"
+        )
+        try:
+            find_capacity(spec, run_dir, say=click.echo)
+        except KeyboardInterrupt:
+            click.echo(f"search interrupted; the points so far are in {run_dir.path}", err=True)
+            raise
+        click.echo(f"run directory: {run_dir.path}")
 
     run_action(action)

@@ -15,6 +15,8 @@ from labkit.report.alert_data import (
     alerting_headline,
 )
 from labkit.report.alerts import ALERT_TABLE_COLUMNS, alert_table, alerting_note, alerts_figure
+from labkit.report.capacity import CAPACITY_TABLE_COLUMNS, capacity_figure, capacity_note, capacity_table
+from labkit.report.capacity_data import CAPACITY_HEADLINE_KEYS, capacity_headline, capacity_result
 from labkit.report.compare import (
     METRICS,
     Comparison,
@@ -108,6 +110,8 @@ __all__ = [
     "AB_HEADLINE_KEYS",
     "AB_TABLE_COLUMNS",
     "ALERT_TABLE_COLUMNS",
+    "CAPACITY_HEADLINE_KEYS",
+    "CAPACITY_TABLE_COLUMNS",
     "CLIENT_BIN_S",
     "CLIENT_SERVER_COLUMNS",
     "CLIENT_WINDOW_S",
@@ -155,6 +159,11 @@ __all__ = [
     "alerting_note",
     "alerts_figure",
     "availability_figure",
+    "capacity_figure",
+    "capacity_headline",
+    "capacity_note",
+    "capacity_result",
+    "capacity_table",
     "client_binned_failures",
     "client_in_flight",
     "client_rolling_availability",

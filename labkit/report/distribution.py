@@ -47,6 +47,7 @@ EVENT_ROWS: dict[str, tuple[str, ...]] = {
         EventKind.REMEDIATION_STARTED, EventKind.REMEDIATION_DECISION, EventKind.REMEDIATION_ACTION,
         EventKind.REMEDIATION_ERROR, EventKind.REMEDIATION_STOPPED,
     ),
+    "capacity": (EventKind.CAPACITY_STARTED, EventKind.CAPACITY_POINT, EventKind.CAPACITY_FINISHED),
 }  # fmt: skip
 _STYLE_WORDS = {":": "dotted", "-": "solid", "--": "dashed"}
 _PHASE_STYLES = {"before": ("#2ca02c", ":"), "method": ("#d62728", "-"), "after": ("#1f77b4", "--")}

@@ -25,6 +25,7 @@ from labkit.atomic import write_atomically
 from labkit.errors import LabkitError
 from labkit.report.ab_data import AB_HEADLINE_KEYS, ab_headline
 from labkit.report.alert_data import alerting_headline
+from labkit.report.capacity_data import CAPACITY_HEADLINE_KEYS, capacity_headline
 from labkit.report.data import RunData, run_sort_key
 from labkit.report.scorecard import SCORECARD_COLUMNS, scorecard
 from labkit.report.tables import HEADLINE_KEYS, MISSING, format_ms, headline, slo_report
@@ -78,6 +79,7 @@ class IndexEntry:
     time_to_page: Cell = field(default_factory=Cell)
     false_pages: Cell = field(default_factory=Cell)
     ab_verdicts: list[Cell] = field(default_factory=list)  # the remediation A/B: one per fault kind
+    capacity: Cell = field(default_factory=Cell)  # max_rate_meeting_slos, its interval, the limiting SLO
     objectives: dict[str, Cell] = field(default_factory=dict)  # per SLO objective: its SLI, met or not
     parameters: str = ""
     report_href: str | None = None
@@ -133,6 +135,19 @@ def _ab_cells(numbers: dict[str, Any]) -> list[Cell]:
     return cells
 
 
+def capacity_cell(numbers: dict[str, Any]) -> Cell:
+    """`5.66/s [5.66 to 6.17]`: the highest rate meeting every SLO and its interval, sorted by the rate, the
+    limiting SLO in the tooltip; the missing cell for a run without a capacity search."""
+    value = numbers.get("max_rate_meeting_slos")
+    cell = _cell(value, "{:.3g}/s".format)
+    if cell.text == MISSING:
+        return cell
+    low, high = numbers.get("max_rate_meeting_slos_low"), numbers.get("max_rate_meeting_slos_high")
+    ends = [MISSING if not isinstance(v, int | float) else f"{v:.3g}" for v in (low, high)]
+    limiting = numbers.get("limiting_slo") or "none (no failing point above the knee)"
+    return replace(cell, text=f"{cell.text} [{ends[0]} to {ends[1]}]", title=f"limiting: {limiting}")
+
+
 def _objective_cells(run: RunData) -> dict[str, Cell]:
     """One cell per SLO objective: the SLI in %, green when met, red when violated, grey without data."""
     report = slo_report(run)
@@ -168,15 +183,16 @@ def _error_text(error: Any) -> str | None:
 
 def _headline_of(run: RunData) -> dict[str, Any]:
     """run.json's headline when the runner wrote one, else computed from the run's files (a headline written
-    before labkit measured alerts, or ran A/Bs, gets those numbers from the files)."""
+    before labkit measured alerts, ran A/Bs or searched capacity gets those numbers from the files)."""
     recorded = run.info.get("headline")
     words = {"verdict", "steady_state", "slos"}
     alerting = {"time_to_page_s", "false_pages"}
-    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words - alerting - set(AB_HEADLINE_KEYS) <= set(
-        recorded
-    ):
+    capacity = set(CAPACITY_HEADLINE_KEYS)
+    derived = alerting | capacity | set(AB_HEADLINE_KEYS)
+    if isinstance(recorded, dict) and set(HEADLINE_KEYS) - words - derived <= set(recorded):
         return {
             **(alerting_headline(run) if not alerting <= set(recorded) else {}),
+            **(capacity_headline(run) if not capacity <= set(recorded) else {}),
             **(ab_headline(run) if not set(AB_HEADLINE_KEYS) <= set(recorded) else {}),
             **recorded,
             "verdict": run.verdict,
@@ -221,6 +237,7 @@ def index_entry(run_dir: Path) -> IndexEntry:
         replace(pages, tone="bad" if pages.sort else "good") if pages.text != MISSING else pages
     )
     entry.ab_verdicts = _ab_cells(numbers)
+    entry.capacity = capacity_cell(numbers)
     entry.objectives = _objective_cells(run)
     entry.parameters = compact_parameters(parameters if isinstance(parameters, dict) else run.params)
     entry.problems.extend(run.problems)

@@ -154,6 +154,13 @@ def _numbers(run: RunData) -> str:
         ("p95 end-to-end", format_ms(numbers.get("e2e_p95_s"))),
         ("p95 time to first token", format_ms(numbers.get("ttft_p95_s"))),
     ]
+    if numbers.get("max_rate_meeting_slos") is not None:
+        low, high = numbers.get("max_rate_meeting_slos_low"), numbers.get("max_rate_meeting_slos_high")
+        interval = " to ".join(MISSING if v is None else f"{v:.3g}" for v in (low, high))
+        cells += [
+            ("max rate meeting the SLOs", f"{numbers['max_rate_meeting_slos']:.3g}/s [{interval}]"),
+            ("limiting", str(numbers.get("limiting_slo") or MISSING)),
+        ]
     if numbers.get("false_pages") is not None:
         cells += [
             ("time to page", format_ms(numbers.get("time_to_page_s"))),

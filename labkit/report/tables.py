@@ -23,6 +23,7 @@ from labkit.measure.slo import (
 )
 from labkit.report.ab_data import AB_HEADLINE_KEYS, ab_headline
 from labkit.report.alert_data import alerting_headline
+from labkit.report.capacity_data import CAPACITY_HEADLINE_KEYS, capacity_headline
 from labkit.report.data import RunData
 
 __all__ = [
@@ -97,6 +98,8 @@ def _format_for(column: str, values: pd.Series) -> Any:
         return "{:.2f}" + TIMES
     if column.endswith("(ms)"):
         return "{:.0f}"
+    if column.endswith("(req/s)"):
+        return "{:.3g}"
     if column.endswith("(s)"):
         return "{:.2f}"
     if pd.api.types.is_float_dtype(values) and values.dropna().apply(float.is_integer).all():
@@ -142,6 +145,7 @@ HEADLINE_KEYS = (
     "time_to_page_s",
     "false_pages",
     *AB_HEADLINE_KEYS,
+    *CAPACITY_HEADLINE_KEYS,
 )
 
 
@@ -257,10 +261,11 @@ def headline(run: RunData) -> dict[str, Any]:
     p95 of successful valid requests, seconds), `requests` (client samples), `verdict` (`RunData.verdict`),
     `steady_state` (the experiment's verdict) and `slos` (the SLOs' verdict; judged from the samples when
     slo.json is missing), `time_to_page_s` and `false_pages` (labkit.report.alert_data: from the first fault
-    that should page to its first page, seconds; pages without a fault), and for a remediation A/B
-    `ab_verdicts` and `mttr_difference_s` with `_low_s`, `_high_s`, per fault kind (labkit.report.ab_data).
-    Without samples, availability and requests come from slo.json; None: unknown (no alerts.jsonl: no alert
-    numbers)."""
+    that should page to its first page, seconds; pages without a fault), the capacity search's
+    `max_rate_meeting_slos` with `_low`, `_high` and `limiting_slo` (labkit.report.capacity_data; requests/s),
+    and for a remediation A/B `ab_verdicts` and `mttr_difference_s` with `_low_s`, `_high_s`, per fault kind
+    (labkit.report.ab_data). Without samples, availability and requests come from slo.json; None: unknown (no
+    alerts.jsonl: no alert numbers; no capacity.json: no capacity)."""
     samples = run.samples
     report = slo_report(run)
     words = {
@@ -268,6 +273,7 @@ def headline(run: RunData) -> dict[str, Any]:
         "steady_state": run.experiment_verdict,
         "slos": run.slo_verdict or (report.verdict if report else None),
         **alerting_headline(run),
+        **capacity_headline(run),
         **ab_headline(run),
     }
     if not samples.empty:
@@ -295,6 +301,18 @@ def headline(run: RunData) -> dict[str, Any]:
     }
 
 
+def _capacity_text(numbers: dict[str, Any]) -> str:
+    value = numbers.get("max_rate_meeting_slos")
+    if not isinstance(value, int | float):
+        return MISSING
+    ends = [
+        MISSING if not isinstance(v, int | float) else f"{v:.3g}"
+        for v in (numbers.get("max_rate_meeting_slos_low"), numbers.get("max_rate_meeting_slos_high"))
+    ]
+    limiting = numbers.get("limiting_slo") or MISSING
+    return f"{value:.3g} requests/s [{ends[0]} to {ends[1]}], limiting: {limiting}"
+
+
 def overview_table(run: RunData) -> ReportTable:
     """The run at a glance, one row per fact (what ran, when, with which parameters, and the headline),
     formatted for people: percentages, milliseconds, a dash where unknown, every parameter."""
@@ -316,6 +334,7 @@ def overview_table(run: RunData) -> ReportTable:
         ("p95 time to first token", format_ms(numbers["ttft_p95_s"])),
         ("time to page", format_ms(numbers["time_to_page_s"])),
         ("pages without a fault", MISSING if numbers["false_pages"] is None else str(numbers["false_pages"])),
+        ("max rate meeting the SLOs", _capacity_text(numbers)),
         ("parameters", ", ".join(f"{k}={v}" for k, v in sorted(parameters.items())) or MISSING),
     ]
     return ReportTable(rows, columns=["fact", "value"])

@@ -13,6 +13,7 @@ from labkit.scenarios.specs import (
     REPORT_NOTEBOOK,
     Alerting,
     Baseline,
+    Capacity,
     CheckSetup,
     KillAndRecover,
     LatencyAndRemediation,
@@ -66,6 +67,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("04_random_chaos.ipynb", "A seeded random chaos schedule", RandomChaos),
         Scenario("06_alerting.ipynb", "Does the pager go off? Alerts proven by an error storm", Alerting),
+        Scenario("07_capacity.ipynb", "Capacity: the highest rate that meets every SLO", Capacity),
         Scenario(
             "08_remediation_ab.ipynb",
             "Does remediation help? The same faults with remediation off and on",

@@ -1,5 +1,6 @@
 """The scenarios a notebook runs, one call each (the notebook only narrates): a baseline under load, a kill
-and its recovery, latency healed by remediation, a seeded random schedule, alerts proven by an error storm.
+and its recovery, latency healed by remediation, a seeded random schedule, alerts proven by an error storm,
+the capacity under the SLOs.
 Each writes one run directory and, while Prometheus is reachable, saves the run's series into it, so that
 the report renders from files after the lab is gone.
 """
@@ -34,6 +35,7 @@ from labkit.chaos import (
 )
 from labkit.errors import LabkitError
 from labkit.lab.alertmanager_config import ALERTMANAGER_GROUP_WAIT_S
+from labkit.measure.capacity import CapacityResult, CapacitySpec, describe_knee, find_capacity
 from labkit.measure.load import Arrival, LoadApi, LoadResult, LoadSpec, run_load, wrapper_api_url
 from labkit.measure.prom import PrometheusError
 from labkit.measure.slo import SloReport, evaluate_client_slos, load_slo_spec
@@ -41,6 +43,7 @@ from labkit.rundir import RunDirectory, RunFile
 from labkit.scenarios.session import LabSession, resolve_out_dir
 from labkit.scenarios.specs import (
     Alerting,
+    Capacity,
     ExperimentParams,
     KillAndRecover,
     LabParams,
@@ -53,6 +56,7 @@ __all__ = [
     "ScenarioRun",
     "alerting",
     "baseline",
+    "capacity",
     "kill_and_recover",
     "latency_and_remediation",
     "random_chaos",
@@ -72,6 +76,7 @@ class ScenarioRun:
     load: LoadResult | None = None
     experiment: ExperimentResult | None = None
     slo: SloReport | None = None
+    capacity: CapacityResult | None = None
     series_files: list[Path] = field(default_factory=list)
     report_html: Path | None = None  # rendered when a notebook ran the scenario by itself (JupyterLab)
 
@@ -83,6 +88,8 @@ class ScenarioRun:
         if self.experiment is not None:
             return self.experiment.summary()
         lines = [f"run {self.run_dir.run_id}"]
+        if self.capacity is not None:
+            lines.append(f"  {len(self.capacity.points)} points; {describe_knee(self.capacity)}")
         if self.slo is not None:
             lines.append(f"  SLOs {self.slo.verdict} ({self.slo.requests} requests)")
         return "\n".join(lines)
@@ -318,3 +325,42 @@ def alerting(
         kind="kill", target="model", start_s=params.kill_at_s, duration_s=params.duration_s - params.kill_at_s
     )
     return _experiment(session, params, [storm, kill], say=say)
+
+
+def capacity(
+    session: LabSession, params: Capacity, *, say: Callable[[str], None] | None = print
+) -> ScenarioRun:
+    """The highest offered rate at which every SLO holds (labkit.measure.capacity): open-loop points of
+    `point_s` from `start_rate`, doubled or halved, then bisected to `precision`, `repeats` times, within
+    `max_search_s`; a point whose backlog or latency keeps growing is stopped early as saturated. The
+    points go into points/, the search into capacity.json, the knee into run.json's headline."""
+    api = cast(LoadApi, params.api)
+    load = LoadSpec(
+        url=wrapper_api_url(session.wrapper_url, api),
+        api=api,
+        rate=params.start_rate,
+        duration_s=params.point_s,
+        arrival=params.arrival,
+        max_tokens=params.max_tokens,
+        stream=True,
+        seed=params.seed,
+        api_key_file=session.config.api_key_file,
+    )
+    spec = CapacitySpec(
+        load=load,
+        point_s=params.point_s,
+        min_requests=params.min_requests,
+        start_rate=params.start_rate,
+        max_rate=max(params.max_rate, params.start_rate),
+        precision=params.precision,
+        repeats=params.repeats,
+        max_search_s=params.max_search_s,
+    )
+    out = _run_dir(params.run_dir, params.out_dir, params.scenario)
+    _describe_lab(session, out)
+    began = time.time()
+    result = find_capacity(spec, out, say=say)
+    files = _save_series(session, out, began - 1.0, time.time() + 1.0)
+    run = ScenarioRun(out, capacity=result, series_files=files)
+    _publish(run, params, say=say)
+    return run

@@ -13,6 +13,7 @@ from pydantic import model_validator
 from labkit.chaos import MAX_RUN_S, RemediationPolicy
 from labkit.config import BackendName, Engine
 from labkit.faults import FAULT_KINDS, FAULT_TARGETS
+from labkit.measure.capacity import MAX_REPEATS
 from labkit.measure.load_apis import LOAD_APIS, STEADY_ARRIVALS
 from labkit.params import Bound, Params, param
 
@@ -21,6 +22,7 @@ __all__ = [
     "RESERVED_PARAMETERS",
     "Alerting",
     "Baseline",
+    "Capacity",
     "CheckSetup",
     "ExperimentParams",
     "KillAndRecover",
@@ -202,6 +204,44 @@ class Alerting(ExperimentParams):
                 f"baseline_s + storm_s + kill_after_s = {self.kill_at_s:g} s leaves less than "
                 f"{ALERTING_RECOVERY_S:g} s of recovery in duration_s = {self.duration_s:g} s; "
                 "raise duration_s or shorten the phases"
+            )
+        return self
+
+
+class Capacity(LabParams):
+    """The capacity search (labkit.measure.capacity, docs/capacity.md): the highest offered rate at which
+    every SLO holds, by a sweep and a bisection over open-loop points, over-saturated points stopped early."""
+
+    scenario = "capacity"
+
+    point_s: LoadSeconds = param(30, "how long each load point sends, in seconds", quick=6)
+    min_requests: Annotated[int, Bound(1, 10_000)] = param(
+        10, "each point lasts long enough for this many requests at its rate", quick=5
+    )
+    start_rate: Rate = param(1.0, "the sweep's first rate, requests per second (then doubled or halved)")
+    max_rate: Rate = param(1000.0, "the sweep doubles no further, requests per second")
+    precision: Annotated[float, Bound(0, 1, low_open=True)] = param(
+        0.05, "bisect until the first failing rate is within this share above the last passing one", quick=0.1
+    )
+    repeats: Annotated[int, Bound(1, MAX_REPEATS)] = param(
+        1, "knee measurements: 2 or more give a confidence interval (each a bisection of its own)"
+    )
+    max_search_s: Annotated[float, Bound(0, 86_400, low_open=True, unit="s")] = param(
+        1800, "the search's time bound, in seconds", quick=150
+    )
+    max_tokens: MaxTokens = param(64, _TOKENS_HELP, quick=16)
+    arrival: Annotated[str, Bound(choices=("constant", "poisson"))] = param(
+        "constant", "arrivals within a point: constant spacing or seeded Poisson"
+    )
+    seed: int = param(0, "seeds the prompts and arrival times (each point adds its index)")
+    api: LoadApiName = param("generate", _API_HELP)
+
+    @model_validator(mode="after")
+    def _one_point_fits(self) -> Self:
+        if self.max_search_s < self.point_s:
+            raise ValueError(
+                f"max_search_s = {self.max_search_s:g} s leaves no time for one point of point_s = "
+                f"{self.point_s:g} s; raise max_search_s or shorten point_s"
             )
         return self
 

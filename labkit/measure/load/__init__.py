@@ -1,6 +1,7 @@
 """The lab's load generator: open loop (seeded load shapes: constant, Poisson, a ramp, bursty gamma
 arrivals, or a trace replayed) or closed loop, streaming-aware, every scheduled request one row in a DataFrame
-and in the run directory's requests.jsonl.
+and in the run directory's requests.jsonl; a monitor may
+watch a run and stop it early (the capacity search stops an over-saturated point).
 
 It speaks the wrapper's `POST /generate` or the OpenAI-compatible chat and text completions (`LoadSpec.api`),
 with fixed prompts, synthetic prompts of a token length, or a prompts file, and seeded token-count
@@ -12,7 +13,7 @@ row holds.
 from __future__ import annotations
 
 from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, load_requests_frame, requests_frame
-from labkit.measure.load._result import LoadResult, achieved_rate
+from labkit.measure.load._result import LoadMonitor, LoadProgress, LoadResult, achieved_rate
 from labkit.measure.load._runner import run_load, run_load_async
 from labkit.measure.load._shapes import TraceLine, read_trace_file
 from labkit.measure.load._spec import (
@@ -60,6 +61,8 @@ __all__ = [
     "STEADY_ARRIVALS",
     "Arrival",
     "LoadApi",
+    "LoadMonitor",
+    "LoadProgress",
     "LoadResult",
     "LoadSpec",
     "PromptEntry",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,36 @@ from labkit.rundir import RunDirectory
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LoadResult", "achieved_rate"]
+__all__ = ["LoadMonitor", "LoadProgress", "LoadResult", "achieved_rate"]
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """A running load's state, as a monitor sees it (`run_load(..., monitor=...)`) a few times a second.
+
+    - `elapsed_s`: seconds since the schedule's start (its offset 0), `started_at` that start in unix time
+      (the clock of the rows' `intended_send`).
+    - `scheduled`: requests whose intended send time has come (sent, waiting for a slot, or done).
+    - `completed`: requests recorded (answered, failed or timed out); `in_flight` = scheduled - completed.
+    - `duration_s`: the spec's duration: past it, no new request is scheduled and the run drains.
+    - `rows`: the recorded rows so far, in completion order (`REQUEST_COLUMNS`); read them, never change.
+    """
+
+    elapsed_s: float
+    started_at: float
+    scheduled: int
+    completed: int
+    duration_s: float
+    rows: Sequence[Mapping[str, Any]]
+
+    @property
+    def in_flight(self) -> int:
+        return self.scheduled - self.completed
+
+
+# Called with the run's progress; a reason (in words) stops the run early: nothing more is sent and what is
+# in flight is cancelled (recorded as `cancelled`, the reason in its `error`). None lets it go on.
+LoadMonitor = Callable[[LoadProgress], str | None]
 
 
 def achieved_rate(frame: pd.DataFrame) -> float | None:
@@ -43,6 +73,8 @@ class LoadResult:
     - `elapsed_s`: from the first intended send until the last request was recorded.
     - `model`: the model the requests asked for (the spec's, or the one the OpenAI endpoint listed); None
       when `generate` left it to the wrapper.
+    - `stopped`: why a monitor stopped the run early, in words; None when it ran its course. A stopped open
+      loop has rows only for the requests scheduled before the stop (fewer than `scheduled`).
     """
 
     spec: LoadSpec
@@ -52,6 +84,7 @@ class LoadResult:
     achieved_rate: float | None
     elapsed_s: float
     model: str | None = None
+    stopped: str | None = None
 
     @property
     def sent(self) -> int:
@@ -88,6 +121,7 @@ class LoadResult:
             "e2e_s": _quantiles(ok["e2e_s"], qs),
             "queue_delay_s": _quantiles(frame["queue_delay_s"], qs),
             "error_kinds": {str(k): int(v) for k, v in kinds.items()},
+            "stopped": self.stopped,
         }
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from labkit.errors import ConfigError
 from labkit.measure.load._api import discover_model
 from labkit.measure.load._records import ERROR_KINDS, REQUEST_COLUMNS, Attempt, ClockAnchor, requests_frame
-from labkit.measure.load._result import LoadResult, achieved_rate
+from labkit.measure.load._result import LoadMonitor, LoadProgress, LoadResult, achieved_rate
 from labkit.measure.load._sender import RequestSender
 from labkit.measure.load._shapes import read_trace_file
 from labkit.measure.load._spec import LoadSpec, schedule, workload
@@ -46,6 +46,8 @@ _DRAIN_GRACE_S = 1.0
 # new connection (more work for the server under test); 32 is the wrapper's default in-flight bound.
 # A closed loop keeps one connection per worker: its connections are idle only between two requests.
 _OPEN_LOOP_KEEPALIVE = 32
+# How often a monitor (`run_load(..., monitor=...)`) is shown the run's progress.
+MONITOR_INTERVAL_S = 0.25
 
 
 def _schedule_summary(spec: LoadSpec, offsets: list[float] | None) -> dict[str, Any]:
@@ -133,6 +135,8 @@ class _LoadRun:
     pending: dict[int, Attempt] = field(init=False, default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     started: float | None = field(init=False, default=None)
+    scheduled: int = field(init=False, default=0)  # attempts whose intended send time has come
+    stopped: str | None = field(init=False, default=None)  # a monitor's reason to stop early
 
     def record(self, attempt: Attempt) -> None:
         """Write the attempt's row; exactly once, whichever path gets here first."""
@@ -149,7 +153,8 @@ class _LoadRun:
         try:
             await self.sender.send(attempt, body, attempt.intended + self.spec.timeout_s)
         except asyncio.CancelledError:
-            attempt.fail("cancelled", "the run ended before the request finished")
+            why = f"stopped early: {self.stopped}" if self.stopped else "the run ended before it finished"
+            attempt.fail("cancelled", why)
             raise
         except Exception as exc:  # a bug here must cost one row, not the run
             logger.exception("load generator failed on request %d", attempt.request_id)
@@ -175,6 +180,7 @@ class _LoadRun:
                 await asyncio.sleep(delay)
             prompt_index, body = work.next()
             attempt = pending[request_id] = Attempt(request_id, intended, prompt_index)
+            self.scheduled += 1
             self._spawn(self.request(attempt, body))
         last = t0 + offsets[-1] if offsets else t0
         await self.drain(last + self.spec.timeout_s + _DRAIN_GRACE_S)
@@ -196,11 +202,52 @@ class _LoadRun:
                 now = clock()
                 attempt = self.pending[request_id] = Attempt(request_id, now, prompt_index)
                 attempt.actual = now  # a closed loop sends when it means to: no queueing delay
+                self.scheduled += 1
                 await self.request(attempt, body)
 
         for _ in range(self.spec.concurrency or 1):
             self._spawn(worker())
         await self.drain(end + self.spec.timeout_s + _DRAIN_GRACE_S)
+
+    async def watch(self, monitor: LoadMonitor, main: asyncio.Task[None]) -> None:
+        """Show `monitor` the progress every MONITOR_INTERVAL_S; on its first reason, stop the run: `main`
+        (the schedule or the workers, and their drain) is cancelled, and with it what is in flight."""
+        loop = asyncio.get_running_loop()
+        while not main.done():
+            await asyncio.sleep(MONITOR_INTERVAL_S)
+            if self.started is None:
+                continue
+            progress = LoadProgress(
+                elapsed_s=loop.time() - self.started,
+                started_at=self.anchor.to_wall(self.started),
+                scheduled=self.scheduled,
+                completed=len(self.rows),
+                duration_s=self.spec.duration_s,
+                rows=self.rows,
+            )
+            reason = monitor(progress)
+            if reason:
+                self.stopped = reason
+                main.cancel()
+                return
+
+    async def drive(self, offsets: list[float] | None, monitor: LoadMonitor | None) -> None:
+        """The schedule (or the workers) to its end, watched by `monitor` when one is given."""
+        main = asyncio.get_running_loop().create_task(
+            self.open_loop(offsets) if offsets is not None else self.closed_loop()
+        )
+        watcher = asyncio.get_running_loop().create_task(self.watch(monitor, main)) if monitor else None
+        try:
+            await main
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self.stopped is None or (current is not None and current.cancelling()):
+                raise  # cancelled from outside (Ctrl-C), not stopped by the monitor
+            await self.cancel_all()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
 
     async def drain(self, deadline: float) -> None:
         """Wait for the tasks in flight until `deadline` (monotonic); cancel what is left."""
@@ -237,7 +284,11 @@ def _new_run_dir(out: RunDirectory | Path | str) -> RunDirectory:
 
 
 async def run_load_async(
-    spec: LoadSpec, out: RunDirectory | Path | str, *, progress: bool = True
+    spec: LoadSpec,
+    out: RunDirectory | Path | str,
+    *,
+    progress: bool = True,
+    monitor: LoadMonitor | None = None,
 ) -> LoadResult:
     """`run_load` for code that already runs an event loop (`await run_load_async(...)` in a notebook)."""
     # Validated again here, the edge: `model_copy(update=...)` and `model_construct` skip validation.
@@ -293,10 +344,7 @@ async def run_load_async(
         try:
             async with client:
                 try:
-                    if offsets is not None:
-                        await run.open_loop(offsets)
-                    else:
-                        await run.closed_loop()
+                    await run.drive(offsets, monitor)
                 except BaseException as exc:  # Ctrl-C (cancellation) or a bug: nothing may run on
                     interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
                     await run.cancel_all()
@@ -309,6 +357,7 @@ async def run_load_async(
                 requests=len(run.rows),
                 ok=sum(1 for r in run.rows if r["ok"]),
                 interrupted=interrupted,
+                stopped=run.stopped,
             )
     frame = requests_frame(run.rows)
     started = run.started if run.started is not None else finished
@@ -320,10 +369,17 @@ async def run_load_async(
         achieved_rate=achieved_rate(frame),
         elapsed_s=finished - started,
         model=model,
+        stopped=run.stopped,
     )
 
 
-def run_load(spec: LoadSpec, out: RunDirectory | Path | str, *, progress: bool = True) -> LoadResult:
+def run_load(
+    spec: LoadSpec,
+    out: RunDirectory | Path | str,
+    *,
+    progress: bool = True,
+    monitor: LoadMonitor | None = None,
+) -> LoadResult:
     """Send the load `spec` describes and return every request as a row; blocks until the run ends.
 
     `out` is a folder (a new run directory `<timestamp>-load` is made in it) or a `RunDirectory` (shared
@@ -331,8 +387,12 @@ def run_load(spec: LoadSpec, out: RunDirectory | Path | str, *, progress: bool =
     completes; `params.json` gets the spec under "load" before the first request. Ctrl-C cancels what is
     in flight, records it as `cancelled`, and raises KeyboardInterrupt with the file complete.
     Works inside a running event loop too (Jupyter): the run then gets a thread and a loop of its own.
+
+    `monitor`, when given, is called with the run's `LoadProgress` every MONITOR_INTERVAL_S; the first
+    reason it returns stops the run early (`LoadResult.stopped`, and `load_finished`'s `stopped` in the
+    journal): nothing more is sent, and what is in flight is cancelled and recorded as such.
     """
-    coro = run_load_async(spec, out, progress=progress)
+    coro = run_load_async(spec, out, progress=progress, monitor=monitor)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
