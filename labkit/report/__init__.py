@@ -66,6 +66,7 @@ from labkit.report.index import (
     write_index,
 )
 from labkit.report.marks import FAULT_STYLES, REMEDIATION_STYLES, ReportFigure
+from labkit.report.request_logs import FAILED_REQUEST_COLUMNS, failed_requests_note, failed_requests_table
 from labkit.report.serve import ReportServer, serve_reports
 from labkit.report.summary import RAW_FILES, ReportHTML, raw_files, report_figures, summary, verdict_sentences
 from labkit.report.tables import (
@@ -91,6 +92,7 @@ __all__ = [
     "CLIENT_WINDOW_S",
     "EVENT_ROWS",
     "EXPORT_FORMATS",
+    "FAILED_REQUEST_COLUMNS",
     "FAULT_COLUMNS",
     "FAULT_STYLES",
     "HEADLINE_KEYS",
@@ -131,6 +133,8 @@ __all__ = [
     "error_rate_figure",
     "events_figure",
     "export_run",
+    "failed_requests_note",
+    "failed_requests_table",
     "format_ms",
     "gpu_figure",
     "gpu_note",

@@ -43,6 +43,9 @@ def serve(settings: WrapperSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # uvicorn's own lines go through the process's logging (JSON); its access log is off: the request
+        # lines are RequestLogMiddleware's, with their request ids.
+        log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
