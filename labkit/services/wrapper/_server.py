@@ -31,7 +31,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def _note_sigterm(signum: int, frame: FrameType | None) -> None:
-    logger.info("SIGTERM received again after shutdown; exiting normally")
+    logger.debug("SIGTERM received again after shutdown; exiting normally")
 
 
 def serve(settings: WrapperSettings) -> None:
