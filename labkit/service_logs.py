@@ -197,6 +197,8 @@ class RequestLogMiddleware:
 
     def _log(self, scope: Scope, fields: dict[str, Any], status: int, duration_s: float) -> None:
         path = scope.get("path", "")
+        if fields.get("outcome") == status:
+            del fields["outcome"]  # said by `status` already; an `error` stays
         outcome = fields.get("outcome")
         if status < 400 and outcome is None and path in self._quiet:
             return
