@@ -158,6 +158,23 @@ class LabConfig(BaseSettings):
     sim_itl_s: float = Field(0.009, ge=0, le=10)
     sim_jitter: float = Field(0.1, ge=0, le=2)
     ready_timeout_s: float = Field(60.0, gt=0)
+    # Bounds on what a lab left running writes (docs/logs.md): each service's log, Prometheus' TSDB.
+    log_max_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=64 * 1024,
+        description="a service's log rotates when it reaches this size (bytes)",
+    )
+    log_files: int = Field(
+        3, ge=2, le=100, description="files each service's log keeps: the current one and the rotated ones"
+    )
+    prometheus_retention_time: str = Field(
+        "1d", pattern=r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$", description="how long Prometheus keeps samples"
+    )
+    prometheus_retention_size: str = Field(
+        "1GB",
+        pattern=r"^[1-9][0-9]*(B|KB|MB|GB|TB)$",
+        description="most disk Prometheus' TSDB takes before it drops its oldest blocks",
+    )
     backend: BackendName = Field("local", description="local (child processes) or docker (containers)")
     model_image: str | None = Field(
         None, description="docker: the model service's image (default: labkit/model, or ollama/ollama)"

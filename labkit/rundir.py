@@ -14,6 +14,7 @@ the old file or the new one), JSON Lines one flushed line at a time (a torn last
         requests.jsonl            one row per scheduled request (labkit.measure.load.REQUEST_COLUMNS)
         events.jsonl              the journal: one EventKind per line, wall-clock and monotonic times
         alerts.jsonl              Alertmanager's notifications received during the run, one per alert
+        logs/failed_requests.jsonl  the wrapper's and model's log lines of failed requests, by X-Request-ID
         slo.json                  the SLO report of the client samples (labkit.measure.slo.SloReport)
         experiment.json           chaos: verdict, faults, recovery measures, remediation actions
         steady_state/before/      a run directory of its own per steady-state check (requests, slo.json)
@@ -88,6 +89,9 @@ class RunFile(StrEnum):
     SMOKE = "smoke.json"
     SMOKE_REPORT = "report.md"
     ALERTS = "alerts.jsonl"  # Alertmanager's notifications received during the run (labkit.notifications)
+    # The wrapper's and model server's log lines of a sample of the run's failed requests, by X-Request-ID
+    # (labkit.measure.request_logs): copied when the run ends, since the lab's logs rotate and go with it.
+    REQUEST_LOGS = "logs/failed_requests.jsonl"
     CAPACITY = "capacity.json"  # the capacity search: its points, the knee and its interval, the limiting SLO
     REMEDIATION_AB = "remediation_ab.json"  # the A/B: the arms' measures per fault kind, the verdicts
     WINDOW = "prometheus/window.json"  # written last: its presence means a whole collection

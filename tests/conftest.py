@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -37,6 +38,24 @@ def reply_json(handler: BaseHTTPRequestHandler, data: object, status: int = 200)
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
+
+
+@pytest.fixture(autouse=True)
+def _logging_left_as_found() -> Iterator[None]:
+    """A service's main run in-process (`main([...])`) sends the process's logging to its stderr as JSON
+    (labkit.service_logs.configure_service_logging); the next test gets pytest's own handlers back."""
+    root, labkit_logger = logging.getLogger(), logging.getLogger("labkit")
+    handlers, level, labkit_level = list(root.handlers), root.level, labkit_logger.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+    labkit_logger.setLevel(labkit_level)
+    logging.captureWarnings(False)
 
 
 @pytest.fixture

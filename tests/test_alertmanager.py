@@ -96,6 +96,7 @@ def test_the_command_line_keeps_it_on_the_lab_host_with_no_cluster(tmp_path: Pat
         f"--web.listen-address=127.0.0.1:{cfg.alertmanager_port}",
         "--cluster.listen-address=",  # empty: no gossip listener on 0.0.0.0:9094
         "--log.level=warn",
+        "--log.format=json",  # one JSON object per line, like every lab service's log
     ]
     assert (spec.url, spec.ready_path) == (cfg.alertmanager_url, "/-/ready")
     # In a container the image's binary runs: no host binary is looked up.

@@ -48,6 +48,7 @@ def test_containers_see_the_lab_directory_at_a_path_of_their_own(engine_socket: 
         f"--web.listen-address=127.0.0.1:{cfg.alertmanager_port}",
         "--cluster.listen-address=",
         "--log.level=warn",
+        "--log.format=json",
     ]
     assert alertmanager["volumes"][str(cfg.lab_dir / "token")] == {"bind": "/lab/token", "mode": "ro"}
     assert alertmanager["volumes"][str(cfg.lab_dir / "alertmanager")]["bind"] == "/lab/alertmanager"

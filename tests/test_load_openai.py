@@ -82,7 +82,7 @@ def send(parts: list[Part], *, stream: bool = True, **answer: Any) -> Attempt:
     async def run() -> Attempt:
         async with httpx.AsyncClient(transport=_transport(parts, **answer)) as client:
             sender = RequestSender(client, f"{BASE}/chat/completions", stream=stream, openai=True, slots=None)
-            attempt = Attempt(0, time.monotonic(), 0)
+            attempt = Attempt(0, time.monotonic(), 0, "test-0")
             await sender.send(attempt, b"{}", time.monotonic() + 10)
             return attempt
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from labkit.lab.labdir import LabDir
+from labkit.lab.manager.log_files import RotatingLog
 from labkit.lab.manager.supervisor import SupervisedService
 from labkit.lab.specs import ServiceSpec
 from tests.conftest import reply_json
@@ -69,7 +70,8 @@ def _service(tmp_path: Path, url: str) -> SupervisedService:
     lab = LabDir(tmp_path / "lab")
     lab.logs.mkdir(parents=True)
     spec = ServiceSpec("wrapper", [sys.executable, "-c", "import time; time.sleep(60)"], url, "/ready")
-    return SupervisedService(spec, lab, "test-lab", on_change=lambda: None)
+    log = RotatingLog(lab.log_file("wrapper"), max_bytes=1 << 20, files=2)
+    return SupervisedService(spec, lab, "test-lab", on_change=lambda: None, log=log)
 
 
 async def _ready_service(svc: SupervisedService, server: HeldReadiness, client: httpx.AsyncClient) -> None:

@@ -105,6 +105,10 @@ class Backend(ABC):
         """The last `lines` lines of a service's log."""
 
     @abstractmethod
+    def log_lines(self, service: ServiceName) -> Iterator[str]:
+        """Every line the lab still keeps of a service's log (within its rotation bound), oldest first."""
+
+    @abstractmethod
     def log_source(self, service: str) -> str:
         """Where `logs(service)` reads from, for error messages."""
 
@@ -218,7 +222,7 @@ class Backend(ABC):
         # directory would blend into this one's (a restart counter's last value, an old error line).
         # Within a lab, Prometheus' data survives Prometheus restarts.
         shutil.rmtree(self.lab.prometheus_dir / "data", ignore_errors=True)
-        for old_log in self.lab.logs.glob("*.log"):
+        for old_log in self.lab.logs.glob("*.log*"):  # rotated ones too (name.log.1, ...)
             old_log.unlink()
         lab_id = uuid.uuid4().hex
         self.lab.new_token()

@@ -18,7 +18,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -121,6 +121,14 @@ class DockerBackend(Backend):
             return ""
         raw: bytes = container.logs(tail=lines, stdout=True, stderr=True)
         return raw.decode("utf-8", errors="replace").rstrip("\n")
+
+    def log_lines(self, service: ServiceName) -> Iterator[str]:
+        # The json-file driver keeps max-file files of max-size each; `docker logs` reads them all.
+        container = self._container(service)
+        if container is None:
+            return iter(())
+        raw: bytes = container.logs(stdout=True, stderr=True)
+        return iter(raw.decode("utf-8", errors="replace").splitlines())
 
     # ---- up ----------------------------------------------------------------------------------------
     def _socket_path(self) -> Path:
@@ -258,7 +266,10 @@ class DockerBackend(Backend):
             "network_mode": "host",
             "restart_policy": {"Name": "unless-stopped"},
             "user": self._user(),
-            "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
+            # The same bound as the local backend's rotated files: max-file counts the current file too.
+            "log_config": LogConfig(
+                type="json-file", config={"max-size": str(cfg.log_max_bytes), "max-file": str(cfg.log_files)}
+            ),
             # As compose's x-hardening: no service needs a capability (ports above 1024; the agent signals
             # processes of its own uid), and no setuid binary may give one back.
             "cap_drop": ["ALL"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,31 @@ class LabDir:
         return frozenset(d.parts[0] for d in vars(cls).values() if isinstance(d, _InLab))
 
     def log_file(self, name: str) -> Path:
+        """A service's log as it is written now; rotated files are beside it (`log_files`)."""
         return self.logs / f"{name}.log"
+
+    def log_files(self, name: str) -> list[Path]:
+        """A service's log files that exist, oldest first: `name.log.<n>` ... `name.log.1`, then `name.log`
+        (the manager rotates them, labkit.lab.manager.log_files)."""
+        current = self.log_file(name)
+        rotated = []
+        for path in current.parent.glob(f"{current.name}.*"):
+            suffix = path.name[len(current.name) + 1 :]
+            if suffix.isdigit():
+                rotated.append((int(suffix), path))
+        found = [path for _, path in sorted(rotated, reverse=True)]
+        return [*found, current] if current.exists() else found
+
+    def read_log_lines(self, name: str) -> Iterator[str]:
+        """Every line a service's log still holds, oldest first, across its rotated files. A file rotated
+        away while it is read is skipped."""
+        for path in self.log_files(name):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    for line in fh:
+                        yield line.rstrip("\n")
+            except FileNotFoundError:
+                continue
 
     def prepare(self) -> None:
         for folder in (
@@ -85,8 +110,15 @@ class LabDir:
         write_atomically(self.state_file, json.dumps(state, indent=2, sort_keys=True))
 
     def tail_log(self, name: str, lines: int = 20) -> str:
-        try:
-            text = self.log_file(name).read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        """The last `lines` lines of a service's log, from the rotated files too when the current one, just
+        rotated, holds fewer."""
+        kept: list[str] = []
+        for path in reversed(self.log_files(name)):
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                continue
+            kept = text.splitlines()[-(lines - len(kept)) :] + kept
+            if len(kept) >= lines:
+                break
+        return "\n".join(kept)

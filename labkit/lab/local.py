@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import psutil
 
@@ -60,6 +60,9 @@ class LocalBackend(Backend):
     def logs(self, service: ServiceName, lines: int = 100) -> str:
         name = "supervisor" if service == "exporter" else service
         return self.lab.tail_log(name, lines)
+
+    def log_lines(self, service: ServiceName) -> Iterator[str]:
+        return self.lab.read_log_lines("supervisor" if service == "exporter" else service)
 
     def _preflight(self) -> None:
         cfg = self.config

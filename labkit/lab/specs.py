@@ -94,8 +94,12 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
         f"--config.file={lab.prometheus_dir / 'prometheus.yml'}",
         f"--storage.tsdb.path={lab.prometheus_dir / 'data'}",
         f"--web.listen-address={host}:{config.prometheus_port}",
+        # A lab left running keeps a bounded TSDB: the oldest blocks go past either bound.
+        f"--storage.tsdb.retention.time={config.prometheus_retention_time}",
+        f"--storage.tsdb.retention.size={config.prometheus_retention_size}",
         # No --web.enable-lifecycle: its /-/quit and /-/reload take no token, and the lab uses neither.
         "--log.level=warn",
+        "--log.format=json",
     ]
     specs.append(ServiceSpec("prometheus", prometheus_argv, config.prometheus_url, "/-/ready"))
     return specs
@@ -113,6 +117,7 @@ def alertmanager_spec(config: LabConfig, lab: LabDir, *, for_containers: bool = 
         f"--web.listen-address={config.host}:{config.alertmanager_port}",
         "--cluster.listen-address=",
         "--log.level=warn",
+        "--log.format=json",
     ]
     return ServiceSpec("alertmanager", argv, config.alertmanager_url, "/-/ready")
 

@@ -78,6 +78,7 @@ from labkit.report.remediation_ab import (
     ab_section,
     ab_table,
 )
+from labkit.report.request_logs import FAILED_REQUEST_COLUMNS, failed_requests_note, failed_requests_table
 from labkit.report.scorecard import (
     DEFAULT_LAST,
     SCORECARD_COLUMNS,
@@ -118,6 +119,7 @@ __all__ = [
     "DEFAULT_LAST",
     "EVENT_ROWS",
     "EXPORT_FORMATS",
+    "FAILED_REQUEST_COLUMNS",
     "FAULT_COLUMNS",
     "FAULT_STYLES",
     "HEADLINE_KEYS",
@@ -175,6 +177,8 @@ __all__ = [
     "error_rate_figure",
     "events_figure",
     "export_run",
+    "failed_requests_note",
+    "failed_requests_table",
     "format_ms",
     "gpu_figure",
     "gpu_note",

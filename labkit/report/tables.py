@@ -124,7 +124,11 @@ class ReportTable(pd.DataFrame):
                 styler = styler.format(fmt, subset=[column], na_rep=MISSING, escape="html")
         styler = styler.set_table_attributes('class="labkit-table"').set_table_styles(
             [
-                {"selector": "td", "props": "text-align: left; vertical-align: top; max-width: 40em;"},
+                # pre-line: a cell of several lines (a request's log lines) shows them one under another.
+                {
+                    "selector": "td",
+                    "props": "text-align: left; vertical-align: top; max-width: 40em; white-space: pre-line;",
+                },
                 {"selector": "th", "props": "text-align: left;"},
             ]
         )

@@ -186,6 +186,18 @@ def _save_series(session: LabSession, run_dir: RunDirectory, start: float, end: 
         return []
 
 
+def _save_request_logs(session: LabSession, run_dir: RunDirectory, frame: pd.DataFrame) -> None:
+    """Keep the lab's log lines of a sample of the run's failed requests in the run directory (after
+    `_save_series`' wait, the services have written them). Logs that cannot be read cost the report its
+    log lines, not the run."""
+    from labkit.measure.request_logs import save_request_logs
+
+    try:
+        save_request_logs(run_dir, frame, session.backend.log_lines)
+    except (LabkitError, OSError) as exc:
+        logger.warning("the failed requests' log lines were not saved: %s", exc)
+
+
 def _load_span(frame: pd.DataFrame, fallback_start: float) -> tuple[float, float]:
     if frame.empty:
         return fallback_start, time.time()
@@ -225,6 +237,7 @@ def baseline(
     report.write(out.path)
     start, end = _load_span(result.frame, began)
     files = _save_series(session, out, start, end)
+    _save_request_logs(session, out, result.frame)
     run = ScenarioRun(out, load=result, slo=report, series_files=files)
     _publish(run, params, say=print if progress else None)
     return run
@@ -255,6 +268,7 @@ def _experiment(
     start, end = _load_span(frame, began)
     # The steady-state checks are part of the story: the series span the whole experiment.
     files = _save_series(session, out, min(start, began), max(end, time.time()))
+    _save_request_logs(session, out, frame)
     run = ScenarioRun(out, load=result.load, experiment=result, slo=result.method_slo, series_files=files)
     _publish(run, params, say=say)
     return run

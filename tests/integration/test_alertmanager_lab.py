@@ -68,7 +68,7 @@ def test_alertmanager_is_supervised_and_its_notifications_reach_the_run(
         ),
         what="Alertmanager ready again",
     )
-    assert "--- labkit: starting alertmanager" in _cli(backend, "logs", "alertmanager")
+    assert '"message": "starting alertmanager"' in _cli(backend, "logs", "alertmanager")
 
     # An alert that fires for 2 s: its firing and resolved notifications come through the webhook.
     run = RunDirectory.create(tmp_path / "runs", "alerting_test")

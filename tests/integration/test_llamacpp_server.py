@@ -27,6 +27,7 @@ import pytest
 from labkit.config import LabConfig
 from labkit.lab.labdir import LabDir
 from labkit.lab.local import LocalBackend
+from labkit.lab.manager.log_files import RotatingLog
 from labkit.lab.manager.supervisor import SupervisedService
 from labkit.lab.specs import service_specs
 from tests.conftest import sim_lab_config, wait_for
@@ -94,7 +95,10 @@ def test_the_server_under_the_supervisor_is_ready_serves_and_comes_back_after_a_
     lab = LabDir(server_config.lab_dir)
     lab.prepare()
     (spec,) = [s for s in service_specs(server_config, lab) if s.name == "model"]
-    svc = SupervisedService(spec, lab, "test-llamacpp-server", on_change=lambda: None)
+    log = RotatingLog(
+        lab.log_file("model"), max_bytes=server_config.log_max_bytes, files=server_config.log_files
+    )
+    svc = SupervisedService(spec, lab, "test-llamacpp-server", on_change=lambda: None, log=log)
 
     async def scenario() -> None:
         async with httpx.AsyncClient(timeout=3.0, trust_env=False) as client:

@@ -21,7 +21,6 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -47,6 +46,7 @@ from labkit.lab.gpu import GpuReader
 from labkit.lab.labdir import LabDir
 from labkit.lab.manager.alert_receiver import AlertJournal, alert_routes
 from labkit.lab.manager.exporter import LabCollector, ServiceSample
+from labkit.lab.manager.log_files import DEFAULT_LOG_FILES, DEFAULT_LOG_MAX_BYTES, RotatingLog
 from labkit.lab.manager.readiness import PROBE_TIMEOUT_S
 from labkit.lab.processes import LAB_ID_ENV, set_parent_death_signal
 from labkit.lab.specs import ServiceSpec
@@ -97,23 +97,24 @@ async def _maybe_await(result: Any) -> Any:
 
 
 async def spawn_lab_child(
-    argv: list[str], *, env: dict[str, str], log_path: Path, header: str
+    argv: list[str], *, env: dict[str, str], log: RotatingLog, header: str
 ) -> asyncio.subprocess.Process:
-    """Start a child of the lab: its own process group (signals reach its children too), output appended
-    to `log_path` after a header line, killed by Linux if the supervisor dies (PR_SET_PDEATHSIG)."""
+    """Start a child of the lab: its own process group (signals reach its children too), its output (stdout
+    and stderr) copied line by line into `log` (rotated with its bound) after a note of `header`, killed by
+    Linux if the supervisor dies (PR_SET_PDEATHSIG)."""
     parent = os.getpid()
-    with open(log_path, "ab") as log:
-        log.write(f"--- labkit: {header} at {time.ctime()}\n".encode())
-        log.flush()
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env={**os.environ, **env},
-            start_new_session=True,
-            preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGKILL),
-        )
+    log.note(header)
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, **env},
+        start_new_session=True,
+        preexec_fn=lambda: set_parent_death_signal(parent, signal.SIGKILL),
+    )
+    log.follow(proc.stdout)
+    return proc
 
 
 class StressUnavailableError(BackendError):
@@ -125,9 +126,11 @@ class CpuStress:
     (so `labkit down` sweeps it even without this supervisor). Its TTL is stress-ng's own --timeout
     (whole seconds, rounded up); the supervisor SIGKILLs the group STRESS_GRACE_S after that."""
 
-    def __init__(self, lab: LabDir, lab_id: str) -> None:
+    def __init__(self, lab: LabDir, lab_id: str, *, log_max_bytes: int, log_files: int) -> None:
         self.lab = lab
         self.lab_id = lab_id
+        self._log_max_bytes, self._log_files = log_max_bytes, log_files
+        self._log: RotatingLog | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.workers = 0
         self.duration_s = 0.0
@@ -174,8 +177,12 @@ class CpuStress:
         timeout_s = max(1, math.ceil(duration_s))
         argv = [binary, "--cpu", str(workers), "--timeout", f"{timeout_s}s", "--quiet"]
         self.lab.logs.mkdir(parents=True, exist_ok=True)
+        if self._log is None:
+            self._log = RotatingLog(
+                self.lab.log_file("stress"), max_bytes=self._log_max_bytes, files=self._log_files
+            )
         self.proc = await spawn_lab_child(
-            argv, env={LAB_ID_ENV: self.lab_id}, log_path=self.lab.log_file("stress"), header=" ".join(argv)
+            argv, env={LAB_ID_ENV: self.lab_id}, log=self._log, header=" ".join(argv)
         )
         self.workers, self.duration_s, self.timeout_s = workers, duration_s, timeout_s
         self.started_at = time.time()
@@ -238,6 +245,9 @@ class ControlServer:
     host: str
     port: int
     lab: LabDir
+    # The bound of the log files this server writes (stress-ng's; the supervisor's services' too).
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    log_files: int = DEFAULT_LOG_FILES
 
     def __post_init__(self) -> None:
         self.started_at = time.time()
@@ -248,7 +258,9 @@ class ControlServer:
         # supervisor is never restarted: it is the lab).
         self.own_restarts = 0
         self.own_container: str | None = None
-        self.stress = CpuStress(self.lab, self.lab_id)
+        self.stress = CpuStress(
+            self.lab, self.lab_id, log_max_bytes=self.log_max_bytes, log_files=self.log_files
+        )
         self.alerts = AlertJournal(
             self.lab
         )  # Alertmanager's notifications (labkit.lab.manager.alert_receiver)
@@ -483,6 +495,7 @@ class ControlServer:
                 host=self.host,
                 port=self.port,
                 log_level="warning",
+                log_config=None,  # its lines go through the manager's own logging (JSON)
                 access_log=False,
                 lifespan="off",
             )

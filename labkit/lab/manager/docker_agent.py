@@ -52,6 +52,7 @@ from labkit.lab.labdir import LabDir
 from labkit.lab.manager.control import ControlServer
 from labkit.lab.manager.readiness import ProbedState
 from labkit.lab.specs import ServiceSpec
+from labkit.service_logs import configure_service_logging
 
 __all__ = [
     "ContainerService",
@@ -385,8 +386,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # JSON lines on stderr: the container's json-file log driver keeps them, rotated with the lab's bound.
+    configure_service_logging("agent")
     try:
         token = args.token_file.read_text(encoding="utf-8").strip()
     except OSError as exc:

@@ -24,9 +24,11 @@ from labkit.config import LabConfig
 from labkit.lab.contract import ServiceState, ServiceStatus
 from labkit.lab.labdir import LabDir
 from labkit.lab.manager.control import ControlServer, spawn_lab_child
+from labkit.lab.manager.log_files import ManagerLogHandler, RotatingLog
 from labkit.lab.manager.readiness import ProbedState
 from labkit.lab.processes import LAB_ID_ENV
 from labkit.lab.specs import ServiceSpec, service_specs
+from labkit.service_logs import configure_service_logging
 
 __all__ = ["Supervisor", "main"]
 
@@ -43,9 +45,10 @@ STABLE_RUN_S = 10.0
 class SupervisedService(ProbedState):
     """One child service, its process and its restart policy."""
 
-    def __init__(self, spec: ServiceSpec, lab: LabDir, lab_id: str, on_change: Any) -> None:
+    def __init__(self, spec: ServiceSpec, lab: LabDir, lab_id: str, on_change: Any, log: RotatingLog) -> None:
         self.spec = spec
         self.lab = lab
+        self.log = log  # one file across restarts, rotated with the lab's bound
         self.lab_id = lab_id
         self.on_change = on_change
         self.proc: asyncio.subprocess.Process | None = None
@@ -74,10 +77,7 @@ class SupervisedService(ProbedState):
         env = {**self.spec.env, LAB_ID_ENV: self.lab_id, "PYTHONUNBUFFERED": "1"}
         try:
             self.proc = await spawn_lab_child(
-                self.spec.argv,
-                env=env,
-                log_path=self.lab.log_file(self.spec.name),
-                header=f"starting {self.spec.name}",
+                self.spec.argv, env=env, log=self.log, header=f"starting {self.spec.name}"
             )
         except OSError as exc:
             self._set_state("failed", f"cannot start {self.spec.argv[0]}: {exc}")
@@ -201,11 +201,18 @@ class Supervisor(ControlServer):
             host=self.config.host,
             port=self.config.exporter_port,
             lab=lab,
+            log_max_bytes=self.config.log_max_bytes,
+            log_files=self.config.log_files,
         )
         self.services = {
-            spec.name: SupervisedService(spec, lab, self.lab_id, self.write_state)
+            spec.name: SupervisedService(spec, lab, self.lab_id, self.write_state, self._log_of(spec.name))
             for spec in service_specs(self.config, lab)
         }
+
+    def _log_of(self, name: str) -> RotatingLog:
+        return RotatingLog(
+            self.lab.log_file(name), max_bytes=self.config.log_max_bytes, files=self.config.log_files
+        )
 
     def extra_statuses(self) -> list[ServiceStatus]:
         if self.config.supervised_model:
@@ -220,10 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         sys.stderr.write("usage: python -m labkit.lab.manager.supervisor LAB_DIR\n")
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # One INFO line per readiness probe (4 a second) would drown the supervisor's own log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     supervisor = Supervisor(LabDir(Path(args[0])))
+    config = supervisor.config
+    # JSON lines in logs/supervisor.log, rotated with the services' bound (other libraries' from WARNING:
+    # httpx's line per readiness probe, 4 a second, would drown the supervisor's own).
+    configure_service_logging(
+        "supervisor",
+        handler=ManagerLogHandler(
+            supervisor.lab.log_file("supervisor"), max_bytes=config.log_max_bytes, files=config.log_files
+        ),
+    )
     asyncio.run(supervisor.run())
     return 0
 

@@ -49,6 +49,8 @@ ERROR_KINDS: dict[str, str] = {
 # Column order of `requests.jsonl` rows and of the DataFrame. Times are seconds.
 REQUEST_COLUMNS: tuple[str, ...] = (
     "request_id",  # 0, 1, ... in schedule order (open loop) or start order (closed loop)
+    "x_request_id",  # the X-Request-ID header it was sent with, `<run's prefix>-<request_id>`: the services'
+    # log lines of this request carry it (None in runs made before labkit 0.2)
     "prompt_index",  # which prompt (or prompts-file entry) it sent; its own number for a prompt of its own
     "intended_send",  # unix time the schedule meant it to leave
     "actual_send",  # unix time it left (None if it never got a connection slot)
@@ -105,10 +107,12 @@ class Attempt:
         "server_duration",
         "server_ttft",
         "status",
+        "x_request_id",
     )
 
-    def __init__(self, request_id: int, intended: float, prompt_index: int) -> None:
+    def __init__(self, request_id: int, intended: float, prompt_index: int, x_request_id: str) -> None:
         self.request_id = request_id
+        self.x_request_id = x_request_id
         self.intended = intended
         self.prompt_index = prompt_index
         self.actual: float | None = None
@@ -139,6 +143,7 @@ class Attempt:
         end = self.end if self.end is not None else time.monotonic()
         return {
             "request_id": self.request_id,
+            "x_request_id": self.x_request_id,
             "prompt_index": self.prompt_index,
             "intended_send": anchor.to_wall(intended),
             "actual_send": None if self.actual is None else anchor.to_wall(self.actual),

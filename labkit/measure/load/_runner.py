@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import statistics
 import sys
 import threading
@@ -48,6 +49,7 @@ _DRAIN_GRACE_S = 1.0
 _OPEN_LOOP_KEEPALIVE = 32
 # How often a monitor (`run_load(..., monitor=...)`) is shown the run's progress.
 MONITOR_INTERVAL_S = 0.25
+_ID_PREFIX_BYTES = 6  # 12 hex digits: no two runs' request ids meet in a lab's logs
 
 
 def _schedule_summary(spec: LoadSpec, offsets: list[float] | None) -> dict[str, Any]:
@@ -98,7 +100,12 @@ def _workload_record(spec: LoadSpec, model: str | None) -> dict[str, Any]:
 
 
 def _write_params(
-    run_dir: RunDirectory, spec: LoadSpec, offsets: list[float] | None, anchor: ClockAnchor, model: str | None
+    run_dir: RunDirectory,
+    spec: LoadSpec,
+    offsets: list[float] | None,
+    anchor: ClockAnchor,
+    model: str | None,
+    id_prefix: str,
 ) -> None:
     """params.json's "load" key; other keys (a notebook's parameters, chaos) are kept. A run directory with a
     run.json (a run of its own, not a steady-state check inside one) gets the workload there too."""
@@ -113,6 +120,7 @@ def _write_params(
         "schedule": _schedule_summary(spec, offsets),
         "clock_anchor": {"wall": anchor.wall, "monotonic": anchor.monotonic},
         "columns": list(REQUEST_COLUMNS),
+        "request_id_prefix": id_prefix,
         "error_kinds": ERROR_KINDS,
         "requests_file": RunFile.REQUESTS,
     }
@@ -131,12 +139,17 @@ class _LoadRun:
     write: Callable[[Mapping[str, Any]], None]
     bar: tqdm[Any]
     anchor: ClockAnchor
+    id_prefix: str
     rows: list[dict[str, Any]] = field(init=False, default_factory=list)
     pending: dict[int, Attempt] = field(init=False, default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
     started: float | None = field(init=False, default=None)
     scheduled: int = field(init=False, default=0)  # attempts whose intended send time has come
     stopped: str | None = field(init=False, default=None)  # a monitor's reason to stop early
+
+    def x_id(self, request_id: int) -> str:
+        """The X-Request-ID of request `request_id`: unique across runs, and its run found by the prefix."""
+        return f"{self.id_prefix}-{request_id}"
 
     def record(self, attempt: Attempt) -> None:
         """Write the attempt's row; exactly once, whichever path gets here first."""
@@ -179,7 +192,7 @@ class _LoadRun:
             if delay > 0:
                 await asyncio.sleep(delay)
             prompt_index, body = work.next()
-            attempt = pending[request_id] = Attempt(request_id, intended, prompt_index)
+            attempt = pending[request_id] = Attempt(request_id, intended, prompt_index, self.x_id(request_id))
             self.scheduled += 1
             self._spawn(self.request(attempt, body))
         last = t0 + offsets[-1] if offsets else t0
@@ -200,7 +213,9 @@ class _LoadRun:
                     return
                 prompt_index, body = work.next()  # drawn in request order: the same spec, the same work
                 now = clock()
-                attempt = self.pending[request_id] = Attempt(request_id, now, prompt_index)
+                attempt = self.pending[request_id] = Attempt(
+                    request_id, now, prompt_index, self.x_id(request_id)
+                )
                 attempt.actual = now  # a closed loop sends when it means to: no queueing delay
                 self.scheduled += 1
                 await self.request(attempt, body)
@@ -316,7 +331,10 @@ async def run_load_async(
         trust_env=False,
     )
     anchor = ClockAnchor.now()
-    _write_params(run_dir, spec, offsets, anchor, model)
+    # Each request's X-Request-ID is `<prefix>-<request_id>`: random per run, so ids never repeat in the
+    # lab's logs across runs, and grepping the prefix finds one run's lines.
+    id_prefix = secrets.token_hex(_ID_PREFIX_BYTES)
+    _write_params(run_dir, spec, offsets, anchor, model, id_prefix)
     slots = asyncio.Semaphore(pool) if spec.mode == "open" else None
     sender = RequestSender(client, spec.target, stream=spec.stream, openai=is_openai(spec.api), slots=slots)
     run_dir.journal(
@@ -326,6 +344,7 @@ async def run_load_async(
         model=model,
         target=spec.target,
         scheduled=len(offsets or ()),
+        request_id_prefix=id_prefix,
     )
     bar = tqdm(
         total=len(offsets) if offsets is not None else None,
@@ -340,7 +359,7 @@ async def run_load_async(
     await anyio.sleep(0)
     interrupted = False
     with bar, run_dir.jsonl_writer(RunFile.REQUESTS) as write:
-        run = _LoadRun(spec, sender, work, write, bar, anchor)
+        run = _LoadRun(spec, sender, work, write, bar, anchor, id_prefix)
         try:
             async with client:
                 try:

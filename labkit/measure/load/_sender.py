@@ -18,6 +18,7 @@ import httpx
 
 from labkit.measure.load._openai import error_text, read_openai_stream, take_openai_answer
 from labkit.measure.load._records import Attempt
+from labkit.service_logs import REQUEST_ID_HEADER
 
 __all__ = ["RequestSender"]
 
@@ -95,7 +96,8 @@ class RequestSender:
     async def _exchange(self, a: Attempt, body: bytes) -> None:
         if a.actual is None:
             a.actual = time.monotonic()
-        async with self.client.stream("POST", self.target, content=body) as resp:
+        headers = {REQUEST_ID_HEADER: a.x_request_id}  # the services log it: a failed row leads to its lines
+        async with self.client.stream("POST", self.target, content=body, headers=headers) as resp:
             a.status = status = resp.status_code
             if status != 200:
                 await self._read_error(a, resp)

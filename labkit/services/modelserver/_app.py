@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from labkit.service_logs import RequestLogMiddleware
 from labkit.services.modelserver._api_errors import ModelServerAPIError, UnknownModelError
 from labkit.services.modelserver._api_requests import (
     parse_chat_request,
@@ -65,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 # What /api/version answers: the Ollama API level this server follows, marked as labkit's.
 API_VERSION = "0.6.0-labkit"
+# GET paths polled several times a second (readiness, Prometheus): a success is not worth a log line.
+_QUIET_PATHS = ("/", "/api/tags", "/api/version", "/api/ps", "/metrics", "/v1/models")
 
 
 def build_engine(settings: ModelServerSettings) -> Engine:
@@ -126,6 +129,9 @@ def create_app(settings: ModelServerSettings, *, engine: Engine | None = None) -
     app.state.metrics = metrics
     app.state.engine = engine
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    # Outermost: every answer carries its request id (the wrapper's, sent on), every request but a
+    # successful probe or scrape is logged with it.
+    app.add_middleware(RequestLogMiddleware, quiet_paths=_QUIET_PATHS)
 
     @app.exception_handler(ModelServerAPIError)
     async def _api_error(request: Request, exc: ModelServerAPIError) -> JSONResponse:

@@ -15,6 +15,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from labkit.errors import ConfigError, LabkitError
+from labkit.service_logs import configure_service_logging
 from labkit.services.modelserver._server import serve
 from labkit.services.modelserver._settings import ModelServerSettings
 
@@ -79,6 +80,8 @@ def settings_from_args(args: argparse.Namespace) -> ModelServerSettings:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; returns the exit status (0 after a clean shutdown)."""
     args = build_parser().parse_args(argv)
+    # JSON lines on stderr (the lab's manager keeps them in a rotated file), with the wrapper's request ids.
+    configure_service_logging("model")
     try:
         settings = settings_from_args(args)
         serve(settings)

@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from labkit.service_logs import note_request_outcome
 from labkit.services.modelserver._metrics import ModelServerMetrics
 
 __all__ = ["KNOWN_ENDPOINTS", "RequestMetricsMiddleware", "record_outcome"]
@@ -42,6 +43,7 @@ _OUTCOME_KEY = "labkit_outcome_status"
 def record_outcome(scope: MutableMapping[str, Any], status_code: int) -> None:
     """Count this request as `status_code`, whatever status line was sent (e.g. 499 client gone)."""
     scope.setdefault("state", {})[_OUTCOME_KEY] = status_code
+    note_request_outcome(status_code)  # and in the request's log line
 
 
 class RequestMetricsMiddleware:

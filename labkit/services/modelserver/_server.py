@@ -49,6 +49,9 @@ def _config(settings: ModelServerSettings, engine: Engine | None) -> uvicorn.Con
     return uvicorn.Config(
         create_app(settings, engine=engine),
         log_level="warning",
+        # uvicorn's own lines go through the process's logging (JSON); its access log is off: the request
+        # lines are RequestLogMiddleware's, with their request ids.
+        log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from labkit.faults import JsonInt, json_integer
 from labkit.measure.histograms import GENERATION_ENDPOINTS
+from labkit.service_logs import REQUEST_ID_HEADER, RequestLogMiddleware, request_id_of
 from labkit.services.wrapper._admin import admin_router, read_admin_token
 from labkit.services.wrapper._generation import (
     NDJSON,
@@ -53,6 +54,10 @@ _ROUTES_HINT = (
     "the API has POST /generate, POST /v1/chat/completions, POST /v1/completions, GET /v1/models, "
     "GET /health, GET /ready, GET /metrics and the token-protected fault API at /admin/faults"
 )
+
+
+# GET paths polled several times a second (readiness, Prometheus): a success is not worth a log line.
+_QUIET_PATHS = ("/health", "/ready", "/metrics")
 
 
 class GenerateRequest(BaseModel):
@@ -146,7 +151,9 @@ def _request_problems(body: GenerateRequest, settings: WrapperSettings) -> list[
     return problems
 
 
-def _generation_call(body: GenerateRequest, settings: WrapperSettings) -> GenerationCall:
+def _generation_call(
+    body: GenerateRequest, settings: WrapperSettings, request_id: str | None
+) -> GenerationCall:
     options = dict(body.options or {})
     num_predict = options.pop("num_predict", None)
     # Always bounded: Ollama's own default (-1) would generate until the context is full.
@@ -157,6 +164,7 @@ def _generation_call(body: GenerateRequest, settings: WrapperSettings) -> Genera
         max_tokens=max_tokens,
         prompt=body.prompt,
         options=options,
+        request_id=request_id,
     )
 
 
@@ -215,6 +223,8 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.wrapper = state
+    # Every answer carries its request id; probes and scrapes that succeed are not logged.
+    app.add_middleware(RequestLogMiddleware, quiet_paths=_QUIET_PATHS)
 
     def is_openai(request: Request) -> bool:
         path = request.url.path
@@ -254,9 +264,12 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
     async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         message = f"internal error in the wrapper: {type(exc).__name__}; see its log"
+        # Answered by Starlette's outermost middleware, outside RequestLogMiddleware: the id is echoed here.
+        request_id = request_id_of(request.scope)
+        headers = {REQUEST_ID_HEADER: request_id} if request_id is not None else None
         if is_openai(request):
-            return openai_error(500, message)
-        return error_response(500, message)
+            return openai_error(500, message, headers=headers)
+        return error_response(500, message, headers=headers)
 
     def count_unauthorized() -> None:
         # The status itself is counted by on_http_error, like every HTTPException on a generation endpoint.
@@ -288,7 +301,7 @@ def create_app(settings: WrapperSettings | None = None) -> FastAPI:
         return await run_generation(
             state,
             request,
-            _generation_call(body, settings),
+            _generation_call(body, settings, request_id_of(request.scope)),
             endpoint=GENERATE_ENDPOINT,
             started=started,
             stream=body.stream,

@@ -15,6 +15,7 @@ from typing import Any, Literal, NoReturn, get_args, get_origin
 from pydantic import ValidationError
 
 from labkit.errors import LabkitError
+from labkit.service_logs import configure_service_logging
 from labkit.services.wrapper._server import serve
 from labkit.services.wrapper._settings import WrapperSettings
 
@@ -23,7 +24,6 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger(__name__)
 
 PROG = "python -m labkit.services.wrapper"
-_ADMIN_LOGGERS = ("labkit.services.wrapper._admin", "labkit.services.wrapper._faults")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -66,10 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         problems = "; ".join(f"{_flag(str(e['loc'][0]))}: {e['msg']}" for e in exc.errors())
         parser.error(problems)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Every admin action (fault injected, ended, refused) belongs in the service log.
-    for name in _ADMIN_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
+    # JSON lines on stderr (the lab's manager keeps them in a rotated file): every request that is not a
+    # probe, every admin action (fault injected, ended, refused), each with its request id.
+    configure_service_logging("wrapper")
     try:
         serve(settings)
     except LabkitError as exc:

@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 from labkit.errors import ClientGoneError
 from labkit.measure.histograms import GENERATION_ENDPOINTS
 from labkit.secret_files import read_token_file
+from labkit.service_logs import note_request_outcome
 from labkit.services.wrapper._faults import FaultTable, InjectedFaultError
 from labkit.services.wrapper._metrics import WrapperMetrics
 from labkit.services.wrapper._ollama_backend import OllamaUpstream
@@ -214,7 +215,9 @@ class Generation:
         if error.kind == "busy":
             metrics.rejected.labels("backend_busy").inc()
         logger.warning("backend failure (%s): %s", error.kind, error.message)
-        self.finish(error.status_code if status_code is None else status_code, error_type=error.kind)
+        status = error.status_code if status_code is None else status_code
+        self.finish(status, error_type=error.kind)
+        note_request_outcome(status, f"{error.kind}: {error.message}")
 
     def finish(self, status_code: int | str, *, error_type: str | None = None) -> None:
         """Release the in-flight slot and count the outcome; later calls do nothing.
@@ -229,12 +232,15 @@ class Generation:
         state.release()
         state.count_request(self.endpoint, status_code)
         if status_code != 200:
+            error_type = error_type or ("client_closed" if status_code == 499 else OTHER_VALUE)
             state.metrics.gen_ai.observe_failure(
                 self.call.operation,
                 request_model=self.call.model,
-                error_type=error_type or ("client_closed" if status_code == 499 else OTHER_VALUE),
+                error_type=error_type,
                 duration_s=time.perf_counter() - self.started,
             )
+            # The request's log line says how it ended, also when its 200 was sent before it failed.
+            note_request_outcome(int(status_code), error_type)
 
     async def close(self) -> None:
         """Close the upstream stream (the upstream sees the disconnect and stops generating).

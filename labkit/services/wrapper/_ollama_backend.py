@@ -27,6 +27,7 @@ from labkit.services.wrapper._upstream import (
     read_whole_body,
     transport_error,
     upstream_endpoint,
+    with_request_id,
 )
 
 __all__ = ["OllamaUpstream", "read_chunks"]
@@ -64,7 +65,7 @@ class OllamaUpstream:
             response = await session.post(
                 upstream_endpoint(url, _PATHS[call.operation]),
                 data=json.dumps(self.payload(call)).encode(),
-                headers=self._headers,
+                headers=with_request_id(self._headers, call),
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 
+from labkit.service_logs import request_id_of
 from labkit.services.wrapper._generation import GenerationSummary, StreamEncoder, WrapperState, run_generation
 from labkit.services.wrapper._metrics import CHAT_COMPLETIONS_ENDPOINT, COMPLETIONS_ENDPOINT
 from labkit.services.wrapper._openai_schema import (
@@ -208,6 +209,7 @@ def openai_router(state: WrapperState, dependencies: Sequence[Depends], *, with_
             max_tokens=max_tokens or settings.max_tokens_limit,
             messages=messages,
             options=body.sampling_options(),
+            request_id=request_id_of(request.scope),
         )
 
         def answer(text: str, summary: GenerationSummary, head: dict[str, Any]) -> dict[str, Any]:
@@ -244,6 +246,7 @@ def openai_router(state: WrapperState, dependencies: Sequence[Depends], *, with_
             max_tokens=body.max_tokens or settings.max_tokens_limit,
             prompt=prompt,
             options=body.sampling_options(),
+            request_id=request_id_of(request.scope),
         )
 
         def answer(text: str, summary: GenerationSummary, head: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from labkit.services.wrapper._upstream import (
     read_whole_body,
     transport_error,
     upstream_endpoint,
+    with_request_id,
 )
 
 __all__ = ["OpenAIUpstream", "read_events"]
@@ -74,7 +75,7 @@ class OpenAIUpstream:
             response = await session.post(
                 upstream_endpoint(url, _PATHS[call.operation]),
                 data=json.dumps(self.body(call)).encode(),
-                headers=self._headers,
+                headers=with_request_id(self._headers, call),
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -31,7 +31,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def _note_sigterm(signum: int, frame: FrameType | None) -> None:
-    logger.info("SIGTERM received again after shutdown; exiting normally")
+    logger.debug("SIGTERM received again after shutdown; exiting normally")
 
 
 def serve(settings: WrapperSettings) -> None:
@@ -43,6 +43,9 @@ def serve(settings: WrapperSettings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        # uvicorn's own lines go through the process's logging (JSON); its access log is off: the request
+        # lines are RequestLogMiddleware's, with their request ids.
+        log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,

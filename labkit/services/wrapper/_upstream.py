@@ -19,6 +19,7 @@ import aiohttp
 from yarl import URL
 
 from labkit.errors import LabkitError
+from labkit.service_logs import REQUEST_ID_HEADER
 
 __all__ = [
     "BACKEND_APIS",
@@ -42,6 +43,7 @@ __all__ = [
     "read_whole_body",
     "transport_error",
     "upstream_endpoint",
+    "with_request_id",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class GenerationCall:
     prompt: str = ""  # text_completion
     messages: tuple[Mapping[str, Any], ...] = ()  # chat: {"role", "content"} each
     options: Mapping[str, Any] = field(default_factory=dict)
+    request_id: str | None = None  # the client's request id, sent on as X-Request-ID (the upstream logs it)
 
 
 class Chunk:
@@ -335,6 +338,13 @@ async def missing_model_reason(
 def non_negative_int(value: Any) -> int | None:
     """`value` when it is a count (an int >= 0, not a bool), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def with_request_id(headers: dict[str, str], call: GenerationCall) -> dict[str, str]:
+    """`headers` and the call's request id as X-Request-ID, so the upstream's log lines carry it too."""
+    if call.request_id is None:
+        return headers
+    return {**headers, REQUEST_ID_HEADER: call.request_id}
 
 
 def auth_headers(api_key: str | None, base: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
