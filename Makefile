@@ -23,12 +23,13 @@ BENCH_APT_PACKAGES := wrk
 RUN_PARAMS ?= -p duration_s 40 -p kill_at_s 15 -p steady_state_s 5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup system-packages test-packages venv run test lint audit lab lab-up lab-down images bench clean
+.PHONY: help setup system-packages test-packages venv run doctor test lint audit lab lab-up lab-down images bench clean
 
 help:
 	@echo "make run      set up, run a kill-and-recover experiment on the embedded model, write reports/index.html"
 	@echo "make test     set up, then run ruff and the tests"
 	@echo "make setup    virtual environment, Python packages, Debian packages"
+	@echo "make doctor   what this machine has and needs for the lab, with the command that fixes each gap"
 	@echo "make lint     ruff check + format check"
 	@echo "make audit    known vulnerabilities in the installed Python packages (pip-audit, then PyPI project pages)"
 	@echo "make lab      JupyterLab on notebooks/ with the lab's kernel (127.0.0.1:8888)"
@@ -112,8 +113,13 @@ bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Uses the lab running in the default lab directory, or starts one on the embedded SmolLM2 and stops it after.
+# `labkit doctor` first: when something the run needs is missing, make stops with its advice, nothing started.
 run: setup
+	$(BIN)/labkit doctor
 	$(BIN)/labkit run kill_and_recover $(RUN_PARAMS)
+
+doctor: venv
+	$(BIN)/labkit doctor
 
 $(VENV)/.notebook: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[llama,dev,notebook]'
