@@ -66,6 +66,9 @@ def measure(work: Path, python: str) -> dict[str, Any]:
         env=env, log=work / "wheelhouse.log",
     )  # fmt: skip
     prefix, offline_env, how = offline_prefix()
+    # No pip configuration either: a machine's own find-links or mirror (pip.conf) would fill in whatever the
+    # wheelhouse lacks, and the measurement would not show it.
+    offline_env["PIP_CONFIG_FILE"] = os.devnull
     setup_s = timed(
         [*prefix, *make, "setup", f"WHEELHOUSE={wheelhouse}", f"VENV={venv}"],
         env={**env, **offline_env}, log=work / "setup.log",
