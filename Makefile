@@ -171,7 +171,8 @@ images: setup
 # cache, where setup built it), the model wheel, and what a new venv and labkit's editable build need (pip,
 # setuptools, hatchling, editables); labkit's own wheel is left out (setup installs this checkout).
 # debian/: APT_PACKAGES and their dependencies (recursive, no recommends) less those of Priority required,
-# which every Debian system has (debootstrap's minbase, the debian image), at this machine's candidates.
+# which every Debian system has (debootstrap's minbase, the debian image), at this machine's candidates; the
+# libraries those need stay in (Priority optional: a few MB that a base system already has, never missing).
 wheelhouse: $(BIN)/python
 	mkdir -p $(WHEELHOUSE_DIR)/python $(WHEELHOUSE_DIR)/debian
 	$(BIN)/pip wheel -q --wheel-dir $(WHEELHOUSE_DIR)/python '.[llama,dev,notebook]' pip setuptools hatchling editables
@@ -180,9 +181,8 @@ wheelhouse: $(BIN)/python
 	@[ -n "$$(ls /var/lib/apt/lists/ 2>/dev/null | grep _Packages)" ] || $(SUDO) apt-get update -qq
 	cd $(WHEELHOUSE_DIR)/debian && pkgs=$$(apt-cache depends --recurse --no-recommends --no-suggests \
 	    --no-conflicts --no-breaks --no-replaces --no-enhances $(APT_PACKAGES) | grep '^[a-z0-9]' | sort -u); \
-	  keep=""; for p in $$pkgs; do \
-	    prio=$$(apt-cache show --no-all-versions $$p 2>/dev/null | sed -n 's/^Priority: //p' | head -n1); \
-	    [ "$$prio" = required ] || keep="$$keep $$p"; done; \
+	  keep=$$(apt-cache show --no-all-versions $$pkgs 2>/dev/null | awk '/^Package: /{p=$$2; r=0} \
+	    /^Priority: required/{r=1} /^$$/{if (p != "" && !r) print p; p=""}' | sort -u); \
 	  apt-get download $$keep
 	@echo "wheelhouse: $(WHEELHOUSE_DIR) ($$(du -sh $(WHEELHOUSE_DIR) | cut -f1); \
 	$$(ls $(WHEELHOUSE_DIR)/python | wc -l) wheels, $$(ls $(WHEELHOUSE_DIR)/debian | wc -l) Debian packages)"
