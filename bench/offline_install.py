@@ -6,6 +6,9 @@ packages, and the time of each step (docs/offline.md quotes them).
 
     .venv/bin/python -m bench.offline_install                     # everything under a temporary folder
     .venv/bin/python -m bench.offline_install --work /tmp/room    # keeps the folder and both environments
+    # and the Debian half on a bare base system, with no network (root; made once, ~200 MB):
+    debootstrap --variant=minbase bookworm /tmp/base http://deb.debian.org/debian
+    .venv/bin/python -m bench.offline_install --debian-base /tmp/base
 
 Not a test (minutes, and PyPI and Debian's mirror for the first step) and not a `python -m bench` suite.
 """
@@ -57,7 +60,37 @@ def timed(argv: list[str], *, env: dict[str, str], log: Path) -> float:
     return seconds
 
 
-def measure(work: Path, python: str) -> dict[str, Any]:
+def install_debian_on_base(base: Path, wheelhouse: Path, work: Path) -> dict[str, Any]:
+    """`make setup`'s Debian half, as make runs it, inside `base` (a debootstrap minbase chroot, changed by
+    it) with no network: the seconds it took and the versions of what it installed."""
+    inside = base / "wheelhouse"
+    shutil.rmtree(inside, ignore_errors=True)
+    shutil.copytree(wheelhouse / "debian", inside / "debian")
+    dry = subprocess.run(
+        ["make", "-s", "-n", "system-packages", "WHEELHOUSE=/wheelhouse"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    (inside / "install.sh").write_text(dry.stdout)
+    binaries = ("prometheus", "prometheus-alertmanager", "stress-ng", "curl")
+    versions = "; ".join(f"{b} --version 2>&1 | head -n1" for b in binaries)
+    subprocess.run(["mount", "-t", "proc", "proc", str(base / "proc")], check=True)
+    try:
+        started = time.monotonic()
+        with open(work / "debian.log", "w") as log:
+            subprocess.run(
+                ["unshare", "-n", "chroot", str(base), "bash", "-ec", "bash /wheelhouse/install.sh"],
+                stdout=log, stderr=subprocess.STDOUT, check=True,
+            )  # fmt: skip
+        seconds = time.monotonic() - started
+        found = subprocess.run(
+            ["chroot", str(base), "bash", "-c", versions], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+    finally:
+        subprocess.run(["umount", str(base / "proc")], check=False)
+    return {"debian_install_s": round(seconds, 1), "debian_installed": found}
+
+
+def measure(work: Path, python: str, debian_base: Path | None = None) -> dict[str, Any]:
     wheelhouse, build_venv, venv = work / "wheelhouse", work / "build-venv", work / "offline-venv"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LABKIT_", "PIP_", "VIRTUAL_ENV"))}
     make = ["make", "--no-print-directory", f"PYTHON={python}"]
@@ -89,7 +122,9 @@ def measure(work: Path, python: str) -> dict[str, Any]:
             f"labkit doctor printed no JSON (exit {doctor.returncode}):\n{doctor.stderr}"
         ) from None
     python_dir, debian_dir = wheelhouse / "python", wheelhouse / "debian"
+    debian = install_debian_on_base(debian_base, wheelhouse, work) if debian_base else {}
     return {
+        **debian,
         "wheelhouse": str(wheelhouse),
         "wheelhouse_bytes": folder_bytes(wheelhouse),
         "python_bytes": folder_bytes(python_dir),
@@ -124,13 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         "--python", default="python3", help="the Python the new environments are made with [python3]"
     )
     ap.add_argument(
+        "--debian-base",
+        type=Path,
+        default=None,
+        help="a debootstrap minbase chroot to install the Debian packages into, offline (root; changes it)",
+    )
+    ap.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results", help="folder for offline_install.json"
     )
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="labkit-offline-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = measure(work.resolve(), args.python)
+        result = measure(work.resolve(), args.python, args.debian_base)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -145,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['venv_bytes'] / mib:.0f} MiB\n"
         f"labkit doctor: exit {result['doctor_exit']} in {result['doctor_s']:.0f} s"
     )
+    if "debian_install_s" in result:
+        print(f"Debian packages on a bare base system, offline: {result['debian_install_s']:.0f} s")
+        for line in result["debian_installed"]:
+            print(f"  {line}")
     for check in result["doctor"]:
         print(f"  {check['status']:<6}{check['name']:<20}{check['detail']}")
     print(f"written: {args.out / RESULT_FILE}")
