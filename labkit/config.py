@@ -407,6 +407,17 @@ class LabConfig(BaseSettings):
                 )
         return path
 
+    def prometheus_binary(self) -> str:
+        """The Prometheus to run: `prometheus_bin` found on PATH (or as a path); ConfigError saying how to
+        install it when there is none."""
+        found = shutil.which(self.prometheus_bin)
+        if found is None:
+            raise ConfigError(
+                f"the Prometheus binary {self.prometheus_bin!r} was not found; install it with "
+                "`make setup` (Debian: `apt-get install prometheus`) or pass --prometheus-bin PATH"
+            )
+        return found
+
     def alertmanager_binary(self) -> str:
         """The Alertmanager to run: `alertmanager_bin`, else prometheus-alertmanager (Debian) or
         alertmanager on PATH; ConfigError saying how to install it when there is none."""

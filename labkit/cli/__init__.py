@@ -7,10 +7,10 @@ modules (pandas, papermill, the chaos engine) are imported where they are used: 
 
 from __future__ import annotations
 
-from labkit.cli import chaos, lab, measure, reports, runs
+from labkit.cli import chaos, doctor, lab, measure, reports, runs
 from labkit.cli._base import cli
 
-__all__ = ["chaos", "cli", "lab", "main", "measure", "reports", "runs"]
+__all__ = ["chaos", "cli", "doctor", "lab", "main", "measure", "reports", "runs"]
 
 
 def main() -> None:

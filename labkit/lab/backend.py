@@ -49,7 +49,7 @@ from labkit.lab.prometheus_config import render_prometheus_config, scrape_jobs
 from labkit.notifications import AlertNotification
 from labkit.sockets import port_is_free
 
-__all__ = ["DEFAULT_SCRAPE_TIMEOUT_S", "Backend", "describe_unscraped", "saved_backend_name"]
+__all__ = ["DEFAULT_SCRAPE_TIMEOUT_S", "Backend", "describe_unscraped", "lab_ports", "saved_backend_name"]
 
 # Prometheus 2.42 applies new scrape targets on fixed 5 s tickers (service discovery, then the scrape
 # manager), so its first scrape of a fresh lab comes 5-6 s after it starts; this bound leaves room for a
@@ -65,6 +65,16 @@ _PORT_FLAGS = {
     "prometheus": ("prometheus_port", "--prometheus-port"),
     "exporter": ("exporter_port", "--exporter-port"),
 }
+
+
+def lab_ports(config: LabConfig) -> list[tuple[str, int, str]]:
+    """The ports a lab with `config` listens on, as (service, port, the flag that changes it): the model's
+    only when the lab runs the model service itself."""
+    return [
+        (service, getattr(config, field), flag)
+        for service, (field, flag) in _PORT_FLAGS.items()
+        if service != "model" or config.supervised_model
+    ]
 
 
 def saved_backend_name(lab_dir: Path) -> BackendName:
@@ -191,12 +201,8 @@ class Backend(ABC):
 
     def _check_ports_free(self) -> None:
         """Every port the lab will listen on is free now (the model's only when the lab runs it)."""
-        cfg = self.config
-        for service, (field, flag) in _PORT_FLAGS.items():
-            if service == "model" and not cfg.supervised_model:
-                continue
-            port = getattr(cfg, field)
-            if not port_is_free(cfg.host, port):
+        for service, port, flag in lab_ports(self.config):
+            if not port_is_free(self.config.host, port):
                 raise PortInUseError(service, port, flag)
 
     def _refuse_if_running(self) -> None:

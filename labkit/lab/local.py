@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -66,11 +65,7 @@ class LocalBackend(Backend):
 
     def _preflight(self) -> None:
         cfg = self.config
-        if shutil.which(cfg.prometheus_bin) is None:
-            raise ConfigError(
-                f"the Prometheus binary {cfg.prometheus_bin!r} was not found; install it with "
-                "`make setup` (Debian: `apt-get install prometheus`) or pass --prometheus-bin PATH"
-            )
+        cfg.prometheus_binary()
         cfg.alertmanager_binary()
         if cfg.engine in ("llama", "llamacpp-server"):
             cfg.resolved_model_path()
