@@ -23,6 +23,7 @@ message says what happened and what to do about it. The whole tree (a test keeps
     │   ├── PrometheusUnreachableError
     │   └── PrometheusQueryError
     ├── ExperimentInterrupted         a signal stopped a chaos experiment (labkit.chaos._experiment)
+    ├── ExerciseNotDone               a workshop exercise's answer is still empty (labkit.scenarios)
     ├── NotebookError                 a notebook is missing or cannot run as a scenario (labkit.runner)
     ├── KernelSpecError               the `labkit` kernelspec cannot start this interpreter (labkit.runner)
     ├── ReportRenderError             a report notebook failed or did not render (labkit.runner)

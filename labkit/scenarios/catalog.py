@@ -20,11 +20,13 @@ from labkit.scenarios.specs import (
     RandomChaos,
     RemediationAB,
     SloReport,
+    WorkshopCapacity,
     WorkshopExperiment,
     WorkshopPredictP95,
+    WorkshopSloPage,
 )
 
-__all__ = ["NOTEBOOK_PARAMS", "SCENARIOS", "Scenario"]
+__all__ = ["NOTEBOOK_PARAMS", "SCENARIOS", "WORKSHOP_NOTEBOOKS", "WORKSHOP_SOLUTIONS", "Scenario"]
 
 
 @dataclass(frozen=True)
@@ -76,10 +78,22 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
+# The workshop's exercises (notebooks/workshop/), each with its solution of the same name in solutions/.
+WORKSHOP_NOTEBOOKS: dict[str, type[Params]] = {
+    "W1_predict_the_p95.ipynb": WorkshopPredictP95,
+    "W2_your_first_experiment.ipynb": WorkshopExperiment,
+    "W3_write_an_slo.ipynb": WorkshopSloPage,
+    "W4_find_the_capacity.ipynb": WorkshopCapacity,
+}
+WORKSHOP_SOLUTIONS = "solutions"
+
 # Every notebook of notebooks/ and its spec.
 NOTEBOOK_PARAMS: dict[str, type[Params]] = {
     **{s.notebook: s.params for s in SCENARIOS.values()},
     REPORT_NOTEBOOK: SloReport,
-    "workshop/W1_predict_the_p95.ipynb": WorkshopPredictP95,
-    "workshop/W2_your_first_experiment.ipynb": WorkshopExperiment,
+    **{
+        f"workshop/{folder}{name}": spec
+        for name, spec in WORKSHOP_NOTEBOOKS.items()
+        for folder in ("", f"{WORKSHOP_SOLUTIONS}/")
+    },
 }

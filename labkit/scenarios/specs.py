@@ -6,7 +6,7 @@ spec's `parameters_cell()` (a test compares them; `python -m generators.notebook
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self, get_args
+from typing import Annotated, Any, ClassVar, Self, get_args
 
 from pydantic import model_validator
 
@@ -32,8 +32,10 @@ __all__ = [
     "RandomChaos",
     "RemediationAB",
     "SloReport",
+    "WorkshopCapacity",
     "WorkshopExperiment",
     "WorkshopPredictP95",
+    "WorkshopSloPage",
 ]
 
 # The types the notebooks share: each bound once.
@@ -365,8 +367,13 @@ class SloReport(Params):
     )
 
 
+# The workshop's notebooks (notebooks/workshop/, their solutions in solutions/) always make their own run
+# directories, and `labkit run` does not run them: they declare no run_dir.
+
+
 class WorkshopPredictP95(LoadParams):
     scenario = "W1_predict_the_p95"
+    run_dir: ClassVar[str] = ""
 
     duration_s: LoadSeconds = param(30, "how long each load run lasts, in seconds")
     rate: Rate = param(0.5, "the first rate, requests per second")
@@ -375,12 +382,47 @@ class WorkshopPredictP95(LoadParams):
 
 class WorkshopExperiment(ExperimentParams):
     scenario = "W2_your_first_experiment"
+    run_dir: ClassVar[str] = ""
 
     duration_s: LoadSeconds = param(30, _DURATION_HELP)
     pause_s: Annotated[float, Bound(0, 600, low_open=True, unit="s")] = param(
         3, "how long the model server is paused"
     )
     steady_state_s: SteadySeconds = param(5, _STEADY_HELP)
+
+
+class WorkshopSloPage(Alerting):
+    """W3: the alerting scenario, at a length a workshop can wait for."""
+
+    scenario = "W3_write_an_slo"
+    run_dir: ClassVar[str] = ""
+
+    duration_s: LoadSeconds = param(100, _DURATION_HELP)
+    baseline_s: Annotated[float, Bound(0, below="duration_s", unit="s")] = param(
+        30, "fault-free load before the storm, seconds into the method"
+    )
+    storm_s: Annotated[float, Bound(0, 3600, low_open=True, unit="s")] = param(
+        30, "how long the wrapper answers errors, in seconds"
+    )
+    kill_after_s: Annotated[float, Bound(0, 3600, low_open=True, unit="s")] = param(
+        20, "seconds from the storm's end to the kill of the model"
+    )
+
+
+class WorkshopCapacity(Capacity):
+    """W4: the capacity search, bounded to a few minutes."""
+
+    scenario = "W4_find_the_capacity"
+    run_dir: ClassVar[str] = ""
+
+    point_s: LoadSeconds = param(10, "how long each load point sends, in seconds")
+    precision: Annotated[float, Bound(0, 1, low_open=True)] = param(
+        0.2, "bisect until the first failing rate is within this share above the last passing one"
+    )
+    max_search_s: Annotated[float, Bound(0, 86_400, low_open=True, unit="s")] = param(
+        240, "the search's time bound, in seconds"
+    )
+    max_tokens: MaxTokens = param(32, _TOKENS_HELP)
 
 
 # The report notebook, run for every run (`labkit run`, `labkit report`).

@@ -33,6 +33,9 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
     """JupyterLab on a free port, in its own Jupyter folders: (base URL, token, pid); stopped after."""
     if importlib.util.find_spec("jupyterlab") is None:
         pytest.skip("JupyterLab is not installed (the notebook extra: `make lab` or `make test` installs it)")
+    # A copy of the notebooks: JupyterLab writes a checkpoint next to a notebook it opens.
+    notebooks = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     port = free_port()
     env = os.environ | {
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
@@ -43,7 +46,7 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
     log = (tmp_path / "jupyter.log").open("w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "labkit.runner.jupyter_lab", "--port", str(port),
-         "--notebook-dir", str(ROOT / "notebooks"), "--lab-dir", str(tmp_path / "lab")],
+         "--notebook-dir", str(notebooks), "--lab-dir", str(tmp_path / "lab")],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True,
     )  # fmt: skip
     try:

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import papermill
 import pytest
 
 from labkit.lab.local import LocalBackend
-from labkit.scenarios import SCENARIOS
+from labkit.runner.kernel import KERNEL_NAME, ensure_kernelspec
+from labkit.scenarios import SCENARIOS, WORKSHOP_NOTEBOOKS, WORKSHOP_SOLUTIONS, ExerciseNotDone
 
 pytestmark = pytest.mark.integration
 
@@ -22,11 +24,34 @@ ALL = sorted(
     for p in NOTEBOOKS.rglob("*.ipynb")
     if ".ipynb_checkpoints" not in p.parts
 )
+# A workshop exercise stops "run all" at its empty answer cells, on purpose: its solution (the same cells,
+# answered; tests/test_workshop_notebooks.py holds them together) runs instead, and one exercise is run to
+# check that it stops where it should (test_an_exercise_run_all_stops_at_the_prediction_cell).
+EXERCISES = [f"workshop/{name}" for name in WORKSHOP_NOTEBOOKS]
+RUN = [name for name in ALL if name not in EXERCISES]
 
-# Small parameters for the notebooks that are not scenarios of `labkit run` (those use SCENARIOS' quick ones).
+# Small parameters for the notebooks that are not scenarios of `labkit run` (those use SCENARIOS' quick ones);
+# a workshop solution takes its exercise's. All four solutions run in about 2 minutes on 2 cores.
 QUICK: dict[str, dict[str, Any]] = {
     "workshop/W1_predict_the_p95.ipynb": {"duration_s": 5, "rate": 1.0, "faster": 2.0, "max_tokens": 16},
     "workshop/W2_your_first_experiment.ipynb": {"duration_s": 10, "pause_s": 2, "steady_state_s": 2},
+    # the storm long enough for the lab profile's fast page at 4 requests/s, then the shortest recovery
+    "workshop/W3_write_an_slo.ipynb": {
+        "duration_s": 60,
+        "baseline_s": 10,
+        "storm_s": 20,
+        "kill_after_s": 5,
+        "steady_state_s": 2,
+    },
+    # a few short points, up to a rate the sim engine and the load generator keep up with on 2 cores
+    "workshop/W4_find_the_capacity.ipynb": {
+        "point_s": 3,
+        "min_requests": 3,
+        "max_rate": 8.0,
+        "precision": 0.3,
+        "max_search_s": 30,
+        "max_tokens": 8,
+    },
 }
 
 
@@ -47,7 +72,7 @@ def quick_parameters(name: str) -> dict[str, Any] | None:
     for scenario in SCENARIOS.values():
         if scenario.notebook == name:
             return dict(scenario.quick) | SMALLER.get(name, {})
-    return QUICK[name]
+    return QUICK[name.replace(f"/{WORKSHOP_SOLUTIONS}/", "/")]
 
 
 def test_every_notebook_has_ci_parameters_and_typed_documented_parameters() -> None:
@@ -65,8 +90,6 @@ def test_every_notebook_has_ci_parameters_and_typed_documented_parameters() -> N
 
 
 def test_notebooks_are_stored_without_outputs() -> None:
-    import nbformat
-
     for name in ALL:
         book = nbformat.read(NOTEBOOKS / name, as_version=4)
         for cell in book.cells:
@@ -77,7 +100,7 @@ def test_notebooks_are_stored_without_outputs() -> None:
 def test_all_notebooks_run_under_nbval(running_lab: LocalBackend, tmp_path: Path) -> None:
     prepared = tmp_path / "notebooks"
     out_dir = tmp_path / "runs"
-    for name in ALL:
+    for name in RUN:
         quick = quick_parameters(name)
         parameters: dict[str, Any] = {"out_dir": str(out_dir)}
         if quick is not None:
@@ -111,3 +134,35 @@ def test_all_notebooks_run_under_nbval(running_lab: LocalBackend, tmp_path: Path
     assert f'href="runs/{run.name}/report.html"' in index, run.name
     skipped = [p for p in out_dir.iterdir() if p.name.endswith("random_chaos")]
     assert skipped and not (skipped[0] / "report.html").exists()  # render_report=False: the run only
+
+
+def test_an_exercise_run_all_stops_at_the_prediction_cell(running_lab: LocalBackend, tmp_path: Path) -> None:
+    """W1 run top to bottom as it ships (no prediction written): it stops at the prediction cell with one
+    short line saying what to write, not a traceback, and runs nothing after it."""
+    name = "workshop/W1_predict_the_p95.ipynb"
+    parameters = QUICK[name] | {
+        "lab_dir": str(running_lab.lab.root),
+        "engine": "sim",
+        "out_dir": str(tmp_path / "runs"),
+        "render_report": False,
+    }
+    executed = tmp_path / "W1.ipynb"
+    ensure_kernelspec()
+    with pytest.raises(papermill.PapermillExecutionError) as raised:
+        papermill.execute_notebook(
+            str(NOTEBOOKS / name),
+            str(executed),
+            parameters=parameters,
+            progress_bar=False,
+            kernel_name=KERNEL_NAME,
+        )
+    assert raised.value.ename == ExerciseNotDone.__name__, raised.value
+    cells = [c for c in nbformat.read(executed, as_version=4).cells if c.cell_type == "code"]
+    (stopped,) = [i for i, c in enumerate(cells) if "exercise" in c.metadata.get("tags", [])]
+    assert "my_p95_prediction_s = None" in cells[stopped].source
+    (error,) = [o for o in cells[stopped].outputs if o.output_type == "error"]
+    assert len(error.traceback) == 1, error.traceback  # the message alone, no traceback wall
+    assert "set `my_p95_prediction_s`" in error.traceback[0], error.traceback
+    assert all(c.execution_count for c in cells[:stopped]), "the cells before the exercise ran"
+    assert not any(c.execution_count or c.outputs for c in cells[stopped + 1 :]), "nothing after it ran"
+    assert [p.name.endswith("workshop-first") for p in (tmp_path / "runs").iterdir()] == [True]
