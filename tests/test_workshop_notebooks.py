@@ -44,7 +44,7 @@ def test_a_solution_is_its_exercise_with_the_answers_written(name: str) -> None:
             continue
         answers += 1
         # each answer starts empty and is checked in its own cell; the solution writes every one of them
-        names = re.findall(r"require_answer\(.*name=\"(\w+)\"", ours.source)
+        names = re.findall(r"require_answer\(.*?name=\"(\w+)\"", ours.source, re.S)
         assert names, ours.source
         for variable in names:
             assert f"{variable} = None" in ours.source, (name, variable)
