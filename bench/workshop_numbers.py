@@ -57,12 +57,15 @@ def _w1(lab: scenarios.LabSession, out_dir: Path) -> dict[str, Any]:
 def _w2(lab: scenarios.LabSession, out_dir: Path) -> dict[str, Any]:
     params = scenarios.WorkshopExperiment(out_dir=str(out_dir), render_report=False)
     faults = [chaos.Fault(kind="pause", target="model", start_s=5, duration_s=params.pause_s)]
-    spec = chaos.ExperimentSpec(
-        schedule=faults,
-        duration_s=params.duration_s,
-        load={"rate": params.rate, "max_tokens": params.max_tokens},
-        steady_state={"duration_s": params.steady_state_s},
-        scenario="workshop-experiment",
+    # as W2's notebook writes it
+    spec = chaos.ExperimentSpec.model_validate(
+        {
+            "schedule": faults,
+            "duration_s": params.duration_s,
+            "load": {"rate": params.rate, "max_tokens": params.max_tokens},
+            "steady_state": {"duration_s": params.steady_state_s},
+            "scenario": "workshop-experiment",
+        }
     )
     result = chaos.run_experiment(lab.lab_dir, spec, out_dir=out_dir)
     row: dict[str, Any] = {"verdict": result.verdict, "pause_s": params.pause_s}
