@@ -36,8 +36,10 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _w1(lab: scenarios.LabSession, out_dir: Path) -> dict[str, Any]:
+def _w1(lab: scenarios.LabSession, out_dir: Path, faster: float | None) -> dict[str, Any]:
     params = scenarios.WorkshopPredictP95(out_dir=str(out_dir), render_report=False)
+    if faster is not None:
+        params = params.model_copy(update={"faster": faster})
     first = scenarios.baseline(lab, params, scenario="workshop-first", progress=False).load
     faster = params.model_copy(update={"rate": params.faster})
     second = scenarios.baseline(lab, faster, scenario="workshop-faster", progress=False).load
@@ -84,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", choices=("sim", "llama"), default="llama")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--only", choices=("w1", "w2"), action="append")
+    ap.add_argument("--faster", type=float, default=None, help="W1's second rate [the notebook's default]")
     ap.add_argument("--out", type=Path, default=None, help="write the rows and spreads here (JSON)")
     args = ap.parse_args(argv)
     only = set(args.only or ("w1", "w2"))
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 loads.append(os.getloadavg())
                 began = time.monotonic()
                 if "w1" in only:
-                    rows["w1"].append(_w1(lab, Path(tmp) / "runs"))
+                    rows["w1"].append(_w1(lab, Path(tmp) / "runs", args.faster))
                 if "w2" in only:
                     rows["w2"].append(_w2(lab, Path(tmp) / "runs"))
                 print(f"repeat {i + 1}/{args.repeats} in {time.monotonic() - began:.0f} s:", rows, flush=True)
