@@ -36,10 +36,10 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _w1(lab: scenarios.LabSession, out_dir: Path, faster: float | None) -> dict[str, Any]:
+def _w1(lab: scenarios.LabSession, out_dir: Path, faster_rate: float | None) -> dict[str, Any]:
     params = scenarios.WorkshopPredictP95(out_dir=str(out_dir), render_report=False)
-    if faster is not None:
-        params = params.model_copy(update={"faster": faster})
+    if faster_rate is not None:
+        params = params.model_copy(update={"faster": faster_rate})
     first = scenarios.baseline(lab, params, scenario="workshop-first", progress=False).load
     faster = params.model_copy(update={"rate": params.faster})
     second = scenarios.baseline(lab, faster, scenario="workshop-faster", progress=False).load
