@@ -378,7 +378,7 @@ class WorkshopPredictP95(LoadParams):
 
     duration_s: LoadSeconds = param(30, "how long each load run lasts, in seconds")
     rate: Rate = param(0.5, "the first rate, requests per second")
-    faster: Rate = param(2.0, "the rate you will predict for")
+    faster: Rate = param(3.0, "the rate you will predict for")
 
 
 class WorkshopExperiment(ExperimentParams):
