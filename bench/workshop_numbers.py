@@ -1,6 +1,7 @@
 """The expected numbers of the workshop's exercises (docs/workshop.md, "Expected numbers"): W1's two load runs
 (p50 and p95 end to end at `rate` and at `faster`) and W2's experiment (a pause of the model under load:
-verdict, time to detect and recover, requests lost), each repeated, with median and interquartile range.
+verdict, time to detect and recover, requests lost), each repeated, with median and interquartile range; on
+request (`--only w3`, `--only w4`) W3's storm (the time to page) and W4's capacity search (the knee).
 Not a test and not a suite of `python -m bench` (minutes per engine); run it by hand on a quiet machine:
 
     .venv/bin/python -m bench.workshop_numbers --engine sim --repeats 3
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labkit import chaos, scenarios
+from labkit import chaos, report, scenarios
 from labkit.measure.resilience import spread
 
 
@@ -81,16 +82,29 @@ def _w2(lab: scenarios.LabSession, out_dir: Path) -> dict[str, Any]:
     return row
 
 
+def _w3(lab: scenarios.LabSession, out_dir: Path) -> dict[str, Any]:
+    params = scenarios.WorkshopSloPage(out_dir=str(out_dir), render_report=False)
+    run = scenarios.alerting(lab, params, say=None)
+    headline = report.alerting_headline(report.RunData.load(run.path))
+    return {"error_probability": params.error_probability, **headline}
+
+
+def _w4(lab: scenarios.LabSession, out_dir: Path) -> dict[str, Any]:
+    params = scenarios.WorkshopCapacity(out_dir=str(out_dir), render_report=False)
+    run = scenarios.capacity(lab, params, say=None)
+    return dict(report.capacity_headline(report.RunData.load(run.path)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.workshop_numbers", description=__doc__)
     ap.add_argument("--engine", choices=("sim", "llama"), default="llama")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=("w1", "w2"), action="append")
+    ap.add_argument("--only", choices=("w1", "w2", "w3", "w4"), action="append", help="[w1 and w2]")
     ap.add_argument("--faster", type=float, default=None, help="W1's second rate [the notebook's default]")
     ap.add_argument("--out", type=Path, default=None, help="write the rows and spreads here (JSON)")
     args = ap.parse_args(argv)
     only = set(args.only or ("w1", "w2"))
-    rows: dict[str, list[dict[str, Any]]] = {"w1": [], "w2": []}
+    rows: dict[str, list[dict[str, Any]]] = {"w1": [], "w2": [], "w3": [], "w4": []}
     loads: list[tuple[float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="workshop-numbers-") as tmp:
         ports = _free_ports(5)
@@ -111,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                     rows["w1"].append(_w1(lab, Path(tmp) / "runs", args.faster))
                 if "w2" in only:
                     rows["w2"].append(_w2(lab, Path(tmp) / "runs"))
+                if "w3" in only:
+                    rows["w3"].append(_w3(lab, Path(tmp) / "runs"))
+                if "w4" in only:
+                    rows["w4"].append(_w4(lab, Path(tmp) / "runs"))
                 print(f"repeat {i + 1}/{args.repeats} in {time.monotonic() - began:.0f} s:", rows, flush=True)
         finally:
             lab.close()
