@@ -81,6 +81,7 @@ def test_an_slo_is_checked_and_its_pages_listed(tmp_path: Path) -> None:
     assert (fast["severity"], fast["long_window"], fast["short_window"], fast["threshold"]) == (
         "page", "2m", "10s", 0.144,
     )  # fmt: skip
+    assert (fast["long_window_s"], fast["short_window_s"]) == (120.0, 10.0)
     assert "SloErrorBudgetBurnPage" in check.rules and "0.144" in str(check)
 
 

@@ -93,7 +93,8 @@ def compare_prediction(
 @dataclass(frozen=True)
 class SloCheck:
     """An SLO file that validated: its SLOs' names, the alerting rules it produces (`labkit slo rules`' text
-    for the lab's alert profile) and, per page or ticket, its threshold and windows."""
+    for the lab's alert profile) and, per page or ticket, its threshold and windows (as the rules write
+    them, "2m", and in seconds)."""
 
     path: Path
     slos: list[str]
@@ -133,6 +134,8 @@ def check_slo(text: str, path: Path) -> SloCheck:
             "slo": labels["slo"],
             "long_window": labels["long_window"],
             "short_window": labels["short_window"],
+            "long_window_s": _seconds(labels["long_window"]),
+            "short_window_s": _seconds(labels["short_window"]),
             # the rule's own number (labkit.measure.slo.alerts): burn factor x (1 - target)
             "threshold": alert_threshold(
                 float(labels["burn_factor"]), targets[labels["slo"], labels["objective"]]
@@ -144,3 +147,8 @@ def check_slo(text: str, path: Path) -> SloCheck:
         for labels in [rule["labels"]]
     ]
     return SloCheck(path, [slo.name for slo in slos], rules_yaml(slos, profile="lab"), alerts)
+
+
+def _seconds(window: str) -> float:
+    """A rule's window as its labels write it (Prometheus' "10s", "2m", "1h") in seconds."""
+    return float(window[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[window[-1]]
