@@ -70,6 +70,8 @@ def test_a_prediction_is_said_close_too_low_or_too_high() -> None:
     high = compare_prediction(8.0, 2.0, what="capacity", unit="requests/s")
     assert "too high, off by a factor of 4" in str(high) and "2 requests/s" in str(high)
     assert "nothing was measured" in str(compare_prediction(3.0, None, what="time to page"))
+    missing = compare_prediction(3.0, None, what="recovery", missing="no bad request")
+    assert str(missing).endswith("; no bad request")
     assert compare_prediction(0.0, 1.0, what="p95").ratio is None
 
 

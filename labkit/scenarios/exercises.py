@@ -6,7 +6,7 @@ what was measured, with how close it came (`compare_prediction`), and an SLO an 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,6 +56,7 @@ class PredictionCheck:
     predicted: float
     measured: float | None
     unit: str = "s"
+    missing: str = "nothing was measured (the run's report says why)"
 
     @property
     def ratio(self) -> float | None:
@@ -70,7 +71,7 @@ class PredictionCheck:
     def __str__(self) -> str:
         said = f"{self.what}: you predicted {self.predicted:.3g} {self.unit}"
         if self.measured is None:
-            return f"{said}; nothing was measured (see the run's report for why)"
+            return f"{said}; {self.missing}"
         said += f", the lab measured {self.measured:.3g} {self.unit}"
         ratio = self.ratio
         if ratio is None:
@@ -84,10 +85,12 @@ class PredictionCheck:
 
 
 def compare_prediction(
-    predicted: float, measured: float | None, *, what: str, unit: str = "s"
+    predicted: float, measured: float | None, *, what: str, unit: str = "s", missing: str | None = None
 ) -> PredictionCheck:
-    """The prediction beside the measurement (`print` it for a sentence saying how close it came)."""
-    return PredictionCheck(what=what, predicted=float(predicted), measured=measured, unit=unit)
+    """The prediction beside the measurement (`print` it for a sentence saying how close it came); `missing`
+    says what a measurement of None means (e.g. no request was slow: nothing to recover from)."""
+    check = PredictionCheck(what=what, predicted=float(predicted), measured=measured, unit=unit)
+    return check if missing is None else replace(check, missing=missing)
 
 
 @dataclass(frozen=True)
