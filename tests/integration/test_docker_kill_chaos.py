@@ -34,6 +34,7 @@ from tests.conftest import sim_lab_config, wait_for
 from tests.kill_chaos import (
     EXPERIMENT,
     METHOD_S,
+    TTL_SLACK_S,
     Tally,
     all_ready,
     assert_experiment_did_not_crash,
@@ -169,6 +170,12 @@ def test_random_sigkills_of_every_container(
     experiment.write_text(json.dumps(EXPERIMENT))
     tally = Tally(TARGETS, labs=1)
     backend.wait_scraped()
+    # The check for a stress-ng left behind sees the lab's own: one started by the agent is found, and is
+    # gone by its TTL.
+    ids = {c.id for c in lab_containers(docker_client, lab_id)}
+    backend.start_stress(workers=1, duration_s=1.0)
+    wait_for(lambda: stress_ng_of(ids), timeout_s=5, what="the agent's stress-ng", interval_s=0.05)
+    wait_for(lambda: not stress_ng_of(ids), timeout_s=1 + TTL_SLACK_S, what="stress-ng gone by its TTL")
     prom_url = f"http://127.0.0.1:{config.prometheus_port}"
     for index, kills in enumerate(plan):
         tally.rounds += 1
