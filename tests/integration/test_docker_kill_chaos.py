@@ -50,7 +50,7 @@ from tests.kill_chaos import (
 
 pytestmark = pytest.mark.integration
 
-SEED = 20261205
+SEED = 20261203
 ROUNDS = 12
 KILLS_PER_ROUND = 4
 # The agent is the container labelled service "exporter" (labkit/lab/docker.py).
