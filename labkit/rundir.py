@@ -53,6 +53,7 @@ __all__ = [
     "RunFile",
     "RunFolder",
     "new_run_id",
+    "run_directories",
     "run_start_of",
     "series_file",
 ]
@@ -106,6 +107,15 @@ class RunFolder(StrEnum):
     STEADY_STATE = "steady_state"  # before/ and after/, each a run directory of its own
     POINTS = "points"  # the capacity search: one run directory per measured load point
     ARMS = "arms"  # the remediation A/B: one run directory per experiment, remediation off or on
+
+
+def run_directories(reports_dir: Path | str) -> list[Path]:
+    """The run directories of a reports folder: `reports_dir/runs/*` (folders only, hidden ones left out:
+    a run's space reserve lies beside it), in no particular order; none when there is no runs folder."""
+    runs_dir = Path(reports_dir) / RUNS_FOLDER
+    if not runs_dir.is_dir():
+        return []
+    return [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
 def series_file(name: str) -> str:
