@@ -1,7 +1,7 @@
-"""Issue 21's "done when" for the live view, on a fresh sim lab: `labkit run kill_and_recover --quick` executes
-notebook 02, whose experiment cell records at least 10 updates of the live figure (the saved notebook keeps
-the last one, with the count in its metadata), and the terminal shows the run's progress line (phase,
-elapsed, faults applied), not papermill's cell bar."""
+"""Issue 21's "done when" for the live view, on a fresh sim lab: `labkit run kill_and_recover --quick`
+executes notebook 02, whose experiment cell records at least 10 updates of the live figure (the saved
+notebook keeps the last one, with the count in its metadata), and the terminal shows the run's progress line
+(phase, elapsed, faults applied), not papermill's cell bar."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def test_the_quick_kill_and_recover_run_updates_its_live_figure_and_says_its_pro
     }
     runs = tmp_path / "reports" / "runs"
     done = subprocess.run(
-        [sys.executable, "-m", "labkit.cli", "--lab-dir", str(cfg.lab_dir), "run", "kill_and_recover", "--quick",
-         "--engine", "sim", "--out", str(runs)],
+        [sys.executable, "-m", "labkit.cli", "--lab-dir", str(cfg.lab_dir), "run", "kill_and_recover",
+         "--quick", "--engine", "sim", "--out", str(runs)],
         capture_output=True, text=True, timeout=600, check=False, env={**os.environ, **ports},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
