@@ -12,8 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from labkit.lab.local import LocalBackend
 from labkit.report.live import LIVE_METADATA_KEY
 from labkit.rundir import RunFile
 from tests.conftest import sim_lab_config
@@ -59,3 +61,30 @@ def test_the_quick_kill_and_recover_run_updates_its_live_figure_and_says_its_pro
     assert "faults 1/1 applied" in progress and "experiment finished" in progress, progress[-3000:]
     scenario = progress.split("rendering the report")[0]  # the report notebook keeps papermill's cell bar
     assert "Executing:" not in scenario, scenario[-3000:]
+
+
+def test_watch_draws_a_running_lab_and_its_traffic(running_lab: LocalBackend) -> None:
+    """`labkit watch --count 3` on a real sim lab with a few requests: services ready, traffic measured by
+    its Prometheus (a request rate above zero), no fault, no alert; then it exits by itself."""
+    config = running_lab.saved_config()
+    for _ in range(4):
+        answer = httpx.post(
+            f"{config.wrapper_url}/generate",
+            json={"prompt": "hi", "max_tokens": 4, "stream": False},
+            timeout=10,
+            trust_env=False,
+        )
+        assert answer.status_code == 200, answer.text
+    done = subprocess.run(
+        [sys.executable, "-m", "labkit.cli", "--lab-dir", str(running_lab.lab.root), "watch", "--count", "3",
+         "--interval", "1"],
+        capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    screen = done.stdout
+    rows = {line.split("│")[1].strip(): line for line in screen.splitlines() if line.count("│") >= 3}
+    for name in ("model", "wrapper", "prometheus"):
+        assert "ready" in rows[name], screen
+    rate = rows["requests/s"].split("│")[2].strip()
+    assert rate.endswith("/s") and float(rate.removesuffix("/s")) > 0, screen
+    assert "active faults: none" in screen and "last 3 readings" in screen, screen
