@@ -206,7 +206,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command()
 @click.option(
+    "--interval-s",
     "--interval",
+    "interval_s",
     type=click.FloatRange(0.5, 60),
     default=2.0,
     show_default=True,
@@ -219,14 +221,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
     help="Take this many readings, then exit [default: until Ctrl-C].",
 )
 @click.pass_context
-def watch(ctx: click.Context, interval: float, count: int | None) -> None:
+def watch(ctx: click.Context, interval_s: float, count: int | None) -> None:
     """Watch the running lab live: services and restarts, requests/s, p95, 5xx share, in flight (from its
     Prometheus, over the last 10 s), active faults and firing alerts, redrawn until Ctrl-C."""
 
     def action() -> None:
         from labkit.report.watch import watch_lab
 
-        watch_lab(attached(ctx), interval_s=interval, count=count)
+        watch_lab(attached(ctx), interval_s=interval_s, count=count)
 
     run_action(action)
 

@@ -77,7 +77,7 @@ def test_watch_draws_a_running_lab_and_its_traffic(running_lab: LocalBackend) ->
         assert answer.status_code == 200, answer.text
     done = subprocess.run(
         [sys.executable, "-m", "labkit.cli", "--lab-dir", str(running_lab.lab.root), "watch", "--count", "3",
-         "--interval", "1"],
+         "--interval-s", "1"],
         capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "120"},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
