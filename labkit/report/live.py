@@ -250,11 +250,16 @@ class LiveView:
             self._handle.update(data, metadata=metadata, raw=True)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        # One frame every interval_s, not a pause after each (a slow frame on a busy laptop does not stretch
+        # the next), yet half an interval's rest at least after each, left to the lab being measured.
+        due = time.monotonic() + self.interval_s
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            began = time.monotonic()
             try:
                 self._show()
             except Exception:  # a frame that fails to draw must not stop the experiment
                 logger.exception("the live view of %s could not be drawn", self.follower.path)
+            due = max(began + self.interval_s, time.monotonic() + self.interval_s / 2)
 
     def start(self) -> LiveView:
         self._sample_restarts(self._clock())
