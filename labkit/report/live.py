@@ -302,7 +302,12 @@ def live_view(
     if not (in_kernel() if enabled is None else enabled):
         yield None
         return
-    view = LiveView(Path(path), interval_s=interval_s, restarts=restarts).start()
+    try:
+        view = LiveView(Path(path), interval_s=interval_s, restarts=restarts).start()
+    except Exception:  # the run matters more than its picture: it goes on without one
+        logger.exception("the live view of %s could not start; the run goes on without it", path)
+        yield None
+        return
     try:
         yield view
     finally:
