@@ -178,3 +178,15 @@ def test_outside_a_kernel_the_view_does_nothing(tmp_path: Path) -> None:
     with live_view(tmp_path) as view:
         assert view is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_load_run_finishes_with_its_load(tmp_path: Path) -> None:
+    (tmp_path / RunFile.PARAMS).write_text(json.dumps({"load": {"spec": {"duration_s": 10}}}))
+    append(tmp_path / RunFile.EVENTS, event(EventKind.LOAD_STARTED, T0))
+    append(tmp_path / RunFile.REQUESTS, request(0, T0, 0.3))
+    follower = RunFollower(tmp_path)
+    follower.poll()
+    assert follower.progress(T0 + 4.0).line() == "4/10 s in all · 1 requests, 0 failed"
+    append(tmp_path / RunFile.EVENTS, event(EventKind.LOAD_FINISHED, T0 + 10.5))
+    follower.poll()
+    assert follower.progress(T0 + 20.0).line() == "10/10 s in all · 1 requests, 0 failed · load finished"

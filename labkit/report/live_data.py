@@ -88,6 +88,7 @@ class RunProgress:
     requests: int
     failed: int
     finished: bool
+    experiment: bool = True  # a chaos experiment's run, else a load run's
 
     def line(self) -> str:
         """One line for a terminal: `method 7.2/20 s · 12.3/26 s in all · faults 1/1 (kill model) · ...`."""
@@ -106,7 +107,7 @@ class RunProgress:
             parts.append(faults)
         parts.append(f"{self.requests} requests, {self.failed} failed")
         if self.finished:
-            parts.append("experiment finished")
+            parts.append("experiment finished" if self.experiment else "load finished")
         return " · ".join(parts)
 
 
@@ -202,7 +203,10 @@ class RunFollower:
         )
 
     def _finished(self) -> bool:
+        """Whether the experiment has finished (or aborted); for a load run without one, its load."""
         kinds = {e.get("kind") for e in self.events}
+        if EventKind.EXPERIMENT_STARTED not in kinds:
+            return EventKind.LOAD_FINISHED in kinds
         return EventKind.EXPERIMENT_FINISHED in kinds or EventKind.ABORTED in kinds
 
     def _until(self, now: float) -> float:
@@ -277,4 +281,5 @@ class RunFollower:
             requests=len(rows),
             failed=sum(1 for r in rows if r.get("ok") is not True),
             finished=finished,
+            experiment=EventKind.EXPERIMENT_STARTED in kinds,
         )
