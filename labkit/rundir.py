@@ -19,7 +19,7 @@ the old file or the new one), JSON Lines one flushed line at a time (a torn last
         experiment.json           chaos: verdict, faults, recovery measures, remediation actions
         steady_state/before/      a run directory of its own per steady-state check (requests, slo.json)
         steady_state/after/
-        capacity.json, points/<NNN>-r<rate>/    the capacity search: its result, a run directory per load point
+        capacity.json, points/<NNN>-r<rate>/    the capacity search: its result, a run directory per point
         remediation_ab.json, arms/<NN>-<kind>-<off|on>/   the remediation A/B: its result, one per experiment
         prometheus/<series>.csv   Prometheus' series of the run (labkit.measure.collect.SERIES)
         prometheus/server_slis.json, prometheus/client_vs_server.csv, prometheus/window.json (written last)
