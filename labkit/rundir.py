@@ -19,6 +19,8 @@ the old file or the new one), JSON Lines one flushed line at a time (a torn last
         experiment.json           chaos: verdict, faults, recovery measures, remediation actions
         steady_state/before/      a run directory of its own per steady-state check (requests, slo.json)
         steady_state/after/
+        capacity.json, points/<NNN>-r<rate>/    the capacity search: its result, a run directory per point
+        remediation_ab.json, arms/<NN>-<kind>-<off|on>/   the remediation A/B: its result, one per experiment
         prometheus/<series>.csv   Prometheus' series of the run (labkit.measure.collect.SERIES)
         prometheus/server_slis.json, prometheus/client_vs_server.csv, prometheus/window.json (written last)
         notebook.ipynb, cells.json, kernel.log       the executed scenario notebook, its cells, its kernel
@@ -53,6 +55,7 @@ __all__ = [
     "RunFile",
     "RunFolder",
     "new_run_id",
+    "run_directories",
     "run_start_of",
     "series_file",
 ]
@@ -106,6 +109,15 @@ class RunFolder(StrEnum):
     STEADY_STATE = "steady_state"  # before/ and after/, each a run directory of its own
     POINTS = "points"  # the capacity search: one run directory per measured load point
     ARMS = "arms"  # the remediation A/B: one run directory per experiment, remediation off or on
+
+
+def run_directories(reports_dir: Path | str) -> list[Path]:
+    """The run directories of a reports folder: `reports_dir/runs/*` (folders only, hidden ones left out:
+    a run's space reserve lies beside it), in no particular order; none when there is no runs folder."""
+    runs_dir = Path(reports_dir) / RUNS_FOLDER
+    if not runs_dir.is_dir():
+        return []
+    return [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
 def series_file(name: str) -> str:

@@ -17,7 +17,7 @@ from labkit.lab.registry import backend_for
 from labkit.lab.specs import exposed_services
 from labkit.rundir import RunFile
 
-__all__ = ["down", "images", "logs", "smoke", "status", "up"]
+__all__ = ["down", "images", "logs", "smoke", "status", "up", "watch"]
 
 
 def _print_table(services: list[ServiceStatus]) -> None:
@@ -204,6 +204,35 @@ def status(ctx: click.Context, as_json: bool) -> None:
         else:
             _print_table(services)
             click.echo(f"\n{_scrape_line(backend)}")
+
+    run_action(action)
+
+
+@cli.command()
+@click.option(
+    "--interval-s",
+    "--interval",
+    "interval_s",
+    type=click.FloatRange(0.5, 60),
+    default=2.0,
+    show_default=True,
+    help="Seconds between two readings of the lab.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=None,
+    help="Take this many readings, then exit [default: until Ctrl-C].",
+)
+@click.pass_context
+def watch(ctx: click.Context, interval_s: float, count: int | None) -> None:
+    """Watch the running lab live: services and restarts, requests/s, p95, 5xx share, in flight (from its
+    Prometheus, over the last 10 s), active faults and firing alerts, redrawn until Ctrl-C."""
+
+    def action() -> None:
+        from labkit.report.watch import watch_lab
+
+        watch_lab(attached(ctx), interval_s=interval_s, count=count)
 
     run_action(action)
 

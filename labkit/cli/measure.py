@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import click
 
 from labkit.cli._base import attached, cli, out_option, renamed_option, run_action
 from labkit.errors import LabNotRunningError
-from labkit.measure.load_apis import ARRIVALS, LOAD_APIS, RAMPS, wrapper_api_url
+from labkit.measure.load_apis import ARRIVALS, LOAD_APIS, RAMPS, LoadApi, wrapper_api_url
 from labkit.rundir import RunFile
 
 __all__ = ["capacity", "load", "slo"]
@@ -107,23 +108,47 @@ def slo_check(run_dir: Path, spec_path: Path | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+def _target_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--api, --url and --model: what `labkit load` and `labkit capacity` send to."""
+    options = [
+        click.option(
+            "--api",
+            type=click.Choice(LOAD_APIS),
+            default="generate",
+            show_default=True,
+            help="The API to speak: the wrapper's POST /generate, or OpenAI-compatible chat or text "
+            "completions.",
+        ),
+        click.option(
+            "--url",
+            default=None,
+            help="Target: a wrapper's base URL (--api generate), or an OpenAI base URL such as "
+            "http://127.0.0.1:11434/v1 [default: the running lab's wrapper].",
+        ),
+        click.option(
+            "--model", default=None, help="Model to ask for [default: the only one GET {url}/models lists]."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _target(
+    ctx: click.Context, url: str | None, api_key_file: Path | None, api: LoadApi
+) -> tuple[str, Path | None]:
+    """The URL to send to and the API key file: --url's and --api-key-file's, else the running lab's."""
+    if url is not None:
+        return url, api_key_file
+    try:
+        saved = attached(ctx).saved_config()
+    except LabNotRunningError as exc:
+        raise LabNotRunningError(f"{exc}, or pass --url URL of a wrapper or an OpenAI base URL") from exc
+    return wrapper_api_url(saved.wrapper_url, api), api_key_file or saved.api_key_file
+
+
 @cli.command()
-@click.option(
-    "--api",
-    type=click.Choice(LOAD_APIS),
-    default="generate",
-    show_default=True,
-    help="The API to speak: the wrapper's POST /generate, or OpenAI-compatible chat or text completions.",
-)
-@click.option(
-    "--url",
-    default=None,
-    help="Target: a wrapper's base URL (--api generate), or an OpenAI base URL such as "
-    "http://127.0.0.1:11434/v1 [default: the running lab's wrapper].",
-)
-@click.option(
-    "--model", default=None, help="Model to ask for [default: the only one GET {url}/models lists]."
-)
+@_target_options
 @click.option(
     "--rate", type=float, default=None, help="Open loop: requests per second (a ramp's first rate)."
 )
@@ -253,17 +278,7 @@ def load(
         from labkit.measure.load import LoadSpec, run_load
         from labkit.rundir import RunDirectory
 
-        target = url
-        key_file = api_key_file
-        if target is None:
-            try:
-                saved = attached(ctx).saved_config()
-            except LabNotRunningError as exc:
-                raise LabNotRunningError(
-                    f"{exc}, or pass --url URL of a wrapper or an OpenAI base URL"
-                ) from exc
-            target = wrapper_api_url(saved.wrapper_url, options["api"])
-            key_file = api_key_file or saved.api_key_file
+        target, key_file = _target(ctx, url, api_key_file, options["api"])
         spec = LoadSpec(
             url=target,
             api_key_file=key_file,
@@ -312,22 +327,7 @@ def _rates(ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 
 
 @cli.command()
-@click.option(
-    "--api",
-    type=click.Choice(LOAD_APIS),
-    default="generate",
-    show_default=True,
-    help="The API to speak: the wrapper's POST /generate, or OpenAI-compatible chat or text completions.",
-)
-@click.option(
-    "--url",
-    default=None,
-    help="Target: a wrapper's base URL (--api generate), or an OpenAI base URL such as "
-    "http://127.0.0.1:11434/v1 [default: the running lab's wrapper].",
-)
-@click.option(
-    "--model", default=None, help="Model to ask for [default: the only one GET {url}/models lists]."
-)
+@_target_options
 @click.option("--point-s", type=float, default=30.0, show_default=True, help="Seconds of load per point.")
 @click.option(
     "--min-requests",
@@ -415,17 +415,7 @@ def capacity(
         from labkit.measure.load import LoadSpec
         from labkit.rundir import RunDirectory
 
-        target = url
-        key_file = api_key_file
-        if target is None:
-            try:
-                saved = attached(ctx).saved_config()
-            except LabNotRunningError as exc:
-                raise LabNotRunningError(
-                    f"{exc}, or pass --url URL of a wrapper or an OpenAI base URL"
-                ) from exc
-            target = wrapper_api_url(saved.wrapper_url, options["api"])
-            key_file = api_key_file or saved.api_key_file
+        target, key_file = _target(ctx, url, api_key_file, options["api"])
         load_fields = (
             "api",
             "model",

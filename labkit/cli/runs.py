@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +14,7 @@ from labkit.cli._base import backend_option, cli, engine_option, out_option, run
 from labkit.diskspace import check_free_space
 from labkit.errors import ConfigError, LabkitError
 from labkit.rundir import INDEX_FILE
+from labkit.verdicts import AB_VERDICT_TEXT
 
 if TYPE_CHECKING:
     from labkit.runner.runs import RunResult
@@ -26,6 +27,8 @@ def _print_result(result: RunResult) -> None:
         click.echo(f"warning: {problem}", err=True)
     if result.verdict is not None:
         click.echo(f"verdict: {_verdicts(result)}")
+    for line in _headline_lines(result.headline or {}):
+        click.echo(line)
     if result.report_html is not None:
         click.echo(f"report: {result.report_html}")
     if result.index_html is not None:
@@ -38,6 +41,36 @@ def _verdicts(result: RunResult) -> str:
     words = [f"{what} {headline[key]}" for key, what in (("steady_state", "steady state"), ("slos", "SLOs"))
              if headline.get(key)]  # fmt: skip
     return "; ".join(words) or str(result.verdict)
+
+
+def _headline_lines(headline: dict[str, Any]) -> list[str]:
+    """What a capacity search or a remediation A/B found, from run.json's headline: one line each."""
+    lines = []
+    knee = headline.get("max_rate_meeting_slos")
+    if isinstance(knee, int | float):
+        low, high = headline.get("max_rate_meeting_slos_low"), headline.get("max_rate_meeting_slos_high")
+        interval = (
+            f" [{low:.3g} to {high:.3g}]"
+            if isinstance(low, int | float) and isinstance(high, int | float)
+            else ""
+        )
+        lines.append(
+            f"capacity: {knee:.3g} requests/s meet every SLO{interval}; "
+            f"limited by {headline.get('limiting_slo') or 'nothing found above it'}"
+        )
+    verdicts = headline.get("ab_verdicts")
+    if isinstance(verdicts, dict):
+        for kind, word in verdicts.items():
+            diff = (headline.get("mttr_difference_s") or {}).get(kind)
+            low = (headline.get("mttr_difference_low_s") or {}).get(kind)
+            high = (headline.get("mttr_difference_high_s") or {}).get(kind)
+            numbers = (
+                f" (time to recover {diff:+.1f} s with remediation, interval {low:+.1f} to {high:+.1f} s)"
+                if None not in (diff, low, high)
+                else ""
+            )
+            lines.append(f"remediation A/B, {kind}: {AB_VERDICT_TEXT.get(str(word), word)}{numbers}")
+    return lines
 
 
 def _print_summary(results: list[RunResult]) -> None:

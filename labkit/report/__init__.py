@@ -15,7 +15,14 @@ from labkit.report.alert_data import (
     alerting_headline,
 )
 from labkit.report.alerts import ALERT_TABLE_COLUMNS, alert_table, alerting_note, alerts_figure
-from labkit.report.capacity import CAPACITY_TABLE_COLUMNS, capacity_figure, capacity_note, capacity_table
+from labkit.report.capacity import (
+    CAPACITY_TABLE_COLUMNS,
+    CapacitySection,
+    capacity_figure,
+    capacity_note,
+    capacity_section,
+    capacity_table,
+)
 from labkit.report.capacity_data import CAPACITY_HEADLINE_KEYS, capacity_headline, capacity_result
 from labkit.report.compare import (
     METRICS,
@@ -132,6 +139,7 @@ __all__ = [
     "SCORECARD_COLUMNS",
     "SLO_TABLE_COLUMNS",
     "AbSection",
+    "CapacitySection",
     "Comparison",
     "IndexEntry",
     "MetricDiff",
@@ -165,6 +173,7 @@ __all__ = [
     "capacity_headline",
     "capacity_note",
     "capacity_result",
+    "capacity_section",
     "capacity_table",
     "client_binned_failures",
     "client_in_flight",

@@ -6,6 +6,7 @@ interval drawn. A run without capacity.json gets an empty table, a sentence, and
 
 from __future__ import annotations
 
+import html
 import logging
 import textwrap
 from pathlib import Path
@@ -21,7 +22,14 @@ from labkit.report.data import RunData
 from labkit.report.marks import CLIENT_COLOUR, SERVER_COLOUR, ReportFigure, note_missing
 from labkit.report.tables import MISSING, ReportTable
 
-__all__ = ["CAPACITY_TABLE_COLUMNS", "capacity_figure", "capacity_note", "capacity_table"]
+__all__ = [
+    "CAPACITY_TABLE_COLUMNS",
+    "CapacitySection",
+    "capacity_figure",
+    "capacity_note",
+    "capacity_section",
+    "capacity_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -214,3 +222,30 @@ def capacity_figure(run: RunData) -> ReportFigure:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     return fig
+
+
+class CapacitySection:
+    """The capacity search's section of the report as one block of HTML: heading, what the search does, the
+    knee in words, every point, the figure. A capacity run's report shows it right after its first screen."""
+
+    def __init__(self, run: RunData) -> None:
+        self.run = run
+
+    def _repr_html_(self) -> str:
+        return "\n".join(
+            [
+                "<h2>Capacity</h2>",
+                '<p style="max-width:60em">A capacity search measures open-loop points at rising offered '
+                "rates, each in its own run directory under <code>points/</code> and judged against every "
+                "SLO; over-saturated points are stopped early. This run sends no requests of its own: the "
+                "sections below it that need the run's own requests say so.</p>",
+                f"<pre>{html.escape(capacity_note(self.run))}</pre>",
+                capacity_table(self.run).to_html_for_people(),
+                capacity_figure(self.run)._repr_html_(),
+            ]
+        )
+
+
+def capacity_section(run: RunData) -> CapacitySection | None:
+    """The capacity section of the report, or None (nothing shown) for a run that made no capacity search."""
+    return None if capacity_result(run) is None else CapacitySection(run)

@@ -29,7 +29,7 @@ from labkit.report.capacity_data import CAPACITY_HEADLINE_KEYS, capacity_headlin
 from labkit.report.data import RunData, run_sort_key
 from labkit.report.scorecard import SCORECARD_COLUMNS, scorecard
 from labkit.report.tables import HEADLINE_KEYS, MISSING, format_ms, headline, slo_report
-from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunFile
+from labkit.rundir import INDEX_FILE, RUNS_FOLDER, RunFile, run_directories
 from labkit.verdicts import AB_VERDICT_TEXT, MEANING, tone
 
 __all__ = [
@@ -258,12 +258,7 @@ def render_index(reports_dir: Path | str) -> str:
     """The HTML of the index of `reports_dir` (its `runs/` subdirectories, newest first, under the
     scorecard of the latest chaos runs)."""
     reports = Path(reports_dir)
-    runs_dir = reports / RUNS_FOLDER
-    directories = (
-        [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if runs_dir.is_dir()
-        else []
-    )
+    directories = run_directories(reports)
     entries = sorted((index_entry(d) for d in directories), key=lambda e: (e.started, e.run_id), reverse=True)
     objectives = list(dict.fromkeys(name for e in entries for name in e.objectives))
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

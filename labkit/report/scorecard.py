@@ -24,7 +24,7 @@ from labkit.measure.recovery import RECOVERY_COLUMNS
 from labkit.measure.resilience import RESILIENCE_MEASURES, summarize_by_kind
 from labkit.report.data import ReportError, RunData, run_sort_key
 from labkit.report.tables import MISSING
-from labkit.rundir import RUNS_FOLDER, EventKind, RunDirectory, RunFile, RunFolder
+from labkit.rundir import RUNS_FOLDER, EventKind, RunDirectory, RunFile, RunFolder, run_directories
 
 __all__ = [
     "DEFAULT_LAST",
@@ -348,12 +348,8 @@ def scorecard(
     if last < 1:
         raise ConfigError(f"--last must be 1 or more, not {last}")
     reports = Path(reports_dir)
-    runs_dir = reports / RUNS_FOLDER
-    directories = (
-        [p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        if runs_dir.is_dir()
-        else []
-    )
+    directories = run_directories(reports)
+    runs_folder = reports / RUNS_FOLDER
     threshold = _as_utc(since).timestamp() if since else None
     notes: list[str] = []
     runs: list[ScorecardRun] = []
@@ -375,7 +371,7 @@ def scorecard(
         found = [
             read
             for path in experiments
-            if (read := _read_experiment(path, _name_of(path, runs_dir), started, notes)) is not None
+            if (read := _read_experiment(path, _name_of(path, runs_folder), started, notes)) is not None
         ]
         if found:
             top_level += 1

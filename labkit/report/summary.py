@@ -174,6 +174,12 @@ def _slo_lines(run: RunData) -> list[str]:
     if report is None:
         if run.experiment_verdict == "aborted" and run.samples.empty:
             return ["No SLO results for the method: it never ran (the experiment stopped before it)."]
+        if run.path.joinpath(RunFile.CAPACITY).exists():
+            return [
+                "SLOs: judged per load point of the capacity search (its points/, in the Capacity section)."
+            ]
+        if run.path.joinpath(RunFile.REMEDIATION_AB).exists():
+            return ["SLOs: judged per experiment of the A/B (its arms/, in the Remediation A/B section)."]
         return ["No SLO results: the run has no client samples to judge."]
     lines = []
     for r in report.violated:
@@ -224,6 +230,10 @@ def _fault_lines(run: RunData) -> list[str]:
         )
     if not lines and not run.events:
         lines.append("Faults: unknown (the run has no journal, events.jsonl).")
+    elif not lines and run.path.joinpath(RunFile.REMEDIATION_AB).exists():
+        lines.append(
+            "Faults: injected in the A/B's experiments (arms/), measured in the Remediation A/B section."
+        )
     elif not lines:
         lines.append("No faults were injected in this run.")
     return lines
@@ -232,6 +242,8 @@ def _fault_lines(run: RunData) -> list[str]:
 def _remediation_lines(run: RunData) -> list[str]:
     actions = run.remediation_actions
     policy = (run.params or {}).get("remediation")
+    if actions.empty and run.path.joinpath(RunFile.REMEDIATION_AB).exists():
+        return ["Remediation: off (a dry run) and on in alternate experiments of the A/B."]
     if actions.empty:
         return ["Remediation: none configured." if not policy else "Remediation: watched, never acted."]
     return [

@@ -3,8 +3,7 @@ notebook into a new run directory, then the SLO report notebook is executed and 
 self-contained HTML file, and `reports/index.html` is brought up to date.
 
 Parameters are checked against the notebook's `parameters` cell and the scenario's spec before anything runs
-(papermill itself only warns about unknown ones).
-"""
+(papermill itself only warns about unknown ones). A scenario shows its run's progress, not a cell bar."""
 
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ from labkit.runner.cells import cell_rows, describe_failure, failure_message
 from labkit.runner.html import export_html
 from labkit.runner.kernel import KERNEL_NAME, ensure_kernelspec, kernel_manager_logging_to
 from labkit.runner.notebooks import NotebookError, NotebookParameter, notebook_parameters, notebooks_dir
+from labkit.runner.progress import run_progress
 from labkit.scenarios.specs import REPORT_NOTEBOOK, RESERVED_PARAMETERS
 
 __all__ = [
@@ -474,14 +474,15 @@ class ScenarioRunner:
     ) -> None:
         from labkit.runner.notebook_io import execute_notebook
 
-        with open(kernel_log, "ab") as log:
+        live = self.progress and output.name == RunFile.NOTEBOOK  # a scenario's: its phase, elapsed, faults
+        with open(kernel_log, "ab") as log, run_progress(output.parent, enabled=live):
             execute_notebook(
                 notebook,
                 output,
                 parameters=dict(parameters),
                 kernel_name=self.kernel_name,
                 language="python",
-                progress_bar=self.progress,
+                progress_bar=self.progress and not live,
                 log_output=False,
                 cwd=str(self.cwd),
                 kernel_manager_class=kernel_manager_logging_to(log),

@@ -12,7 +12,9 @@ import logging
 import platform
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -198,6 +200,21 @@ def _save_request_logs(session: LabSession, run_dir: RunDirectory, frame: pd.Dat
         logger.warning("the failed requests' log lines were not saved: %s", exc)
 
 
+def _restart_counts(session: LabSession) -> dict[str, int]:
+    """Each service's restarts so far (the lab's control API), for the live view's restart marks."""
+    return {s.name: s.restarts for s in session.backend.status() if s.restarts is not None}
+
+
+def _live_view(session: LabSession, run_dir: RunDirectory) -> AbstractContextManager[object]:
+    """In a Jupyter kernel, a figure of the run that updates while it runs (labkit.report.live); elsewhere
+    nothing. Imported here: matplotlib is not loaded for a scenario run outside a kernel."""
+    from labkit.report.live import in_kernel, live_view
+
+    if not in_kernel():
+        return nullcontext()
+    return live_view(run_dir.path, restarts=partial(_restart_counts, session), enabled=True)
+
+
 def _load_span(frame: pd.DataFrame, fallback_start: float) -> tuple[float, float]:
     if frame.empty:
         return fallback_start, time.time()
@@ -232,7 +249,8 @@ def baseline(
     out = _run_dir(params.run_dir, params.out_dir, scenario or params.scenario)
     _describe_lab(session, out)
     began = time.time()
-    result = run_load(spec, out, progress=progress)
+    with _live_view(session, out):
+        result = run_load(spec, out, progress=progress)
     report = evaluate_client_slos(result.frame, load_slo_spec(), duration_s=params.duration_s)
     report.write(out.path)
     start, end = _load_span(result.frame, began)
@@ -263,7 +281,8 @@ def _experiment(
     out = _run_dir(params.run_dir, params.out_dir, params.scenario)
     _describe_lab(session, out)
     began = time.time()
-    result = run_experiment(session.lab_dir, spec, run_dir=out, say=say)
+    with _live_view(session, out):
+        result = run_experiment(session.lab_dir, spec, run_dir=out, say=say)
     frame = result.load.frame if result.load is not None else pd.DataFrame()
     start, end = _load_span(frame, began)
     # The steady-state checks are part of the story: the series span the whole experiment.

@@ -18,7 +18,6 @@ from labkit.lab.local import LocalBackend
 from labkit.measure.load import LoadSpec, run_load
 from labkit.measure.request_logs import save_request_logs
 from labkit.report import RunData, failed_requests_table
-from labkit.rundir import RunDirectory
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +35,14 @@ def test_a_failed_request_in_the_report_shows_its_wrapper_and_model_lines(
     _fault(wrapper, token, {"kind": "stream_cut", "duration_s": 20, "params": {"after_tokens": 2}})
     try:
         spec = LoadSpec(url=f"{wrapper}/generate", rate=8, duration_s=2, stream=True, max_tokens=6)
-        frame = run_load(spec, tmp_path, progress=False).frame
+        result = run_load(spec, tmp_path / "runs", progress=False)
+        frame = result.frame
     finally:
         httpx.delete(f"{wrapper}/admin/faults", headers={"Authorization": f"Bearer {token}"})
     kinds = set(frame.loc[~frame["ok"], "error_kind"])
     assert {"http_5xx", "stream_cut"} <= kinds, frame[["x_request_id", "status", "error_kind"]]
     time.sleep(0.5)  # the supervisor copies each service's output from its pipe as it comes
-    run_dir = RunDirectory(next(tmp_path.iterdir()))
+    run_dir = result.run_dir  # tmp_path also holds the lab's directory: never pick a folder by listing it
     assert save_request_logs(run_dir, frame, running_lab.log_lines) > 0
 
     report_table = failed_requests_table(RunData.load(run_dir.path))

@@ -7,17 +7,15 @@ Each is a pure function of its settings (and seed): the same arguments give the 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import random
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from labkit.errors import ConfigError
-from labkit.measure.load._workload import RequestOverride
+from labkit.measure.load._workload import RequestOverride, read_model_lines
 from labkit.measure.load_apis import Ramp
-from labkit.validation import describe_validation_error
 
 __all__ = [
     "TraceLine",
@@ -114,28 +112,10 @@ def read_trace_file(path: Path) -> tuple[TraceLine, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _parse_trace_file(path: Path, mtime_ns: int, size: int) -> tuple[TraceLine, ...]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(
-            f"cannot read the trace file {path}: {reason}; give a readable UTF-8 file (--trace)"
-        ) from None
     lines: list[TraceLine] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: not JSON ({exc}); {_TRACE_FORMAT}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: a JSON {type(data).__name__}, not an object; {_TRACE_FORMAT}")
-        try:
-            line = TraceLine(**data)
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: {describe_validation_error(exc)}; {_TRACE_FORMAT}") from None
+    for where, line in read_model_lines(
+        path, TraceLine, what="trace file", flag="--trace", file_format=_TRACE_FORMAT
+    ):
         if lines and line.offset_s < lines[-1].offset_s:
             raise ConfigError(
                 f"{where}: offset_s {line.offset_s:g} is before the previous line's {lines[-1].offset_s:g}; "

@@ -14,7 +14,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -23,6 +23,8 @@ from labkit.measure.load._api import encode_body
 from labkit.measure.load._words import ONE_TOKEN_WORDS
 from labkit.measure.load_apis import LoadApi
 from labkit.validation import describe_validation_error
+
+M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
     "MAX_WORK_TOKENS",
@@ -177,17 +179,20 @@ class RequestOverride(BaseModel):
         return self.prompt is not None or self.prompt_tokens is not None
 
 
-def read_prompts_file(path: Path, api: LoadApi) -> tuple[PromptEntry, ...]:
-    """The entries of a prompts file (JSON Lines; blank lines skipped), each checked. A ConfigError names
-    `file:line` and what is wrong there; `messages` entries need the chat API."""
+def read_model_lines(
+    path: Path, model: type[M], *, what: str, flag: str, file_format: str
+) -> list[tuple[str, M]]:
+    """Each non-blank line of a JSON Lines file as a `model`, with its `file:line`; a ConfigError naming
+    `file:line` and what is wrong there (not JSON, not an object, a field the model refuses), and what the
+    file should hold (`file_format`); `what` ("prompts file") and `flag` ("--prompts") name the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigError(
-            f"cannot read the prompts file {path}: {reason}; give a readable UTF-8 file (--prompts)"
+            f"cannot read the {what} {path}: {reason}; give a readable UTF-8 file ({flag})"
         ) from None
-    entries: list[PromptEntry] = []
+    parsed: list[tuple[str, M]] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -195,13 +200,23 @@ def read_prompts_file(path: Path, api: LoadApi) -> tuple[PromptEntry, ...]:
         try:
             data = json.loads(line)
         except ValueError as exc:
-            raise ConfigError(f"{where}: not JSON ({exc}); {_FILE_FORMAT}") from None
+            raise ConfigError(f"{where}: not JSON ({exc}); {file_format}") from None
         if not isinstance(data, dict):
-            raise ConfigError(f"{where}: a JSON {type(data).__name__}, not an object; {_FILE_FORMAT}")
+            raise ConfigError(f"{where}: a JSON {type(data).__name__}, not an object; {file_format}")
         try:
-            entry = PromptEntry(**data)
+            parsed.append((where, model(**data)))
         except ValidationError as exc:
-            raise ConfigError(f"{where}: {describe_validation_error(exc)}; {_FILE_FORMAT}") from None
+            raise ConfigError(f"{where}: {describe_validation_error(exc)}; {file_format}") from None
+    return parsed
+
+
+def read_prompts_file(path: Path, api: LoadApi) -> tuple[PromptEntry, ...]:
+    """The entries of a prompts file (JSON Lines; blank lines skipped), each checked. A ConfigError names
+    `file:line` and what is wrong there; `messages` entries need the chat API."""
+    entries: list[PromptEntry] = []
+    for where, entry in read_model_lines(
+        path, PromptEntry, what="prompts file", flag="--prompts", file_format=_FILE_FORMAT
+    ):
         if entry.messages is not None and api != "openai-chat":
             raise ConfigError(
                 f'{where}: "messages" need --api openai-chat (this run sends {api}); '
