@@ -73,7 +73,7 @@ def checked_request_id(value: str | bytes | None) -> str | None:
 
 def new_request_id() -> str:
     """A fresh request id: 32 hex digits (a random UUID)."""
-    return uuid.uuid4().hex
+    return str(uuid.uuid4())  # UUID-shaped: every upstream takes it (llama-cpp-python's server only such)
 
 
 def current_request_id() -> str | None:

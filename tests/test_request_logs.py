@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,8 +78,11 @@ def test_every_request_carries_an_id_of_its_run_and_the_row_records_it(
     assert "x_request_id" in REQUEST_COLUMNS and list(frame.columns) == list(REQUEST_COLUMNS)
     run_dir = next((tmp_path / "a").iterdir())
     prefix = json.loads((run_dir / RunFile.PARAMS).read_text())["load"]["request_id_prefix"]
-    assert re.fullmatch(r"[0-9a-f]{12}", prefix)
-    assert frame["x_request_id"].tolist() == [f"{prefix}-{n}" for n in frame["request_id"]]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}", prefix)
+    assert frame["x_request_id"].tolist() == [f"{prefix}-{n:012x}" for n in frame["request_id"]]
+    assert all(
+        str(uuid.UUID(x)) == x for x in frame["x_request_id"]
+    )  # UUIDs: llama.cpp's server takes no other
     assert sorted(server[0].ids) == sorted(frame["x_request_id"])  # what went over the wire
     # The file holds it too, and another run has ids of its own.
     assert load_requests_frame(run_dir)["x_request_id"].tolist() == frame["x_request_id"].tolist()

@@ -61,10 +61,13 @@ def test_unusable_ids_are_refused(value: str | None) -> None:
     assert checked_request_id(value) is None
 
 
+UUID_SHAPE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
 def test_new_ids_are_usable_and_distinct() -> None:
     ids = {new_request_id() for _ in range(100)}
     assert len(ids) == 100
-    assert all(re.fullmatch(r"[0-9a-f]{32}", i) and checked_request_id(i) == i for i in ids)
+    assert all(re.fullmatch(UUID_SHAPE, i) and checked_request_id(i) == i for i in ids)
 
 
 def _format(record: logging.LogRecord, service: str = "wrapper") -> dict[str, object]:
@@ -185,10 +188,10 @@ def test_an_unusable_id_gets_a_new_one_on_the_answer_and_in_the_log(
     caplog.set_level(logging.INFO)
     answer = client.post("/ok", headers={REQUEST_ID_HEADER: "no spaces please"})
     given = answer.headers[REQUEST_ID_HEADER]
-    assert re.fullmatch(r"[0-9a-f]{32}", given)
+    assert re.fullmatch(UUID_SHAPE, given)
     assert _request_lines(caplog)[0]["request_id"] == given
     # Without any header, likewise.
-    assert re.fullmatch(r"[0-9a-f]{32}", client.post("/ok").headers[REQUEST_ID_HEADER])
+    assert re.fullmatch(UUID_SHAPE, client.post("/ok").headers[REQUEST_ID_HEADER])
 
 
 def test_a_request_that_failed_after_its_status_says_how_it_ended(

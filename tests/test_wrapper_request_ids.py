@@ -28,7 +28,7 @@ from labkit.services.wrapper import WrapperSettings, create_app
 from tests.test_wrapper import serving
 
 MODEL = "tiny"
-NEW_ID = re.compile(r"[0-9a-f]{32}")
+NEW_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class RecordingUpstream:
@@ -226,6 +226,9 @@ def test_the_request_line_is_json_with_the_request_s_fields(
     )
 
 
+OA_ID = "0f3c2a9e-5b1d-4c7e-9a2b-1d2e3f4a5b6c"
+
+
 def test_an_openai_compatible_upstream_gets_the_id_and_logs_it(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     model = ModelServerSettings(engine="sim", port=0, sim_ttft_s=0.001, sim_itl_s=0.001)
@@ -234,13 +237,18 @@ def test_an_openai_compatible_upstream_gets_the_id_and_logs_it(caplog: pytest.Lo
             backend_url=f"{server.url}/v1", backend_api="openai", model=model.model_name
         )
         with serving(create_app(settings)) as url:
-            answer = _chat(url, "hello", stream=True, request_id="oa-7", model=model.model_name)
-    assert answer.status_code == 200 and answer.headers[REQUEST_ID_HEADER] == "oa-7"
+            answer = _chat(url, "hello", stream=True, request_id=OA_ID, model=model.model_name)
+            other = _chat(url, "hello", stream=True, request_id="oa-7", model=model.model_name)
+    assert answer.status_code == 200 and answer.headers[REQUEST_ID_HEADER] == OA_ID
+    # An id that is not a UUID is echoed and logged by the wrapper, not sent to an OpenAI-compatible upstream
+    # (llama-cpp-python's server answers 400 to one).
+    assert other.status_code == 200 and other.headers[REQUEST_ID_HEADER] == "oa-7"
     lines = [
         json.loads(json_formatter("test").format(r))
         for r in caplog.records
         if r.name == "labkit.service_logs"
     ]
     # One line in the wrapper's log, one in the model server's (the same route on both): the same id.
-    seen = [(line["path"], line["status"]) for line in lines if line.get("request_id") == "oa-7"]
+    seen = [(line["path"], line["status"]) for line in lines if line.get("request_id") == OA_ID]
     assert seen == [("/v1/chat/completions", 200)] * 2
+    assert [line["path"] for line in lines if line.get("request_id") == "oa-7"] == ["/v1/chat/completions"]

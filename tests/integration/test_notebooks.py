@@ -98,6 +98,9 @@ def test_notebooks_are_stored_without_outputs() -> None:
                 assert not cell.outputs and cell.execution_count is None, f"{name}: strip outputs"
 
 
+# Every scenario notebook and the workshop's solutions, one nbval run: about 5 minutes on 2 cores, over the
+# project's 300 s default.
+@pytest.mark.timeout(900)
 def test_all_notebooks_run_under_nbval(running_lab: LocalBackend, tmp_path: Path) -> None:
     prepared = tmp_path / "notebooks"
     out_dir = tmp_path / "runs"

@@ -49,7 +49,14 @@ _DRAIN_GRACE_S = 1.0
 _OPEN_LOOP_KEEPALIVE = 32
 # How often a monitor (`run_load(..., monitor=...)`) is shown the run's progress.
 MONITOR_INTERVAL_S = 0.25
-_ID_PREFIX_BYTES = 6  # 12 hex digits: no two runs' request ids meet in a lab's logs
+# Request ids are UUIDs (llama-cpp-python's server answers 400 to an X-Request-ID that is not one): the run's
+# random 80 bits, then the row number in the last 12 hex digits. No two runs' ids meet in a lab's logs.
+_ID_PREFIX_BYTES = 10
+
+
+def request_uuid(prefix: str, row: int) -> str:
+    """The UUID-shaped request id of row `row` of the run whose prefix (8-4-4-4 hex digits) is `prefix`."""
+    return f"{prefix}-{row:012x}"
 
 
 def _schedule_summary(spec: LoadSpec, offsets: list[float] | None) -> dict[str, Any]:
@@ -148,8 +155,9 @@ class _LoadRun:
     stopped: str | None = field(init=False, default=None)  # a monitor's reason to stop early
 
     def x_id(self, request_id: int) -> str:
-        """The X-Request-ID of request `request_id`: unique across runs, and its run found by the prefix."""
-        return f"{self.id_prefix}-{request_id}"
+        """The X-Request-ID of request `request_id`: a UUID, the run's prefix and then the row number in
+        hex, unique across runs (the prefix finds the run)."""
+        return request_uuid(self.id_prefix, request_id)
 
     def record(self, attempt: Attempt) -> None:
         """Write the attempt's row; exactly once, whichever path gets here first."""
@@ -333,7 +341,8 @@ async def run_load_async(
     anchor = ClockAnchor.now()
     # Each request's X-Request-ID is `<prefix>-<request_id>`: random per run, so ids never repeat in the
     # lab's logs across runs, and grepping the prefix finds one run's lines.
-    id_prefix = secrets.token_hex(_ID_PREFIX_BYTES)
+    hex_id = secrets.token_hex(_ID_PREFIX_BYTES)
+    id_prefix = f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}"
     _write_params(run_dir, spec, offsets, anchor, model, id_prefix)
     slots = asyncio.Semaphore(pool) if spec.mode == "open" else None
     sender = RequestSender(client, spec.target, stream=spec.stream, openai=is_openai(spec.api), slots=slots)

@@ -75,7 +75,7 @@ class OpenAIUpstream:
             response = await session.post(
                 upstream_endpoint(url, _PATHS[call.operation]),
                 data=json.dumps(self.body(call)).encode(),
-                headers=with_request_id(self._headers, call),
+                headers=with_request_id(self._headers, call, uuid_only=True),
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:

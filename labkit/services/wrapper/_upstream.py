@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -340,11 +341,23 @@ def non_negative_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def with_request_id(headers: dict[str, str], call: GenerationCall) -> dict[str, str]:
-    """`headers` and the call's request id as X-Request-ID, so the upstream's log lines carry it too."""
-    if call.request_id is None:
+def with_request_id(
+    headers: dict[str, str], call: GenerationCall, *, uuid_only: bool = False
+) -> dict[str, str]:
+    """`headers` and the call's request id as X-Request-ID, so the upstream's log lines carry it too. With
+    `uuid_only` (an OpenAI-compatible upstream) only an id shaped as a UUID: llama-cpp-python's server
+    answers 400 to any other, so another id stays in the wrapper's log alone."""
+    if call.request_id is None or (uuid_only and not _is_uuid(call.request_id)):
         return headers
     return {**headers, REQUEST_ID_HEADER: call.request_id}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return len(value) == 36
 
 
 def auth_headers(api_key: str | None, base: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
