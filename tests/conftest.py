@@ -86,6 +86,15 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+LAB_PORTS = ("model_port", "wrapper_port", "prometheus_port", "exporter_port", "alertmanager_port")
+
+
+def lab_port_env(cfg: LabConfig) -> dict[str, str]:
+    """`LABKIT_<SERVICE>_PORT` of each of the lab's ports: the environment a `labkit` subprocess needs to
+    start (or find) the lab of `cfg`."""
+    return {f"LABKIT_{name.upper()}": str(getattr(cfg, name)) for name in LAB_PORTS}
+
+
 def sim_lab_config(tmp_path: Path, **overrides: object) -> LabConfig:
     """A sim-engine lab on free ports in a temporary lab directory; `overrides` change any setting."""
     settings: dict[str, object] = {
@@ -93,8 +102,8 @@ def sim_lab_config(tmp_path: Path, **overrides: object) -> LabConfig:
         "engine": "sim",
         **dict(
             zip(
-                ("model_port", "wrapper_port", "prometheus_port", "exporter_port", "alertmanager_port"),
-                free_ports(5),
+                LAB_PORTS,
+                free_ports(len(LAB_PORTS)),
                 strict=True,
             )
         ),

@@ -19,7 +19,7 @@ from labkit.notifications import AlertNotification
 from labkit.report import RunData
 from labkit.report.alert_data import alert_measures
 from labkit.rundir import RunFile
-from tests.conftest import sim_lab_config
+from tests.conftest import lab_port_env, sim_lab_config
 
 pytestmark = pytest.mark.integration
 
@@ -28,10 +28,7 @@ FAST_PAGE = ALERT_PROFILES["lab"].alerts[0]  # page 14.4x over 2m & 10s
 
 def test_the_quick_alerting_run_pages_in_time_resolves_and_never_pages_for_nothing(tmp_path: Path) -> None:
     cfg = sim_lab_config(tmp_path)
-    ports = {
-        f"LABKIT_{name.upper()}": str(getattr(cfg, name))
-        for name in ("model_port", "wrapper_port", "prometheus_port", "exporter_port", "alertmanager_port")
-    }
+    ports = lab_port_env(cfg)
     runs = tmp_path / "reports" / "runs"
     done = subprocess.run(
         [sys.executable, "-m", "labkit.cli", "--lab-dir", str(cfg.lab_dir), "run", "alerting", "--quick",

@@ -18,17 +18,14 @@ import pytest
 from labkit.lab.local import LocalBackend
 from labkit.report.live import LIVE_METADATA_KEY
 from labkit.rundir import RunFile
-from tests.conftest import sim_lab_config
+from tests.conftest import lab_port_env, sim_lab_config
 
 pytestmark = pytest.mark.integration
 
 
 def test_the_quick_kill_and_recover_run_updates_its_live_figure_and_says_its_progress(tmp_path: Path) -> None:
     cfg = sim_lab_config(tmp_path)
-    ports = {
-        f"LABKIT_{name.upper()}": str(getattr(cfg, name))
-        for name in ("model_port", "wrapper_port", "prometheus_port", "exporter_port", "alertmanager_port")
-    }
+    ports = lab_port_env(cfg)
     runs = tmp_path / "reports" / "runs"
     done = subprocess.run(
         [sys.executable, "-m", "labkit.cli", "--lab-dir", str(cfg.lab_dir), "run", "kill_and_recover",

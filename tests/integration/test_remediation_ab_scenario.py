@@ -16,17 +16,14 @@ import pytest
 
 from labkit.measure.remediation_ab import AB_TEST_MEASURE
 from labkit.rundir import EventKind, RunDirectory, RunFile, RunFolder
-from tests.conftest import sim_lab_config
+from tests.conftest import lab_port_env, sim_lab_config
 
 pytestmark = pytest.mark.integration
 
 
 def _run_ab(tmp_path: Path, *extra: str) -> tuple[Path, dict[str, Any]]:
     cfg = sim_lab_config(tmp_path)
-    ports = {
-        f"LABKIT_{name.upper()}": str(getattr(cfg, name))
-        for name in ("model_port", "wrapper_port", "prometheus_port", "exporter_port", "alertmanager_port")
-    }
+    ports = lab_port_env(cfg)
     runs = tmp_path / "reports" / "runs"
     done = subprocess.run(
         [sys.executable, "-m", "labkit.cli", "--lab-dir", str(cfg.lab_dir), "run", "remediation_ab",
