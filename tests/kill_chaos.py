@@ -38,7 +38,6 @@ __all__ = [
     "assert_experiment_did_not_crash",
     "assert_run_directory_reads_back",
     "check_samples_kept",
-    "kill_plan",
     "prometheus_samples",
     "round_plan",
     "run_experiment_process",
@@ -89,17 +88,6 @@ class Tally:
 
     def as_json(self) -> str:
         return json.dumps({k: v for k, v in self.__dict__.items() if k != "targets"})
-
-
-def kill_plan(seed: int, kills: int, targets: Sequence[str]) -> list[tuple[str, float]]:
-    """(target, seconds after the load started) for each kill, one kill per experiment; every target
-    `kills // len(targets)` times at least."""
-    rng = random.Random(seed)
-    per_target = kills // len(targets)
-    chosen = [t for t in targets for _ in range(per_target)]
-    chosen += rng.sample(list(targets), kills - len(chosen))
-    rng.shuffle(chosen)
-    return [(t, round(rng.uniform(0.2, METHOD_S - 0.3), 2)) for t in chosen]
 
 
 def round_plan(

@@ -2,7 +2,8 @@
 
 One seeded test (the same seed gives the same kills, printed before it runs) kills the wrapper, the model
 server, Prometheus, the supervisor (which hosts the exporter on the local backend) and the process running
-the experiment, at least 20 times in all, and after every kill checks what the lab promises:
+the experiment, 24 times in all, two distinct ones in each of 12 experiments, and after every experiment
+checks what the lab promises:
 no fault outlives its TTL, the run directory reads back whole, the load generator wrote one row per
 scheduled request, Prometheus kept every sample it had before it was killed, and `labkit down` leaves no
 process of the lab behind.
@@ -32,8 +33,8 @@ from tests.kill_chaos import (
     assert_experiment_did_not_crash,
     assert_run_directory_reads_back,
     check_samples_kept,
-    kill_plan,
     prometheus_samples,
+    round_plan,
     run_experiment_process,
     sleep_until_ttl_passed,
     wait_for_load_start,
@@ -43,17 +44,47 @@ from tests.kill_chaos import (
 pytestmark = pytest.mark.integration
 
 SEED = 20261128
-KILLS = 24
+ROUNDS = 12
+KILLS_PER_ROUND = 2
 TARGETS = ("wrapper", "model", "prometheus", "supervisor", "experiment")
+# The supervisor is the lab: its services die with it. In a round that kills it, it is killed last.
+LAST = "supervisor"
+# Not in one round: a Prometheus killed, restarted, and killed again with the whole lab about a second later
+# lost 11 s of one target's samples (docs/reliability.md, "Not covered"); this test checks single kills.
+APART = {"prometheus", LAST}
+
+
+def kill_rounds(seed: int) -> list[list[tuple[str, float]]]:
+    """round_plan's rounds, with the supervisor moved to its round's last moment: the plan of the first seed
+    from `seed` on (seed, seed + 1, ...) in which no round kills both of APART."""
+    for attempt in range(seed, seed + 1000):
+        rounds = round_plan(attempt, ROUNDS, KILLS_PER_ROUND, TARGETS)
+        if all(not {t for t, _ in round_} >= APART for round_ in rounds):
+            break
+    else:
+        raise AssertionError(f"no plan from seed {seed} keeps {APART} apart")
+    plan = []
+    for round_ in rounds:
+        # sorted() is stable: the other targets keep their order
+        targets = sorted((t for t, _ in round_), key=lambda t: t == LAST)
+        plan.append(list(zip(targets, [at for _, at in round_], strict=True)))
+    return plan
 
 
 def test_the_plan_is_seeded_and_covers_every_component() -> None:
-    plan = kill_plan(SEED, KILLS, TARGETS)
-    assert plan == kill_plan(SEED, KILLS, TARGETS)
-    assert plan != kill_plan(SEED + 1, KILLS, TARGETS)
-    assert len(plan) >= 20
-    assert {t for t, _ in plan} == set(TARGETS)
-    assert all(0 < at < METHOD_S for _, at in plan)
+    plan = kill_rounds(SEED)
+    assert plan == kill_rounds(SEED)
+    assert plan != kill_rounds(SEED + 1000)  # SEED + 1 may land on the same plan: SEED was skipped
+    kills = [kill for round_ in plan for kill in round_]
+    assert len(kills) == ROUNDS * KILLS_PER_ROUND >= 20
+    counts = {t: sum(1 for k, _ in kills if k == t) for t in TARGETS}
+    assert min(counts.values()) >= len(kills) // len(TARGETS), counts
+    for round_ in plan:
+        assert len({t for t, _ in round_}) == KILLS_PER_ROUND
+        moments = [at for _, at in round_]
+        assert moments == sorted(moments) and all(0 < at < METHOD_S for at in moments)
+        assert LAST not in [t for t, _ in round_[:-1]], round_
+        assert not {t for t, _ in round_} >= APART, round_
 
 
 @pytest.fixture
@@ -104,8 +135,11 @@ def assert_no_fault_left(backend: LocalBackend, lab_id: str, load_start: float, 
 
 def test_random_sigkills_of_every_component(lab: tuple[LabConfig, list[str]], tmp_path: Path) -> None:
     config, lab_ids = lab
-    plan = kill_plan(SEED, KILLS, TARGETS)
-    print(f"kill plan (seed {SEED}):", ", ".join(f"{t}@{at:g}s" for t, at in plan))
+    plan = kill_rounds(SEED)
+    print(
+        f"kill plan (seed {SEED}):",
+        "; ".join(", ".join(f"{t}@{at:g}s" for t, at in round_) for round_ in plan),
+    )
     experiment = tmp_path / "experiment.json"
     experiment.write_text(json.dumps(EXPERIMENT))
     tally = Tally(TARGETS)
@@ -113,47 +147,51 @@ def test_random_sigkills_of_every_component(lab: tuple[LabConfig, list[str]], tm
     backend.wait_scraped()
     tally.labs = 1
     prom_url = f"http://127.0.0.1:{config.prometheus_port}"
-    for index, (target, at) in enumerate(plan):
+    for index, kills in enumerate(plan):
         tally.rounds += 1
+        targets = [t for t, _ in kills]
+        what = f"round {index} ({', '.join(targets)})"
         lab_id = lab_ids[-1]
         log = tmp_path / f"experiment-{index}.log"
         proc = run_experiment_process(config, tmp_path / f"runs-{index}", experiment, log)
+        snapshot: dict[str, list[float]] = {}
         try:
             run, load_start = wait_for_load_start(tmp_path / f"runs-{index}", proc)
-            time.sleep(max(0.0, load_start + at - time.time()))
-            if target == "prometheus":
-                window = (load_start - 30, time.time() - 1)
-                snapshot = prometheus_samples(prom_url, *window)
-                assert sum(map(len, snapshot.values())) > 0, "Prometheus had nothing to lose"
-            if target == "experiment":
-                proc.kill()
-            else:
-                os.kill(pid_of(backend, target), signal.SIGKILL)
-            tally.kills[target] += 1
+            for target, at in kills:
+                time.sleep(max(0.0, load_start + at - time.time()))
+                if target == "prometheus":
+                    window = (load_start - 30, time.time() - 1)
+                    snapshot = prometheus_samples(prom_url, *window)
+                    assert sum(map(len, snapshot.values())) > 0, "Prometheus had nothing to lose"
+                if target == "experiment":
+                    proc.kill()
+                else:
+                    os.kill(pid_of(backend, target), signal.SIGKILL)
+                tally.kills[target] += 1
             proc.wait(timeout=120)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert_experiment_did_not_crash(log, f"kill {index} ({target})")
+        assert_experiment_did_not_crash(log, what)
         assert_no_fault_left(backend, lab_id, load_start, tally)
-        assert_run_directory_reads_back(run, experiment_killed=target == "experiment", tally=tally)
-        if target == "supervisor":
+        assert_run_directory_reads_back(run, experiment_killed="experiment" in targets, tally=tally)
+        if LAST in targets:
             # The supervisor is the lab: its services die with it (PR_SET_PDEATHSIG); `down` sweeps the rest.
             backend.down()
-            assert find_lab_processes(lab_id) == [], f"kill {index}: processes left after labkit down"
+            assert find_lab_processes(lab_id) == [], f"{what}: processes left after labkit down"
             backend = start_lab(config, lab_ids)
             backend.wait_scraped()
             tally.labs += 1
-            continue
-        wait_for(lambda b=backend: all_ready(b), timeout_s=60, what=f"the lab to recover after kill {index}")
-        if target == "prometheus":
+        else:
+            wait_for(lambda b=backend: all_ready(b), timeout_s=60, what=f"the lab to recover after {what}")
+        if snapshot:
             # Samples scraped before the kill come back from the TSDB in the lab directory (its WAL).
-            check_samples_kept(prom_url, window, snapshot, tally, f"kill {index}")
+            check_samples_kept(prom_url, window, snapshot, tally, what)
     backend.down()
     for lab_id in lab_ids:
         left = find_lab_processes(lab_id)
         tally.left_after_down += len(left)
         assert left == [], f"lab {lab_id}: processes left after labkit down"
     print("tally:", tally.as_json())
-    assert sum(tally.kills.values()) >= 20
+    assert sum(tally.kills.values()) == ROUNDS * KILLS_PER_ROUND

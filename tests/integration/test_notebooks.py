@@ -56,8 +56,12 @@ QUICK: dict[str, dict[str, Any]] = {
 
 
 # Smaller than `--quick` where a scenario's quick run is long and has its own integration test: here only the
-# notebook's cells must run (the A/B's quick run, 6 arms, is in test_remediation_ab_scenario.py).
+# notebook's cells must run. The quick runs are checked in test_alerting_scenario.py (100 s),
+# test_capacity_scenario.py and test_remediation_ab_scenario.py (6 arms); these are their workshop
+# counterparts' sizes (W3, W4).
 SMALLER: dict[str, dict[str, Any]] = {
+    "06_alerting.ipynb": QUICK["workshop/W3_write_an_slo.ipynb"],
+    "07_capacity.ipynb": QUICK["workshop/W4_find_the_capacity.ipynb"],
     "08_remediation_ab.ipynb": {"runs_per_arm": 1, "duration_s": 6, "fault_at_s": 1, "after_s": 1},
 }
 
