@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 import psutil
 
-from bench._common import Row, Target, free_ports
+from bench._common import ROOT, Row, Target, free_ports
 from labkit import LabConfig, open_lab
 from labkit.chaos import (
     ExperimentLoad,
@@ -74,16 +74,21 @@ def _tree(pid: int) -> list[psutil.Process]:
 
 
 def _usage(procs: list[psutil.Process]) -> dict[str, int]:
-    rss = fds = threads = 0
+    """RSS, and its file-backed part (Linux: resident pages of mapped files and shared memory, which the
+    kernel can drop: Prometheus' memory-mapped TSDB chunks), open file descriptors and threads."""
+    rss = shared = fds = threads = 0
     for proc in procs:
         try:
             with proc.oneshot():
-                rss += proc.memory_info().rss
+                mem = proc.memory_info()
+                rss += mem.rss
+                shared += getattr(mem, "shared", 0)
                 fds += proc.num_fds()
                 threads += proc.num_threads()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return {"rss_bytes": rss, "fds": fds, "threads": threads}
+    return {"rss_bytes": rss, "rss_anon_bytes": rss - shared, "rss_file_bytes": shared, "fds": fds,
+            "threads": threads}  # fmt: skip
 
 
 def _du(path: Path) -> int:
@@ -247,7 +252,8 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
     growth: dict[str, Any] = {}
     for name, rows in frame[~frame["service"].isin(["disk", "error"])].groupby("service"):
         growth[str(name)] = {
-            col: growth_per_hour(rows, col, settings.warmup_s) for col in ("rss_bytes", "fds", "threads")
+            col: growth_per_hour(rows, col, settings.warmup_s)
+            for col in ("rss_bytes", "rss_anon_bytes", "rss_file_bytes", "fds", "threads")
         }
     disk = frame[frame["service"] == "disk"]
     growth["disk"] = {
@@ -290,6 +296,23 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
                 detail={"mean_rss_mib": None if rss["mean"] is None else rss["mean"] / 2**20},
             )
         )
+        if "rss_anon_bytes" in figures:
+            # No target: the split says whether a growth is the process's own memory or file pages it
+            # mapped (page cache the kernel reclaims: Prometheus' TSDB chunks read by long-window rules).
+            for part, what in (
+                ("anon", "anonymous (its own memory)"),
+                ("file", "file-backed (mapped files)"),
+            ):
+                g = figures[f"rss_{part}_bytes"]
+                rows.append(
+                    Row(
+                        name=f"soak_rss_{part}_growth_{service}_mib_per_h",
+                        what=f"{service}: growth of the {what} part of its RSS after warm-up",
+                        unit="MiB/h",
+                        value=None if g["per_hour"] is None else g["per_hour"] / 2**20,
+                        detail={"mean_mib": None if g["mean"] is None else g["mean"] / 2**20},
+                    )
+                )
         fds = figures["fds"]
         rows.append(
             Row(
@@ -324,9 +347,18 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
     return rows
 
 
+KEPT_DIR = ROOT / "docs" / "soak"  # the hour's plot, samples and record, which docs/reliability.md shows
+
+
 def run(workdir: Path, smoke: bool) -> list[Row]:
-    """The bench suite: SMOKE on the sim engine, else the hour on the real model."""
-    return rows_of(soak(SMOKE if smoke else SoakSettings(), workdir / "runs"))
+    """The bench suite: SMOKE on the sim engine, else the hour on the real model, whose plot, samples and
+    record are kept in docs/soak/ (the run directory is in the suite's temporary folder)."""
+    record = soak(SMOKE if smoke else SoakSettings(), workdir / "runs")
+    if not smoke:
+        KEPT_DIR.mkdir(parents=True, exist_ok=True)
+        for name in (RESULT_FILE, SAMPLES_FILE, PLOT_FILE):
+            shutil.copyfile(Path(record["run_dir"]) / name, KEPT_DIR / name)
+    return rows_of(record)
 
 
 def main(argv: list[str] | None = None) -> int:
