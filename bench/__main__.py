@@ -21,12 +21,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import capacity, lab, load_generator, model, openai_peers, overload, run_all, soak, wrapper
+from bench import (
+    capacity,
+    gateways,
+    lab,
+    load_generator,
+    model,
+    openai_peers,
+    overload,
+    run_all,
+    soak,
+    wrapper,
+)
 from bench._common import ROOT, Row, machine
 from bench._report import write_markdown
 
 SUITES: dict[str, Callable[[Path, bool], list[Row]]] = {
     "wrapper": wrapper.run,
+    "gateways": gateways.run,
     "model": model.run,
     "load_generator": load_generator.bench_rows,
     "lab": lab.run,

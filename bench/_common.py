@@ -3,6 +3,7 @@ processes that are always stopped, and a description of the machine the numbers 
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import platform
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 import numpy as np
 
@@ -26,13 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 LABKIT = str(Path(sys.executable).with_name("labkit"))
 
-TargetKind = Literal["value_max", "ratio_min", "ratio_near", "over_reference_max"]
+TargetKind = Literal["value_max", "ratio_min", "ratio_max", "ratio_near", "over_reference_max"]
 
 
 @dataclass(frozen=True)
 class Target:
-    """What a row must reach: `value <= limit`, `ratio >= limit`, `|ratio - 1| <= limit` (two tools that
-    should agree), or `value - reference <= limit`."""
+    """What a row must reach: `value <= limit`, `ratio >= limit`, `ratio <= limit`, `|ratio - 1| <= limit`
+    (two tools that should agree), or `value - reference <= limit`."""
 
     kind: TargetKind
     limit: float
@@ -43,6 +45,8 @@ class Target:
             return None if value is None else value <= self.limit
         if self.kind == "ratio_min":
             return None if ratio is None else ratio >= self.limit
+        if self.kind == "ratio_max":
+            return None if ratio is None else ratio <= self.limit
         if self.kind == "ratio_near":
             return None if ratio is None else abs(ratio - 1) <= self.limit
         if value is None or reference is None:
@@ -162,10 +166,14 @@ def wait_http(url: str, timeout_s: float, alive: Callable[[], bool] = lambda: Tr
 
 @contextmanager
 def children(
-    commands: dict[str, list[str]], logs: Path, cpus: set[int] | None = None
+    commands: dict[str, list[str]],
+    logs: Path,
+    cpus: set[int] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Start each named command (logs in `logs/NAME.log`, pinned to `cpus` when given); terminate them
-    all on the way out, whatever happened, killing any that outlive a 10 s grace."""
+    """Start each named command (logs in `logs/NAME.log`, pinned to `cpus` when given, in `env` when given,
+    else ours); terminate them all on the way out, whatever happened, killing any that outlive a 10 s
+    grace."""
     procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def pin() -> None:
@@ -175,7 +183,9 @@ def children(
     try:
         for name, argv in commands.items():
             with open(logs / f"{name}.log", "wb") as log:
-                procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin)
+                procs[name] = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin, env=env
+                )
         yield procs
     finally:
         stop_processes(procs.values())
@@ -245,9 +255,16 @@ def machine() -> dict[str, Any]:
 
 
 def run_wrk(
-    url: str, body: str, seconds: float, connections: int, cpu: int | None, workdir: Path
+    url: str,
+    body: str,
+    seconds: float,
+    connections: int,
+    cpu: int | None,
+    workdir: Path,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """wrk (closed loop, one thread, `connections` connections, pinned to `cpu`) POSTing `body` to `url`."""
+    """wrk (closed loop, one thread, `connections` connections, pinned to `cpu`) POSTing `body` to `url`
+    (with `headers` besides the JSON content type)."""
     wrk = shutil.which("wrk")
     if wrk is None:
         return {
@@ -255,9 +272,10 @@ def run_wrk(
             "req_per_s": None,
         }
     script = workdir / "post.lua"
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n'
-    )
+    lines = ['wrk.method = "POST"', f"wrk.body = [[{body}]]"]
+    every = {"Content-Type": "application/json", **(headers or {})}
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in every.items()]
+    script.write_text("\n".join(lines) + "\n")
     duration = max(1, round(seconds))
     argv = [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), url]
 
@@ -269,15 +287,52 @@ def run_wrk(
     if done.returncode != 0:
         return {"error": f"wrk failed: {done.stderr.strip()[-300:]}", "req_per_s": None}
     rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    total = re.search(r"(\d+) requests in", done.stdout)
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", done.stdout)
     errors = re.search(r"Socket errors:(.*)", done.stdout)
     return {
         "req_per_s": float(rate.group(1)) if rate else None,
+        "requests": int(total.group(1)) if total else None,
         "connections": connections,
         "duration_s": duration,
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "socket_errors": errors.group(1).strip() if errors else None,
     }
+
+
+async def open_loop(
+    url: str, body: bytes, rate: float, seconds: float, headers: dict[str, str] | None = None
+) -> list[float]:
+    """Latencies (s) of requests sent every 1/rate s for `seconds`, each as its own task, from its send to
+    the last byte of the answer (aiohttp; `headers` added to the JSON content type)."""
+    latencies: list[float] = []
+    failures = 0
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> None:
+            nonlocal failures
+            start = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    failures += 1
+                    return
+            latencies.append(time.perf_counter() - start)
+
+        tasks = []
+        t0 = time.perf_counter()
+        count = int(rate * seconds)
+        for i in range(count):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    if failures:
+        raise RuntimeError(f"{failures} of {count} requests to {url} failed")
+    return latencies
 
 
 def split_cpus() -> tuple[int, set[int]]:

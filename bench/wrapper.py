@@ -20,8 +20,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench._common import (
     PYTHON,
     SIM_ZERO_DELAY,
@@ -31,6 +29,7 @@ from bench._common import (
     free_ports,
     median,
     model_server_argv,
+    open_loop,
     pinned,
     quantile,
     run_wrk,
@@ -99,44 +98,12 @@ class Stack:
         self._cm.__exit__(None, None, None)
 
 
-async def _open_loop(url: str, body: bytes, rate: float, seconds: float) -> list[float]:
-    """Latencies (s) of requests sent every 1/rate s for `seconds`, each as its own task."""
-    latencies: list[float] = []
-    failures = 0
-    headers = {"Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def one() -> None:
-            nonlocal failures
-            start = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    failures += 1
-                    return
-            latencies.append(time.perf_counter() - start)
-
-        tasks = []
-        t0 = time.perf_counter()
-        count = int(rate * seconds)
-        for i in range(count):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-    if failures:
-        raise RuntimeError(f"{failures} of {count} requests to {url} failed")
-    return latencies
-
-
 def measure_overhead(stack: Stack, stream: bool, rounds: int, block_s: float) -> list[Row]:
     direct_body, wrapped_body = bodies(stream)
     direct_url, wrapped_url = f"{stack.model}/api/generate", f"{stack.wrapper}/generate"
     # Warm both paths (connections, caches) before anything counts.
-    asyncio.run(_open_loop(direct_url, direct_body, RATE, 0.5))
-    asyncio.run(_open_loop(wrapped_url, wrapped_body, RATE, 0.5))
+    asyncio.run(open_loop(direct_url, direct_body, RATE, 0.5))
+    asyncio.run(open_loop(wrapped_url, wrapped_body, RATE, 0.5))
     direct_all: list[float] = []
     wrapped_all: list[float] = []
     added_p50: list[float] = []
@@ -148,7 +115,7 @@ def measure_overhead(stack: Stack, stream: bool, rounds: int, block_s: float) ->
             order.reverse()
         got: dict[str, list[float]] = {}
         for name, url, body in order:
-            got[name] = asyncio.run(_open_loop(url, body, RATE, block_s))
+            got[name] = asyncio.run(open_loop(url, body, RATE, block_s))
             time.sleep(0.2)
         direct_all += got["direct"]
         wrapped_all += got["wrapped"]

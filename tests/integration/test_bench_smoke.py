@@ -48,6 +48,9 @@ def test_bench_smoke_runs_every_suite_and_writes_both_files(tmp_path: Path) -> N
         "overload_rejections_uncounted", "overload_rss_peak_mb", "overload_recovery_failed_requests",
         "openai_load_vs_aiperf_ttft_ms", "openai_load_vs_aiperf_itl_ms",
         "openai_load_vs_aiperf_tokens_per_s_user", "wrapper_openai_upstream_tokens_per_s",
+        "gateway_wrapper_added_median_nostream_ms", "gateway_wrapper_added_p99_stream_ms",
+        "gateway_wrapper_throughput_zero_delay", "gateway_wrapper_cpu_ms_per_request",
+        "gateway_wrapper_rss_mb",
     }  # fmt: skip
     assert expected <= names, expected - names
     table = (tmp_path / "benchmarks.md").read_text()
