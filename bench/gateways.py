@@ -339,12 +339,14 @@ def measure_latency(
 def measure_throughput(
     direct: Endpoint, found: list[Endpoint], rounds: int, block_s: float, cpu: int, workdir: Path
 ) -> dict[str, dict[str, Any]]:
-    """Per endpoint: wrk's req/s of each block, the CPU seconds its processes used per completed request,
-    and wrk's raw results."""
+    """Per endpoint and block: wrk's req/s, the CPU milliseconds its processes used per request wrk
+    completed, their RSS (MB) after the block; the totals of CPU seconds and requests, and wrk's raw
+    results."""
     payload = body(False).decode()
     every = [direct, *found]
     got: dict[str, dict[str, Any]] = {
-        e.name: {"req_per_s": [], "cpu_s": 0.0, "requests": 0, "wrk": []} for e in every
+        e.name: {"req_per_s": [], "cpu_ms": [], "rss_mb": [], "cpu_s": 0.0, "requests": 0, "wrk": []}
+        for e in every
     }
     for r in range(rounds):
         for endpoint in _order(every, r):
@@ -356,9 +358,12 @@ def measure_throughput(
                 raise RuntimeError(f"wrk could not measure {endpoint.name}: {result.get('error')}")
             if result.get("non_2xx") or result.get("socket_errors"):
                 raise RuntimeError(f"wrk saw failures through {endpoint.name}: {result}")
-            got[endpoint.name]["req_per_s"].append(float(result["req_per_s"]))
-            got[endpoint.name]["cpu_s"] += used
-            got[endpoint.name]["requests"] += int(result["requests"] or 0)
+            mine, requests = got[endpoint.name], int(result["requests"] or 0)
+            mine["req_per_s"].append(float(result["req_per_s"]))
+            mine["cpu_ms"].append(used * 1000 / max(requests, 1))
+            mine["rss_mb"].append(rss_mb(endpoint.pids))
+            mine["cpu_s"] += used
+            mine["requests"] += requests
             time.sleep(0.3)
     return got
 
@@ -397,7 +402,6 @@ _ROWS = [
 def gateway_rows(
     name: str,
     endpoint: Endpoint,
-    direct_endpoint: Endpoint,
     latency: dict[bool, dict[str, dict[str, Any]]],
     throughput: dict[str, dict[str, Any]],
     setup: str,
@@ -456,24 +460,29 @@ def gateway_rows(
             value=mine_t["cpu_s"] * 1000 / mine_t["requests"],
             reference=direct_t["cpu_s"] * 1000 / direct_t["requests"],
             reference_what="the model server's CPU per request, direct",
+            spread=spread(mine_t["cpu_ms"]) | {"of": "per wrk block"},
             detail={"cpu_s": round(mine_t["cpu_s"], 3), "requests": mine_t["requests"]},
         )
     )
     rows.append(
         Row(
             name=f"gateway_{name}_rss_mb",
-            what=f"{label}: resident memory after the run, its own processes",
+            what=f"{label}: resident memory, its own processes, highest after a wrk block",
             unit="MB",
-            value=rss_mb(endpoint.pids),
-            reference=rss_mb(direct_endpoint.pids),
+            value=max(mine_t["rss_mb"]),
+            reference=max(direct_t["rss_mb"]),
             reference_what="the model server's",
+            spread=spread(mine_t["rss_mb"]) | {"of": "after each wrk block"},
         )
     )
     return rows
 
 
-def comparison_rows(got: dict[str, Row]) -> list[Row]:
-    """The wrapper against LiteLLM (targets) and against nginx (the floor, no target)."""
+def comparison_rows(
+    got: dict[str, Row], latency: dict[bool, dict[str, dict[str, Any]]], throughput: dict[str, dict[str, Any]]
+) -> list[Row]:
+    """The wrapper against LiteLLM (targets) and against nginx (the floor, no target); the spread is the
+    ratio of each round."""
     rows = []
     for peer, target_added, target_rps in (
         ("litellm", Target("ratio_max", VS_LITELLM_ADDED_MAX, f"<= {VS_LITELLM_ADDED_MAX:g} x LiteLLM's"),
@@ -488,6 +497,14 @@ def comparison_rows(got: dict[str, Row]) -> list[Row]:
             mine, theirs = got.get(f"gateway_wrapper_{key}"), got.get(f"gateway_{peer}_{key}")
             value = None if mine is None else mine.value
             reference = None if theirs is None else theirs.value
+            per_round = None
+            if value is not None and reference is not None:
+                a, b = (
+                    (latency[False]["wrapper"]["added_p50"], latency[False][peer]["added_p50"])
+                    if key.startswith("added")
+                    else (throughput["wrapper"]["req_per_s"], throughput[peer]["req_per_s"])
+                )
+                per_round = spread([x / y for x, y in zip(a, b, strict=True) if y]) | {"of": "ratio"}
             rows.append(
                 Row(
                     name=f"gateway_wrapper_vs_{peer}_{key}",
@@ -497,6 +514,7 @@ def comparison_rows(got: dict[str, Row]) -> list[Row]:
                     value=value,
                     reference=reference,
                     reference_what=f"{peer}, same run" if reference is not None else "",
+                    spread=per_round,
                     target=target,
                     notes="" if reference is not None else (theirs.notes if theirs is not None else ""),
                 )
@@ -519,11 +537,12 @@ def run(workdir: Path, smoke: bool) -> list[Row]:
         for name in GATEWAYS:
             endpoint = found[name]
             if isinstance(endpoint, Endpoint):
-                got = gateway_rows(name, endpoint, direct, latency, throughput, setup)
+                got = gateway_rows(name, endpoint, latency, throughput, setup)
             elif smoke:
                 continue  # a smoke run measures what runs without a download
             else:
                 got = _missing_rows(name, endpoint)
             by_name |= {row.name: row for row in got}
             rows += got
-    return rows + [r for r in comparison_rows(by_name) if r.reference is not None or not smoke]
+    compared = comparison_rows(by_name, latency, throughput)
+    return rows + [r for r in compared if r.reference is not None or not smoke]
