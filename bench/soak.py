@@ -1,9 +1,10 @@
 """The soak (`python -m bench --only soak`): the lab over an hour on the real model, with a seeded random
 fault every few minutes and remediation on, sampled every minute: each service's RSS, open file descriptors
-and threads (its process and children), the disk used by the lab's logs, Prometheus' TSDB, Alertmanager's data
-and the run directory, the requests so far and how many succeeded. At the end: the growth per hour of each
-figure after the warm-up (a least-squares slope over the samples, so one restart's dip does not decide it),
-and the pages that no fault explains (labkit.measure.alerting, as the report counts them).
+and threads (its process and children, not another service), the disk used by the lab's logs, Prometheus'
+TSDB, Alertmanager's data and the run directory, the requests so far and how many succeeded. At the end: the
+growth per hour of each figure after the warm-up (a least-squares slope over the samples, so one restart's
+dip does not decide it), and the pages that no fault explains (labkit.measure.alerting, as the report
+counts them).
 
 Writes soak.json, soak_samples.csv and soak.png into the run directory, and rows for bench/results.json.
 Not a test, and not CI: an hour on a machine with nothing else busy. `--smoke` runs a minute on the sim
@@ -65,12 +66,24 @@ SMOKE = SoakSettings(duration_s=60, rate=2, max_tokens=8, fault_gap_s=15, fault_
                      sample_s=5, warmup_s=10, engine="sim")  # fmt: skip
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+def _tree(pid: int, others: set[int]) -> list[psutil.Process]:
+    """The process and its descendants, except the services in `others` and theirs (the local backend's
+    supervisor, which hosts the exporter, is the parent of every other service)."""
     try:
-        proc = psutil.Process(pid)
-        return [proc, *proc.children(recursive=True)]
+        found = [psutil.Process(pid)]
     except psutil.NoSuchProcess:
         return []
+    todo = list(found)
+    while todo:
+        try:
+            children = todo.pop().children()
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            if child.pid not in others:
+                found.append(child)
+                todo.append(child)
+    return found
 
 
 def _usage(procs: list[psutil.Process]) -> dict[str, int]:
@@ -133,9 +146,11 @@ class Sampler:
         except Exception as exc:  # the manager restarting: that sample has no per-service figures
             self.rows.append({"t_s": t_s, "service": "error", "detail": str(exc)})
             services = []
+        roots = {svc.pid for svc in services if svc.pid}
         for svc in services:
             if svc.pid:
-                self.rows.append({"t_s": t_s, "service": svc.name, "pid": svc.pid, **_usage(_tree(svc.pid))})
+                usage = _usage(_tree(svc.pid, roots - {svc.pid}))
+                self.rows.append({"t_s": t_s, "service": svc.name, "pid": svc.pid, **usage})
         lab_dir = self.lab.backend.lab
         requests = list(RunDirectory(self.run_path).read_jsonl(RunFile.REQUESTS, problems=[]))
         self.rows.append(
@@ -205,9 +220,9 @@ def plot(frame: pd.DataFrame, path: Path, warmup_s: float) -> str:
     samples = len(disk)
     return (
         f"{samples} samples over {disk['t_s'].max() / 60:.0f} min: RSS and open file descriptors of each "
-        f"service (its process and children), and the disk used by the lab's logs, Prometheus' TSDB and the "
-        f"run directory; the dotted line ends the {warmup_s / 60:g}-minute warm-up before which growth is "
-        "not counted"
+        "service (its process and children, not another service), and the disk used by the lab's logs, "
+        f"Prometheus' TSDB and the run directory; the dotted line ends the {warmup_s / 60:g}-minute warm-up "
+        "before which growth is not counted"
     )
 
 
