@@ -15,7 +15,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,13 @@ __all__ = [
     "LAST_FAULT_END_S",
     "METHOD_S",
     "TTL_SLACK_S",
+    "KillRound",
     "Tally",
     "all_ready",
     "assert_experiment_did_not_crash",
     "assert_run_directory_reads_back",
     "check_samples_kept",
+    "kill_round",
     "prometheus_samples",
     "round_plan",
     "run_experiment_process",
@@ -148,6 +150,53 @@ def wait_for_load_start(out: Path, proc: subprocess.Popen[str]) -> tuple[RunDire
     found = wait_for(started, timeout_s=60, what="the experiment's load to start", interval_s=0.05)
     assert isinstance(found, tuple)
     return found
+
+
+@dataclass
+class KillRound:
+    """One experiment of a kill test, after its kills: its run directory, when its load started, its log,
+    and the `up` samples Prometheus held in `window` before it was killed (none when it was not)."""
+
+    run: RunDirectory
+    load_start: float
+    log: Path
+    snapshot: dict[str, list[float]]
+    window: tuple[float, float]
+
+
+def kill_round(
+    config: LabConfig,
+    folder: Path,
+    index: int,
+    experiment: Path,
+    kills: Sequence[tuple[str, float]],
+    kill: Callable[[str, subprocess.Popen[str]], None],
+    tally: Tally,
+) -> KillRound:
+    """Run experiment number `index` and, at each (target, seconds after its load started) of `kills`,
+    `kill(target, the experiment's process)`, after a snapshot of Prometheus' samples when the target is
+    Prometheus; wait for the experiment to end (or end it)."""
+    out, log = folder / f"runs-{index}", folder / f"experiment-{index}.log"
+    prom_url = f"http://127.0.0.1:{config.prometheus_port}"
+    proc = run_experiment_process(config, out, experiment, log)
+    snapshot: dict[str, list[float]] = {}
+    window = (0.0, 0.0)
+    try:
+        run, load_start = wait_for_load_start(out, proc)
+        for target, at in kills:
+            time.sleep(max(0.0, load_start + at - time.time()))
+            if target == "prometheus":
+                window = (load_start - 30, time.time() - 1)
+                snapshot = prometheus_samples(prom_url, *window)
+                assert sum(map(len, snapshot.values())) > 0, "Prometheus had nothing to lose"
+            kill(target, proc)
+            tally.kills[target] += 1
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return KillRound(run, load_start, log, snapshot, window)
 
 
 def assert_experiment_did_not_crash(log: Path, what: str) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,11 +41,9 @@ from tests.kill_chaos import (
     assert_experiment_did_not_crash,
     assert_run_directory_reads_back,
     check_samples_kept,
-    prometheus_samples,
+    kill_round,
     round_plan,
-    run_experiment_process,
     sleep_until_ttl_passed,
-    wait_for_load_start,
     wrapper_faults,
 )
 
@@ -177,34 +176,21 @@ def test_random_sigkills_of_every_container(
     wait_for(lambda: stress_ng_of(ids), timeout_s=5, what="the agent's stress-ng", interval_s=0.05)
     wait_for(lambda: not stress_ng_of(ids), timeout_s=1 + TTL_SLACK_S, what="stress-ng gone by its TTL")
     prom_url = f"http://127.0.0.1:{config.prometheus_port}"
+
+    def kill(target: str, _: subprocess.Popen[str]) -> None:
+        kill_main_process(docker_client, lab_id, target)
+
     for index, kills in enumerate(plan):
         tally.rounds += 1
         what = f"round {index} ({', '.join(t for t, _ in kills)})"
-        log = tmp_path / f"experiment-{index}.log"
-        proc = run_experiment_process(config, tmp_path / f"runs-{index}", experiment, log)
-        snapshot: dict[str, list[float]] = {}
-        try:
-            run, load_start = wait_for_load_start(tmp_path / f"runs-{index}", proc)
-            for target, at in kills:
-                time.sleep(max(0.0, load_start + at - time.time()))
-                if target == "prometheus":
-                    window = (load_start - 30, time.time() - 1)
-                    snapshot = prometheus_samples(prom_url, *window)
-                    assert sum(map(len, snapshot.values())) > 0, "Prometheus had nothing to lose"
-                kill_main_process(docker_client, lab_id, target)
-                tally.kills[target] += 1
-            proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert_experiment_did_not_crash(log, what)
-        assert_no_fault_left(backend, docker_client, lab_id, load_start, tally)
-        assert_run_directory_reads_back(run, experiment_killed=False, tally=tally)
+        done = kill_round(config, tmp_path, index, experiment, kills, kill, tally)
+        assert_experiment_did_not_crash(done.log, what)
+        assert_no_fault_left(backend, docker_client, lab_id, done.load_start, tally)
+        assert_run_directory_reads_back(done.run, experiment_killed=False, tally=tally)
         wait_for(lambda: ready(backend), timeout_s=90, what=f"the lab to recover after {what}")
-        if snapshot:
+        if done.snapshot:
             # Samples scraped before the kill come back from the TSDB in the lab directory (its WAL).
-            check_samples_kept(prom_url, window, snapshot, tally, what)
+            check_samples_kept(prom_url, done.window, done.snapshot, tally, what)
     # Every kill took: Docker restarted each container once per kill of its process (nothing else restarts
     # them here: the experiment has no restart fault, and remediation is off).
     restarts = {t: container_of(docker_client, lab_id, t).attrs["RestartCount"] for t in TARGETS}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,11 +33,9 @@ from tests.kill_chaos import (
     assert_experiment_did_not_crash,
     assert_run_directory_reads_back,
     check_samples_kept,
-    prometheus_samples,
+    kill_round,
     round_plan,
-    run_experiment_process,
     sleep_until_ttl_passed,
-    wait_for_load_start,
     wrapper_faults,
 )
 
@@ -152,30 +150,17 @@ def test_random_sigkills_of_every_component(lab: tuple[LabConfig, list[str]], tm
         targets = [t for t, _ in kills]
         what = f"round {index} ({', '.join(targets)})"
         lab_id = lab_ids[-1]
-        log = tmp_path / f"experiment-{index}.log"
-        proc = run_experiment_process(config, tmp_path / f"runs-{index}", experiment, log)
-        snapshot: dict[str, list[float]] = {}
-        try:
-            run, load_start = wait_for_load_start(tmp_path / f"runs-{index}", proc)
-            for target, at in kills:
-                time.sleep(max(0.0, load_start + at - time.time()))
-                if target == "prometheus":
-                    window = (load_start - 30, time.time() - 1)
-                    snapshot = prometheus_samples(prom_url, *window)
-                    assert sum(map(len, snapshot.values())) > 0, "Prometheus had nothing to lose"
-                if target == "experiment":
-                    proc.kill()
-                else:
-                    os.kill(pid_of(backend, target), signal.SIGKILL)
-                tally.kills[target] += 1
-            proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert_experiment_did_not_crash(log, what)
-        assert_no_fault_left(backend, lab_id, load_start, tally)
-        assert_run_directory_reads_back(run, experiment_killed="experiment" in targets, tally=tally)
+
+        def kill(target: str, experiment_process: subprocess.Popen[str], b: LocalBackend = backend) -> None:
+            if target == "experiment":
+                experiment_process.kill()
+            else:
+                os.kill(pid_of(b, target), signal.SIGKILL)
+
+        done = kill_round(config, tmp_path, index, experiment, kills, kill, tally)
+        assert_experiment_did_not_crash(done.log, what)
+        assert_no_fault_left(backend, lab_id, done.load_start, tally)
+        assert_run_directory_reads_back(done.run, experiment_killed="experiment" in targets, tally=tally)
         if LAST in targets:
             # The supervisor is the lab: its services die with it (PR_SET_PDEATHSIG); `down` sweeps the rest.
             backend.down()
@@ -185,9 +170,9 @@ def test_random_sigkills_of_every_component(lab: tuple[LabConfig, list[str]], tm
             tally.labs += 1
         else:
             wait_for(lambda b=backend: all_ready(b), timeout_s=60, what=f"the lab to recover after {what}")
-        if snapshot:
+        if done.snapshot:
             # Samples scraped before the kill come back from the TSDB in the lab directory (its WAL).
-            check_samples_kept(prom_url, window, snapshot, tally, what)
+            check_samples_kept(prom_url, done.window, done.snapshot, tally, what)
     backend.down()
     for lab_id in lab_ids:
         left = find_lab_processes(lab_id)
