@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any, Literal
 import aiohttp
 import httpx
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -333,6 +334,26 @@ async def open_loop(
     if failures:
         raise RuntimeError(f"{failures} of {count} requests to {url} failed")
     return latencies
+
+
+def process_tree(pid: int, others: Set[int] = frozenset()) -> list[psutil.Process]:
+    """The process and its descendants, except the processes in `others` and theirs (the local backend's
+    supervisor, which hosts the exporter, is the parent of every other service); [] when it has ended."""
+    try:
+        found = [psutil.Process(pid)]
+    except psutil.NoSuchProcess:
+        return []
+    todo = list(found)
+    while todo:
+        try:
+            children = todo.pop().children()
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            if child.pid not in others:
+                found.append(child)
+                todo.append(child)
+    return found
 
 
 def split_cpus() -> tuple[int, set[int]]:

@@ -34,7 +34,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +55,7 @@ from bench._common import (
     median,
     model_server_argv,
     pinned,
+    process_tree,
     quantile,
     run_wrk,
     split_cpus,
@@ -94,45 +95,33 @@ def body(stream: bool) -> bytes:
 
 @dataclass
 class Endpoint:
-    """Where the client sends the chat completion, and the processes that answer it there (for CPU, RSS)."""
+    """Where the client sends the chat completion, and the process that answers it there (with its children:
+    CPU, RSS)."""
 
     name: str
     url: str
-    pids: list[int] = field(default_factory=list)
+    pid: int
     headers: dict[str, str] = field(default_factory=dict)
     version: str = ""
 
 
-def _tree(pids: list[int]) -> list[psutil.Process]:
-    procs = []
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-            procs += [proc, *proc.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-    return procs
-
-
-def cpu_seconds(pids: list[int]) -> float:
+def _own(pid: int, read: Callable[[psutil.Process], float]) -> float:
+    """`read` summed over the process and its descendants (those that end meanwhile count nothing)."""
     total = 0.0
-    for proc in _tree(pids):
+    for proc in process_tree(pid):
         try:
-            t = proc.cpu_times()
-            total += t.user + t.system
+            total += read(proc)
         except psutil.NoSuchProcess:
             continue
     return total
 
 
-def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for proc in _tree(pids):
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total / 1e6
+def cpu_seconds(pid: int) -> float:
+    return _own(pid, lambda p: (t := p.cpu_times()).user + t.system)
+
+
+def rss_mb(pid: int) -> float:
+    return _own(pid, lambda p: p.memory_info().rss) / 1e6
 
 
 def _check_answers(endpoint: Endpoint) -> None:
@@ -214,7 +203,7 @@ def _wrapper(stack: ExitStack, workdir: Path, cpus: set[int], model: str) -> End
     ]  # fmt: skip
     proc = stack.enter_context(children({"wrapper": argv}, workdir, cpus))["wrapper"]
     wait_http(f"http://127.0.0.1:{port}/ready", 60, lambda: proc.poll() is None)
-    return Endpoint("wrapper", f"http://127.0.0.1:{port}/v1/chat/completions", [proc.pid])
+    return Endpoint("wrapper", f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid)
 
 
 def _nginx(stack: ExitStack, workdir: Path, cpus: set[int], model_port: int) -> Endpoint | str:
@@ -227,7 +216,7 @@ def _nginx(stack: ExitStack, workdir: Path, cpus: set[int], model_port: int) -> 
     wait_http(f"http://127.0.0.1:{port}/v1/models", 30, lambda: proc.poll() is None)
     version = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr.strip()
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    return Endpoint("nginx", url, [proc.pid], version=version.removeprefix("nginx version: "))
+    return Endpoint("nginx", url, proc.pid, version=version.removeprefix("nginx version: "))
 
 
 def _litellm(stack: ExitStack, workdir: Path, cpus: set[int], model: str, smoke: bool) -> Endpoint | str:
@@ -253,7 +242,7 @@ def _litellm(stack: ExitStack, workdir: Path, cpus: set[int], model: str, smoke:
     endpoint = Endpoint(
         "litellm",
         f"http://127.0.0.1:{port}/v1/chat/completions",
-        [proc.pid],
+        proc.pid,
         headers={"Authorization": f"Bearer {key}"},
         version=f"{LITELLM[0]}, {folder_mb(bin_dir.parent):.0f} MB installed",
     )
@@ -277,7 +266,7 @@ def gateways(
         argv = model_server_argv(model_port, "sim", *SIM_ZERO_DELAY, "--num-parallel", "64")
         proc = stack.enter_context(children({"model": argv}, workdir, cpus))["model"]
         wait_http(f"{model}/v1/models", 60, lambda: proc.poll() is None)
-        direct = Endpoint("direct", f"{model}/v1/chat/completions", [proc.pid])
+        direct = Endpoint("direct", f"{model}/v1/chat/completions", proc.pid)
         found: dict[str, Endpoint | str] = {
             "wrapper": _wrapper(stack, workdir, cpus, model),
             "litellm": _litellm(stack, workdir, cpus, model, smoke),
@@ -351,9 +340,9 @@ def measure_throughput(
     }
     for r in range(rounds):
         for endpoint in _order(every, r):
-            before = cpu_seconds(endpoint.pids)
+            before = cpu_seconds(endpoint.pid)
             result = run_wrk(endpoint.url, payload, block_s, 16, cpu, workdir, endpoint.headers)
-            used = cpu_seconds(endpoint.pids) - before
+            used = cpu_seconds(endpoint.pid) - before
             got[endpoint.name]["wrk"].append(result)
             if result.get("req_per_s") is None:
                 raise RuntimeError(f"wrk could not measure {endpoint.name}: {result.get('error')}")
@@ -362,7 +351,7 @@ def measure_throughput(
             mine, requests = got[endpoint.name], int(result["requests"] or 0)
             mine["req_per_s"].append(float(result["req_per_s"]))
             mine["cpu_ms"].append(used * 1000 / max(requests, 1))
-            mine["rss_mb"].append(rss_mb(endpoint.pids))
+            mine["rss_mb"].append(rss_mb(endpoint.pid))
             mine["cpu_s"] += used
             mine["requests"] += requests
             time.sleep(0.3)

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 import psutil
 
-from bench._common import ROOT, Row, Target, free_ports
+from bench._common import ROOT, Row, Target, free_ports, process_tree
 from labkit import LabConfig, open_lab
 from labkit.chaos import (
     ExperimentLoad,
@@ -64,26 +64,6 @@ class SoakSettings:
 
 SMOKE = SoakSettings(duration_s=60, rate=2, max_tokens=8, fault_gap_s=15, fault_duration_s=(3, 6),
                      sample_s=5, warmup_s=10, engine="sim")  # fmt: skip
-
-
-def _tree(pid: int, others: set[int]) -> list[psutil.Process]:
-    """The process and its descendants, except the services in `others` and theirs (the local backend's
-    supervisor, which hosts the exporter, is the parent of every other service)."""
-    try:
-        found = [psutil.Process(pid)]
-    except psutil.NoSuchProcess:
-        return []
-    todo = list(found)
-    while todo:
-        try:
-            children = todo.pop().children()
-        except psutil.NoSuchProcess:
-            continue
-        for child in children:
-            if child.pid not in others:
-                found.append(child)
-                todo.append(child)
-    return found
 
 
 def _usage(procs: list[psutil.Process]) -> dict[str, int]:
@@ -149,7 +129,7 @@ class Sampler:
         roots = {svc.pid for svc in services if svc.pid}
         for svc in services:
             if svc.pid:
-                usage = _usage(_tree(svc.pid, roots - {svc.pid}))
+                usage = _usage(process_tree(svc.pid, roots - {svc.pid}))
                 self.rows.append({"t_s": t_s, "service": svc.name, "pid": svc.pid, **usage})
         lab_dir = self.lab.backend.lab
         requests = list(RunDirectory(self.run_path).read_jsonl(RunFile.REQUESTS, problems=[]))
@@ -313,7 +293,7 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
         )
         if "rss_anon_bytes" in figures:
             # No target: the split says whether a growth is the process's own memory or file pages it
-            # mapped (page cache the kernel reclaims: Prometheus' TSDB chunks read by long-window rules).
+            # mapped (page cache the kernel can reclaim, such as Prometheus' memory-mapped TSDB chunks).
             for part, what in (
                 ("anon", "anonymous (its own memory)"),
                 ("file", "file-backed (mapped files)"),
