@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench._common import ROOT, Row, Target, free_ports, process_tree
 from labkit import LabConfig, open_lab
@@ -66,10 +68,11 @@ SMOKE = SoakSettings(duration_s=60, rate=2, max_tokens=8, fault_gap_s=15, fault_
                      sample_s=5, warmup_s=10, engine="sim")  # fmt: skip
 
 
-def _usage(procs: list[psutil.Process]) -> dict[str, int]:
+def _usage(procs: list[psutil.Process]) -> dict[str, float]:
     """RSS, and its file-backed part (Linux: resident pages of mapped files and shared memory, which the
     kernel can drop: Prometheus' memory-mapped TSDB chunks), open file descriptors and threads."""
     rss = shared = fds = threads = 0
+    cpu_s = 0.0
     for proc in procs:
         try:
             with proc.oneshot():
@@ -78,10 +81,37 @@ def _usage(procs: list[psutil.Process]) -> dict[str, int]:
                 shared += getattr(mem, "shared", 0)
                 fds += proc.num_fds()
                 threads += proc.num_threads()
+                times = proc.cpu_times()
+                cpu_s += times.user + times.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return {"rss_bytes": rss, "rss_anon_bytes": rss - shared, "rss_file_bytes": shared, "fds": fds,
-            "threads": threads}  # fmt: skip
+            "threads": threads, "cpu_s": round(cpu_s, 2)}  # fmt: skip
+
+
+# Prometheus' own view of its memory and work, read from its /metrics: the Go heap in use, what the Go
+# runtime holds from the OS for it, the heap size that triggers the next collection, the TSDB head, and
+# the time one evaluation of every rule group takes.
+PROMETHEUS_SELF = {
+    "go_memstats_heap_inuse_bytes": "heap_inuse_bytes",
+    "go_memstats_heap_sys_bytes": "heap_sys_bytes",
+    "go_memstats_next_gc_bytes": "next_gc_bytes",
+    "prometheus_tsdb_head_series": "head_series",
+    "prometheus_tsdb_head_chunks": "head_chunks",
+    "prometheus_rule_group_last_duration_seconds": "rule_groups_s",
+}
+
+
+def prometheus_self(url: str) -> dict[str, float]:
+    """PROMETHEUS_SELF's figures from Prometheus' /metrics (a series with labels is summed)."""
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    figures: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            column = PROMETHEUS_SELF.get(sample.name)
+            if column is not None:
+                figures[column] = figures.get(column, 0.0) + sample.value
+    return figures
 
 
 def _du(path: Path) -> int:
@@ -131,6 +161,12 @@ class Sampler:
             if svc.pid:
                 usage = _usage(process_tree(svc.pid, roots - {svc.pid}))
                 self.rows.append({"t_s": t_s, "service": svc.name, "pid": svc.pid, **usage})
+        try:
+            self.rows.append(
+                {"t_s": t_s, "service": "prometheus_self", **prometheus_self(self.lab.config.prometheus_url)}
+            )
+        except httpx.HTTPError as exc:  # Prometheus restarting
+            self.rows.append({"t_s": t_s, "service": "error", "detail": f"prometheus /metrics: {exc}"})
         lab_dir = self.lab.backend.lab
         requests = list(RunDirectory(self.run_path).read_jsonl(RunFile.REQUESTS, problems=[]))
         self.rows.append(
@@ -158,6 +194,16 @@ def growth_per_hour(frame: pd.DataFrame, column: str, warmup_s: float) -> dict[s
     slope = float(((t - t.mean()) * (y - y.mean())).sum() / ((t - t.mean()) ** 2).sum())
     mean = float(y.mean())
     return {"per_hour": slope, "pct_per_hour": 100 * slope / mean if mean else None, "mean": mean}
+
+
+def cpu_cores(rows: pd.DataFrame, warmup_s: float) -> float | None:
+    """The mean CPU a service used after `warmup_s`, in cores: the CPU seconds between consecutive samples
+    of the same process (a restart starts a new count) over the time they cover."""
+    after = rows[rows["t_s"] >= warmup_s].sort_values("t_s")
+    same = after["pid"].eq(after["pid"].shift())
+    used = after["cpu_s"].diff()[same].clip(lower=0).sum()
+    elapsed = after["t_s"].diff()[same].sum()
+    return float(used / elapsed) if elapsed > 0 else None
 
 
 def false_pages(run_path: Path) -> int | None:
@@ -245,11 +291,16 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
     frame.to_csv(run_dir.file(SAMPLES_FILE), index=False)
     caption = plot(frame, run_dir.file(PLOT_FILE), settings.warmup_s)
     growth: dict[str, Any] = {}
-    for name, rows in frame[~frame["service"].isin(["disk", "error"])].groupby("service"):
+    for name, rows in frame[~frame["service"].isin(["disk", "error", "prometheus_self"])].groupby("service"):
         growth[str(name)] = {
             col: growth_per_hour(rows, col, settings.warmup_s)
             for col in ("rss_bytes", "rss_anon_bytes", "rss_file_bytes", "fds", "threads")
         }
+        growth[str(name)]["cpu_cores"] = cpu_cores(rows, settings.warmup_s)
+    own = frame[frame["service"] == "prometheus_self"]
+    growth["prometheus_self"] = {
+        col: growth_per_hour(own, col, settings.warmup_s) for col in PROMETHEUS_SELF.values()
+    }
     disk = frame[frame["service"] == "disk"]
     growth["disk"] = {
         col: growth_per_hour(disk, col, settings.warmup_s)
@@ -276,7 +327,7 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
 def rows_of(record: dict[str, Any]) -> list[Row]:
     rows = []
     for service, figures in sorted(record["growth"].items()):
-        if service == "disk":
+        if service in ("disk", "prometheus_self"):
             continue
         rss = figures["rss_bytes"]
         rows.append(
@@ -308,6 +359,15 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
                         detail={"mean_mib": None if g["mean"] is None else g["mean"] / 2**20},
                     )
                 )
+        if figures.get("cpu_cores") is not None:
+            rows.append(
+                Row(
+                    name=f"soak_cpu_{service}_cores",
+                    what=f"{service}: mean CPU after warm-up (its processes, restarts counted anew)",
+                    unit="cores",
+                    value=figures["cpu_cores"],
+                )
+            )
         fds = figures["fds"]
         rows.append(
             Row(
@@ -317,6 +377,32 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
                 value=fds["per_hour"],
                 target=Target("value_max", 1.0, "no growth (< 1 fd/h)"),
                 detail={"mean_fds": fds["mean"]},
+            )
+        )
+    own = record["growth"].get("prometheus_self", {})
+    for column, what in (("heap_inuse_bytes", "Go heap in use"),
+                         ("heap_sys_bytes", "Go heap held from the OS"),
+                         ("next_gc_bytes", "heap size of the next collection")):  # fmt: skip
+        g = own.get(column)
+        if g is not None:
+            rows.append(
+                Row(
+                    name=f"soak_prometheus_{column.removesuffix('_bytes')}_mib_per_h",
+                    what=f"prometheus, by its own /metrics: growth of its {what} after warm-up",
+                    unit="MiB/h",
+                    value=None if g["per_hour"] is None else g["per_hour"] / 2**20,
+                    detail={"mean_mib": None if g["mean"] is None else g["mean"] / 2**20},
+                )
+            )
+    rules = own.get("rule_groups_s")
+    if rules is not None:
+        rows.append(
+            Row(
+                name="soak_prometheus_rule_evaluation_ms",
+                what="prometheus: one evaluation of every rule group, mean after warm-up",
+                unit="ms",
+                value=None if rules["mean"] is None else rules["mean"] * 1000,
+                detail={"growth_ms_per_h": None if rules["per_hour"] is None else rules["per_hour"] * 1000},
             )
         )
     for column, what in (("logs_bytes", "the lab's logs"), ("tsdb_bytes", "Prometheus' TSDB"),

@@ -130,3 +130,15 @@ def test_soak_growth_is_the_least_squares_slope_after_the_warm_up() -> None:
     assert growth["per_hour"] == pytest.approx(10e6)
     assert growth["pct_per_hour"] == pytest.approx(100 * 10e6 / growth["mean"])
     assert growth_per_hour(pd.DataFrame(rows[:12]), "rss", warmup_s=600)["per_hour"] is None
+
+
+def test_soak_cpu_counts_each_process_from_its_own_start() -> None:
+    import pandas as pd
+
+    from bench.soak import cpu_cores
+
+    # Half a core for 20 minutes; the process restarts at 900 s and its CPU count starts again at 0.
+    rows = [{"t_s": t, "pid": 1 if t < 900 else 2, "cpu_s": (t if t < 900 else t - 900) * 0.5}
+            for t in range(0, 1260, 60)]  # fmt: skip
+    assert cpu_cores(pd.DataFrame(rows), warmup_s=0) == pytest.approx(0.5)
+    assert cpu_cores(pd.DataFrame(rows[:1]), warmup_s=0) is None

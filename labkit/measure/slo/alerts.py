@@ -31,7 +31,7 @@ __all__ = [
     "scale_alert_windows",
 ]
 
-# Every window an alert below reads, shortest first; the recording rules compute each one.
+# Every window a Workbook alert below reads, shortest first; the production profile records each one.
 ALERT_WINDOWS: tuple[str, ...] = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 

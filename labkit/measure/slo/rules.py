@@ -18,7 +18,6 @@ from labkit.measure.histograms import le_label
 from labkit.measure.promql import counter_sum_selector
 from labkit.measure.slo.alerts import (
     ALERT_PROFILES,
-    ALERT_WINDOWS,
     AlertProfile,
     AlertProfileName,
     BurnRateAlert,
@@ -39,6 +38,7 @@ __all__ = [
     "events_record",
     "generate_rules",
     "objective_error_ratio_expr",
+    "recorded_windows",
     "rules_yaml",
     "write_rules_file",
 ]
@@ -151,6 +151,18 @@ def alert_annotations(
     }
 
 
+def recorded_windows(profile: AlertProfileName) -> list[str]:
+    """The windows the rules record for `profile`: those its alerts read, shortest first, and no other.
+
+    Every recording rule is evaluated at the lab's evaluation interval (1 s) over every sample in its
+    window, so a window no alert reads costs CPU and memory that grow with the lab's history: the lab
+    profile once also recorded the production windows up to 3 days, and its rule evaluations took twice
+    as long after 10 minutes (docs/reliability.md, "An hour on the real model").
+    """
+    alerts = ALERT_PROFILES[profile].alerts
+    return sorted({w for a in alerts for w in (a.long_window, a.short_window)}, key=parse_duration_s)
+
+
 def generate_rules(
     slos: Sequence[SloDefinition], *, profile: AlertProfileName = "production"
 ) -> dict[str, Any]:
@@ -159,9 +171,7 @@ def generate_rules(
     evaluation alerts on freshly recorded ratios). Every alert carries `alert_profile` and `window_scale`."""
     in_force = ALERT_PROFILES[profile]
     alerts = in_force.alerts
-    windows = sorted(
-        {*ALERT_WINDOWS, *(w for a in alerts for w in (a.long_window, a.short_window))}, key=parse_duration_s
-    )
+    windows = recorded_windows(profile)
     groups = []
     for slo in slos:
         rules: list[dict[str, Any]] = []
