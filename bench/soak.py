@@ -445,11 +445,22 @@ def run(workdir: Path, smoke: bool) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.soak", description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--duration-s", type=float, default=SoakSettings.duration_s)
+    ap.add_argument(
+        "--warmup-s",
+        type=float,
+        default=SoakSettings.warmup_s,
+        help="growth is measured after this; Prometheus' Go heap settles after ~40 min and its head block is "
+        "first compacted after ~3 h (docs/reliability.md)",
+    )
     ap.add_argument("--engine", default=SoakSettings.engine)
     ap.add_argument("--smoke", action="store_true", help="a minute on the sim engine")
     ap.add_argument("--out", type=Path, default=Path("reports/runs"))
     args = ap.parse_args(argv)
-    settings = SMOKE if args.smoke else SoakSettings(duration_s=args.duration_s, engine=args.engine)
+    settings = (
+        SMOKE
+        if args.smoke
+        else SoakSettings(duration_s=args.duration_s, warmup_s=args.warmup_s, engine=args.engine)
+    )
     record = soak(settings, args.out)
     print(json.dumps({k: v for k, v in record.items() if k != "growth"}, indent=2, default=str))
     for row in rows_of(record):
