@@ -8,6 +8,9 @@ gateway speaks; every gateway forwards it to the model server's own OpenAI API (
 - `litellm`: the LiteLLM proxy (PyPI `litellm[proxy]`, in a virtual environment of its own under
   ~/.cache/labkit/bench-peers), one worker, the `openai/` provider with the model server as its `api_base`,
   a master key, the cost map from its package (`LITELLM_LOCAL_MODEL_COST_MAP`), no database;
+- `python_hop`: uvicorn (uvloop, httptools) with a bare ASGI function that forwards through aiohttp's client
+  (`bench/python_hop.py`): no routing, validation, metrics, logs or faults, the least one Python hop costs
+  here, the floor of every Python gateway;
 - `nginx`: nginx from Debian as a plain reverse proxy with upstream keep-alive and buffering off: what one
   proxy hop costs here in C, the floor.
 
@@ -72,7 +75,7 @@ MAX_TOKENS = 8
 # `litellm-proxy`, 1.109 and 1.108.14 pin releases of `litellm-proxy-extras`/`litellm-enterprise` it lacks.
 LITELLM = ["litellm[proxy]==1.108.5"]
 LITELLM_VENV = "litellm-1.108.5"
-GATEWAYS = ("wrapper", "litellm", "nginx")
+GATEWAYS = ("wrapper", "litellm", "python_hop", "nginx")
 # The targets (docs/benchmarks.md), for every gateway alike: the floor (nginx) meeting them shows a hop can.
 ADDED_MEDIAN_MAX = 0.5  # added median latency <= 0.5 x a direct request's median
 ADDED_P99_MAX = 1.0  # added p99 <= 1.0 x the direct p99
@@ -206,6 +209,14 @@ def _wrapper(stack: ExitStack, workdir: Path, cpus: set[int], model: str) -> End
     return Endpoint("wrapper", f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid)
 
 
+def _python_hop(stack: ExitStack, workdir: Path, cpus: set[int], model: str) -> Endpoint:
+    (port,) = free_ports(1)
+    argv = [PYTHON, "-m", "bench.python_hop", "--port", str(port), "--upstream", model]
+    proc = stack.enter_context(children({"python_hop": argv}, workdir, cpus))["python_hop"]
+    wait_http(f"http://127.0.0.1:{port}/v1/models", 30, lambda: proc.poll() is None)
+    return Endpoint("python_hop", f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid)
+
+
 def _nginx(stack: ExitStack, workdir: Path, cpus: set[int], model_port: int) -> Endpoint | str:
     nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
     if nginx is None:
@@ -270,6 +281,7 @@ def gateways(
         found: dict[str, Endpoint | str] = {
             "wrapper": _wrapper(stack, workdir, cpus, model),
             "litellm": _litellm(stack, workdir, cpus, model, smoke),
+            "python_hop": _python_hop(stack, workdir, cpus, model),
             "nginx": _nginx(stack, workdir, cpus, model_port),
         }
         for endpoint in (direct, *found.values()):
@@ -468,15 +480,22 @@ def gateway_rows(
     return rows
 
 
+_FLOOR_NOTE = {
+    "python_hop": " (the bare Python hop is the floor in Python: uvicorn and aiohttp, nothing else)",
+    "nginx": " (nginx is the floor: what one proxy hop costs in C)",
+}
+
+
 def comparison_rows(
     got: dict[str, Row], latency: dict[bool, dict[str, dict[str, Any]]], throughput: dict[str, dict[str, Any]]
 ) -> list[Row]:
-    """The wrapper against LiteLLM (targets) and against nginx (the floor, no target); the spread is the
-    ratio of each round."""
+    """The wrapper against LiteLLM (targets), against the bare Python hop and against nginx (the floors, no
+    target); the spread is the ratio of each round."""
     rows = []
     for peer, target_added, target_rps in (
         ("litellm", Target("ratio_max", VS_LITELLM_ADDED_MAX, f"<= {VS_LITELLM_ADDED_MAX:g} x LiteLLM's"),
          Target("ratio_min", VS_LITELLM_THROUGHPUT_MIN, f">= {VS_LITELLM_THROUGHPUT_MIN:g} x LiteLLM's")),
+        ("python_hop", None, None),
         ("nginx", None, None),
     ):  # fmt: skip
         for key, what, unit, target in (
@@ -498,8 +517,7 @@ def comparison_rows(
             rows.append(
                 Row(
                     name=f"gateway_wrapper_vs_{peer}_{key}",
-                    what=f"wrapper vs {peer}: {what}"
-                    + (" (nginx is the floor: what one proxy hop costs in C)" if peer == "nginx" else ""),
+                    what=f"wrapper vs {peer}: {what}" + _FLOOR_NOTE.get(peer, ""),
                     unit=unit,
                     value=value,
                     reference=reference,

@@ -142,3 +142,27 @@ def test_soak_cpu_counts_each_process_from_its_own_start() -> None:
             for t in range(0, 1260, 60)]  # fmt: skip
     assert cpu_cores(pd.DataFrame(rows), warmup_s=0) == pytest.approx(0.5)
     assert cpu_cores(pd.DataFrame(rows[:1]), warmup_s=0) is None
+
+
+def test_the_bare_python_hop_passes_answers_through_whole_and_streamed(tmp_path: Path) -> None:
+    """bench/python_hop.py is a row of the gateways table: it must forward for real, streams included."""
+    import os
+
+    import httpx
+
+    from bench.gateways import Endpoint, body, gateways
+
+    with gateways(tmp_path, set(os.sched_getaffinity(0)), smoke=True) as (_direct, found):
+        hop = found["python_hop"]
+        assert isinstance(hop, Endpoint)  # gateways() already had it answer one chat completion
+        headers = {"Content-Type": "application/json"}
+        whole = httpx.post(hop.url, content=body(False), headers=headers, timeout=30, trust_env=False)
+        assert whole.status_code == 200 and whole.headers["content-type"].startswith("application/json")
+        assert whole.json()["choices"][0]["message"]["content"]
+        streamed = httpx.post(hop.url, content=body(True), headers=headers, timeout=30, trust_env=False)
+        assert streamed.status_code == 200
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in streamed.text.splitlines() if line.startswith("data: ")]
+        assert len(events) >= 2 and events[-1] == "data: [DONE]"
+        missing = httpx.post(hop.url.replace("/chat/completions", "/nowhere"), content=b"{}", trust_env=False)
+        assert missing.status_code == 404  # the upstream's answer, passed on
