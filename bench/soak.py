@@ -46,6 +46,7 @@ from labkit.chaos import (
 from labkit.rundir import RunDirectory, RunFile
 
 RESULT_FILE = "soak.json"
+PROMETHEUS_SELF_ROW = "prometheus_self"  # the samples' rows of Prometheus' own /metrics, beside its process'
 SAMPLES_FILE = "soak_samples.csv"
 PLOT_FILE = "soak.png"
 RSS_GROWTH_TARGET_PCT_PER_H = 10.0
@@ -163,7 +164,11 @@ class Sampler:
                 self.rows.append({"t_s": t_s, "service": svc.name, "pid": svc.pid, **usage})
         try:
             self.rows.append(
-                {"t_s": t_s, "service": "prometheus_self", **prometheus_self(self.lab.config.prometheus_url)}
+                {
+                    "t_s": t_s,
+                    "service": PROMETHEUS_SELF_ROW,
+                    **prometheus_self(self.lab.config.prometheus_url),
+                }
             )
         except httpx.HTTPError as exc:  # Prometheus restarting
             self.rows.append({"t_s": t_s, "service": "error", "detail": f"prometheus /metrics: {exc}"})
@@ -216,40 +221,64 @@ def false_pages(run_path: Path) -> int | None:
 
 
 def plot(frame: pd.DataFrame, path: Path, warmup_s: float) -> str:
-    """RSS per service, open files per service and disk use against time; returns the caption."""
+    """RSS per service, open files per service, Prometheus' memory by its parts, and disk use against time;
+    returns the caption."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    procs = frame[~frame["service"].isin(["disk", "error"])]
+    procs = frame[~frame["service"].isin(["disk", "error", PROMETHEUS_SELF_ROW])]
     disk = frame[frame["service"] == "disk"]
-    fig, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    prometheus = frame[frame["service"] == "prometheus"]
+    own = frame[frame["service"] == PROMETHEUS_SELF_ROW]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
     for name, rows in procs.groupby("service"):
         axes[0].plot(rows["t_s"] / 60, rows["rss_bytes"] / 2**20, label=str(name))
         axes[1].plot(rows["t_s"] / 60, rows["fds"], label=str(name))
+    for rows, column, label in (
+        (prometheus, "rss_anon_bytes", "RSS, anonymous"),
+        (prometheus, "rss_file_bytes", "RSS, file-backed (mapped TSDB chunks)"),
+        (own, "heap_sys_bytes", "Go heap held from the OS"),
+        (own, "heap_inuse_bytes", "Go heap in use"),
+    ):
+        if column in rows and rows[column].notna().any():
+            axes[2].plot(rows["t_s"] / 60, rows[column] / 2**20, label=label)
     for column, label in (
         ("logs_bytes", "logs"),
         ("tsdb_bytes", "Prometheus TSDB"),
         ("run_bytes", "run dir"),
     ):
-        axes[2].plot(disk["t_s"] / 60, disk[column] / 2**20, label=label)
-    for ax, ylabel in zip(axes, ("RSS (MiB)", "open file descriptors", "disk used (MiB)"), strict=True):
+        axes[3].plot(disk["t_s"] / 60, disk[column] / 2**20, label=label)
+    ylabels = ("RSS (MiB)", "open file descriptors", "Prometheus' memory (MiB)", "disk used (MiB)")
+    for ax, ylabel in zip(axes, ylabels, strict=True):
         ax.set_ylabel(ylabel)
         ax.axvline(warmup_s / 60, color="grey", linestyle=":", linewidth=1)
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(alpha=0.3)
-    axes[2].set_xlabel("minutes since the soak started")
+    axes[3].set_xlabel("minutes since the soak started")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     samples = len(disk)
     return (
         f"{samples} samples over {disk['t_s'].max() / 60:.0f} min: RSS and open file descriptors of each "
-        "service (its process and children, not another service), and the disk used by the lab's logs, "
-        f"Prometheus' TSDB and the run directory; the dotted line ends the {warmup_s / 60:g}-minute warm-up "
-        "before which growth is not counted"
+        "service (its process and children, not another service); Prometheus' RSS split into its anonymous "
+        "and file-backed parts, beside its Go heap in use and held from the OS (its own /metrics); and the "
+        "disk used by the lab's logs, Prometheus' TSDB and the run directory; the dotted line ends the "
+        f"{warmup_s / 60:g}-minute warm-up before which growth is not counted"
     )
+
+
+def replot(folder: Path) -> str:
+    """Draw the plot of a finished soak (its run directory, or docs/soak/) again from its samples, and put
+    the new caption in its record."""
+    kept = RunDirectory(folder)  # read and written as a run directory's files, never stamped
+    record = kept.read_json(RESULT_FILE)
+    frame = pd.read_csv(kept.file(SAMPLES_FILE))
+    record["plot_caption"] = plot(frame, kept.file(PLOT_FILE), float(record["settings"]["warmup_s"]))
+    kept.write_json(RESULT_FILE, record)
+    return str(record["plot_caption"])
 
 
 def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
@@ -291,14 +320,15 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
     frame.to_csv(run_dir.file(SAMPLES_FILE), index=False)
     caption = plot(frame, run_dir.file(PLOT_FILE), settings.warmup_s)
     growth: dict[str, Any] = {}
-    for name, rows in frame[~frame["service"].isin(["disk", "error", "prometheus_self"])].groupby("service"):
+    processes = frame[~frame["service"].isin(["disk", "error", PROMETHEUS_SELF_ROW])]
+    for name, rows in processes.groupby("service"):
         growth[str(name)] = {
             col: growth_per_hour(rows, col, settings.warmup_s)
             for col in ("rss_bytes", "rss_anon_bytes", "rss_file_bytes", "fds", "threads")
         }
         growth[str(name)]["cpu_cores"] = cpu_cores(rows, settings.warmup_s)
-    own = frame[frame["service"] == "prometheus_self"]
-    growth["prometheus_self"] = {
+    own = frame[frame["service"] == PROMETHEUS_SELF_ROW]
+    growth[PROMETHEUS_SELF_ROW] = {
         col: growth_per_hour(own, col, settings.warmup_s) for col in PROMETHEUS_SELF.values()
     }
     disk = frame[frame["service"] == "disk"]
@@ -327,7 +357,7 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
 def rows_of(record: dict[str, Any]) -> list[Row]:
     rows = []
     for service, figures in sorted(record["growth"].items()):
-        if service in ("disk", "prometheus_self"):
+        if service in ("disk", PROMETHEUS_SELF_ROW):
             continue
         rss = figures["rss_bytes"]
         rows.append(
@@ -379,7 +409,7 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
                 detail={"mean_fds": fds["mean"]},
             )
         )
-    own = record["growth"].get("prometheus_self", {})
+    own = record["growth"].get(PROMETHEUS_SELF_ROW, {})
     for column, what in (("heap_inuse_bytes", "Go heap in use"),
                          ("heap_sys_bytes", "Go heap held from the OS"),
                          ("next_gc_bytes", "heap size of the next collection")):  # fmt: skip
@@ -454,8 +484,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--engine", default=SoakSettings.engine)
     ap.add_argument("--smoke", action="store_true", help="a minute on the sim engine")
+    ap.add_argument(
+        "--replot", type=Path, metavar="DIR", help="redraw a finished soak's plot from DIR's samples"
+    )
     ap.add_argument("--out", type=Path, default=Path("reports/runs"))
     args = ap.parse_args(argv)
+    if args.replot is not None:
+        print(replot(args.replot))
+        return 0
     settings = (
         SMOKE
         if args.smoke
