@@ -46,7 +46,11 @@ from labkit.chaos import (
 from labkit.rundir import RunDirectory, RunFile
 
 RESULT_FILE = "soak.json"
-PROMETHEUS_SELF_ROW = "prometheus_self"  # the samples' rows of Prometheus' own /metrics, beside its process'
+# The samples' rows that are not a service's process: Prometheus' own /metrics (beside its process' row), the
+# disk use, and a sample that failed.
+PROMETHEUS_SELF_ROW = "prometheus_self"
+DISK_ROW = "disk"
+ERROR_ROW = "error"
 SAMPLES_FILE = "soak_samples.csv"
 PLOT_FILE = "soak.png"
 RSS_GROWTH_TARGET_PCT_PER_H = 10.0
@@ -155,7 +159,7 @@ class Sampler:
         try:
             services = self.lab.backend.status()
         except Exception as exc:  # the manager restarting: that sample has no per-service figures
-            self.rows.append({"t_s": t_s, "service": "error", "detail": str(exc)})
+            self.rows.append({"t_s": t_s, "service": ERROR_ROW, "detail": str(exc)})
             services = []
         roots = {svc.pid for svc in services if svc.pid}
         for svc in services:
@@ -171,13 +175,13 @@ class Sampler:
                 }
             )
         except httpx.HTTPError as exc:  # Prometheus restarting
-            self.rows.append({"t_s": t_s, "service": "error", "detail": f"prometheus /metrics: {exc}"})
+            self.rows.append({"t_s": t_s, "service": ERROR_ROW, "detail": f"prometheus /metrics: {exc}"})
         lab_dir = self.lab.backend.lab
         requests = list(RunDirectory(self.run_path).read_jsonl(RunFile.REQUESTS, problems=[]))
         self.rows.append(
             {
                 "t_s": t_s,
-                "service": "disk",
+                "service": DISK_ROW,
                 "logs_bytes": _du(lab_dir.logs),
                 "tsdb_bytes": _du(lab_dir.prometheus_dir / "data"),
                 "alertmanager_bytes": _du(lab_dir.alertmanager_dir),
@@ -220,6 +224,11 @@ def false_pages(run_path: Path) -> int | None:
     return None if measures is None else measures.false_page_count
 
 
+def process_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The samples of the services' processes (RSS, descriptors, threads, CPU), without the other rows."""
+    return frame[~frame["service"].isin([DISK_ROW, ERROR_ROW, PROMETHEUS_SELF_ROW])]
+
+
 def plot(frame: pd.DataFrame, path: Path, warmup_s: float) -> str:
     """RSS per service, open files per service, Prometheus' memory by its parts, and disk use against time;
     returns the caption."""
@@ -228,8 +237,8 @@ def plot(frame: pd.DataFrame, path: Path, warmup_s: float) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    procs = frame[~frame["service"].isin(["disk", "error", PROMETHEUS_SELF_ROW])]
-    disk = frame[frame["service"] == "disk"]
+    procs = process_rows(frame)
+    disk = frame[frame["service"] == DISK_ROW]
     prometheus = frame[frame["service"] == "prometheus"]
     own = frame[frame["service"] == PROMETHEUS_SELF_ROW]
     fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
@@ -320,8 +329,7 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
     frame.to_csv(run_dir.file(SAMPLES_FILE), index=False)
     caption = plot(frame, run_dir.file(PLOT_FILE), settings.warmup_s)
     growth: dict[str, Any] = {}
-    processes = frame[~frame["service"].isin(["disk", "error", PROMETHEUS_SELF_ROW])]
-    for name, rows in processes.groupby("service"):
+    for name, rows in process_rows(frame).groupby("service"):
         growth[str(name)] = {
             col: growth_per_hour(rows, col, settings.warmup_s)
             for col in ("rss_bytes", "rss_anon_bytes", "rss_file_bytes", "fds", "threads")
@@ -331,8 +339,8 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
     growth[PROMETHEUS_SELF_ROW] = {
         col: growth_per_hour(own, col, settings.warmup_s) for col in PROMETHEUS_SELF.values()
     }
-    disk = frame[frame["service"] == "disk"]
-    growth["disk"] = {
+    disk = frame[frame["service"] == DISK_ROW]
+    growth[DISK_ROW] = {
         col: growth_per_hour(disk, col, settings.warmup_s)
         for col in ("logs_bytes", "tsdb_bytes", "alertmanager_bytes", "run_bytes")
     }
@@ -357,7 +365,7 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
 def rows_of(record: dict[str, Any]) -> list[Row]:
     rows = []
     for service, figures in sorted(record["growth"].items()):
-        if service in ("disk", PROMETHEUS_SELF_ROW):
+        if service in (DISK_ROW, PROMETHEUS_SELF_ROW):
             continue
         rss = figures["rss_bytes"]
         rows.append(
@@ -437,7 +445,7 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
         )
     for column, what in (("logs_bytes", "the lab's logs"), ("tsdb_bytes", "Prometheus' TSDB"),
                          ("run_bytes", "the run directory")):  # fmt: skip
-        g = record["growth"]["disk"][column]
+        g = record["growth"][DISK_ROW][column]
         rows.append(
             Row(
                 name=f"soak_disk_{column.removesuffix('_bytes')}_mib_per_h",
