@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(md_path, result)
-    print(f"[bench] {len(rows)} rows in {result['seconds']} s: {json_path}, {md_path}", file=sys.stderr)
+    took = round(time.monotonic() - started, 1)  # this run's, not the merged results' total
+    print(f"[bench] {len(rows)} rows in {took} s: {json_path}, {md_path}", file=sys.stderr)
     failed = [n for n, s in suites.items() if s["error"]]
     if failed:
         print(f"[bench] failed suites: {', '.join(failed)}", file=sys.stderr)
@@ -135,8 +136,17 @@ def _merge(path: Path, new: dict[str, Any]) -> dict[str, Any]:
         return new
     if old.get("smoke") or not isinstance(old.get("suites"), dict):
         return new
-    suites = {k: v for k, v in old["suites"].items() if k not in new["suites"]} | new["suites"]
-    replaced = {name for suite in new["suites"] for name in old["suites"].get(suite, {}).get("rows", [])}
+    # A suite whose rerun failed keeps the rows it had (with the time they were measured) and says that the
+    # rerun failed: a failed --only run must not cost the results their numbers.
+    failed = {
+        name: old["suites"][name]
+        | {"error": None, "rerun_error": info["error"], "rerun_at": new["measured_at"]}
+        for name, info in new["suites"].items()
+        if info["error"] and not info["rows"] and old["suites"].get(name, {}).get("rows")
+    }
+    rerun = {name: info for name, info in new["suites"].items() if name not in failed}
+    suites = {k: v for k, v in old["suites"].items() if k not in rerun} | rerun | failed
+    replaced = {name for suite in rerun for name in old["suites"].get(suite, {}).get("rows", [])}
     rows = [r for r in old.get("rows", []) if r["name"] not in replaced] + new["rows"]
     order = {name: i for i, name in enumerate(ALL_SUITES)}
     suite_of = {row: name for name, info in suites.items() for row in info.get("rows", [])}

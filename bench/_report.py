@@ -57,6 +57,12 @@ def table(result: dict[str, Any]) -> str:
     failed = {n: s["error"] for n, s in result["suites"].items() if s["error"]}
     for name, error in failed.items():
         lines.append(f"\nSuite `{name}` FAILED: {error}")
+    for name, info in result["suites"].items():
+        if info.get("rerun_error"):
+            lines.append(
+                f"\nSuite `{name}`: its rerun at {info['rerun_at']} FAILED ({info['rerun_error']}); "
+                f"its rows are those measured at {info.get('measured_at')}."
+            )
     return "\n".join(lines)
 
 
