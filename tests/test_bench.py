@@ -116,6 +116,30 @@ def test_only_merges_its_suites_into_the_results_already_there(tmp_path: Path) -
     assert "between 2026-11-27T00:00:00Z and 2026-11-28T00:00:00Z" in doc.read_text()
 
 
+def test_a_failed_only_rerun_keeps_the_suites_rows_and_says_it_failed(tmp_path: Path) -> None:
+    from bench.__main__ import _merge
+
+    path = tmp_path / "results.json"
+    old = _result()
+    old["suites"] = {
+        "soak": {"seconds": 3700.0, "error": None, "rows": ["s1"], "measured_at": "2026-12-03T00:00:00Z"}
+    }
+    old["rows"] = [Row("s1", "soak", "%/h", 3.0).as_json()]
+    path.write_text(json.dumps(old))
+    new = _result()
+    new["measured_at"] = "2026-12-04T00:00:00Z"
+    new["suites"] = {"soak": {"seconds": 9.0, "error": "ConfigError: too long", "rows": []}}
+    new["rows"] = []
+    merged = _merge(path, new)
+    assert [r["name"] for r in merged["rows"]] == ["s1"]
+    assert merged["suites"]["soak"]["measured_at"] == "2026-12-03T00:00:00Z"
+    doc = tmp_path / "b.md"
+    write_markdown(doc, merged)
+    text = doc.read_text()
+    assert "rerun at 2026-12-04T00:00:00Z FAILED (ConfigError: too long)" in text
+    assert "measured at 2026-12-03T00:00:00Z" in text
+
+
 def test_soak_growth_is_the_least_squares_slope_after_the_warm_up() -> None:
     import pandas as pd
 
@@ -130,6 +154,17 @@ def test_soak_growth_is_the_least_squares_slope_after_the_warm_up() -> None:
     assert growth["per_hour"] == pytest.approx(10e6)
     assert growth["pct_per_hour"] == pytest.approx(100 * 10e6 / growth["mean"])
     assert growth_per_hour(pd.DataFrame(rows[:12]), "rss", warmup_s=600)["per_hour"] is None
+
+
+def test_a_soak_longer_than_one_run_is_back_to_back_runs_within_the_cap() -> None:
+    from bench.soak import SoakSettings, legs
+    from labkit.chaos import MAX_RUN_S
+
+    assert legs(3600) == [3600]
+    assert legs(SoakSettings.duration_s) == [SoakSettings.duration_s / 2] * 2
+    assert all(0 < leg <= MAX_RUN_S for leg in legs(4 * MAX_RUN_S + 1))
+    assert sum(legs(4 * MAX_RUN_S + 1)) == pytest.approx(4 * MAX_RUN_S + 1)
+    assert SoakSettings.duration_s - SoakSettings.warmup_s == 3600  # an hour measured after the warm-up
 
 
 def test_soak_cpu_counts_each_process_from_its_own_start() -> None:
