@@ -14,6 +14,7 @@ from labkit.measure.alerting import (
     WindowHistory,
     alert_episodes,
     expected_time_to_fire_s,
+    firing_arithmetic,
     measure_alerting,
 )
 from labkit.measure.recovery import FaultWindow
@@ -256,3 +257,18 @@ def test_an_alert_that_flapped_within_the_group_interval_resolves_its_episode():
     first, second = alert_episodes(notes)
     assert (first.starts_unix, first.fired_unix, first.resolved_unix) == (1044.0, 1044.6, 1069.6)
     assert (second.fired_unix, second.resolved_unix) == (1090.5, None)
+
+
+def test_a_ticket_reading_a_window_of_the_slower_group_is_expected_that_group_s_interval_later():
+    # The lab profile's rules record 48m and 144m every 30 s (rules.long_windows): its tickets on them may
+    # fire up to 30 s later than at the lab's interval; pages read no such window and keep their delays.
+    delays = AlertDelays(
+        scrape_interval_s=1.0, evaluation_interval_s=1.0, group_wait_s=1.0, long_windows=frozenset({"48m"})
+    )
+    ticket = next(a for a in LAB.alerts if a.long_window == "48m")
+    assert delays.for_alert(ticket.long_window, ticket.short_window) == 3.0 + 30.0
+    assert delays.for_alert(FAST_PAGE.long_window, FAST_PAGE.short_window) == 3.0
+    arithmetic = firing_arithmetic(
+        alert=ticket, target=0.99, error_ratio=1.0, fault_s=3600, rate_per_s=10, min_events=20, delays=delays
+    )
+    assert arithmetic.expected_s == pytest.approx(48 * 60 * 0.03 + 33.0)

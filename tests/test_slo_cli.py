@@ -40,11 +40,11 @@ def test_rules_prints_the_rule_file() -> None:
     result = CliRunner().invoke(cli, ["slo", "rules"])
     assert result.exit_code == 0, result.output
     rules = yaml.safe_load(result.stdout)
+    # one group per SLO, then (production windows 2h, 1d, 3d: rules.long_windows) its slower group
     assert [g["name"] for g in rules["groups"]] == [
-        "slo-availability",
-        "slo-time-to-first-token",
-        "slo-latency",
-        "slo-inter-token-latency",
+        name
+        for slo in ("availability", "time-to-first-token", "latency", "inter-token-latency")
+        for name in (f"slo-{slo}", f"slo-{slo}-long-windows")
     ]
 
 

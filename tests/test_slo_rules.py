@@ -14,13 +14,16 @@ from typing import Any
 import pytest
 
 from labkit.measure.histograms import GENERATION_ENDPOINT_MATCHER
-from labkit.measure.slo.alerts import WORKBOOK_ALERTS, BurnRateAlert
+from labkit.measure.slo.alerts import WORKBOOK_ALERTS, AlertProfileName, BurnRateAlert
 from labkit.measure.slo.rules import (
+    LONG_WINDOW_INTERVAL_S,
     RULES_FILE_NAME,
     alert_annotations,
     alert_name,
     counter_selectors,
+    events_record,
     generate_rules,
+    long_windows,
     rules_yaml,
     write_rules_file,
 )
@@ -60,6 +63,36 @@ def test_one_error_ratio_per_objective_and_window(slos: list[SloDefinition]) -> 
     assert 'llm_request_duration_seconds_bucket{le="5.0"}[5m]' in latency[1]["expr"]
     # counts are summed, then divided once (never an average of ratios)
     assert "avg" not in latency[0]["expr"] and latency[0]["expr"].count("/") == 1
+
+
+@pytest.mark.parametrize(("profile", "slow"), [("lab", ["48m", "144m"]), ("production", ["2h", "1d", "3d"])])
+def test_long_ticket_windows_are_recorded_in_a_slower_group_and_pages_read_none(
+    slos: list[SloDefinition], profile: AlertProfileName, slow: list[str]
+) -> None:
+    assert long_windows(profile) == slow
+    groups = generate_rules(slos, profile=profile)["groups"]
+    for slo in slos:
+        (fast,) = [g for g in groups if g["name"] == f"slo-{slo.name}"]
+        (long,) = [g for g in groups if g["name"] == f"slo-{slo.name}-long-windows"]
+        assert "interval" not in fast and long["interval"] == f"{LONG_WINDOW_INTERVAL_S}s"
+        assert {r["record"].rsplit("e", 1)[-1] for r in long["rules"]} == set(slow)  # ...increase144m
+        assert all("alert" not in r for r in long["rules"])
+        pages = [r for r in fast["rules"] if r.get("labels", {}).get("severity") == "page"]
+        assert pages and not any(f"{w}{{" in r["expr"] for r in pages for w in slow)
+
+
+def test_each_window_reads_the_valid_counter_once_per_evaluation(slos: list[SloDefinition]) -> None:
+    # The events record reads the counter's window; the error ratio after it, in the same group, reads the
+    # record (and the good counter's window): rules of a group run in order at one timestamp.
+    for group in generate_rules(slos, profile="lab")["groups"]:
+        recorded: set[str] = set()
+        for rule in group["rules"]:
+            if "record" not in rule:
+                continue
+            if rule["record"].startswith("slo:sli_error:"):
+                window = rule["record"].removeprefix("slo:sli_error:ratio_rate")
+                assert rule["expr"].count("increase(") == 1 and events_record(window) in recorded
+            recorded.add(rule["record"])
 
 
 def test_alerts_carry_severity_windows_and_the_burn_factor(slos: list[SloDefinition]) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 from labkit.measure.recovery import FaultWindow
 from labkit.measure.slo.alerts import AlertProfile, BurnRateAlert, alert_threshold
 from labkit.measure.slo.client import objective_events
-from labkit.measure.slo.rules import alert_name
+from labkit.measure.slo.rules import LONG_WINDOW_INTERVAL_S, alert_name
 from labkit.measure.slo.spec import Objective, SloDefinition, parse_duration_s
 from labkit.notifications import AlertNotification
 
@@ -72,15 +72,23 @@ ALERT_MEASURE_COLUMNS = (
 class AlertDelays:
     """What stands between Prometheus' ratios crossing a threshold and the lab receiving the page: the next
     scrape of the counters, the next rule evaluation (both the lab's scrape_interval_s: the template
-    stack/prometheus/prometheus.yml.j2 sets evaluation_interval to it) and Alertmanager's group_wait."""
+    stack/prometheus/prometheus.yml.j2 sets evaluation_interval to it) and Alertmanager's group_wait; for
+    an alert reading a window that the rules record in their slower group (`long_windows`: rules.long_windows
+    of the profile in force), that group's interval too (`for_alert`)."""
 
     scrape_interval_s: float
     evaluation_interval_s: float
     group_wait_s: float
+    long_windows: frozenset[str] = frozenset()
 
     @property
     def total_s(self) -> float:
         return self.scrape_interval_s + self.evaluation_interval_s + self.group_wait_s
+
+    def for_alert(self, *windows: str) -> float:
+        """`total_s` for an alert pair reading `windows` (long, short), plus LONG_WINDOW_INTERVAL_S when one
+        of them is recorded in the slower group."""
+        return self.total_s + (LONG_WINDOW_INTERVAL_S if self.long_windows.intersection(windows) else 0.0)
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,7 @@ def expected_time_to_fire_s(
     delays: AlertDelays,
     long_history: WindowHistory | None = None,
     short_history: WindowHistory | None = None,
+    windows: tuple[str, ...] = (),
 ) -> float | None:
     """Seconds from a fault's start to the alert's notification, by the rules' own arithmetic; None when the
     alert cannot fire for this fault.
@@ -126,6 +135,7 @@ def expected_time_to_fire_s(
         t_w = max(0, min(w thr / e, (thr H_w - B_w) / (e - thr)))
         t_fire = max(t_W, t_s)          (= W thr / e for a lab that ran fault-free for a long window)
         expected = t_fire + scrape interval + evaluation interval + Alertmanager's group_wait
+                   (+ the slower group's interval when it records one of the `windows`: AlertDelays.for_alert)
 
     It can fire only when e >= thr and the fault lasts at least t_fire (after the fault ends the long
     window's ratio stops growing). The minimum number of events in the short window is checked by
@@ -139,7 +149,7 @@ def expected_time_to_fire_s(
     )
     if fault_s < t_fire:
         return None
-    return t_fire + delays.total_s
+    return t_fire + delays.for_alert(*windows)
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,7 @@ def firing_arithmetic(
         delays=delays,
         long_history=long_history,
         short_history=short_history,
+        windows=(alert.long_window, alert.short_window),
     )
     if expected is None:
         return FiringArithmetic(
@@ -397,7 +408,8 @@ def _during_a_fault(episode: AlertEpisode, spans: Sequence[tuple[float, float]],
         short = parse_duration_s(episode.labels.get("short_window", "0s"))
     except ValueError:
         short = 0.0
-    return any(start <= episode.at <= end + short + delays.total_s for start, end in spans)
+    windows = (episode.labels.get("long_window", ""), episode.labels.get("short_window", ""))
+    return any(start <= episode.at <= end + short + delays.for_alert(*windows) for start, end in spans)
 
 
 def _history(events: pd.DataFrame | None, start: float, window_s: float, rate: float) -> WindowHistory:
@@ -467,7 +479,8 @@ def measure_alerting(
                         long_history=_history(events, fault.start, alert.long_window_s, rate),
                         short_history=_history(events, fault.start, alert.short_window_s, rate),
                     )
-                    until = end + alert.short_window_s + delays.total_s
+                    lag_s = delays.for_alert(alert.long_window, alert.short_window)
+                    until = end + alert.short_window_s + lag_s
                     episode = None
                     for index, candidate in enumerate(episodes):
                         if candidate.matches(alert, slo, objective) and fault.start <= candidate.at <= until:

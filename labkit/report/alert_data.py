@@ -16,6 +16,7 @@ from labkit.errors import LabkitError
 from labkit.measure.alerting import AlertDelays, AlertingMeasures, measure_alerting
 from labkit.measure.slo import load_slo_spec
 from labkit.measure.slo.alerts import ALERT_PROFILES, AlertProfile
+from labkit.measure.slo.rules import long_windows
 from labkit.notifications import AlertNotification
 from labkit.report.data import RunData
 from labkit.rundir import RunDirectory, RunFile
@@ -58,17 +59,21 @@ def alert_profile_of(run: RunData, notes: list[AlertNotification] | None = None)
     return None
 
 
-def alert_delays(run: RunData) -> AlertDelays:
+def alert_delays(run: RunData, profile: AlertProfile | None = None) -> AlertDelays:
     """The lab's scrape (= rule evaluation) interval from lab.json, else LabConfig's default; Alertmanager's
-    group_wait from lab.json (0 when the run did not record it: the expected times then omit it)."""
+    group_wait from lab.json (0 when the run did not record it: the expected times then omit it); the
+    windows that the rules of `profile` (default: the run's, `alert_profile_of`) record in their slower
+    group."""
     default = float(LabConfig.model_fields["scrape_interval_s"].default)
     scrape = run.lab.get("scrape_interval_s")
     scrape = float(scrape) if isinstance(scrape, int | float) and scrape > 0 else default
     wait = run.lab.get("alertmanager_group_wait_s")
+    profile = profile or alert_profile_of(run)
     return AlertDelays(
         scrape_interval_s=scrape,
         evaluation_interval_s=scrape,
         group_wait_s=float(wait) if isinstance(wait, int | float) and wait >= 0 else 0.0,
+        long_windows=frozenset(long_windows(profile.name)) if profile is not None else frozenset(),
     )
 
 
@@ -95,7 +100,7 @@ def alert_measures(run: RunData) -> AlertingMeasures | None:
         samples=run.all_samples,
         slos=slos,
         profile=profile,
-        delays=alert_delays(run),
+        delays=alert_delays(run, profile),
         recovered=recovered,
     )
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.measure.slo.rules import LONG_WINDOW_INTERVAL_S
+from labkit.measure.slo.spec import parse_duration_s
 from labkit.report.alert_data import alert_delays, alert_measures, alert_notifications, alert_profile_of
 from labkit.report.data import RunData
 from labkit.report.marks import (
@@ -104,6 +106,12 @@ def alerting_note(run: RunData) -> str:
         f"Expected times add a scrape ({delays.scrape_interval_s:g} s), a rule evaluation "
         f"({delays.evaluation_interval_s:g} s) and Alertmanager's group_wait ({delays.group_wait_s:g} s).",
     ]
+    if delays.long_windows:
+        slow = sorted(delays.long_windows, key=parse_duration_s)
+        parts.append(
+            f"A ticket reading the {' or '.join(slow)} window adds {LONG_WINDOW_INTERVAL_S} s: the rules "
+            f"recompute those windows every {LONG_WINDOW_INTERVAL_S} s."
+        )
     if measures is not None:
         pages = measures.false_pages
         parts.append(

@@ -29,6 +29,8 @@ from labkit.measure.slo.spec import Objective, SloDefinition, SloSpecError, load
 __all__ = [
     "ERROR_RATIO_RECORD",
     "EVENTS_RECORD",
+    "LONG_WINDOW_INTERVAL_S",
+    "LONG_WINDOW_S",
     "RULES_FILE_NAME",
     "alert_annotations",
     "alert_name",
@@ -37,6 +39,7 @@ __all__ = [
     "error_ratio_record",
     "events_record",
     "generate_rules",
+    "long_windows",
     "objective_error_ratio_expr",
     "recorded_windows",
     "rules_yaml",
@@ -46,6 +49,23 @@ __all__ = [
 ERROR_RATIO_RECORD = "slo:sli_error:ratio_rate{window}"  # e.g. slo:sli_error:ratio_rate5m
 EVENTS_RECORD = "slo:sli_events:increase{window}"  # valid events over the window, for the minimum count
 RULES_FILE_NAME = "slo.yml"
+
+# A window at least LONG_WINDOW_S long that no page reads is recorded in a group of its own evaluated every
+# LONG_WINDOW_INTERVAL_S instead of at the lab's interval (1 s): each evaluation reads every sample in the
+# window, and the lab profile's 48- and 144-minute ticket windows were 91 % of the samples its rules read
+# each second, a cost that grew for as long as they filled (docs/reliability.md, "An hour on the real
+# model"). Pages keep the lab's interval; a ticket may fire up to 30 s later, which the alert measures add
+# (AlertDelays.long_windows). Every 30 s, one evaluation misses at most 1/60 of a 30-minute window.
+LONG_WINDOW_S = 1800
+LONG_WINDOW_INTERVAL_S = 30
+
+
+def long_windows(profile: AlertProfileName) -> list[str]:
+    """The windows of `profile` recorded every LONG_WINDOW_INTERVAL_S: at least LONG_WINDOW_S long and read
+    by no page alert (lab: 48m and 144m; production: 2h, 1d and 3d), shortest first."""
+    alerts = ALERT_PROFILES[profile].alerts
+    paged = {w for a in alerts if a.severity == "page" for w in (a.long_window, a.short_window)}
+    return [w for w in recorded_windows(profile) if parse_duration_s(w) >= LONG_WINDOW_S and w not in paged]
 
 
 def events_record(window: str) -> str:
@@ -96,8 +116,19 @@ def _error_ratio_expr(good: str, total: str, window: str) -> str:
     # no data; no valid events in the window (`> 0` filters the divisor) records no sample: no traffic,
     # no burn, no alert.
     inc_total = f"sum(increase({total}[{window}]))"
-    inc_good = f"sum(increase({good}[{window}]))"
-    return f"({inc_total} - ({inc_good} or vector(0))) / ({inc_total} > 0)"
+    return _ratio_of(inc_total, f"sum(increase({good}[{window}]))")
+
+
+def _ratio_of(events: str, good: str) -> str:
+    return f"({events} - ({good} or vector(0))) / ({events} > 0)"
+
+
+def _recorded_error_ratio_expr(good: str, slo: SloDefinition, objective: Objective, window: str) -> str:
+    # The same ratio, its valid events read from the events record its group evaluated just before (rules
+    # of a group run in order at one timestamp): the window's samples of the total counter are read once
+    # per evaluation, not three times. sum() drops the record's labels so that `or vector(0)` matches.
+    events = f"sum({events_record(window)}{_matchers(slo, objective)})"
+    return _ratio_of(events, f"sum(increase({good}[{window}]))")
 
 
 def _objective_selectors(slo: SloDefinition, objective: Objective) -> tuple[str, str]:
@@ -167,29 +198,37 @@ def generate_rules(
     slos: Sequence[SloDefinition], *, profile: AlertProfileName = "production"
 ) -> dict[str, Any]:
     """The rules as a Prometheus rule-file mapping: one group per SLO with a recording rule per objective and
-    window (error ratio and valid events), then the alerting rules of the profile (in one group, so each
-    evaluation alerts on freshly recorded ratios). Every alert carries `alert_profile` and `window_scale`."""
+    window (valid events, then the error ratio that reads them), then the alerting rules of the profile (in
+    one group, so each evaluation alerts on freshly recorded ratios); the `long_windows` are recorded in a
+    second group per SLO, `slo-<name>-long-windows`, every LONG_WINDOW_INTERVAL_S. Every alert carries
+    `alert_profile` and `window_scale`."""
     in_force = ALERT_PROFILES[profile]
     alerts = in_force.alerts
     windows = recorded_windows(profile)
+    slow = set(long_windows(profile))
     groups = []
     for slo in slos:
         rules: list[dict[str, Any]] = []
+        long_rules: list[dict[str, Any]] = []
         for objective in slo.objectives:
             good, total = _objective_selectors(slo, objective)
             labels = {"slo": slo.name, "objective": objective.display_name}
-            rules.extend(
-                {
-                    "record": error_ratio_record(w),
-                    "expr": _error_ratio_expr(good, total, w),
-                    "labels": dict(labels),
-                }
-                for w in windows
-            )
-            rules.extend(
-                {"record": events_record(w), "expr": f"sum(increase({total}[{w}]))", "labels": dict(labels)}
-                for w in windows
-            )
+            for w in windows:
+                into = long_rules if w in slow else rules
+                into.append(
+                    {
+                        "record": events_record(w),
+                        "expr": f"sum(increase({total}[{w}]))",
+                        "labels": dict(labels),
+                    }
+                )
+                into.append(
+                    {
+                        "record": error_ratio_record(w),
+                        "expr": _recorded_error_ratio_expr(good, slo, objective, w),
+                        "labels": dict(labels),
+                    }
+                )
         # A Timeslices objective's budget is counted in slices, which these occurrence burn rates do not
         # measure: its error ratios are recorded, it gets no alerts (rules_yaml's header says so).
         for objective in slo.objectives if slo.budgeting_method == "Occurrences" else ():
@@ -218,6 +257,14 @@ def generate_rules(
                     }
                 )
         groups.append({"name": f"slo-{slo.name}", "rules": rules})
+        if long_rules:
+            groups.append(
+                {
+                    "name": f"slo-{slo.name}-long-windows",
+                    "interval": f"{LONG_WINDOW_INTERVAL_S}s",
+                    "rules": long_rules,
+                }
+            )
     return {"groups": groups}
 
 
