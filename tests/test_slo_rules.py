@@ -24,6 +24,7 @@ from labkit.measure.slo.rules import (
     events_record,
     generate_rules,
     long_windows,
+    rate_step_window,
     rules_yaml,
     write_rules_file,
 )
@@ -48,10 +49,12 @@ def _rules(slos: list[SloDefinition]) -> list[dict[str, Any]]:
 def test_one_error_ratio_per_objective_and_window(slos: list[SloDefinition]) -> None:
     rules = _rules(slos)
     records = [r for r in rules if "record" in r and r["record"].startswith("slo:sli_error:")]
-    events = [r for r in rules if "record" in r and r["record"].startswith("slo:sli_events:")]
+    events = [r for r in rules if "record" in r and r["record"].startswith("slo:sli_events:increase")]
+    steps = [r for r in rules if "record" in r and "_step:" in r["record"]]
     objectives = sum(len(s.objectives) for s in slos)  # 1 + 1 + 2 + 1 = 5
     assert len(records) == objectives * 7  # 5m 30m 1h 2h 6h 1d 3d
     assert len(events) == objectives * 7
+    assert len(steps) == objectives * 2  # the long windows' steps: valid and good events per second
     assert len([r for r in rules if "alert" in r]) == objectives * 4
     latency = [r for r in records if r["labels"]["slo"] == "latency" and r["record"].endswith("rate5m")]
     # the bucket selector spells le as the exposition does: "3.0", never "3"
@@ -75,7 +78,14 @@ def test_long_ticket_windows_are_recorded_in_a_slower_group_and_pages_read_none(
         (fast,) = [g for g in groups if g["name"] == f"slo-{slo.name}"]
         (long,) = [g for g in groups if g["name"] == f"slo-{slo.name}-long-windows"]
         assert "interval" not in fast and long["interval"] == f"{LONG_WINDOW_INTERVAL_S}s"
-        assert {r["record"].rsplit("e", 1)[-1] for r in long["rules"]} == set(slow)  # ...increase144m
+        step = rate_step_window(profile)
+        assert step == {"lab": "2m", "production": "5m"}[profile]
+        records = [r["record"] for r in long["rules"]]
+        assert records[:2] == [f"slo:sli_events_step:increase{step}", f"slo:sli_good_step:increase{step}"]
+        windows = [r for r in long["rules"] if "_step:" not in r["record"]]
+        assert {r["record"].rsplit("e", 1)[-1] for r in windows} == set(slow)  # ...increase144m, ...rate144m
+        # a long window adds up the steps recorded every 30 s; it reads no counter sample itself
+        assert all("increase(" not in r["expr"] and "sum_over_time(" in r["expr"] for r in windows)
         assert all("alert" not in r for r in long["rules"])
         pages = [r for r in fast["rules"] if r.get("labels", {}).get("severity") == "page"]
         assert pages and not any(f"{w}{{" in r["expr"] for r in pages for w in slow)
@@ -89,7 +99,7 @@ def test_each_window_reads_the_valid_counter_once_per_evaluation(slos: list[SloD
         for rule in group["rules"]:
             if "record" not in rule:
                 continue
-            if rule["record"].startswith("slo:sli_error:"):
+            if rule["record"].startswith("slo:sli_error:") and "sum_over_time(" not in rule["expr"]:
                 window = rule["record"].removeprefix("slo:sli_error:ratio_rate")
                 assert rule["expr"].count("increase(") == 1 and events_record(window) in recorded
             recorded.add(rule["record"])
@@ -134,8 +144,8 @@ def test_promtool_check_rules_accepts_the_generated_rules(tmp_path: Path) -> Non
         [binary, "check", "rules", str(path)], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    # 5 objectives x 7 windows x (error ratio, events) + 5 x 4 alerts
-    assert "SUCCESS: 90 rules found" in result.stdout
+    # 5 objectives x (7 windows x (error ratio, events) + 2 steps) + 5 x 4 alerts
+    assert "SUCCESS: 100 rules found" in result.stdout
 
 
 def _expected(slos: list[SloDefinition], alert: BurnRateAlert) -> dict[str, Any]:
@@ -343,3 +353,42 @@ def test_promtool_latency_ratio_reads_the_bucket_at_the_threshold(tmp_path: Path
         }
     ]
     run_promtool_tests(tmp_path, tests, rules=rules_yaml())
+
+
+def test_promtool_long_windows_add_up_their_steps_to_the_window_ratio_and_count(tmp_path: Path) -> None:
+    # The lab profile's 48m and 144m windows add up the 2m increases its slower group records every 30 s.
+    # Every 10 s: 9 good requests, 1 error, 5 client errors (not valid) for 150 minutes: an error ratio of
+    # exactly 0.1 over both windows, and 48 min x 60 valid requests a minute = 2880 valid events in 48m
+    # (2910 where the range holds the step at its left edge too, as Prometheus 2.x's ranges do: 97 steps).
+    samples = 150 * 6
+    objective = {"objective": AVAILABILITY_OBJECTIVE, "slo": "availability"}
+    labels = ", ".join(f'{k}="{v}"' for k, v in sorted(objective.items()))
+    tests: list[dict[str, Any]] = [
+        {
+            "interval": "10s",
+            "input_series": [
+                {"series": GOOD, "values": f"0+9x{samples}"},
+                {"series": ERRORS, "values": f"0+1x{samples}"},
+                {"series": CLIENT_ERRORS, "values": f"0+5x{samples}"},
+            ],
+            "promql_expr_test": [
+                *(
+                    {
+                        "expr": f"slo:sli_error:ratio_rate{w}",
+                        "eval_time": "150m",
+                        "exp_samples": [{"labels": f"slo:sli_error:ratio_rate{w}{{{labels}}}", "value": 0.1}],
+                    }
+                    for w in ("48m", "144m")
+                ),
+                {
+                    "expr": f"count(slo:sli_events:increase48m{{{labels}}} >= 2880 <= 2910)",
+                    "eval_time": "150m",
+                    "exp_samples": [{"labels": "{}", "value": 1}],
+                },
+            ],
+        }
+    ]
+    # promtool evaluates every group at the test's interval, whatever the group's own: 30 s, as in a lab
+    run_promtool_tests(
+        tmp_path, tests, rules=rules_yaml(profile="lab"), evaluation_interval=f"{LONG_WINDOW_INTERVAL_S}s"
+    )

@@ -29,6 +29,8 @@ from labkit.measure.slo.spec import Objective, SloDefinition, SloSpecError, load
 __all__ = [
     "ERROR_RATIO_RECORD",
     "EVENTS_RECORD",
+    "EVENTS_STEP_RECORD",
+    "GOOD_STEP_RECORD",
     "LONG_WINDOW_INTERVAL_S",
     "LONG_WINDOW_S",
     "RULES_FILE_NAME",
@@ -41,6 +43,7 @@ __all__ = [
     "generate_rules",
     "long_windows",
     "objective_error_ratio_expr",
+    "rate_step_window",
     "recorded_windows",
     "rules_yaml",
     "write_rules_file",
@@ -48,6 +51,10 @@ __all__ = [
 
 ERROR_RATIO_RECORD = "slo:sli_error:ratio_rate{window}"  # e.g. slo:sli_error:ratio_rate5m
 EVENTS_RECORD = "slo:sli_events:increase{window}"  # valid events over the window, for the minimum count
+# The long windows' steps: the increase of the valid and of the good events over a short window
+# (`rate_step_window`), recorded every LONG_WINDOW_INTERVAL_S, which the long windows add up.
+EVENTS_STEP_RECORD = "slo:sli_events_step:increase{window}"
+GOOD_STEP_RECORD = "slo:sli_good_step:increase{window}"
 RULES_FILE_NAME = "slo.yml"
 
 # A window at least LONG_WINDOW_S long that no page reads is recorded in a group of its own evaluated every
@@ -56,8 +63,16 @@ RULES_FILE_NAME = "slo.yml"
 # each second, a cost that grew for as long as they filled (docs/reliability.md, "An hour on the real
 # model"). Pages keep the lab's interval; a ticket may fire up to 30 s later, which the alert measures add
 # (AlertDelays.long_windows). Every 30 s, one evaluation misses at most 1/60 of a 30-minute window.
+# Evaluated every 30 s, a long window still read every sample of its counters (172,800 per series for 48m
+# at the lab's 1 s scrape), and the 2026-12-05 soak measured Prometheus' RSS still growing 12 %/h while the
+# windows filled. So the group first records each counter's increase over a short step window
+# (`rate_step_window`), and each long window adds up those records: 96 samples for 48m, one series each.
 LONG_WINDOW_S = 1800
 LONG_WINDOW_INTERVAL_S = 30
+# The step window spans 1/RATE_STEP_FRACTION of the shortest long window (lab 2m, production 5m): at least
+# four evaluations of the group, and at least two scrapes at the lab's slowest scrape interval (60 s) or a
+# Prometheus' default (1m); it smooths the long window's edges by that much.
+RATE_STEP_FRACTION = 24
 
 
 def long_windows(profile: AlertProfileName) -> list[str]:
@@ -66,6 +81,16 @@ def long_windows(profile: AlertProfileName) -> list[str]:
     alerts = ALERT_PROFILES[profile].alerts
     paged = {w for a in alerts if a.severity == "page" for w in (a.long_window, a.short_window)}
     return [w for w in recorded_windows(profile) if parse_duration_s(w) >= LONG_WINDOW_S and w not in paged]
+
+
+def rate_step_window(profile: AlertProfileName) -> str | None:
+    """The window of the step records that `profile`'s long windows add up (lab: 2m, production: 5m), or
+    None when it has no long window."""
+    slow = long_windows(profile)
+    if not slow:
+        return None
+    step_s = parse_duration_s(slow[0]) / RATE_STEP_FRACTION
+    return f"{step_s / 60:g}m" if step_s % 60 == 0 else f"{step_s:g}s"
 
 
 def events_record(window: str) -> str:
@@ -129,6 +154,31 @@ def _recorded_error_ratio_expr(good: str, slo: SloDefinition, objective: Objecti
     # per evaluation, not three times. sum() drops the record's labels so that `or vector(0)` matches.
     events = f"sum({events_record(window)}{_matchers(slo, objective)})"
     return _ratio_of(events, f"sum(increase({good}[{window}]))")
+
+
+def _long_window_rules(
+    good: str, total: str, slo: SloDefinition, objective: Objective, windows: list[str], step: str
+) -> list[dict[str, Any]]:
+    # Every LONG_WINDOW_INTERVAL_S the increase of each counter over `step`, then per long window the sum of
+    # those steps: each event is counted step / interval times (4 for the lab's 2m), which the events record
+    # divides out and the error ratio cancels, (valid - good) / valid over the sums as _error_ratio_expr
+    # (counts, exact where they are integers, summed before one division).
+    labels = {"slo": slo.name, "objective": objective.display_name}
+    matchers = _matchers(slo, objective)
+    events_step = EVENTS_STEP_RECORD.format(window=step)
+    good_step = GOOD_STEP_RECORD.format(window=step)
+    overlap = parse_duration_s(step) / LONG_WINDOW_INTERVAL_S
+    rules: list[dict[str, Any]] = [
+        {"record": events_step, "expr": f"sum(increase({total}[{step}]))", "labels": dict(labels)},
+        {"record": good_step, "expr": f"sum(increase({good}[{step}]))", "labels": dict(labels)},
+    ]
+    for w in windows:
+        events = f"sum(sum_over_time({events_step}{matchers}[{w}]))"
+        rules.append({"record": events_record(w), "expr": f"{events} / {overlap:g}", "labels": dict(labels)})
+        good_sum = f"sum(sum_over_time({good_step}{matchers}[{w}]))"
+        ratio = _ratio_of(events, good_sum)
+        rules.append({"record": error_ratio_record(w), "expr": ratio, "labels": dict(labels)})
+    return rules
 
 
 def _objective_selectors(slo: SloDefinition, objective: Objective) -> tuple[str, str]:
@@ -204,8 +254,9 @@ def generate_rules(
     `alert_profile` and `window_scale`."""
     in_force = ALERT_PROFILES[profile]
     alerts = in_force.alerts
-    windows = recorded_windows(profile)
-    slow = set(long_windows(profile))
+    slow = long_windows(profile)
+    step = rate_step_window(profile)
+    windows = [w for w in recorded_windows(profile) if w not in slow]
     groups = []
     for slo in slos:
         rules: list[dict[str, Any]] = []
@@ -214,21 +265,22 @@ def generate_rules(
             good, total = _objective_selectors(slo, objective)
             labels = {"slo": slo.name, "objective": objective.display_name}
             for w in windows:
-                into = long_rules if w in slow else rules
-                into.append(
+                rules.append(
                     {
                         "record": events_record(w),
                         "expr": f"sum(increase({total}[{w}]))",
                         "labels": dict(labels),
                     }
                 )
-                into.append(
+                rules.append(
                     {
                         "record": error_ratio_record(w),
                         "expr": _recorded_error_ratio_expr(good, slo, objective, w),
                         "labels": dict(labels),
                     }
                 )
+            if step is not None:
+                long_rules += _long_window_rules(good, total, slo, objective, slow, step)
         # A Timeslices objective's budget is counted in slices, which these occurrence burn rates do not
         # measure: its error ratios are recorded, it gets no alerts (rules_yaml's header says so).
         for objective in slo.objectives if slo.budgeting_method == "Occurrences" else ():
