@@ -24,8 +24,8 @@ from labkit.measure.slo.rules import (
     events_record,
     generate_rules,
     long_windows,
-    rate_step_window,
     rules_yaml,
+    step_window,
     write_rules_file,
 )
 from labkit.measure.slo.spec import SloDefinition, SloSpecError, load_slo_spec
@@ -78,7 +78,7 @@ def test_long_ticket_windows_are_recorded_in_a_slower_group_and_pages_read_none(
         (fast,) = [g for g in groups if g["name"] == f"slo-{slo.name}"]
         (long,) = [g for g in groups if g["name"] == f"slo-{slo.name}-long-windows"]
         assert "interval" not in fast and long["interval"] == f"{LONG_WINDOW_INTERVAL_S}s"
-        step = rate_step_window(profile)
+        step = step_window(profile)
         assert step == {"lab": "2m", "production": "5m"}[profile]
         records = [r["record"] for r in long["rules"]]
         assert records[:2] == [f"slo:sli_events_step:increase{step}", f"slo:sli_good_step:increase{step}"]

@@ -43,16 +43,16 @@ __all__ = [
     "generate_rules",
     "long_windows",
     "objective_error_ratio_expr",
-    "rate_step_window",
     "recorded_windows",
     "rules_yaml",
+    "step_window",
     "write_rules_file",
 ]
 
 ERROR_RATIO_RECORD = "slo:sli_error:ratio_rate{window}"  # e.g. slo:sli_error:ratio_rate5m
 EVENTS_RECORD = "slo:sli_events:increase{window}"  # valid events over the window, for the minimum count
 # The long windows' steps: the increase of the valid and of the good events over a short window
-# (`rate_step_window`), recorded every LONG_WINDOW_INTERVAL_S, which the long windows add up.
+# (`step_window`), recorded every LONG_WINDOW_INTERVAL_S, which the long windows add up.
 EVENTS_STEP_RECORD = "slo:sli_events_step:increase{window}"
 GOOD_STEP_RECORD = "slo:sli_good_step:increase{window}"
 RULES_FILE_NAME = "slo.yml"
@@ -63,16 +63,16 @@ RULES_FILE_NAME = "slo.yml"
 # each second, a cost that grew for as long as they filled (docs/reliability.md, "An hour on the real
 # model"). Pages keep the lab's interval; a ticket may fire up to 30 s later, which the alert measures add
 # (AlertDelays.long_windows). Every 30 s, one evaluation misses at most 1/60 of a 30-minute window.
-# Evaluated every 30 s, a long window still read every sample of its counters (172,800 per series for 48m
+# Evaluated every 30 s, a long window still read every sample of its counters (2,880 per series for 48m
 # at the lab's 1 s scrape), and the 2026-12-05 soak measured Prometheus' RSS still growing 12 %/h while the
 # windows filled. So the group first records each counter's increase over a short step window
-# (`rate_step_window`), and each long window adds up those records: 96 samples for 48m, one series each.
+# (`step_window`), and each long window adds up those records: 96 samples for 48m, one series each.
 LONG_WINDOW_S = 1800
 LONG_WINDOW_INTERVAL_S = 30
-# The step window spans 1/RATE_STEP_FRACTION of the shortest long window (lab 2m, production 5m): at least
+# The step window spans 1/STEP_FRACTION of the shortest long window (lab 2m, production 5m): at least
 # four evaluations of the group, and at least two scrapes at the lab's slowest scrape interval (60 s) or a
 # Prometheus' default (1m); it smooths the long window's edges by that much.
-RATE_STEP_FRACTION = 24
+STEP_FRACTION = 24
 
 
 def long_windows(profile: AlertProfileName) -> list[str]:
@@ -83,13 +83,13 @@ def long_windows(profile: AlertProfileName) -> list[str]:
     return [w for w in recorded_windows(profile) if parse_duration_s(w) >= LONG_WINDOW_S and w not in paged]
 
 
-def rate_step_window(profile: AlertProfileName) -> str | None:
+def step_window(profile: AlertProfileName) -> str | None:
     """The window of the step records that `profile`'s long windows add up (lab: 2m, production: 5m), or
     None when it has no long window."""
     slow = long_windows(profile)
     if not slow:
         return None
-    step_s = parse_duration_s(slow[0]) / RATE_STEP_FRACTION
+    step_s = parse_duration_s(slow[0]) / STEP_FRACTION
     return f"{step_s / 60:g}m" if step_s % 60 == 0 else f"{step_s:g}s"
 
 
@@ -235,8 +235,9 @@ def alert_annotations(
 def recorded_windows(profile: AlertProfileName) -> list[str]:
     """The windows the rules record for `profile`: those its alerts read, shortest first, and no other.
 
-    Every recording rule is evaluated at the lab's evaluation interval (1 s) over every sample in its
-    window, so a window no alert reads costs CPU and memory that grow with the lab's history: the lab
+    A window's rules are evaluated at the lab's evaluation interval (1 s; the `long_windows` every 30 s,
+    from recorded steps) over every sample in the window, so a window no alert reads costs CPU and memory
+    that grow with the lab's history: the lab
     profile once also recorded the production windows up to 3 days, and its rule evaluations took twice
     as long after 10 minutes (docs/reliability.md, "An hour on the real model").
     """
@@ -250,12 +251,13 @@ def generate_rules(
     """The rules as a Prometheus rule-file mapping: one group per SLO with a recording rule per objective and
     window (valid events, then the error ratio that reads them), then the alerting rules of the profile (in
     one group, so each evaluation alerts on freshly recorded ratios); the `long_windows` are recorded in a
-    second group per SLO, `slo-<name>-long-windows`, every LONG_WINDOW_INTERVAL_S. Every alert carries
+    second group per SLO, `slo-<name>-long-windows`, every LONG_WINDOW_INTERVAL_S, as sums of the step
+    increases that group records first (`step_window`). Every alert carries
     `alert_profile` and `window_scale`."""
     in_force = ALERT_PROFILES[profile]
     alerts = in_force.alerts
     slow = long_windows(profile)
-    step = rate_step_window(profile)
+    step = step_window(profile)
     windows = [w for w in recorded_windows(profile) if w not in slow]
     groups = []
     for slo in slos:
