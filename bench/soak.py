@@ -517,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=SoakSettings.warmup_s,
         help="growth is measured after this; Prometheus grows while its rule windows (up to 144 min) fill "
-        "and until its head block is first compacted, at ~3 h (docs/reliability.md)",
+        "and until its head is first compacted, at ~45 min with the lab's 30-minute blocks "
+        "(docs/reliability.md)",
     )
     ap.add_argument("--engine", default=SoakSettings.engine)
     ap.add_argument("--smoke", action="store_true", help="a minute on the sim engine")

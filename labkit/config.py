@@ -175,6 +175,12 @@ class LabConfig(BaseSettings):
         pattern=r"^[1-9][0-9]*(B|KB|MB|GB|TB)$",
         description="most disk Prometheus' TSDB takes before it drops its oldest blocks",
     )
+    prometheus_block_duration: str = Field(
+        "30m",
+        pattern=r"^[1-9][0-9]*(m|h)$",
+        description="how much of the newest data Prometheus' TSDB head holds in memory before it writes a"
+        " block to disk (Prometheus' default: 2h; the head holds between half and one and a half of it)",
+    )
     backend: BackendName = Field("local", description="local (child processes) or docker (containers)")
     model_image: str | None = Field(
         None, description="docker: the model service's image (default: labkit/model, or ollama/ollama)"

@@ -108,6 +108,7 @@ def _print_table(services: list[ServiceStatus]) -> None:
 @click.option("--log-files", type=int, default=None, help="Files kept per log, the current one too [3].")
 @click.option("--prometheus-retention-time", default=None, help="How long Prometheus keeps samples [1d].")
 @click.option("--prometheus-retention-size", default=None, help="Most disk Prometheus' TSDB takes [1GB].")
+@click.option("--prometheus-block-duration", default=None, help="Span of a Prometheus block in memory [30m].")
 @backend_option("Run the services as local processes (default) or as Docker containers.")
 @click.option("--model-image", default=None, help="docker: model image [labkit/model, or ollama/ollama].")
 @click.option("--service-image", default=None, help="docker: wrapper and exporter image [labkit/service].")

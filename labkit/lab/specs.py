@@ -97,6 +97,9 @@ def service_specs(config: LabConfig, lab: LabDir, *, for_containers: bool = Fals
         # A lab left running keeps a bounded TSDB: the oldest blocks go past either bound.
         f"--storage.tsdb.retention.time={config.prometheus_retention_time}",
         f"--storage.tsdb.retention.size={config.prometheus_retention_size}",
+        # ... and a bounded head: at one scrape a second its memory grows until its block is written, at 3 h
+        # with Prometheus' 2-hour default (docs/decisions.md, "Prometheus' head: 30-minute blocks").
+        f"--storage.tsdb.min-block-duration={config.prometheus_block_duration}",
         # No --web.enable-lifecycle: its /-/quit and /-/reload take no token, and the lab uses neither.
         "--log.level=warn",
         "--log.format=json",
