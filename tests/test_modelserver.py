@@ -40,6 +40,7 @@ from labkit.services.modelserver import (
     parse_keep_alive,
 )
 from labkit.services.modelserver._gguf_metadata import read_gguf_metadata
+from labkit.services.modelserver._lifecycle import ModelLifecycle
 from labkit.services.modelserver._metrics import ModelServerMetrics
 from labkit.services.modelserver._model_card import normalize_model_name
 from labkit.services.modelserver._scheduler import SlotScheduler
@@ -646,6 +647,46 @@ def test_keep_alive_expiry_unloads(client: httpx.Client) -> None:
     assert datetime.fromisoformat(entry["expires_at"]) <= datetime.now(UTC) + timedelta(seconds=1)
     wait_for(lambda: client.get("/api/ps").json() == {"models": []}, timeout_s=5)
     assert metric(client, "model_unloads_total", reason="expired") == 1
+
+
+class _GatedUnloadEngine(SimEngine):
+    """A sim engine whose unload marks itself unloaded, then holds its worker thread until released."""
+
+    def __init__(self) -> None:
+        super().__init__(ttft_s=0.0, itl_s=0.0, jitter=0.0)
+        self.unloaded = threading.Event()
+        self.release = threading.Event()
+
+    def unload(self) -> None:
+        super().unload()
+        self.unloaded.set()
+        self.release.wait(timeout=10)
+
+
+def test_the_model_leaves_api_ps_only_with_its_unload_counted() -> None:
+    # /api/ps used to read the engine's own flag, which the worker thread clears before the lifecycle counts
+    # the unload: a client could see the model gone and the expiry not yet counted (a CI failure above).
+    engine = _GatedUnloadEngine()
+    metrics = ModelServerMetrics(engine="sim", model="m", version="v", num_parallel=1, max_queue=1)
+    lifecycle = ModelLifecycle(engine=engine, metrics=metrics, default_keep_alive=0.0)
+
+    def unloads() -> float | None:
+        return metrics.registry.get_sample_value("model_unloads_total", {"reason": "keep_alive_zero"})
+
+    async def scenario() -> None:
+        await lifecycle.acquire(0.0)
+        assert lifecycle.loaded
+        releasing = asyncio.create_task(lifecycle.release())
+        assert await asyncio.to_thread(engine.unloaded.wait, 10)
+        assert not engine.loaded
+        assert lifecycle.loaded, "the engine is gone but the unload is not yet counted"
+        assert unloads() is None
+        engine.release.set()
+        await releasing
+        assert not lifecycle.loaded
+        assert unloads() == 1
+
+    asyncio.run(scenario())
 
 
 def test_keep_alive_forever_and_server_default(start_server: StartServer) -> None:

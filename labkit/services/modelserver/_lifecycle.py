@@ -41,10 +41,13 @@ class ModelLifecycle:
         self._epoch = 0
         self._timer: asyncio.Task[None] | None = None
         self._expires_at: datetime | None = None
+        # What /api/ps reports. It changes on the event loop together with the gauge and the unload
+        # counter, never from the worker thread, so a client that sees the model gone also sees why.
+        self._loaded = False
 
     @property
     def loaded(self) -> bool:
-        return self._engine.loaded
+        return self._loaded
 
     @property
     def active(self) -> int:
@@ -128,6 +131,7 @@ class ModelLifecycle:
         elapsed = time.perf_counter_ns() - started
         self._metrics.load_duration.observe(elapsed / 1e9)
         self._metrics.loaded_models.set(1)
+        self._loaded = True
         logger.info("model loaded in %.3f s", elapsed / 1e9)
         return max(1, elapsed)
 
@@ -137,6 +141,7 @@ class ModelLifecycle:
         await asyncio.shield(asyncio.to_thread(self._engine.unload))
         self._metrics.loaded_models.set(0)
         self._metrics.unloads.labels(reason=reason).inc()
+        self._loaded = False
         logger.info("model unloaded (%s)", reason)
 
 
