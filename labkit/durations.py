@@ -1,4 +1,5 @@
-"""Ollama's keep_alive durations ("5m", "1h30m", "300ms", "0", "-1", or seconds), parsed once.
+"""Ollama's keep_alive durations ("5m", "1h30m", "300ms", "0", "-1", or seconds), parsed once, and the
+single-unit durations the lab passes to Prometheus' flags ("1d", "30m").
 
 Shared by the lab's configuration (validated before anything starts) and the model server.
 """
@@ -8,10 +9,25 @@ from __future__ import annotations
 import math
 import re
 
-__all__ = ["parse_keep_alive"]
+__all__ = ["PROMETHEUS_DURATION_PATTERN", "parse_keep_alive", "prometheus_duration_s"]
 
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+# A Prometheus flag's duration as the lab writes it: a positive integer and one unit.
+PROMETHEUS_DURATION_PATTERN = r"^[1-9][0-9]*(ms|s|m|h|d|w|y)$"
+_PROMETHEUS_UNIT_SECONDS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+                            "y": 31536000.0}  # fmt: skip
+
+
+def prometheus_duration_s(text: str) -> float:
+    """`1d` -> 86400.0, for a duration matching PROMETHEUS_DURATION_PATTERN (Prometheus' y is 365 days)."""
+    match = re.match(PROMETHEUS_DURATION_PATTERN, text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration like 30m, 12h or 1d (an integer and ms, s, m, h, d, w or y)"
+        )
+    return int(text[: match.start(1)]) * _PROMETHEUS_UNIT_SECONDS[match.group(1)]
 
 
 def parse_keep_alive(value: str | float | int) -> float | None:
