@@ -31,6 +31,7 @@ from bench import (
     overload,
     run_all,
     soak,
+    tsdb_blocks,
     wrapper,
 )
 from bench._common import ROOT, Row, machine
@@ -47,8 +48,9 @@ SUITES: dict[str, Callable[[Path, bool], list[Row]]] = {
     "openai_peers": openai_peers.run,
     "capacity": capacity.run,
 }
-# Suites that take long (the soak: an hour on the real model) run only when named: `--only soak`.
-ON_REQUEST: dict[str, Callable[[Path, bool], list[Row]]] = {"soak": soak.run}
+# Suites that take long run only when named (`--only soak`): the soak, an hour on the real model, and
+# tsdb_blocks, 15 minutes of a Prometheus on a short time scale.
+ON_REQUEST: dict[str, Callable[[Path, bool], list[Row]]] = {"soak": soak.run, "tsdb_blocks": tsdb_blocks.run}
 ALL_SUITES = {**SUITES, **ON_REQUEST}
 
 

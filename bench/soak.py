@@ -35,6 +35,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench._common import ROOT, Row, Target, free_ports, process_tree
+from bench.tsdb_blocks import BLOCKS_LOADED, block_files, blocks_bound
 from labkit import LabConfig, open_lab
 from labkit.chaos import (
     MAX_RUN_S,
@@ -46,6 +47,7 @@ from labkit.chaos import (
     random_schedule,
     run_experiment,
 )
+from labkit.durations import prometheus_duration_s
 from labkit.rundir import RunDirectory, RunFile
 
 RESULT_FILE = "soak.json"
@@ -82,7 +84,8 @@ SMOKE = SoakSettings(duration_s=60, rate=2, max_tokens=8, fault_gap_s=15, fault_
 
 def _usage(procs: list[psutil.Process]) -> dict[str, float]:
     """RSS, and its file-backed part (Linux: resident pages of mapped files and shared memory, which the
-    kernel can drop: Prometheus' memory-mapped TSDB chunks), open file descriptors and threads."""
+    kernel can drop: Prometheus' memory-mapped TSDB chunks), open file descriptors (those that hold TSDB
+    blocks' files apart: Prometheus keeps each block on disk open) and threads."""
     rss = shared = fds = threads = 0
     cpu_s = 0.0
     for proc in procs:
@@ -97,8 +100,10 @@ def _usage(procs: list[psutil.Process]) -> dict[str, float]:
                 cpu_s += times.user + times.system
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+    in_blocks = block_files(procs)
     return {"rss_bytes": rss, "rss_anon_bytes": rss - shared, "rss_file_bytes": shared, "fds": fds,
-            "threads": threads, "cpu_s": round(cpu_s, 2)}  # fmt: skip
+            "block_fds": in_blocks, "other_fds": fds - in_blocks, "threads": threads,
+            "cpu_s": round(cpu_s, 2)}  # fmt: skip
 
 
 # Prometheus' own view of its memory and work, read from its /metrics: the Go heap in use, what the Go
@@ -111,6 +116,7 @@ PROMETHEUS_SELF = {
     "prometheus_tsdb_head_series": "head_series",
     "prometheus_tsdb_head_chunks": "head_chunks",
     "prometheus_rule_group_last_duration_seconds": "rule_groups_s",
+    BLOCKS_LOADED: "blocks_loaded",
 }
 
 
@@ -235,6 +241,13 @@ def false_pages(run_paths: list[Path]) -> int | None:
     return None if any(m is None for m in counts) else sum(m.false_page_count for m in counts if m)
 
 
+def lab_blocks_bound(config: LabConfig) -> dict[str, Any]:
+    """The most TSDB blocks the lab's Prometheus keeps (`blocks_bound`) at its retention and block length."""
+    retention, block = config.prometheus_retention_time, config.prometheus_block_duration
+    bound = blocks_bound(prometheus_duration_s(retention), prometheus_duration_s(block))
+    return {"blocks": bound, "retention": retention, "block_duration": block}
+
+
 def legs(duration_s: float) -> list[float]:
     """The soak's back-to-back experiments: as few as the cap on one run (MAX_RUN_S) allows, of equal
     length."""
@@ -262,7 +275,10 @@ def plot(frame: pd.DataFrame, path: Path, warmup_s: float) -> str:
     fig, axes = plt.subplots(4, 1, figsize=(9, 11), sharex=True)
     for name, rows in procs.groupby("service"):
         axes[0].plot(rows["t_s"] / 60, rows["rss_bytes"] / 2**20, label=str(name))
-        axes[1].plot(rows["t_s"] / 60, rows["fds"], label=str(name))
+        line = axes[1].plot(rows["t_s"] / 60, rows["fds"], label=str(name))[0]
+        if "block_fds" in rows and rows["block_fds"].fillna(0).gt(0).any():
+            axes[1].plot(rows["t_s"] / 60, rows["block_fds"], linestyle="--", color=line.get_color(),
+                         label=f"{name}: TSDB blocks' files")  # fmt: skip
     for rows, column, label in (
         (prometheus, "rss_anon_bytes", "RSS, anonymous"),
         (prometheus, "rss_file_bytes", "RSS, file-backed (mapped TSDB chunks)"),
@@ -288,9 +304,12 @@ def plot(frame: pd.DataFrame, path: Path, warmup_s: float) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     samples = len(disk)
+    blocks = "block_fds" in procs and procs["block_fds"].fillna(0).gt(0).any()
     return (
         f"{samples} samples over {disk['t_s'].max() / 60:.0f} min: RSS and open file descriptors of each "
-        "service (its process and children, not another service); Prometheus' RSS split into its anonymous "
+        "service (its process and children, not another service"
+        + ("; dashed: those holding the files of Prometheus' TSDB blocks on disk" if blocks else "")
+        + "); Prometheus' RSS split into its anonymous "
         "and file-backed parts, beside its Go heap in use and held from the OS (its own /metrics); and the "
         "disk used by the lab's logs, Prometheus' TSDB and the run directory; the dotted line ends the "
         f"{warmup_s / 60:.3g}-minute warm-up before which growth is not counted"
@@ -320,6 +339,7 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
             Sampler(lab, settings.sample_s) as sampler,
         ):
             lengths = legs(settings.duration_s)
+            tsdb_bound = lab_blocks_bound(lab.config)
             say(f"soak: {settings.duration_s:g} s in {len(lengths)} back-to-back experiment(s)")
             for leg, length in enumerate(lengths):
                 schedule = random_schedule(
@@ -360,7 +380,15 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
     for name, rows in process_rows(frame).groupby("service"):
         growth[str(name)] = {
             col: growth_per_hour(rows, col, settings.warmup_s)
-            for col in ("rss_bytes", "rss_anon_bytes", "rss_file_bytes", "fds", "threads")
+            for col in (
+                "rss_bytes",
+                "rss_anon_bytes",
+                "rss_file_bytes",
+                "fds",
+                "other_fds",
+                "block_fds",
+                "threads",
+            )
         }
         growth[str(name)]["cpu_cores"] = cpu_cores(rows, settings.warmup_s)
     own = frame[frame["service"] == PROMETHEUS_SELF_ROW]
@@ -385,6 +413,12 @@ def soak(settings: SoakSettings, out: Path, say: Any = print) -> dict[str, Any]:
         "false_pages": false_pages(sampler.run_paths),
         "services": services,
         "growth": growth,
+        "blocks_loaded_max": (
+            float(own["blocks_loaded"].max())
+            if "blocks_loaded" in own and own["blocks_loaded"].notna().any()
+            else None
+        ),
+        "tsdb_blocks_bound": tsdb_bound,
         "plot_caption": caption,
     }
     run_dir.write_json(RESULT_FILE, record)
@@ -436,14 +470,21 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
                 )
             )
         fds = figures["fds"]
+        # The files of TSDB blocks on disk are counted apart (Prometheus holds each block's open, so they
+        # step up with every block it writes until retention drops blocks: soak_prometheus_blocks_max).
+        other = figures.get("other_fds", fds)
         rows.append(
             Row(
                 name=f"soak_fd_growth_{service}_per_h",
-                what=f"{service}: open file descriptors' growth after warm-up",
+                what=f"{service}: open file descriptors' growth after warm-up, besides TSDB blocks' files",
                 unit="fds/h",
-                value=fds["per_hour"],
+                value=other["per_hour"],
                 target=Target("value_max", 1.0, "no growth (< 1 fd/h)"),
-                detail={"mean_fds": fds["mean"]},
+                detail={
+                    "mean_fds": fds["mean"],
+                    "all_fds_per_h": fds["per_hour"],
+                    "block_fds_per_h": figures.get("block_fds", {}).get("per_hour"),
+                },
             )
         )
     own = record["growth"].get(PROMETHEUS_SELF_ROW, {})
@@ -461,6 +502,23 @@ def rows_of(record: dict[str, Any]) -> list[Row]:
                     detail={"mean_mib": None if g["mean"] is None else g["mean"] / 2**20},
                 )
             )
+    bound = record.get("tsdb_blocks_bound")
+    if bound is not None and record.get("blocks_loaded_max") is not None:
+        prometheus = record["growth"].get("prometheus", {})
+        rows.append(
+            Row(
+                name="soak_prometheus_blocks_max",
+                what=f"prometheus: most TSDB blocks on disk at once ({bound['block_duration']} blocks, "
+                f"{bound['retention']} retention); each keeps its files open",
+                unit="blocks",
+                value=record["blocks_loaded_max"],
+                target=Target("value_max", bound["blocks"], f"<= {bound['blocks']}, what retention keeps"),
+                detail={
+                    "mean_block_fds": prometheus.get("block_fds", {}).get("mean"),
+                    "block_fds_per_h": prometheus.get("block_fds", {}).get("per_hour"),
+                },
+            )
+        )
     rules = own.get("rule_groups_s")
     if rules is not None:
         rows.append(

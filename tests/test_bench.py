@@ -179,6 +179,39 @@ def test_soak_cpu_counts_each_process_from_its_own_start() -> None:
     assert cpu_cores(pd.DataFrame(rows[:1]), warmup_s=0) is None
 
 
+def test_tsdb_block_ranges_and_bound_follow_prometheus_compaction() -> None:
+    from bench.tsdb_blocks import block_ranges_s, blocks_bound
+
+    minute, hour = 60.0, 3600.0
+    # The lab: 30m blocks, 1 day of retention; the largest block is the largest range below a tenth of it.
+    assert block_ranges_s(24 * hour, 30 * minute) == [30 * minute, 90 * minute]
+    assert blocks_bound(24 * hour, 30 * minute) == 16 + 2 + 2
+    # Prometheus' defaults (2h blocks, 15 days, so 36h at most): 2h, 6h and 18h blocks.
+    assert block_ranges_s(15 * 24 * hour, 2 * hour) == [2 * hour, 6 * hour, 18 * hour]
+    # A retention below ten blocks' length keeps the blocks as written; an explicit maximum caps the ranges.
+    assert block_ranges_s(3 * hour, 30 * minute) == [30 * minute]
+    assert blocks_bound(6 * minute, minute, 3 * minute) == 2 + 2 + 2
+
+
+def test_only_the_files_of_a_tsdb_block_count_as_block_files(tmp_path: Path) -> None:
+    import psutil
+
+    from bench.tsdb_blocks import block_files
+
+    block = tmp_path / "data" / "01JF3M4N5P6Q7R8S9T0VWXYZAB"
+    (block / "chunks").mkdir(parents=True)
+    (block / "index").write_bytes(b"i")
+    (block / "chunks" / "000001").write_bytes(b"c")
+    (tmp_path / "data" / "wal").mkdir()
+    (tmp_path / "data" / "wal" / "00000000").write_bytes(b"w")
+    me = [psutil.Process()]
+    before = block_files(me)
+    wal = tmp_path / "data" / "wal" / "00000000"
+    with (block / "index").open("rb"), (block / "chunks" / "000001").open("rb"), wal.open("rb"):
+        assert block_files(me) == before + 2
+    assert block_files(me) == before
+
+
 def test_the_bare_python_hop_passes_answers_through_whole_and_streamed(tmp_path: Path) -> None:
     """bench/python_hop.py is a row of the gateways table: it must forward for real, streams included."""
     import os
