@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from labkit.durations import PROMETHEUS_DURATION_PATTERN, parse_keep_alive, prometheus_duration_s
+from labkit.durations import PROMETHEUS_DURATION_PATTERN, parse_keep_alive
 from labkit.errors import ConfigError, ModelNotFoundError
 from labkit.sockets import http_url, is_loopback_address
 
@@ -268,22 +268,7 @@ class LabConfig(BaseSettings):
         ]  # fmt: skip
         if len(set(ports)) != len(ports):
             raise ValueError(f"the five service ports must differ, got {ports}")
-        self._check_retention()
         return self
-
-    def _check_retention(self) -> None:
-        """Prometheus keeps every sample the lab's SLO alerts read: with a shorter retention their long
-        windows would hold less than they say, and pages would fire (or not) on a window nobody chose."""
-        from labkit.measure.slo.rules import recorded_windows  # imports this module
-        from labkit.measure.slo.spec import parse_duration_s
-
-        longest = recorded_windows("lab")[-1]
-        if prometheus_duration_s(self.prometheus_retention_time) < parse_duration_s(longest):
-            raise ValueError(
-                f"--prometheus-retention-time {self.prometheus_retention_time} is shorter than the {longest} "
-                f"window the lab's SLO alerts read; give at least {longest} (the default is "
-                f"{type(self).model_fields['prometheus_retention_time'].default})"
-            )
 
     def _check_upstream(self) -> None:
         """The OpenAI-compatible upstream's settings fit the engine, and reach only this machine unless

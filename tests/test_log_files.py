@@ -15,9 +15,11 @@ from pydantic import ValidationError
 
 from labkit.config import LabConfig
 from labkit.durations import prometheus_duration_s
+from labkit.errors import ConfigError
 from labkit.lab.labdir import LabDir
 from labkit.lab.manager.control import spawn_lab_child
 from labkit.lab.manager.log_files import RotatingLog, copy_lines
+from labkit.lab.registry import backend_for
 from labkit.lab.specs import service_specs
 from labkit.measure.slo.rules import recorded_windows
 from tests.conftest import sim_lab_config
@@ -143,12 +145,16 @@ def test_the_bounds_are_settings_with_checked_values(tmp_path: Path) -> None:
             LabConfig(lab_dir=tmp_path, **bad)  # type: ignore[arg-type]
 
 
-def test_a_retention_shorter_than_the_longest_alert_window_is_refused(tmp_path: Path) -> None:
+def test_a_retention_shorter_than_the_longest_alert_window_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
     longest = recorded_windows("lab")[-1]
     assert longest == "144m"  # the lab profile's slowest page reads 144 minutes
-    assert LabConfig(lab_dir=tmp_path, prometheus_retention_time=longest).prometheus_retention_time == "144m"
-    with pytest.raises(ValidationError, match=r"--prometheus-retention-time 2h .*give at least 144m"):
-        LabConfig(lab_dir=tmp_path, prometheus_retention_time="2h")
+    backend_for(sim_lab_config(tmp_path / "ok", prometheus_retention_time=longest)).preflight()
+    short = backend_for(sim_lab_config(tmp_path / "short", prometheus_retention_time="2h"))
+    with pytest.raises(ConfigError, match=r"--prometheus-retention-time 2h .*give at least 144m"):
+        short.preflight()
+    assert not (tmp_path / "short" / "config.json").exists()  # refused before the lab directory was prepared
     assert [prometheus_duration_s(d) for d in ("500ms", "144m", "1d", "2w", "1y")] == [
         0.5, 8640.0, 86400.0, 1209600.0, 31536000.0,
     ]  # fmt: skip

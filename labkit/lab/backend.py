@@ -24,6 +24,7 @@ import httpx
 
 from labkit.atomic import write_atomically
 from labkit.config import BackendName, LabConfig
+from labkit.durations import prometheus_duration_s
 from labkit.errors import (
     BackendError,
     ConfigError,
@@ -177,7 +178,22 @@ class Backend(ABC):
         self._preflight()
         self.config.wrapper_auth_headers()  # an unreadable or empty API key file fails here, before any start
         self.config.upstream_auth_headers()  # and so does the upstream's
+        self._check_retention()
         self._check_ports_free()
+
+    def _check_retention(self) -> None:
+        """Prometheus keeps every sample the lab's SLO alerts read: with a shorter retention their long
+        windows would hold less than they say, and pages would fire (or not) on a window nobody chose."""
+        from labkit.measure.slo.rules import recorded_windows  # pandas: see _prepare_lab_dir
+
+        retention = self.config.prometheus_retention_time
+        longest = recorded_windows("lab")[-1]
+        if prometheus_duration_s(retention) < prometheus_duration_s(longest):
+            default = LabConfig.model_fields["prometheus_retention_time"].default
+            raise ConfigError(
+                f"--prometheus-retention-time {retention} is shorter than the {longest} window the lab's SLO "
+                f"alerts read; give at least {longest} (the default is {default})"
+            )
 
     def _mark_stopped(self) -> None:
         """After `down`: the state file says the lab and its services are stopped; no copy of the API key
