@@ -72,12 +72,22 @@ def test_windows_from_the_journal_pair_start_and_end() -> None:
         {"kind": "fault_start", "fault_id": "2", "fault_kind": "pause", "target": "model", "wall_time": 5.0,
          "duration_s": 3},
         {"kind": "fault_start", "fault_id": "1", "fault_kind": "kill", "target": "model", "wall_time": 1.0},
-        {"kind": "fault_end", "fault_id": "1", "wall_time": 1.0},
+        # The experiment journals an instantaneous fault's end when its call returns: a kill 0.4 ms later,
+        # a restart once the service is back. Its window is still its start (users felt what follows).
+        {"kind": "fault_end", "fault_id": "1", "wall_time": 1.0004},
+        {"kind": "fault_start", "fault_id": "3", "fault_kind": "restart", "target": "wrapper",
+         "wall_time": 9.0},
+        {"kind": "fault_end", "fault_id": "3", "wall_time": 11.5},
+        {"kind": "fault_start", "fault_id": "4", "fault_kind": "latency", "target": "wrapper",
+         "wall_time": 20.0, "duration_s": 10},
+        {"kind": "fault_end", "fault_id": "4", "wall_time": 26.0},
     ]  # fmt: skip
     windows = fault_windows_from_journal(events)
     assert [(w.fault_id, w.kind, w.start, w.end) for w in windows] == [
         ("1", "kill", 1.0, 1.0),
         ("2", "pause", 5.0, 8.0),  # no end journaled (the experiment died): its planned end
+        ("3", "restart", 9.0, 9.0),
+        ("4", "latency", 20.0, 26.0),  # a lasting fault ends when it was reverted
     ]
 
 

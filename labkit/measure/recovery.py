@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from labkit.faults import INSTANT_KINDS
 from labkit.rundir import EventKind
 
 __all__ = [
@@ -108,13 +109,17 @@ def fault_windows_from_journal(events: Iterable[Mapping[str, Any]]) -> list[Faul
     for fault_id, event in starts.items():
         start = float(event["wall_time"])
         planned = start + float(event.get("duration_s") or 0.0)
+        kind = str(event.get("fault_kind", event.get("fault", "")))
+        # An instantaneous fault's end event says when the call that made it returned (a kill: 0.4 ms
+        # later), not when users felt it end: its window is its start, and what follows is its recovery.
+        end = start if kind in INSTANT_KINDS else max(start, ends.get(fault_id, planned))
         windows.append(
             FaultWindow(
                 fault_id=fault_id,
-                kind=str(event.get("fault_kind", event.get("fault", ""))),
+                kind=kind,
                 target=str(event.get("target", "")),
                 start=start,
-                end=max(start, ends.get(fault_id, planned)),
+                end=end,
             )
         )
     return sorted(windows, key=lambda w: w.start)
