@@ -454,7 +454,7 @@ def measure_alerting(
     spans: list[tuple[float, float]] = []
     for fault in faults:
         end = fault.end
-        if fault.end <= fault.start:
+        if fault.instantaneous:
             end = max(fault.start, recovered.get(fault.fault_id) or fault.start)
         spans.append((fault.start, end))
         for slo in slos:

@@ -89,6 +89,11 @@ class FaultWindow:
     start: float
     end: float  # == start for instantaneous faults (kill, restart, unload)
 
+    @property
+    def instantaneous(self) -> bool:
+        """A window with no length: an instantaneous fault, or one journaled with no end and no duration."""
+        return self.end <= self.start
+
 
 def fault_windows_from_journal(events: Iterable[Mapping[str, Any]]) -> list[FaultWindow]:
     """Pair `fault_start` / `fault_end` events (matched by `fault_id`) into windows, in start order.

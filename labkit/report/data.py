@@ -22,7 +22,6 @@ from typing import Any, TypeGuard, get_args
 import pandas as pd
 
 from labkit.errors import LabkitError
-from labkit.faults import INSTANT_KINDS
 from labkit.measure.load import requests_frame
 from labkit.measure.recovery import (
     FALLBACK_SLOW_S,
@@ -522,7 +521,7 @@ class RunData:
                 "end": w.end,
                 "start_t_s": self.t_s(w.start),
                 "end_t_s": self.t_s(w.end),
-                "instantaneous": w.kind in INSTANT_KINDS or w.end <= w.start,
+                "instantaneous": w.instantaneous,
             }
             for w in self.fault_windows
         ]
